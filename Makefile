@@ -1,0 +1,29 @@
+# `make test` and `make demo` build .venv on first use (idempotent), then run.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.hierclf-installed
+# torch and torchvision are pinned: both lie on this machine's disk, so pip takes them offline.
+TORCH  := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: venv test demo clean
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(PY) -m hierclf dataset digits data/digits
+	$(PY) -m hierclf fit-coarse recipes/digits.toml --out runs/digits
+	$(PY) -m hierclf predict runs/digits data/digits/test.csv --out runs/digits/test-predictions.csv
+
+clean:
+	rm -rf runs/digits data/digits

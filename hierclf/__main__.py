@@ -1,0 +1,3 @@
+from hierclf.cli import main
+
+main()

@@ -1,0 +1,64 @@
+"""From rows to batches: decoding, albumentations transforms, and a DataLoader."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import albumentations as A
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import DataLoader, Dataset
+
+from hierclf.data.items import UNKNOWN_LABEL, Items
+
+
+class ImageDataset(Dataset):
+    """Yields (image tensor, target, row). Decoding happens here, in the loader's workers."""
+
+    def __init__(self, items: Items, targets: np.ndarray | None, transform: A.Compose, channels: int):
+        self.items = items
+        self.targets = (np.full(len(items), UNKNOWN_LABEL, dtype=np.int64) if targets is None
+                        else np.asarray(targets, dtype=np.int64))
+        self.transform = transform
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, int, int]:
+        pixels = self.items.image(row, self.channels)
+        return self.transform(image=pixels)["image"], int(self.targets[row]), row
+
+
+def augmentations(preset: str) -> list[A.BasicTransform]:
+    """Training-only transforms by preset name. `light` keeps orientation (digits, documents)."""
+    if preset == "none":
+        return []
+    if preset == "light":
+        return [A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.7),
+                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5)]
+    raise ValueError(f"unknown augmentation preset {preset!r}")
+
+
+def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float], augment: str = "none",
+                    seed: int | None = None) -> A.Compose:
+    """Resize, the augmentation preset, normalise, to a CHW float tensor."""
+    return A.Compose([A.Resize(img_size, img_size), *augmentations(augment),
+                      A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
+                      ToTensorV2()], seed=seed)
+
+
+def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
+                seed: int = 0, drop_last: bool = False) -> DataLoader:
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+                      pin_memory=device.type == "cuda", drop_last=drop_last,
+                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator)
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each worker starts with a copy of the transform's random state; give each its own,
+    derived from the loader's seed, so augmentation differs across workers yet reproduces."""
+    info = torch.utils.data.get_worker_info()
+    info.dataset.transform.set_random_seed(info.seed % 2**32)

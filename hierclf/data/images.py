@@ -1,0 +1,48 @@
+"""Decoding any image file a user may have into an RGB (or grey) uint8 array."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from hierclf.errors import DataError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def decode_image(path: str | Path, channels: int = 3) -> np.ndarray:
+    """H×W×channels uint8. Grey, palette, alpha, 16-bit and float images all come out alike:
+    alpha is composited onto white, high bit depths are scaled to 0..255, EXIF rotation applied."""
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return to_uint8(image, channels)
+    except FileNotFoundError:
+        raise DataError(f"image {path} does not exist") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"image {path} cannot be decoded ({error})") from None
+
+
+def to_uint8(image: Image.Image, channels: int = 3) -> np.ndarray:
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        pixels = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") or pixels.max() > 255 else 255.0
+        if image.mode == "F" and pixels.max() <= 1.0:
+            top = 1.0
+        grey = np.clip(pixels / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        image = Image.fromarray(grey, mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode in ("RGB", "L") and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    image = image.convert("L" if channels == 1 else "RGB")
+    pixels = np.asarray(image, dtype=np.uint8)
+    return pixels[:, :, None] if channels == 1 else pixels

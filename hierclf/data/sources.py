@@ -1,0 +1,186 @@
+"""Sources: a CSV plus an image folder, a class-per-folder tree, or a plain folder of images.
+
+Everything a source can get wrong (a missing column, a missing image, an unknown label) is
+found here, before any training starts, and reported naming the file and the row.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hierclf.data.images import IMAGE_EXTENSIONS, is_image_file
+from hierclf.data.items import UNKNOWN_LABEL, Items
+from hierclf.errors import DataError
+from hierclf.recipe import DataConfig
+
+
+def load_training_items(data: DataConfig) -> Items:
+    """The labelled rows a recipe's [data] section points at."""
+    if data.csv:
+        items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
+                               id_column=data.id_column, label_column=data.label_column,
+                               group_column=data.group_column, class_names=data.class_names or None,
+                               labels_required=True)
+    else:
+        items = read_class_tree(Path(data.folder), class_names=data.class_names or None)
+    if len(items) == 0:
+        raise DataError(f"{data.csv or data.folder} holds no images")
+    if not items.has_labels:
+        row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
+        raise DataError(f"{data.csv or data.folder}: image {items.ids[row]!r} has no label")
+    return items
+
+
+def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "id",
+                     label_column: str = "label", images: Path | None = None) -> Items:
+    """Rows to predict: a CSV of ids, a class-per-folder tree, or a folder of images.
+    Labels are read where the input carries them, so predictions can be scored."""
+    if path.is_file():
+        return read_csv_items(path, images, id_column=id_column, label_column=label_column,
+                              group_column="", class_names=class_names, labels_required=False)
+    if not path.is_dir():
+        raise DataError(f"input {path} does not exist")
+    entries = sorted(path.iterdir())
+    if any(is_image_file(entry) for entry in entries):
+        return read_image_folder(path, class_names)
+    if any(entry.is_dir() for entry in entries):
+        return read_class_tree(path, class_names=class_names, allow_unknown=False)
+    raise DataError(f"input folder {path} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+
+
+def default_image_dir(csv_path: Path) -> Path:
+    """train.csv's images live in train/ beside it when that folder exists, else beside it."""
+    beside = csv_path.with_suffix("")
+    return beside if beside.is_dir() else csv_path.parent
+
+
+def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label_column: str,
+                   group_column: str, class_names: Sequence[str] | None, labels_required: bool) -> Items:
+    images = images or default_image_dir(csv_path)
+    rows, header = _read_csv(csv_path)
+    missing = [name for name in (id_column,) + ((label_column,) if labels_required else ())
+               if name not in header]
+    if missing:
+        raise DataError(f"{csv_path}: no column {missing[0]!r}; columns are {', '.join(header)} "
+                        f"(set data.id_column / data.label_column)")
+    ids = [row[id_column].strip() for row in rows]
+    for line, image_id in enumerate(ids, start=2):
+        if not image_id:
+            raise DataError(f"{csv_path}, line {line}: empty {id_column!r}")
+    paths = _resolve_images(ids, images, csv_path)
+    if label_column in header:
+        labels, names = _parse_labels([row[label_column].strip() for row in rows], class_names,
+                                      f"{csv_path}, column {label_column!r}")
+    else:
+        labels, names = np.full(len(ids), UNKNOWN_LABEL, dtype=np.int64), tuple(class_names or ())
+    groups = None
+    if group_column and group_column in header:
+        groups = np.asarray([row[group_column].strip() or image_id for row, image_id in zip(rows, ids)])
+    return Items(ids=np.asarray(ids), labels=labels, class_names=names, paths=np.asarray(paths),
+                 groups=groups)
+
+
+def read_class_tree(root: Path, class_names: Sequence[str] | None = None,
+                    allow_unknown: bool = False) -> Items:
+    """root/<class>/**/<image>: the folder names are the class names (sorted, as torchvision does)."""
+    if not root.is_dir():
+        raise DataError(f"folder {root} does not exist")
+    folders = sorted(entry for entry in root.iterdir() if entry.is_dir())
+    if not folders:
+        raise DataError(f"{root} has no class folders (expected {root}/<class>/<image>)")
+    names = tuple(class_names) if class_names else tuple(folder.name for folder in folders)
+    index_of = {name: index for index, name in enumerate(names)}
+    ids, paths, labels = [], [], []
+    for folder in folders:
+        if folder.name not in index_of and not allow_unknown:
+            raise DataError(f"{folder}: {folder.name!r} is not a class of this run; classes are "
+                            f"{', '.join(names)}")
+        for path in sorted(p for p in folder.rglob("*") if is_image_file(p)):
+            ids.append(path.relative_to(root).as_posix())
+            paths.append(str(path))
+            labels.append(index_of.get(folder.name, UNKNOWN_LABEL))
+    return Items(ids=np.asarray(ids), labels=np.asarray(labels, dtype=np.int64), class_names=names,
+                 paths=np.asarray(paths))
+
+
+def read_image_folder(root: Path, class_names: Sequence[str]) -> Items:
+    """Every image directly in root, unlabelled; the file name is the id."""
+    files = sorted(path for path in root.iterdir() if is_image_file(path))
+    return Items(ids=np.asarray([path.name for path in files]),
+                 labels=np.full(len(files), UNKNOWN_LABEL, dtype=np.int64),
+                 class_names=tuple(class_names), paths=np.asarray([str(path) for path in files]))
+
+
+def _read_csv(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+            header = tuple(reader.fieldnames or ())
+    except FileNotFoundError:
+        raise DataError(f"CSV {path} does not exist") from None
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise DataError(f"CSV {path} cannot be read: {error}") from None
+    for line, row in enumerate(rows, start=2):
+        if None in row or any(value is None for value in row.values()):
+            raise DataError(f"{path}, line {line}: expected {len(header)} fields")
+    return rows, header
+
+
+def _resolve_images(ids: list[str], folder: Path, csv_path: Path) -> list[str]:
+    """The file of each id: folder/id, else folder/id + a known image extension."""
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} (for {csv_path}) does not exist; set data.images")
+    present = {entry.name for entry in folder.iterdir()}
+    stems: dict[str, str] = {}
+    for name in sorted(present):
+        stem, dot, suffix = name.rpartition(".")
+        if dot and f".{suffix.lower()}" in IMAGE_EXTENSIONS:
+            stems.setdefault(stem, name)
+    paths, missing = [], []
+    for image_id in ids:
+        if image_id in present:
+            paths.append(str(folder / image_id))
+        elif image_id in stems:
+            paths.append(str(folder / stems[image_id]))
+        elif "/" in image_id and (folder / image_id).is_file():
+            paths.append(str(folder / image_id))
+        else:
+            missing.append(image_id)
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:3])
+        more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
+        raise DataError(f"{csv_path}: no image in {folder} for id {shown}{more}")
+    return paths
+
+
+def _parse_labels(values: list[str], class_names: Sequence[str] | None,
+                  where: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """Labels as class indices. A value is a class name, or a class index when names are numbers."""
+    if class_names is None:
+        if all(value.isdigit() for value in values):
+            top = max((int(value) for value in values), default=-1)
+            class_names = tuple(str(index) for index in range(top + 1))
+        else:
+            class_names = tuple(sorted(set(values)))
+    index_of = {name: index for index, name in enumerate(class_names)}
+    labels = np.empty(len(values), dtype=np.int64)
+    for row, value in enumerate(values):
+        if value in index_of:
+            labels[row] = index_of[value]
+        elif value.isdigit() and int(value) < len(class_names):
+            labels[row] = int(value)
+        elif value == "":
+            labels[row] = UNKNOWN_LABEL
+        else:
+            raise DataError(f"{where}, line {row + 2}: label {value!r} is not a class; expected one of "
+                            f"{_preview(class_names)} or an index 0..{len(class_names) - 1}")
+    return labels, tuple(class_names)
+
+
+def _preview(names: Sequence[str], limit: int = 12) -> str:
+    shown = ", ".join(repr(name) for name in names[:limit])
+    return shown + (f", … ({len(names)} in all)" if len(names) > limit else "")

@@ -1,0 +1,31 @@
+"""Errors a user can cause and fix. The CLI prints them as one line and exits with code 2."""
+
+
+class HierclfError(Exception):
+    """Base of every user-fixable error: bad recipe, bad data, a run folder that does not fit."""
+
+
+class RecipeError(HierclfError):
+    """A recipe key is unknown, of the wrong type, or out of range."""
+
+
+class DataError(HierclfError):
+    """An image, CSV or label the data source cannot use."""
+
+
+class RunError(HierclfError):
+    """A run folder that is missing, incomplete, or made for another recipe or hierarchy."""
+
+
+def user_message(error: BaseException) -> str:
+    """The one line to show for `error`.
+
+    A DataLoader worker re-raises our error with the worker's whole traceback folded into the
+    message; the user only needs the last line of it, which is our original message.
+    """
+    text = str(error)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
+        text = last[len(prefix):] if last.startswith(prefix) else last
+    return text

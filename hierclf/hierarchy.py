@@ -1,0 +1,131 @@
+"""How fine labels map to the coarse stage's targets, and back.
+
+A `GroupHierarchy` partitions the classes: each group of confusable classes becomes one
+coarse class; every other class stays a coarse class of its own. With no groups the coarse
+stage is the flat classifier, so flat and hierarchical runs share one code path.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from hierclf.errors import RecipeError, RunError
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    members: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupHierarchy:
+    """Classes, and the groups the coarse stage merges (each group listed by class index)."""
+
+    class_names: tuple[str, ...]
+    groups: tuple[Group, ...] = ()
+
+    def __post_init__(self) -> None:
+        seen: dict[int, str] = {}
+        for group in self.groups:
+            if len(group.members) < 2:
+                raise RecipeError(f"hierarchy group {group.name!r} has {len(group.members)} class; "
+                                  f"a group needs at least 2")
+            for member in group.members:
+                if not 0 <= member < len(self.class_names):
+                    raise RecipeError(f"hierarchy group {group.name!r}: class index {member} is out of "
+                                      f"range 0..{len(self.class_names) - 1}")
+                if member in seen:
+                    raise RecipeError(f"hierarchy: class {self.class_names[member]!r} is in two groups, "
+                                      f"{seen[member]!r} and {group.name!r}")
+                seen[member] = group.name
+        names = [group.name for group in self.groups]
+        if len(set(names)) != len(names):
+            raise RecipeError(f"hierarchy: group names must differ, got {names}")
+
+    @classmethod
+    def from_config(cls, groups: Sequence[Sequence[int | str]], group_names: Sequence[str],
+                    class_names: Sequence[str]) -> "GroupHierarchy":
+        """Groups given by class index or class name, as a recipe writes them."""
+        index_of = {name: index for index, name in enumerate(class_names)}
+        built = []
+        for position, group in enumerate(groups):
+            members = []
+            for member in group:
+                if isinstance(member, str):
+                    if member not in index_of:
+                        raise RecipeError(f"hierarchy.groups: unknown class {member!r}; classes are "
+                                          f"{', '.join(class_names)}")
+                    member = index_of[member]
+                members.append(member)
+            if group_names:
+                name = group_names[position]
+            else:
+                name = "+".join(class_names[m] if 0 <= m < len(class_names) else str(m) for m in members)
+            built.append(Group(name=name, members=tuple(members)))
+        return cls(class_names=tuple(class_names), groups=tuple(built))
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def is_flat(self) -> bool:
+        return not self.groups
+
+    @property
+    def fine_to_coarse(self) -> np.ndarray:
+        """Coarse class of each fine class. A group sits where its first member would."""
+        group_of = {member: group for group in self.groups for member in group.members}
+        coarse_of = np.empty(self.num_classes, dtype=np.int64)
+        placed: dict[str, int] = {}
+        next_index = 0
+        for fine in range(self.num_classes):
+            group = group_of.get(fine)
+            if group is None:
+                coarse_of[fine] = next_index
+                next_index += 1
+            elif group.name in placed:
+                coarse_of[fine] = placed[group.name]
+            else:
+                placed[group.name] = coarse_of[fine] = next_index
+                next_index += 1
+        return coarse_of
+
+    @property
+    def coarse_names(self) -> tuple[str, ...]:
+        names: list[str] = []
+        group_of = {member: group for group in self.groups for member in group.members}
+        for fine, coarse in enumerate(self.fine_to_coarse):
+            if coarse == len(names):
+                group = group_of.get(fine)
+                names.append(group.name if group else self.class_names[fine])
+        return tuple(names)
+
+    def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
+        """Coarse-stage target of each fine label."""
+        return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)]
+
+    def to_json(self) -> str:
+        coarse_names = self.coarse_names
+        payload: dict[str, Any] = {
+            "kind": "groups",
+            "class_names": list(self.class_names),
+            "groups": [{"name": g.name, "members": list(g.members)} for g in self.groups],
+            "coarse_names": list(coarse_names),
+            "fine_to_coarse": self.fine_to_coarse.tolist(),
+        }
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "hierarchy.json") -> "GroupHierarchy":
+        try:
+            payload = json.loads(text)
+            return cls(class_names=tuple(payload["class_names"]),
+                       groups=tuple(Group(g["name"], tuple(g["members"])) for g in payload["groups"]))
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunError(f"{source} is not a hierarchy file: {error}") from None
+

@@ -1,0 +1,353 @@
+"""Recipes: a TOML file becomes typed, frozen config objects, every key checked where it enters.
+
+Each config class lists its keys as dataclass fields; a field's metadata carries its
+documentation and its bounds, so validation, error messages and the docs' key reference
+all come from one place.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import operator
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union, get_args, get_origin
+
+import tomli_w
+
+from hierclf.errors import RecipeError
+
+
+def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
+         gt: float | None = None, lt: float | None = None, path: bool = False,
+         runtime: bool = False) -> Any:
+    """A recipe key. `path` keys resolve against the recipe's folder; `runtime` keys
+    (workers, device) change how a run executes, not what it learns."""
+    return field(default=default, metadata=dict(doc=doc, lo=lo, hi=hi, gt=gt, lt=lt, path=path,
+                                                runtime=runtime))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the labelled training images are."""
+
+    csv: str = _key("", "CSV with one row per image: id, label and optionally a group column.", path=True)
+    images: str = _key("", "Folder holding the CSV's images. Default: the folder named like the CSV "
+                           "beside it (train/ for train.csv), else the CSV's own folder.", path=True)
+    folder: str = _key("", "A class-per-folder tree (folder/<class>/*.png), instead of csv.", path=True)
+    id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
+    label_column: str = _key("label", "CSV column holding the label: a class index or a class name.")
+    group_column: str = _key("group", "CSV column whose rows must stay on one side of every split "
+                                      "(augmented copies, photos of one person). Used when present.")
+    class_names: tuple[str, ...] = _key((), "Class names in index order. Default: the label values "
+                                            "(sorted names, or 0..max for integer labels).")
+
+
+@dataclass(frozen=True)
+class FoldsConfig:
+    """How rows are split for K-fold training and out-of-fold scoring."""
+
+    count: int = _key(5, "Number of folds; 1 is a single stratified hold-out split.", lo=1, hi=100)
+    holdout: float = _key(0.2, "Validation fraction when count = 1.", gt=0.0, lt=1.0)
+    seed: int = _key(0, "Seed of the fold assignment.", lo=0)
+
+
+@dataclass(frozen=True)
+class HierarchyConfig:
+    """Which classes the coarse stage merges; no groups trains a flat classifier."""
+
+    groups: tuple[tuple[Union[int, str], ...], ...] = _key(
+        (), "Groups of confusable classes, by index or name: [[3, 7, 14]]. Each becomes one coarse class.")
+    group_names: tuple[str, ...] = _key((), "Names of the groups, in order. Default: member names joined by '+'.")
+
+
+Optimizer = Literal["adamw", "adam", "sgd"]
+Scheduler = Literal["cosine", "cosine_restarts", "step", "plateau", "none"]
+Monitor = Literal["val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy"]
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """Every training key of one stage (coarse or a specialist): model, optimisation, stopping."""
+
+    model: str = _key("resnet18", "timm architecture name (timm.list_models()).")
+    pretrained: bool = _key(False, "Download timm's pretrained weights (needs network).")
+    weights: str = _key("", "Local .safetensors or .pth weights to start from; a head of another "
+                            "size is left out and trained anew.", path=True)
+    img_size: int = _key(224, "Side of the square network input, pixels.", lo=8, hi=4096)
+    in_chans: int = _key(3, "Input channels: 3 (RGB) or 1 (greyscale).", lo=1, hi=3)
+    drop_rate: float = _key(0.0, "Dropout before the classifier.", lo=0.0, lt=1.0)
+    epochs: int = _key(10, "Maximum number of epochs.", lo=1, hi=100000)
+    batch_size: int = _key(32, "Images per optimiser step.", lo=1, hi=65536)
+    optimizer: Optimizer = _key("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
+    lr: float = _key(1e-3, "Peak learning rate.", gt=0.0, lt=10.0)
+    weight_decay: float = _key(1e-4, "Weight decay.", lo=0.0, lt=1.0)
+    momentum: float = _key(0.9, "Momentum (sgd).", lo=0.0, lt=1.0)
+    scheduler: Scheduler = _key("cosine", "Learning-rate schedule, stepped once per epoch (timm.scheduler).")
+    warmup_epochs: int = _key(0, "Epochs of linear warm-up from warmup_lr.", lo=0)
+    warmup_lr: float = _key(1e-6, "Learning rate at the start of warm-up.", lo=0.0)
+    min_lr: float = _key(1e-6, "Floor of cosine schedules and plateau decay (eta_min).", lo=0.0)
+    restart_epochs: int = _key(10, "cosine_restarts: length of the first cycle (T_0).", lo=1)
+    restart_mult: float = _key(2.0, "cosine_restarts: growth of each next cycle (T_mult).", lo=1.0)
+    step_epochs: int = _key(30, "step: epochs between decays.", lo=1)
+    decay_rate: float = _key(0.1, "step and plateau: factor applied at each decay.", gt=0.0, hi=1.0)
+    plateau_patience: int = _key(3, "plateau: epochs without improvement before a decay.", lo=0)
+    label_smoothing: float = _key(0.0, "Label smoothing of the cross entropy.", lo=0.0, lt=1.0)
+    amp: bool = _key(True, "Mixed precision on CUDA (bf16 where supported, else fp16 with scaling).")
+    monitor: Monitor = _key("val_macro_f1", "Logged metric that picks the best epoch and drives early stopping.")
+    patience: int = _key(0, "Stop after this many epochs without improvement of monitor; 0 never stops early.", lo=0)
+    min_delta: float = _key(0.0, "Smallest change of monitor that counts as an improvement.", lo=0.0)
+    augment: Literal["none", "light"] = _key("none", "Training augmentation preset (albumentations).")
+    workers: int = _key(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
+                        runtime=True)
+    device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "Where to train: auto picks cuda, then mps, "
+                                                                 "then cpu.", runtime=True)
+    seed: int = _key(0, "Seed of weights, shuffling and augmentation.", lo=0)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A whole job: data, folds, hierarchy and the coarse stage's training."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    folds: FoldsConfig = field(default_factory=FoldsConfig)
+    hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
+    coarse: StageConfig = field(default_factory=StageConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_toml(self) -> str:
+        return tomli_w.dumps(_plain(self.to_dict()))
+
+
+_SECTION_CLASSES = {"data": DataConfig, "folds": FoldsConfig, "hierarchy": HierarchyConfig,
+                    "coarse": StageConfig}
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a TOML recipe and apply `section.key=value` overrides (paths in the file resolve
+    against the file's folder, paths in overrides against the working directory)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"recipe {path} cannot be read: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"{path}: not valid TOML: {error}") from None
+    _resolve_paths(raw, path.resolve().parent, str(path))
+    for override in overrides:
+        _apply_override(raw, override)
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
+    """Build a Recipe from nested dicts (a parsed TOML file), checking every key."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a table of sections")
+    for name in raw:
+        if name not in _SECTION_CLASSES:
+            raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTION_CLASSES)}; "
+                              f"allowed: {', '.join(_SECTION_CLASSES)}")
+    sections = {name: _build_section(cls, raw.get(name, {}), name, source)
+                for name, cls in _SECTION_CLASSES.items()}
+    recipe = Recipe(**sections)
+    _check_recipe(recipe, source)
+    return recipe
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`coarse.epochs=3` → (["coarse", "epochs"], 3). The value is read as TOML, else kept as text."""
+    if "=" not in text:
+        raise RecipeError(f"--set {text!r}: expected section.key=value")
+    dotted, value_text = text.split("=", 1)
+    keys = [part.strip() for part in dotted.strip().split(".")]
+    if len(keys) != 2 or not all(keys):
+        raise RecipeError(f"--set {text!r}: expected section.key=value, e.g. coarse.epochs=3")
+    try:
+        value = tomllib.loads(f"v = {value_text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = value_text
+    return keys, value
+
+
+def _apply_override(raw: dict[str, Any], text: str) -> None:
+    (section, key), value = parse_override(text)
+    if section not in _SECTION_CLASSES:
+        raise RecipeError(f"--set {text!r}: unknown section {section!r}{_suggest(section, _SECTION_CLASSES)}")
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise RecipeError(f"--set {text!r}: [{section}] in the recipe is not a table")
+    cls = _SECTION_CLASSES[section]
+    meta = _field_meta(cls).get(key)
+    if meta is not None and meta["path"] and isinstance(value, str) and value:
+        value = str(Path(value).resolve())
+    table[key] = value
+
+
+def _resolve_paths(raw: dict[str, Any], base: Path, source: str) -> None:
+    for section, cls in _SECTION_CLASSES.items():
+        table = raw.get(section)
+        if not isinstance(table, dict):
+            continue
+        for key, meta in _field_meta(cls).items():
+            value = table.get(key)
+            if meta["path"] and isinstance(value, str) and value:
+                table[key] = str((base / Path(value).expanduser()).resolve())
+
+
+def _field_meta(cls: type) -> dict[str, dict[str, Any]]:
+    return {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
+
+
+def _build_section(cls: type, table: Any, section: str, source: str) -> Any:
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: {section} must be a table ([{section}]), got {table!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise RecipeError(f"{source}: unknown key {section}.{key}{_suggest(key, fields)}; "
+                              f"allowed in [{section}]: {', '.join(fields)}")
+        where = f"{source}: {section}.{key} = {_show(value)}"
+        checked = _coerce(value, hints[key], where)
+        _check_bounds(checked, fields[key].metadata, where)
+        values[key] = checked
+    return cls(**values)
+
+
+def _coerce(value: Any, kind: Any, where: str) -> Any:
+    origin = get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if value in get_args(kind):
+            return value
+    elif origin is tuple:
+        item_kind = get_args(kind)[0]
+        if isinstance(value, (list, tuple)):
+            return tuple(_coerce(item, item_kind, where) for item in value)
+    elif origin in (Union, types.UnionType):
+        for option in get_args(kind):
+            try:
+                return _coerce(value, option, where)
+            except RecipeError:
+                continue
+    raise RecipeError(f"{where}: expected {_describe(kind)}")
+
+
+_BOUNDS = (("lo", operator.ge, "≥"), ("hi", operator.le, "≤"), ("gt", operator.gt, ">"), ("lt", operator.lt, "<"))
+
+
+def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for name, holds, sign in _BOUNDS:
+        bound = meta.get(name)
+        if bound is not None and not holds(value, bound):
+            raise RecipeError(f"{where}: expected a value {sign} {bound}")
+
+
+def _check_recipe(recipe: Recipe, source: str) -> None:
+    data, coarse = recipe.data, recipe.coarse
+    if bool(data.csv) == bool(data.folder):
+        raise RecipeError(f"{source}: [data] needs exactly one of csv (a CSV of id,label) or folder "
+                          f"(a class-per-folder tree)")
+    if data.images and not data.csv:
+        raise RecipeError(f"{source}: data.images only applies with data.csv")
+    if coarse.pretrained and coarse.weights:
+        raise RecipeError(f"{source}: coarse.pretrained and coarse.weights are both set; choose one")
+    if coarse.in_chans == 2:
+        raise RecipeError(f"{source}: coarse.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
+    if recipe.hierarchy.group_names and len(recipe.hierarchy.group_names) != len(recipe.hierarchy.groups):
+        raise RecipeError(f"{source}: hierarchy.group_names has {len(recipe.hierarchy.group_names)} names "
+                          f"for {len(recipe.hierarchy.groups)} groups")
+
+
+def recipe_differences(old: Recipe, new: Recipe) -> list[str]:
+    """Keys that change what a run learns (runtime keys such as workers and device excluded)."""
+    changed = []
+    for section, cls in _SECTION_CLASSES.items():
+        meta = _field_meta(cls)
+        old_section, new_section = getattr(old, section), getattr(new, section)
+        for key in meta:
+            if meta[key]["runtime"]:
+                continue
+            before, after = getattr(old_section, key), getattr(new_section, key)
+            if before != after:
+                changed.append(f"{section}.{key}: {_show(before)} → {_show(after)}")
+    return changed
+
+
+def key_reference() -> dict[str, list[tuple[str, Any, str]]]:
+    """(key, default, doc) of every recipe key, by section: the source of docs/recipes.md."""
+    return {section: [(f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
+            for section, cls in _SECTION_CLASSES.items()}
+
+
+def _describe(kind: Any) -> str:
+    origin = get_origin(kind)
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(option) for option in get_args(kind))
+    if origin is tuple:
+        return f"a list of {_plural(_describe(get_args(kind)[0]))}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(option) for option in get_args(kind))
+    return str(kind)
+
+
+def _plural(description: str) -> str:
+    for article in ("an ", "a "):
+        if description.startswith(article):
+            description = description[len(article):]
+    return description.replace("integer", "integers").replace("string", "strings").replace("number", "numbers")
+
+
+def _suggest(word: str, choices: typing.Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = _plain(value)
+    if isinstance(value, (bool, int, float, str, list, dict)):
+        try:
+            return tomli_w.dumps({"v": value})[4:].strip()
+        except TypeError:
+            pass
+    return repr(value)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value

@@ -1,0 +1,47 @@
+"""Leakage-safe folds: stratified by target, grouped so rows sharing a source (augmented copies
+of one image, photos of one person) never sit on both sides of a split."""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
+
+from hierclf.errors import DataError
+from hierclf.recipe import FoldsConfig
+
+TRAIN_ONLY = -1
+
+
+def assign_folds(targets: np.ndarray, groups: np.ndarray, folds: FoldsConfig,
+                 class_names: tuple[str, ...]) -> np.ndarray:
+    """The validation fold of each row. With folds.count = 1 only the hold-out rows get fold 0;
+    the rest are TRAIN_ONLY."""
+    splits = folds.count if folds.count > 1 else max(2, round(1 / folds.holdout))
+    _check_enough(targets, groups, splits, folds, class_names)
+    if len(np.unique(groups)) == len(groups):
+        splitter = StratifiedKFold(n_splits=splits, shuffle=True, random_state=folds.seed)
+        split_iter = splitter.split(np.zeros(len(targets)), targets)
+    else:
+        splitter = StratifiedGroupKFold(n_splits=splits, shuffle=True, random_state=folds.seed)
+        split_iter = splitter.split(np.zeros(len(targets)), targets, groups)
+    fold_of_row = np.full(len(targets), TRAIN_ONLY, dtype=np.int64)
+    for fold, (_, val_rows) in enumerate(split_iter):
+        if folds.count == 1 and fold > 0:
+            break
+        fold_of_row[val_rows] = fold
+    return fold_of_row
+
+
+def _check_enough(targets: np.ndarray, groups: np.ndarray, splits: int, folds: FoldsConfig,
+                  class_names: tuple[str, ...]) -> None:
+    what = f"folds.count = {folds.count}" if folds.count > 1 else f"folds.holdout = {folds.holdout}"
+    counts = Counter(targets.tolist())
+    scarce = sorted((count, label) for label, count in counts.items() if count < splits)
+    if scarce:
+        count, label = scarce[0]
+        raise DataError(f"{what} needs at least {splits} images of every class; class "
+                        f"{class_names[label]!r} has {count}")
+    group_count = len(np.unique(groups))
+    if group_count < splits:
+        raise DataError(f"{what} needs at least {splits} distinct groups; the data has {group_count}")

@@ -1,0 +1,132 @@
+"""Training a stage across folds into a run folder, and gathering its out-of-fold predictions."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierclf.data import Items, load_training_items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.devices import resolve_device
+from hierclf.errors import HierclfError, RunError
+from hierclf.hierarchy import GroupHierarchy
+from hierclf.metrics import scores
+from hierclf.models import check_arch, create_model, save_model
+from hierclf.recipe import Recipe, StageConfig
+from hierclf.runs import RunDir, read_json, read_npz, write_json, write_npz
+from hierclf.train.kfold import TRAIN_ONLY, assign_folds
+from hierclf.train.loop import fit, seed_everything
+
+log = logging.getLogger(__name__)
+
+
+def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None) -> dict[str, Any] | None:
+    """Train the coarse stage (the flat model when the hierarchy has no groups) on every fold,
+    or on `only_fold`. Returns the out-of-fold summary once every fold is finished, else None."""
+    items = load_training_items(recipe.data)
+    hierarchy = GroupHierarchy.from_config(recipe.hierarchy.groups, recipe.hierarchy.group_names, items.class_names)
+    check_arch(recipe.coarse.model, "coarse.model")
+    fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
+    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
+        raise HierclfError(f"--fold {only_fold}: this recipe has folds 0..{fold_of_row.max()}")
+    run = RunDir(out)
+    run.prepare(recipe, hierarchy)
+    _save_or_check_folds(run, items, fold_of_row)
+    targets = hierarchy.coarse_targets(items.labels)
+    return train_stage(run, "coarse", recipe.coarse, items, targets, hierarchy.coarse_names, fold_of_row, only_fold)
+
+
+def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
+                target_names: tuple[str, ...], fold_of_row: np.ndarray,
+                only_fold: int | None = None) -> dict[str, Any] | None:
+    """Train every unfinished fold of one stage; a finished fold (result.json present) is kept."""
+    all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
+    device = resolve_device(stage.device)
+    for fold in ([only_fold] if only_fold is not None else all_folds):
+        if run.fold_finished(stage_name, fold):
+            log.info("%s fold %d is already trained; keeping it", stage_name, fold)
+            continue
+        _train_fold(run, stage_name, stage, items, targets, target_names, fold_of_row, fold, device)
+    return gather_oof(run, stage_name, items, targets, target_names, fold_of_row)
+
+
+def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
+                target_names: tuple[str, ...], fold_of_row: np.ndarray, fold: int, device) -> None:
+    seed_everything(stage.seed + fold)
+    model, spec = create_model(stage, target_names, key=stage_name)
+    train_rows, val_rows = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+
+    def loader(rows: np.ndarray, training: bool):
+        transform = build_transform(spec.img_size, spec.mean, spec.std, stage.augment if training else "none",
+                                    seed=stage.seed + fold)
+        dataset = ImageDataset(items.subset(rows), targets[rows], transform, spec.in_chans)
+        return make_loader(dataset, stage.batch_size, shuffle=training, workers=stage.workers, device=device,
+                           seed=stage.seed + fold, drop_last=training and len(rows) > stage.batch_size)
+
+    folder = run.fold_dir(stage_name, fold)
+    log.info("%s fold %d: %d training rows, %d validation rows, %s on %s", stage_name, fold, len(train_rows),
+             len(val_rows), stage.model, device)
+    result = fit(model, loader(train_rows, True), loader(val_rows, False), stage, device,
+                 num_classes=len(target_names), metrics_path=folder / "metrics.jsonl",
+                 name=f"{stage_name} fold {fold}")
+    rows = val_rows[result.val_rows]
+    write_npz(folder / "val.npz", ids=items.ids[rows], probs=result.val_probs, targets=targets[rows])
+    save_model(folder, model, spec, result.best_state)
+    best = result.history[result.best_epoch - 1]
+    write_json(folder / "result.json", {
+        "fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        "stopped_early": result.stopped_early, "monitor": stage.monitor, "best_value": result.best_value,
+        "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"],
+        "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+    })
+
+
+def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, target_names: tuple[str, ...],
+               fold_of_row: np.ndarray) -> dict[str, Any] | None:
+    """Join every fold's validation predictions into oof.npz, in row order, and score them."""
+    all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
+    finished = run.finished_folds(stage_name)
+    if any(fold not in finished for fold in all_folds):
+        log.info("%s: %d of %d folds finished; the out-of-fold summary comes when all are",
+                 stage_name, len([f for f in all_folds if f in finished]), len(all_folds))
+        return None
+    row_of_id = {image_id: row for row, image_id in enumerate(items.ids)}
+    probs = np.zeros((len(items), len(target_names)), dtype=np.float32)
+    covered = np.zeros(len(items), dtype=np.int64)
+    per_fold = []
+    for fold in all_folds:
+        folder = run.fold_dir(stage_name, fold)
+        val = read_npz(folder / "val.npz")
+        rows = np.asarray([row_of_id.get(image_id, -1) for image_id in val["ids"]])
+        if (rows < 0).any() or (fold_of_row[rows] != fold).any():
+            raise RunError(f"{folder}/val.npz does not match this run's folds; the data changed since it was trained")
+        probs[rows] = val["probs"]
+        covered[rows] += 1
+        per_fold.append(read_json(folder / "result.json"))
+    validated = np.flatnonzero(fold_of_row != TRAIN_ONLY)
+    if not (covered[validated] == 1).all():
+        raise RunError(f"{run.stage_dir(stage_name)}: the folds' validation files do not cover every row once")
+    oof_scores = scores(targets[validated], probs[validated].argmax(1), len(target_names))
+    write_npz(run.oof_path(stage_name), ids=items.ids[validated], probs=probs[validated],
+              targets=targets[validated], fold=fold_of_row[validated])
+    summary = {"stage": stage_name, "rows": int(len(validated)), "classes": list(target_names),
+               "oof_accuracy": oof_scores["accuracy"], "oof_macro_f1": oof_scores["macro_f1"],
+               "folds": [{key: fold[key] for key in ("fold", "best_epoch", "epochs_run", "val_accuracy",
+                                                     "val_macro_f1")} for fold in per_fold]}
+    write_json(run.summary_path(stage_name), summary)
+    return summary
+
+
+def _save_or_check_folds(run: RunDir, items: Items, fold_of_row: np.ndarray) -> None:
+    """The fold of every row is fixed when the run starts; later stages and reruns must see the same."""
+    if run.folds_path.exists():
+        saved = read_npz(run.folds_path)
+        same = all(name in saved and np.array_equal(saved[name], value)
+                   for name, value in (("ids", items.ids), ("labels", items.labels), ("fold", fold_of_row)))
+        if not same:
+            raise RunError(f"{run.root}: the training data changed since this run folder was made "
+                           f"(other images or labels); use a new --out folder")
+        return
+    write_npz(run.folds_path, ids=items.ids, labels=items.labels, fold=fold_of_row)
