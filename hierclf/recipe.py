@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import operator
 import tomllib
 import types
@@ -37,7 +38,7 @@ class DataConfig:
     csv: str = _key("", "CSV with one row per image: id, label and optionally a group column.", path=True)
     images: str = _key("", "Folder holding the CSV's images. Default: the folder named like the CSV "
                            "beside it (train/ for train.csv), else the CSV's own folder.", path=True)
-    folder: str = _key("", "A class-per-folder tree (folder/<class>/*.png), instead of csv.", path=True)
+    folder: str = _key("", "A class-per-folder tree (folder/CLASS/IMAGE), instead of csv.", path=True)
     id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
     label_column: str = _key("label", "CSV column holding the label: a class index or a class name.")
     group_column: str = _key("group", "CSV column whose rows must stay on one side of every split "
@@ -143,20 +144,21 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"{path}: not valid TOML: {error}") from None
     _resolve_paths(raw, path.resolve().parent, str(path))
-    for override in overrides:
-        _apply_override(raw, override)
-    return recipe_from_dict(raw, source=str(path))
+    overridden = {_apply_override(raw, override) for override in overrides}
+    return recipe_from_dict(raw, source=str(path), overridden=overridden)
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe") -> Recipe:
-    """Build a Recipe from nested dicts (a parsed TOML file), checking every key."""
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe",
+                     overridden: typing.Collection[tuple[str, str]] = ()) -> Recipe:
+    """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Errors in
+    `overridden` (section, key) pairs are reported as the --set option that gave them."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a table of sections")
     for name in raw:
         if name not in _SECTION_CLASSES:
             raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTION_CLASSES)}; "
                               f"allowed: {', '.join(_SECTION_CLASSES)}")
-    sections = {name: _build_section(cls, raw.get(name, {}), name, source)
+    sections = {name: _build_section(cls, raw.get(name, {}), name, source, overridden)
                 for name, cls in _SECTION_CLASSES.items()}
     recipe = Recipe(**sections)
     _check_recipe(recipe, source)
@@ -178,7 +180,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
-def _apply_override(raw: dict[str, Any], text: str) -> None:
+def _apply_override(raw: dict[str, Any], text: str) -> tuple[str, str]:
     (section, key), value = parse_override(text)
     if section not in _SECTION_CLASSES:
         raise RecipeError(f"--set {text!r}: unknown section {section!r}{_suggest(section, _SECTION_CLASSES)}")
@@ -190,6 +192,7 @@ def _apply_override(raw: dict[str, Any], text: str) -> None:
     if meta is not None and meta["path"] and isinstance(value, str) and value:
         value = str(Path(value).resolve())
     table[key] = value
+    return section, key
 
 
 def _resolve_paths(raw: dict[str, Any], base: Path, source: str) -> None:
@@ -207,7 +210,8 @@ def _field_meta(cls: type) -> dict[str, dict[str, Any]]:
     return {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
 
 
-def _build_section(cls: type, table: Any, section: str, source: str) -> Any:
+def _build_section(cls: type, table: Any, section: str, source: str,
+                   overridden: typing.Collection[tuple[str, str]]) -> Any:
     if not isinstance(table, dict):
         raise RecipeError(f"{source}: {section} must be a table ([{section}]), got {table!r}")
     hints = typing.get_type_hints(cls)
@@ -217,7 +221,8 @@ def _build_section(cls: type, table: Any, section: str, source: str) -> Any:
         if key not in fields:
             raise RecipeError(f"{source}: unknown key {section}.{key}{_suggest(key, fields)}; "
                               f"allowed in [{section}]: {', '.join(fields)}")
-        where = f"{source}: {section}.{key} = {_show(value)}"
+        where = (f"--set {section}.{key}={_show(value)}" if (section, key) in overridden
+                 else f"{source}: {section}.{key} = {_show(value)}")
         checked = _coerce(value, hints[key], where)
         _check_bounds(checked, fields[key].metadata, where)
         values[key] = checked
@@ -244,7 +249,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif origin is tuple:
         item_kind = get_args(kind)[0]
         if isinstance(value, (list, tuple)):
-            return tuple(_coerce(item, item_kind, where) for item in value)
+            try:
+                return tuple(_coerce(item, item_kind, where) for item in value)
+            except RecipeError:
+                pass
     elif origin in (Union, types.UnionType):
         for option in get_args(kind):
             try:
@@ -303,6 +311,16 @@ def key_reference() -> dict[str, list[tuple[str, Any, str]]]:
             for section, cls in _SECTION_CLASSES.items()}
 
 
+def key_reference_markdown() -> str:
+    """The key tables of docs/recipes.md, generated so the docs never drift from the code."""
+    lines = []
+    for section, keys in key_reference().items():
+        lines += [f"### [{section}]", "", "| key | default | meaning |", "| --- | --- | --- |"]
+        lines += [f"| `{name}` | `{_show(default)}` | {doc} |" for name, default, doc in keys]
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _describe(kind: Any) -> str:
     origin = get_origin(kind)
     if kind is bool:
@@ -335,14 +353,11 @@ def _suggest(word: str, choices: typing.Iterable[str]) -> str:
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, tuple):
-        value = _plain(value)
-    if isinstance(value, (bool, int, float, str, list, dict)):
-        try:
-            return tomli_w.dumps({"v": value})[4:].strip()
-        except TypeError:
-            pass
-    return repr(value)
+    """A value as the recipe would spell it, on one line."""
+    try:
+        return json.dumps(_plain(value), ensure_ascii=False)
+    except TypeError:
+        return repr(value)
 
 
 def _plain(value: Any) -> Any:

@@ -35,7 +35,7 @@ class Items:
                 raise ValueError(f"Items.{name} has {len(value)} rows for {n} ids")
         unique, counts = np.unique(self.ids, return_counts=True)
         if len(unique) != n:
-            raise DataError(f"image ids must be unique; {unique[counts > 1][0]!r} appears "
+            raise DataError(f"image ids must be unique; {str(unique[counts > 1][0])!r} appears "
                             f"{counts[counts > 1][0]} times")
 
     def __len__(self) -> int:

@@ -67,9 +67,14 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
         raise DataError(f"{csv_path}: no column {missing[0]!r}; columns are {', '.join(header)} "
                         f"(set data.id_column / data.label_column)")
     ids = [row[id_column].strip() for row in rows]
+    first_line: dict[str, int] = {}
     for line, image_id in enumerate(ids, start=2):
         if not image_id:
             raise DataError(f"{csv_path}, line {line}: empty {id_column!r}")
+        if image_id in first_line:
+            raise DataError(f"{csv_path}, line {line}: id {image_id!r} appears again (first on line "
+                            f"{first_line[image_id]})")
+        first_line[image_id] = line
     paths = _resolve_images(ids, images, csv_path)
     if label_column in header:
         labels, names = _parse_labels([row[label_column].strip() for row in rows], class_names,
@@ -161,11 +166,12 @@ def _parse_labels(values: list[str], class_names: Sequence[str] | None,
                   where: str) -> tuple[np.ndarray, tuple[str, ...]]:
     """Labels as class indices. A value is a class name, or a class index when names are numbers."""
     if class_names is None:
-        if all(value.isdigit() for value in values):
-            top = max((int(value) for value in values), default=-1)
+        given = [value for value in values if value]
+        if all(value.isdigit() for value in given):
+            top = max((int(value) for value in given), default=-1)
             class_names = tuple(str(index) for index in range(top + 1))
         else:
-            class_names = tuple(sorted(set(values)))
+            class_names = tuple(sorted(set(given)))
     index_of = {name: index for index, name in enumerate(class_names)}
     labels = np.empty(len(values), dtype=np.int64)
     for row, value in enumerate(values):

@@ -1,0 +1,75 @@
+"""Shared fixtures: small image sets the tests write themselves, and recipes for them."""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ("left", "middle", "right")
+
+
+def shape_image(label: int, rng: np.random.Generator, size: int = 16) -> np.ndarray:
+    """Grey noise with a bright bar whose column says the class: easy for a tiny CNN, impossible by chance."""
+    pixels = rng.integers(0, 60, size=(size, size), dtype=np.uint8)
+    column = 2 + label * (size - 6) // 2 + int(rng.integers(-1, 2))
+    pixels[2:size - 2, column:column + 3] = rng.integers(190, 255)
+    return pixels
+
+
+def write_csv_dataset(root: Path, per_class: int = 20, seed: int = 0, groups_of: int = 0,
+                      label_as_name: bool = True) -> Path:
+    """root/train.csv + root/train/<id>.png. With groups_of = k, every k consecutive rows of a
+    class share a group id (as augmented copies of one original would)."""
+    rng = np.random.default_rng(seed)
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for label in range(len(CLASSES)):
+        for index in range(per_class):
+            image_id = f"{CLASSES[label]}-{index:03d}"
+            Image.fromarray(shape_image(label, rng)).save(root / "train" / f"{image_id}.png")
+            row = {"id": image_id, "label": CLASSES[label] if label_as_name else str(label)}
+            if groups_of:
+                row["group"] = f"{CLASSES[label]}-g{index // groups_of}"
+            rows.append(row)
+    with (root / "train.csv").open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return root / "train.csv"
+
+
+def write_tree_dataset(root: Path, per_class: int = 8, seed: int = 1) -> Path:
+    rng = np.random.default_rng(seed)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            Image.fromarray(shape_image(label, rng)).save(root / name / f"{index:03d}.png")
+    return root
+
+
+TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 6, "batch_size": 16,
+              "lr": 5e-3, "workers": 0, "scheduler": "cosine"}
+
+
+def write_recipe(path: Path, data: dict, coarse: dict | None = None, folds: dict | None = None,
+                 hierarchy: dict | None = None) -> Path:
+    import tomli_w
+
+    recipe = {"data": data, "folds": folds or {"count": 3, "seed": 0}, "coarse": {**TINY_STAGE, **(coarse or {})}}
+    if hierarchy:
+        recipe["hierarchy"] = hierarchy
+    path.write_text(tomli_w.dumps(recipe))
+    return path
+
+
+@pytest.fixture()
+def csv_dataset(tmp_path: Path) -> Path:
+    return write_csv_dataset(tmp_path / "data")
+
+
+@pytest.fixture()
+def tiny_recipe(tmp_path: Path, csv_dataset: Path) -> Path:
+    return write_recipe(tmp_path / "recipe.toml", {"csv": str(csv_dataset)})

@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from hierclf.data.images import decode_image
+from hierclf.errors import DataError
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB", "RGBA", "LA", "P", "I;16", "I", "F", "CMYK"])
+def test_every_mode_decodes_to_rgb_uint8(tmp_path, mode):
+    grey = np.tile(np.arange(0, 256, 16, dtype=np.uint8), (16, 1))
+    image = Image.fromarray(grey, mode="L")
+    if mode == "I;16":
+        image = Image.fromarray(grey.astype(np.uint16) * 257)
+        assert image.mode.startswith("I;16")
+    elif mode != "L":
+        image = image.convert(mode)
+    suffix = ".tif" if mode in ("I", "F", "CMYK") else ".png"
+    path = tmp_path / f"image{suffix}"
+    image.save(path)
+    rgb = decode_image(path, 3)
+    assert rgb.shape == (16, 16, 3) and rgb.dtype == np.uint8
+    if mode not in ("CMYK",):
+        # the gradient survives whatever the storage: dark on the left, bright on the right
+        assert rgb[0, 0].max() < 20 and rgb[0, -1].min() > 220
+    one = decode_image(path, 1)
+    assert one.shape == (16, 16, 1)
+
+
+def test_alpha_is_composited_on_white(tmp_path):
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)  # fully transparent black
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "clear.png")
+    assert (decode_image(tmp_path / "clear.png") == 255).all()
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    pixels = np.zeros((2, 6, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels)
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° on display
+    image.save(tmp_path / "rotated.jpg", exif=exif)
+    assert decode_image(tmp_path / "rotated.jpg").shape == (6, 2, 3)
+
+
+def test_corrupt_and_missing_images_name_the_file(tmp_path):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(DataError, match="broken.png cannot be decoded"):
+        decode_image(broken)
+    truncated = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((64, 64, 3), 100, np.uint8)).save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(DataError, match="cut.jpg"):
+        decode_image(truncated)
+    with pytest.raises(DataError, match="gone.png does not exist"):
+        decode_image(tmp_path / "gone.png")

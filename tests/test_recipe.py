@@ -1,0 +1,108 @@
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hierclf.errors import RecipeError
+from hierclf.recipe import (Recipe, StageConfig, key_reference, key_reference_markdown, load_recipe,                             parse_override, recipe_from_dict)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_and_types(tmp_path):
+    recipe = load_recipe(write(tmp_path, '[data]\ncsv = "train.csv"\n[coarse]\nepochs = 3\nlr = 1\n'))
+    assert recipe.coarse.epochs == 3
+    assert recipe.coarse.lr == 1.0 and isinstance(recipe.coarse.lr, float)
+    assert recipe.coarse.model == StageConfig().model
+    assert recipe.folds.count == 5
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        recipe.coarse.epochs = 4
+
+
+def test_paths_resolve_against_the_recipe_folder(tmp_path):
+    (tmp_path / "sub").mkdir()
+    recipe = load_recipe(write(tmp_path / "sub", '[data]\ncsv = "../d/train.csv"\n'))
+    assert recipe.data.csv == str((tmp_path / "d" / "train.csv").resolve())
+
+
+@pytest.mark.parametrize("text, fragments", [
+    ('[data]\ncsv = "a.csv"\n[coarse]\nepoch = 3\n', ["coarse.epoch", "did you mean 'epochs'", "r.toml"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\nepochs = "many"\n', ["coarse.epochs", "an integer"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\nepochs = 0\n', ["coarse.epochs = 0", "≥ 1"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\nlr = -1\n', ["coarse.lr", "> 0"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\nscheduler = "cosin"\n', ["coarse.scheduler", "'cosine_restarts'"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\namp = 1\n', ["coarse.amp", "true or false"]),
+    ('[data]\ncsv = "a.csv"\n[corse]\nepochs = 1\n', ["unknown section [corse]", "did you mean 'coarse'"]),
+    ('[data]\n', ["exactly one of csv", "folder"]),
+    ('[data]\ncsv = "a.csv"\n[hierarchy]\ngroups = [[1, 2.5]]\n', ["hierarchy.groups", "a list of"]),
+    ('[data\n', ["not valid TOML"]),
+])
+def test_bad_recipes_name_the_key(tmp_path, text, fragments):
+    with pytest.raises(RecipeError) as caught:
+        load_recipe(write(tmp_path, text))
+    message = str(caught.value)
+    assert "\n" not in message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_overrides_apply_and_are_checked(tmp_path):
+    path = write(tmp_path, '[data]\ncsv = "a.csv"\n')
+    recipe = load_recipe(path, ["coarse.epochs=3", "coarse.model=resnet10t", "coarse.amp=false"])
+    assert (recipe.coarse.epochs, recipe.coarse.model, recipe.coarse.amp) == (3, "resnet10t", False)
+    with pytest.raises(RecipeError, match='--set coarse.epochs="x": expected an integer'):
+        load_recipe(path, ["coarse.epochs=x"])
+    with pytest.raises(RecipeError, match="unknown key coarse.epoch"):
+        load_recipe(path, ["coarse.epoch=3"])
+    with pytest.raises(RecipeError, match="section.key=value"):
+        load_recipe(path, ["epochs3"])
+    assert parse_override("folds.seed = 7") == (["folds", "seed"], 7)
+
+
+def test_shipped_recipes_load():
+    for path in sorted((REPO / "recipes").glob("*.toml")):
+        assert isinstance(load_recipe(path), Recipe), path
+    documents = load_recipe(REPO / "recipes" / "documents-17.toml")
+    stage = documents.coarse
+    assert (stage.model, stage.img_size, stage.optimizer, stage.lr, stage.weight_decay) == \
+        ("efficientnet_b3", 384, "adamw", 1e-4, 1e-4)
+    assert (stage.scheduler, stage.restart_epochs, stage.restart_mult, stage.min_lr) == \
+        ("cosine_restarts", 10, 2.0, 1e-6)
+    assert (stage.monitor, stage.patience, stage.min_delta, documents.folds.count) == \
+        ("val_macro_f1", 7, 0.005, 5)
+
+
+def test_toml_round_trip():
+    recipe = recipe_from_dict({"data": {"csv": "/x.csv"}, "hierarchy": {"groups": [[3, "seven"]]}})
+    import tomllib
+    assert recipe_from_dict(tomllib.loads(recipe.to_toml())) == recipe
+
+
+def test_every_key_is_documented():
+    """docs/recipes.md carries the generated key tables verbatim: adding a key without its doc fails."""
+    reference = (REPO / "docs" / "recipes.md").read_text()
+    generated = key_reference_markdown()
+    assert generated in reference
+    for section, keys in key_reference().items():
+        for name, _, doc in keys:
+            assert doc.strip(), f"{section}.{name} has no documentation"
+
+
+def test_cli_reports_a_bad_key_in_one_line_with_exit_2(tmp_path):
+    recipe = write(tmp_path, '[data]\ncsv = "a.csv"\n[coarse]\nbatchsize = 8\n')
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "hierclf", "fit-coarse", str(recipe), "--out", str(out)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0
+    assert "coarse.batchsize" in done.stderr and "batch_size" in done.stderr
+    assert not out.exists()

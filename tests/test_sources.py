@@ -1,0 +1,121 @@
+import csv
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import CLASSES, write_csv_dataset, write_tree_dataset
+from hierclf.data import Items, load_input_items, load_training_items
+from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, write_digits, write_fashion_mnist
+from hierclf.data.items import UNKNOWN_LABEL
+from hierclf.errors import DataError
+from hierclf.recipe import DataConfig
+
+
+def rewrite_csv(path, rows):
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows)
+
+
+def test_csv_source_with_names_groups_and_default_image_folder(tmp_path):
+    train_csv = write_csv_dataset(tmp_path, per_class=4, groups_of=2)
+    items = load_training_items(DataConfig(csv=str(train_csv)))
+    assert items.class_names == tuple(sorted(CLASSES))
+    assert len(items) == 12 and items.has_labels
+    assert items.paths[0].endswith("train/left-000.png")  # id without extension, folder train/ beside train.csv
+    assert items.groups is not None and len(set(items.groups)) == 6
+    first = items.image(0, 3)
+    assert first.shape == (16, 16, 3) and first.dtype == np.uint8
+
+
+def test_csv_integer_labels_custom_columns_and_explicit_names(tmp_path):
+    write_csv_dataset(tmp_path, per_class=2, label_as_name=False)
+    rows = list(csv.reader((tmp_path / "train.csv").open()))
+    rewrite_csv(tmp_path / "meta.csv", [["ID", "target"]] + [[f"{r[0]}.png", r[1]] for r in rows[1:]])
+    items = load_training_items(DataConfig(csv=str(tmp_path / "meta.csv"), images=str(tmp_path / "train"),
+                                           id_column="ID", label_column="target"))
+    assert items.class_names == ("0", "1", "2") and sorted(set(items.labels)) == [0, 1, 2]
+    named = load_training_items(DataConfig(csv=str(tmp_path / "meta.csv"), images=str(tmp_path / "train"),
+                                           id_column="ID", label_column="target", class_names=CLASSES))
+    assert named.class_names == CLASSES and np.array_equal(named.labels, items.labels)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda rows: [["name", "label"]] + rows[1:], "no column 'id'; columns are name, label"),
+    (lambda rows: rows + [["ghost", "left"]], "no image in .* for id 'ghost'"),
+    (lambda rows: rows + [["left-000", "left"]], "line 8: id 'left-000' appears again \(first on line 2\)"),
+    (lambda rows: rows[:1] + [[rows[1][0], "nine"]] + rows[2:], "label 'nine' is not a class"),
+    (lambda rows: rows[:1] + [[rows[1][0], ""]] + rows[2:], "has no label"),
+])
+def test_csv_errors_name_the_culprit(tmp_path, edit, message):
+    train_csv = write_csv_dataset(tmp_path, per_class=2)
+    rewrite_csv(train_csv, edit(list(csv.reader(train_csv.open()))))
+    config = DataConfig(csv=str(train_csv),
+                        class_names=CLASSES if "not a class" in message else ())
+    with pytest.raises(DataError, match=message):
+        load_training_items(config)
+
+
+def test_label_index_out_of_range(tmp_path):
+    train_csv = write_csv_dataset(tmp_path, per_class=2, label_as_name=False)
+    rows = list(csv.reader(train_csv.open()))
+    rows[1][1] = "7"
+    rewrite_csv(train_csv, rows)
+    with pytest.raises(DataError, match=r"line 2: label '7' is not a class.*index 0..2"):
+        load_training_items(DataConfig(csv=str(train_csv), class_names=CLASSES))
+
+
+def test_class_tree_and_prediction_inputs(tmp_path):
+    tree = write_tree_dataset(tmp_path / "tree", per_class=3)
+    items = load_training_items(DataConfig(folder=str(tree)))
+    assert items.class_names == ("left", "middle", "right")
+    assert items.ids[0] == "left/000.png" and list(items.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    # a tree as prediction input keeps its labels, in the run's class order
+    again = load_input_items(tree, class_names=("right", "middle", "left"))
+    assert list(again.labels[:3]) == [2, 2, 2]
+    with pytest.raises(DataError, match="'left' is not a class of this run"):
+        load_input_items(tree, class_names=("a", "b"))
+    # a flat folder of images is unlabelled, ids are file names
+    flat = load_input_items(tree / "middle", class_names=CLASSES)
+    assert list(flat.ids) == ["000.png", "001.png", "002.png"] and (flat.labels == UNKNOWN_LABEL).all()
+    # a CSV without a label column is unlabelled too
+    rewrite_csv(tmp_path / "test.csv", [["id"], ["000"], ["001"]])
+    unlabeled = load_input_items(tmp_path / "test.csv", class_names=CLASSES, images=tree / "left")
+    assert not unlabeled.has_labels and len(unlabeled) == 2
+
+
+def test_in_memory_arrays_grey_rgb_rgba():
+    grey = np.zeros((4, 8, 8), dtype=np.uint8)
+    items = Items.from_arrays(grey, labels=[0, 1, 1, 0], class_names=["a", "b"])
+    assert items.image(0, 3).shape == (8, 8, 3) and items.image(0, 1).shape == (8, 8, 1)
+    rgba = np.zeros((2, 8, 8, 4), dtype=np.uint8)
+    assert (Items.from_arrays(rgba).image(1, 3) == 255).all()
+    with pytest.raises(DataError, match="uint8"):
+        Items.from_arrays(grey.astype(np.float32))
+    with pytest.raises(DataError, match="label 2 is out of range 0..1"):
+        Items.from_arrays(grey, labels=[0, 1, 2, 0], class_names=["a", "b"])
+
+
+def test_builtin_digits_layout(tmp_path):
+    out = write_digits(tmp_path / "digits")
+    train = load_training_items(DataConfig(csv=str(out / "train.csv")))
+    test = load_input_items(out / "test.csv", class_names=train.class_names)
+    assert len(train) + len(test) == 1797 and test.has_labels
+    assert train.class_names == tuple("0123456789")
+    assert not set(train.ids) & set(test.ids)
+    assert Image.open(train.paths[0]).size == (8, 8)
+    assert write_digits(tmp_path / "digits") == out  # already there: kept, not rewritten
+
+
+@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
+def test_builtin_fashion_mnist_subset(tmp_path):
+    out = write_fashion_mnist(tmp_path / "fashion", train_limit=200, test_limit=100)
+    train = load_training_items(DataConfig(csv=str(out / "train.csv"), class_names=FASHION_MNIST_CLASSES))
+    assert len(train) == 200 and np.bincount(train.labels).min() == 20  # stratified
+    assert Image.open(train.paths[0]).size == (28, 28)
+
+
+def test_fashion_mnist_missing_says_how_to_install(tmp_path):
+    with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
+        write_fashion_mnist(tmp_path / "out", source=tmp_path / "nowhere")
+    assert not (tmp_path / "out").exists()
