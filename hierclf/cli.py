@@ -26,10 +26,12 @@ def main(quiet: bool) -> None:
     """Hierarchical two-stage image classification: a coarse model on merged classes,
     specialists per group, leakage-safe K-fold with out-of-fold scores."""
     logger = logging.getLogger("hierclf")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    for handler in [h for h in logger.handlers if h.get_name() == "hierclf-cli"]:
+        logger.removeHandler(handler)
+    handler = logging.StreamHandler(sys.stderr)  # this invocation's stderr
+    handler.set_name("hierclf-cli")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
 
 

@@ -50,8 +50,8 @@ def write_tree_dataset(root: Path, per_class: int = 8, seed: int = 1) -> Path:
     return root
 
 
-TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 6, "batch_size": 16,
-              "lr": 5e-3, "workers": 0, "scheduler": "cosine"}
+TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 10, "batch_size": 8,
+              "lr": 3e-3, "workers": 0, "scheduler": "cosine"}
 
 
 def write_recipe(path: Path, data: dict, coarse: dict | None = None, folds: dict | None = None,

@@ -1,7 +1,9 @@
 """Decoding any image file a user may have into an RGB (or grey) uint8 array."""
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -18,14 +20,32 @@ def is_image_file(path: Path) -> bool:
 def decode_image(path: str | Path, channels: int = 3) -> np.ndarray:
     """H×W×channels uint8. Grey, palette, alpha, 16-bit and float images all come out alike:
     alpha is composited onto white, high bit depths are scaled to 0..255, EXIF rotation applied."""
+    with _opened(path) as image:
+        image.load()
+        return to_uint8(ImageOps.exif_transpose(image), channels)
+
+
+def check_images(paths: Iterable[str]) -> None:
+    """Read every file's header before training starts, so a file that is no image stops the
+    run at once rather than folds later. (A file cut short past its header is still caught,
+    cleanly, when it is decoded.)"""
+    for path in paths:
+        with _opened(path) as image:
+            image.verify()
+
+
+@contextmanager
+def _opened(path: str | Path) -> Iterator[Image.Image]:
+    """Pillow's image at `path`; whatever goes wrong reading it becomes one DataError naming the file."""
+    path = str(path)
     try:
         with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            return to_uint8(image, channels)
+            yield image
     except FileNotFoundError:
         raise DataError(f"image {path} does not exist") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+    except UnidentifiedImageError:
+        raise DataError(f"image {path} cannot be decoded (not an image format Pillow reads)") from None
+    except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"image {path} cannot be decoded ({error})") from None
 
 

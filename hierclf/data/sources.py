@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hierclf.data.images import IMAGE_EXTENSIONS, is_image_file
+from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.errors import DataError
 from hierclf.recipe import DataConfig
@@ -31,6 +31,7 @@ def load_training_items(data: DataConfig) -> Items:
     if not items.has_labels:
         row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
         raise DataError(f"{data.csv or data.folder}: image {items.ids[row]!r} has no label")
+    check_images(items.paths)
     return items
 
 

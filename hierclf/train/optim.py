@@ -8,8 +8,6 @@ from timm.scheduler.scheduler import Scheduler
 
 from hierclf.recipe import StageConfig
 
-_MANY_CYCLES = 10_000
-
 
 def build_optimizer(model: torch.nn.Module, stage: StageConfig) -> torch.optim.Optimizer:
     """timm leaves biases and norm weights out of weight decay, as it should."""
@@ -17,7 +15,7 @@ def build_optimizer(model: torch.nn.Module, stage: StageConfig) -> torch.optim.O
     return create_optimizer_v2(model, opt=stage.optimizer, lr=stage.lr, weight_decay=stage.weight_decay, **extra)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig) -> Scheduler | None:
+def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig) -> Scheduler | PlateauSchedule | None:
     """A per-epoch schedule: `scheduler.step(epoch + 1, metric)` after each epoch."""
     warmup = dict(warmup_epochs=stage.warmup_epochs, warmup_lr=stage.warmup_lr)
     if stage.scheduler == "cosine":
@@ -27,17 +25,50 @@ def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig) -> Sch
         # restart_epochs × restart_mult^k epochs, each restarting at the full learning rate.
         scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=stage.restart_epochs,
                                            cycle_mul=stage.restart_mult, cycle_decay=1.0,
-                                           cycle_limit=_MANY_CYCLES, min_lr=stage.min_lr, **warmup)
+                                           cycle_limit=_cycles_to_cover(stage), min_lr=stage.min_lr, **warmup)
     elif stage.scheduler == "step":
         scheduler, _ = create_scheduler_v2(optimizer, "step", decay_epochs=stage.step_epochs,
                                            decay_rate=stage.decay_rate, **warmup)
     elif stage.scheduler == "plateau":
-        scheduler, _ = create_scheduler_v2(optimizer, "plateau", patience_epochs=stage.plateau_patience,
-                                           decay_rate=stage.decay_rate, min_lr=stage.min_lr,
-                                           plateau_mode="min" if stage.monitor.endswith("loss") else "max",
-                                           **warmup)
+        scheduler = PlateauSchedule(optimizer, stage)
     elif stage.warmup_epochs:
         scheduler, _ = create_scheduler_v2(optimizer, "constant", **warmup)
     else:
         scheduler = None
     return scheduler
+
+
+def _cycles_to_cover(stage: StageConfig) -> int:
+    """How many warm-restart cycles the run's epochs reach into (timm needs a finite count)."""
+    cycles, length, covered = 0, float(stage.restart_epochs), 0.0
+    while covered < stage.epochs:
+        covered += length
+        length *= stage.restart_mult
+        cycles += 1
+    return cycles + 1
+
+
+class PlateauSchedule:
+    """PyTorch's ReduceLROnPlateau behind the `step(epoch, metric)` call of timm's schedulers,
+    with the same linear warm-up. (timm deprecates its own plateau scheduler.)"""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, stage: StageConfig):
+        self.optimizer = optimizer
+        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.warmup_epochs, self.warmup_lr = stage.warmup_epochs, stage.warmup_lr
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min" if stage.monitor.endswith("loss") else "max", factor=stage.decay_rate,
+            patience=stage.plateau_patience, min_lr=stage.min_lr)
+        if self.warmup_epochs:
+            self._set(0)
+
+    def step(self, epoch: int, metric: float | None = None) -> None:
+        if epoch <= self.warmup_epochs:
+            self._set(epoch)
+        else:
+            self.plateau.step(metric)
+
+    def _set(self, epoch: int) -> None:
+        fraction = epoch / self.warmup_epochs if self.warmup_epochs else 1.0
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = self.warmup_lr + (base - self.warmup_lr) * fraction

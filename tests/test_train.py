@@ -1,0 +1,112 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shape_image
+from hierclf.data import Items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.inference import soft_vote
+from hierclf.models import create_model
+from hierclf.recipe import StageConfig
+from hierclf.train.loop import fit, seed_everything
+from hierclf.train.optim import build_optimizer, build_scheduler
+
+CPU = torch.device("cpu")
+
+
+def loaders(stage: StageConfig, per_class: int = 24, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), per_class)
+    images = np.stack([shape_image(label, rng) for label in labels])
+    items = Items.from_arrays(images, labels, ["left", "middle", "right"])
+    val = np.arange(len(labels)) % 4 == 0
+    out = []
+    for rows, training in ((np.flatnonzero(~val), True), (np.flatnonzero(val), False)):
+        transform = build_transform(stage.img_size, (0.5,), (0.5,), stage.augment if training else "none", seed=0)
+        dataset = ImageDataset(items.subset(rows), labels[rows], transform, channels=1)
+        out.append(make_loader(dataset, stage.batch_size, shuffle=training, workers=0, device=CPU))
+    return out
+
+
+def train(stage: StageConfig, tmp_path=None):
+    seed_everything(stage.seed)
+    model, _ = create_model(stage, ("left", "middle", "right"))
+    train_loader, val_loader = loaders(stage)
+    metrics = None if tmp_path is None else tmp_path / "metrics.jsonl"
+    return model, val_loader, fit(model, train_loader, val_loader, stage, CPU, num_classes=3, metrics_path=metrics)
+
+
+TINY = StageConfig(model="test_resnet", img_size=16, in_chans=1, epochs=8, batch_size=16, lr=5e-3, workers=0)
+
+
+def test_fit_learns_keeps_the_best_epoch_and_logs(tmp_path):
+    model, val_loader, result = train(TINY, tmp_path)
+    best = result.history[result.best_epoch - 1]
+    assert best["val_accuracy"] >= 0.9  # chance is 1/3
+    assert best["val_macro_f1"] == max(r["val_macro_f1"] for r in result.history)
+    # the kept weights are the best epoch's: they reproduce its validation probabilities
+    model.load_state_dict(result.best_state)
+    probs, rows = soft_vote([model], val_loader, CPU)
+    assert np.allclose(probs, result.val_probs, atol=1e-5) and np.array_equal(rows, result.val_rows)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == TINY.epochs
+    assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr",
+            "seconds"} <= set(lines[0])
+
+
+def test_early_stopping_with_patience_and_min_delta():
+    stage = StageConfig(**{**TINY.__dict__, "lr": 1e-9, "patience": 2, "min_delta": 0.5, "epochs": 20})
+    _, _, result = train(stage)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_same_seed_same_run():
+    stage = StageConfig(**{**TINY.__dict__, "epochs": 2, "augment": "light"})
+    first, second = train(stage)[2], train(stage)[2]
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert strip(first.history) == strip(second.history)
+
+
+def lrs(stage: StageConfig, epochs: int, metric=lambda epoch: 1.0):
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), stage)
+    scheduler = build_scheduler(optimizer, stage)
+    seen = []
+    for epoch in range(epochs):
+        seen.append(optimizer.param_groups[0]["lr"])
+        if scheduler is not None:
+            scheduler.step(epoch + 1, metric(epoch))
+    return np.array(seen)
+
+
+def test_cosine_restarts_match_pytorch_sgdr():
+    stage = StageConfig(scheduler="cosine_restarts", lr=1e-3, restart_epochs=10, restart_mult=2, min_lr=1e-6,
+                        epochs=40)
+    ours = lrs(stage, 40)
+    optimizer = torch.optim.SGD(torch.nn.Linear(2, 2).parameters(), lr=1e-3)
+    reference = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=10, T_mult=2, eta_min=1e-6)
+    expected = []
+    for _ in range(40):
+        expected.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        reference.step()
+    assert np.allclose(ours, expected, rtol=1e-6)
+    assert ours[10] == ours[30] == pytest.approx(1e-3)  # restarts after 10, then after 20 more
+
+
+def test_step_plateau_warmup_and_none():
+    step = lrs(StageConfig(scheduler="step", lr=1.0, step_epochs=3, decay_rate=0.5), 7)
+    assert np.allclose(step, [1, 1, 1, 0.5, 0.5, 0.5, 0.25])
+    # plateau: a metric that stops improving decays the rate once patience runs out
+    plateau = lrs(StageConfig(scheduler="plateau", lr=1.0, plateau_patience=1, decay_rate=0.1, min_lr=0), 6,
+                  metric=lambda epoch: min(epoch, 1))
+    assert np.allclose(plateau, [1, 1, 1, 1, 0.1, 0.1])
+    warm_plateau = lrs(StageConfig(scheduler="plateau", lr=1.0, warmup_epochs=2, warmup_lr=0.0), 3,
+                       metric=lambda epoch: epoch)
+    assert np.allclose(warm_plateau, [0, 0.5, 1])
+    warm = lrs(StageConfig(scheduler="cosine", lr=1.0, warmup_epochs=2, warmup_lr=0.01, epochs=10), 4)
+    assert warm[0] == pytest.approx(0.01) and warm[2] > 0.9
+    assert np.allclose(lrs(StageConfig(scheduler="none", lr=0.3), 3), 0.3)
+    sgd = build_optimizer(torch.nn.Linear(2, 2), StageConfig(optimizer="sgd", momentum=0.8))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
