@@ -1,4 +1,12 @@
-"""hierclf: hierarchical two-stage image classification with leakage-safe K-fold."""
+"""hierclf: hierarchical two-stage image classification with leakage-safe K-fold.
+
+    from hierclf import load_recipe, fit_coarse, predict_items, Items
+    summary = fit_coarse(load_recipe("recipes/digits.toml"), "runs/digits")
+    predictions = predict_items("runs/digits", Items.from_arrays(images))
+
+Names are imported on first use, so `import hierclf` (and `hierclf --help`) stays quick.
+"""
+import importlib
 import os as _os
 
 # albumentations asks PyPI for a newer version at import; that is a network call on every run.
@@ -6,8 +14,19 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 __version__ = "0.1.0"
 
-from hierclf.errors import HierclfError  # noqa: E402
-from hierclf.hierarchy import GroupHierarchy  # noqa: E402
-from hierclf.recipe import Recipe, StageConfig, load_recipe  # noqa: E402
+_EXPORTS = {
+    "HierclfError": "hierclf.errors",
+    "GroupHierarchy": "hierclf.hierarchy",
+    "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe",
+    "recipe_from_dict": "hierclf.recipe",
+    "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",
+    "fit": "hierclf.train", "fit_coarse": "hierclf.train", "assign_folds": "hierclf.train",
+    "predict_items": "hierclf.predict", "write_predictions": "hierclf.predict", "Predictions": "hierclf.predict",
+}
+__all__ = sorted(_EXPORTS) + ["__version__"]
 
-__all__ = ["GroupHierarchy", "HierclfError", "Recipe", "StageConfig", "load_recipe", "__version__"]
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'hierclf' has no attribute {name!r}")

@@ -276,9 +276,8 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
 
 def _check_recipe(recipe: Recipe, source: str) -> None:
     data, coarse = recipe.data, recipe.coarse
-    if bool(data.csv) == bool(data.folder):
-        raise RecipeError(f"{source}: [data] needs exactly one of csv (a CSV of id,label) or folder "
-                          f"(a class-per-folder tree)")
+    if data.csv and data.folder:
+        raise RecipeError(f"{source}: data.csv and data.folder are both set; choose one")
     if data.images and not data.csv:
         raise RecipeError(f"{source}: data.images only applies with data.csv")
     if coarse.pretrained and coarse.weights:

@@ -41,7 +41,7 @@ def test_paths_resolve_against_the_recipe_folder(tmp_path):
     ('[data]\ncsv = "a.csv"\n[coarse]\nscheduler = "cosin"\n', ["coarse.scheduler", "'cosine_restarts'"]),
     ('[data]\ncsv = "a.csv"\n[coarse]\namp = 1\n', ["coarse.amp", "true or false"]),
     ('[data]\ncsv = "a.csv"\n[corse]\nepochs = 1\n', ["unknown section [corse]", "did you mean 'coarse'"]),
-    ('[data]\n', ["exactly one of csv", "folder"]),
+    ('[data]\ncsv = "a.csv"\nfolder = "b"\n', ["data.csv and data.folder are both set"]),
     ('[data]\ncsv = "a.csv"\n[hierarchy]\ngroups = [[1, 2.5]]\n', ["hierarchy.groups", "a list of"]),
     ('[data\n', ["not valid TOML"]),
 ])

@@ -13,12 +13,14 @@ import numpy as np
 
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
-from hierclf.errors import DataError
+from hierclf.errors import DataError, RecipeError
 from hierclf.recipe import DataConfig
 
 
 def load_training_items(data: DataConfig) -> Items:
     """The labelled rows a recipe's [data] section points at."""
+    if not data.csv and not data.folder:
+        raise RecipeError("the recipe's [data] needs csv (a CSV of id,label) or folder (a class-per-folder tree)")
     if data.csv:
         items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
                                id_column=data.id_column, label_column=data.label_column,

@@ -22,10 +22,14 @@ from hierclf.train.loop import fit, seed_everything
 log = logging.getLogger(__name__)
 
 
-def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None) -> dict[str, Any] | None:
+def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
+               items: Items | None = None) -> dict[str, Any] | None:
     """Train the coarse stage (the flat model when the hierarchy has no groups) on every fold,
-    or on `only_fold`. Returns the out-of-fold summary once every fold is finished, else None."""
-    items = load_training_items(recipe.data)
+    or on `only_fold`. Rows come from the recipe's [data], or from `items` (in-memory arrays).
+    Returns the out-of-fold summary once every fold is finished, else None."""
+    items = load_training_items(recipe.data) if items is None else items
+    if not items.has_labels:
+        raise HierclfError("fit_coarse needs a label for every row")
     hierarchy = GroupHierarchy.from_config(recipe.hierarchy.groups, recipe.hierarchy.group_names, items.class_names)
     check_arch(recipe.coarse.model, "coarse.model")
     fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)

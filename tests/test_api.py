@@ -1,0 +1,41 @@
+"""hierclf as a library: in-memory arrays in, a run folder and predictions out."""
+import importlib.metadata
+import subprocess
+import sys
+
+import numpy as np
+
+import hierclf
+from conftest import TINY_STAGE, shape_image
+
+
+def arrays(per_class: int, seed: int):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), per_class)
+    return np.stack([shape_image(label, rng) for label in labels]), labels
+
+
+def test_fit_and_predict_on_in_memory_arrays(tmp_path):
+    images, labels = arrays(20, seed=0)
+    items = hierclf.Items.from_arrays(images, labels, ["left", "middle", "right"])
+    recipe = hierclf.recipe_from_dict({"folds": {"count": 3}, "coarse": TINY_STAGE})
+    summary = hierclf.fit_coarse(recipe, tmp_path / "run", items=items)
+    assert summary["oof_accuracy"] >= 0.8
+    test_images, test_labels = arrays(10, seed=1)
+    predictions = hierclf.predict_items(tmp_path / "run", hierclf.Items.from_arrays(test_images), workers=0)
+    assert predictions.probs.shape == (30, 3) and predictions.class_names == ("left", "middle", "right")
+    assert (predictions.predicted == test_labels).mean() >= 0.8
+
+
+def test_public_names_resolve():
+    for name in hierclf.__all__:
+        assert getattr(hierclf, name) is not None
+
+
+def test_console_script_and_module_entry_points():
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts.get("hierclf") == "hierclf.cli:main"
+    done = subprocess.run([sys.executable, "-m", "hierclf", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("fit-coarse", "predict", "dataset"):
+        assert command in done.stdout
