@@ -46,8 +46,6 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
     """Write a built-in dataset as OUT/train.csv + OUT/train/*.png and OUT/test.csv + OUT/test/*.png."""
     from hierclf.data import builtin
 
-    if out.exists():
-        click.echo(f"{out} already holds a dataset; keeping it", err=True)
     if name == "digits":
         builtin.write_digits(out)
     else:

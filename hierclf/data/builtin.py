@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import logging
 import os
 import shutil
 import tempfile
@@ -19,6 +20,8 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DIGITS_CLASSES = tuple(str(digit) for digit in range(10))
+
+log = logging.getLogger(__name__)
 
 
 def write_digits(out: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
@@ -68,6 +71,7 @@ def _write_layout(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray, np.
     """Writes into a temporary sibling folder, then renames it: a killed run leaves no half set."""
     if out.exists():
         if all((out / f"{name}.csv").is_file() for name in splits):
+            log.info("%s already holds the dataset; keeping it", out)
             return out
         raise DataError(f"{out} exists but is not a complete dataset folder; remove it or pick another")
     out.parent.mkdir(parents=True, exist_ok=True)
