@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hierclf-installed
 # torch and torchvision are pinned: both lie on this machine's disk, so pip takes them offline.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test demo clean
+.PHONY: venv test demo docs clean
 
 venv: $(STAMP)
 
@@ -24,6 +24,9 @@ demo: $(STAMP)
 	$(PY) -m hierclf dataset digits data/digits
 	$(PY) -m hierclf fit-coarse recipes/digits.toml --out runs/digits
 	$(PY) -m hierclf predict runs/digits data/digits/test.csv --out runs/digits/test-predictions.csv
+
+docs: $(STAMP)
+	$(PY) docs/update_reference.py
 
 clean:
 	rm -rf runs/digits data/digits

@@ -110,23 +110,53 @@ class StageConfig:
 
 
 @dataclass(frozen=True)
+class CombineConfig:
+    """How stage outputs become final labels."""
+
+    method: Literal["product", "routed", "stacking"] = _key(
+        "product", "product: P(class) = P(group) × P(class | group), every specialist on every image; routed: "
+                   "the coarse argmax picks one specialist per image; stacking: a logistic regression fit on "
+                   "out-of-fold stage outputs.")
+    route_threshold: float = _key(0.0, "routed: a specialist also runs where its group's coarse probability is at "
+                                       "least this, and the product decides there; 0 routes by the argmax alone.",
+                                  lo=0.0, hi=1.0)
+    stacking_c: float = _key(1.0, "stacking: inverse regularisation strength C of the logistic regression.", gt=0.0)
+
+
+@dataclass(frozen=True)
 class Recipe:
-    """A whole job: data, folds, hierarchy and the coarse stage's training."""
+    """A whole job: data, folds, hierarchy, the coarse stage, the specialists and the combiner.
+
+    `fine` holds the specialists' defaults ([coarse] overridden by [fine]); `specialists` the
+    groups whose [fine.<group>] table overrides those defaults further."""
 
     data: DataConfig = field(default_factory=DataConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
     hierarchy: HierarchyConfig = field(default_factory=HierarchyConfig)
     coarse: StageConfig = field(default_factory=StageConfig)
+    fine: StageConfig = field(default_factory=StageConfig)
+    specialists: tuple[tuple[str, StageConfig], ...] = ()
+    combine: CombineConfig = field(default_factory=CombineConfig)
+
+    def specialist(self, group: str) -> StageConfig:
+        """The training keys of one group's specialist."""
+        return dict(self.specialists).get(group, self.fine)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        tables = {name: dataclasses.asdict(getattr(self, name)) for name in _SECTION_CLASSES}
+        tables["fine"] = dataclasses.asdict(self.fine)
+        tables["fine"].update({name: dataclasses.asdict(stage) for name, stage in self.specialists})
+        return tables
 
     def to_toml(self) -> str:
         return tomli_w.dumps(_plain(self.to_dict()))
 
 
 _SECTION_CLASSES = {"data": DataConfig, "folds": FoldsConfig, "hierarchy": HierarchyConfig,
-                    "coarse": StageConfig}
+                    "coarse": StageConfig, "combine": CombineConfig}
+_SECTIONS = (*_SECTION_CLASSES, "fine")
+RUN_SECTIONS = ("data", "folds", "hierarchy", "coarse")
+"""The sections a run folder is bound to: changing any of them makes a new run."""
 
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
@@ -143,36 +173,50 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"{path}: not valid TOML: {error}") from None
-    _resolve_paths(raw, path.resolve().parent, str(path))
-    overridden = {_apply_override(raw, override) for override in overrides}
-    return recipe_from_dict(raw, source=str(path), overridden=overridden)
+    return recipe_from_dict(raw, source=str(path), overrides=overrides, base=path.resolve().parent)
 
 
-def recipe_from_dict(raw: dict[str, Any], source: str = "recipe",
-                     overridden: typing.Collection[tuple[str, str]] = ()) -> Recipe:
-    """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Errors in
-    `overridden` (section, key) pairs are reported as the --set option that gave them."""
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typing.Sequence[str] = (),
+                     base: Path | None = None) -> Recipe:
+    """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Relative paths
+    resolve against `base`; `overrides` (`section.key=value`) are applied on top, their paths
+    resolving against the working directory, and errors in them name the --set option."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a table of sections")
+    raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}
+    if isinstance(raw.get("fine"), dict):
+        raw["fine"] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw["fine"].items()}
     for name in raw:
-        if name not in _SECTION_CLASSES:
-            raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTION_CLASSES)}; "
-                              f"allowed: {', '.join(_SECTION_CLASSES)}")
-    sections = {name: _build_section(cls, raw.get(name, {}), name, source, overridden)
+        if name not in _SECTIONS:
+            raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTIONS)}; "
+                              f"allowed: {', '.join(_SECTIONS)}")
+    for table_path, table in _stage_tables(raw, source):
+        if base is not None:
+            _resolve_paths(table, _table_class(table_path), base)
+    overridden = {_apply_override(raw, text) for text in overrides}
+    sections = {name: _build_table(cls, raw.get(name, {}), name, source, overridden)
                 for name, cls in _SECTION_CLASSES.items()}
-    recipe = Recipe(**sections)
+    fine_table = raw.get("fine", {})
+    group_tables = {k: v for k, v in fine_table.items() if isinstance(v, dict)}
+    fine = _build_table(StageConfig, {k: v for k, v in fine_table.items() if not isinstance(v, dict)},
+                        "fine", source, overridden, inherit=sections["coarse"])
+    specialists = tuple((name, _build_table(StageConfig, table, f"fine.{name}", source, overridden, inherit=fine))
+                        for name, table in group_tables.items())
+    recipe = Recipe(**sections, fine=fine, specialists=specialists)
     _check_recipe(recipe, source)
     return recipe
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
-    """`coarse.epochs=3` → (["coarse", "epochs"], 3). The value is read as TOML, else kept as text."""
+    """`coarse.epochs=3` → (["coarse", "epochs"], 3); `fine.GROUP.img_size=64` has three parts.
+    The value is read as TOML, else kept as text."""
     if "=" not in text:
         raise RecipeError(f"--set {text!r}: expected section.key=value")
     dotted, value_text = text.split("=", 1)
     keys = [part.strip() for part in dotted.strip().split(".")]
-    if len(keys) != 2 or not all(keys):
-        raise RecipeError(f"--set {text!r}: expected section.key=value, e.g. coarse.epochs=3")
+    if not all(keys) or not (len(keys) == 2 or (len(keys) == 3 and keys[0] == "fine")):
+        raise RecipeError(f"--set {text!r}: expected section.key=value (e.g. coarse.epochs=3) or "
+                          f"fine.GROUP.key=value")
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -180,53 +224,73 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return keys, value
 
 
-def _apply_override(raw: dict[str, Any], text: str) -> tuple[str, str]:
-    (section, key), value = parse_override(text)
-    if section not in _SECTION_CLASSES:
-        raise RecipeError(f"--set {text!r}: unknown section {section!r}{_suggest(section, _SECTION_CLASSES)}")
-    table = raw.setdefault(section, {})
-    if not isinstance(table, dict):
-        raise RecipeError(f"--set {text!r}: [{section}] in the recipe is not a table")
-    cls = _SECTION_CLASSES[section]
-    meta = _field_meta(cls).get(key)
+def _apply_override(raw: dict[str, Any], text: str) -> str:
+    keys, value = parse_override(text)
+    if keys[0] not in _SECTIONS:
+        raise RecipeError(f"--set {text!r}: unknown section {keys[0]!r}{_suggest(keys[0], _SECTIONS)}")
+    table = raw
+    for part in keys[:-1]:
+        table = table.setdefault(part, {})
+        if not isinstance(table, dict):
+            raise RecipeError(f"--set {text!r}: {'.'.join(keys[:-1])} in the recipe is not a table")
+    meta = _field_meta(_table_class(tuple(keys[:-1]))).get(keys[-1])
     if meta is not None and meta["path"] and isinstance(value, str) and value:
         value = str(Path(value).resolve())
-    table[key] = value
-    return section, key
+    table[keys[-1]] = value
+    return ".".join(keys)
 
 
-def _resolve_paths(raw: dict[str, Any], base: Path, source: str) -> None:
-    for section, cls in _SECTION_CLASSES.items():
-        table = raw.get(section)
+def _table_class(table_path: tuple[str, ...]) -> type:
+    return StageConfig if table_path[0] == "fine" else _SECTION_CLASSES[table_path[0]]
+
+
+def _stage_tables(raw: dict[str, Any], source: str) -> list[tuple[tuple[str, ...], dict]]:
+    """Every table of the recipe with its path: ("coarse",), ("fine",), ("fine", "GROUP"), …"""
+    tables = []
+    for name, table in raw.items():
         if not isinstance(table, dict):
-            continue
-        for key, meta in _field_meta(cls).items():
-            value = table.get(key)
-            if meta["path"] and isinstance(value, str) and value:
-                table[key] = str((base / Path(value).expanduser()).resolve())
+            raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {_show(table)}")
+        tables.append(((name,), table))
+        if name == "fine":
+            tables += [(("fine", group), sub) for group, sub in table.items() if isinstance(sub, dict)]
+    return tables
+
+
+def _resolve_paths(table: dict[str, Any], cls: type, base: Path) -> None:
+    for key, meta in _field_meta(cls).items():
+        value = table.get(key)
+        if meta["path"] and isinstance(value, str) and value:
+            table[key] = str((base / Path(value).expanduser()).resolve())
 
 
 def _field_meta(cls: type) -> dict[str, dict[str, Any]]:
     return {f.name: dict(f.metadata) for f in dataclasses.fields(cls)}
 
 
-def _build_section(cls: type, table: Any, section: str, source: str,
-                   overridden: typing.Collection[tuple[str, str]]) -> Any:
+def _build_table(cls: type, table: Any, name: str, source: str, overridden: typing.Collection[str],
+                 inherit: Any = None) -> Any:
+    """One config object from one table; keys it does not set come from `inherit` (or the defaults)."""
     if not isinstance(table, dict):
-        raise RecipeError(f"{source}: {section} must be a table ([{section}]), got {table!r}")
+        raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {_show(table)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in table.items():
         if key not in fields:
-            raise RecipeError(f"{source}: unknown key {section}.{key}{_suggest(key, fields)}; "
-                              f"allowed in [{section}]: {', '.join(fields)}")
-        where = (f"--set {section}.{key}={_show(value)}" if (section, key) in overridden
-                 else f"{source}: {section}.{key} = {_show(value)}")
+            raise RecipeError(f"{source}: unknown key {name}.{key}{_suggest(key, fields)}; "
+                              f"allowed in [{name}]: {', '.join(fields)}")
+        where = (f"--set {name}.{key}={_show(value)}" if f"{name}.{key}" in overridden
+                 else f"{source}: {name}.{key} = {_show(value)}")
         checked = _coerce(value, hints[key], where)
         _check_bounds(checked, fields[key].metadata, where)
         values[key] = checked
-    return cls(**values)
+    if cls is StageConfig:
+        # A stage that names its own starting weights does not inherit the other kind.
+        if values.get("weights") and "pretrained" not in values:
+            values["pretrained"] = False
+        if values.get("pretrained") and "weights" not in values:
+            values["weights"] = ""
+    return dataclasses.replace(inherit, **values) if inherit is not None else cls(**values)
 
 
 def _coerce(value: Any, kind: Any, where: str) -> Any:
@@ -275,32 +339,40 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
 
 
 def _check_recipe(recipe: Recipe, source: str) -> None:
-    data, coarse = recipe.data, recipe.coarse
+    data = recipe.data
     if data.csv and data.folder:
         raise RecipeError(f"{source}: data.csv and data.folder are both set; choose one")
     if data.images and not data.csv:
         raise RecipeError(f"{source}: data.images only applies with data.csv")
-    if coarse.pretrained and coarse.weights:
-        raise RecipeError(f"{source}: coarse.pretrained and coarse.weights are both set; choose one")
-    if coarse.in_chans == 2:
-        raise RecipeError(f"{source}: coarse.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
+    stages = [("coarse", recipe.coarse), ("fine", recipe.fine)]
+    stages += [(f"fine.{name}", stage) for name, stage in recipe.specialists]
+    for name, stage in stages:
+        if stage.pretrained and stage.weights:
+            raise RecipeError(f"{source}: {name}.pretrained and {name}.weights are both set; choose one")
+        if stage.in_chans == 2:
+            raise RecipeError(f"{source}: {name}.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
     if recipe.hierarchy.group_names and len(recipe.hierarchy.group_names) != len(recipe.hierarchy.groups):
         raise RecipeError(f"{source}: hierarchy.group_names has {len(recipe.hierarchy.group_names)} names "
                           f"for {len(recipe.hierarchy.groups)} groups")
 
 
-def recipe_differences(old: Recipe, new: Recipe) -> list[str]:
-    """Keys that change what a run learns (runtime keys such as workers and device excluded)."""
+def recipe_differences(old: Recipe, new: Recipe, sections: typing.Sequence[str] = RUN_SECTIONS) -> list[str]:
+    """Keys of `sections` that change what a run learns (runtime keys such as workers excluded)."""
     changed = []
-    for section, cls in _SECTION_CLASSES.items():
-        meta = _field_meta(cls)
-        old_section, new_section = getattr(old, section), getattr(new, section)
-        for key in meta:
-            if meta[key]["runtime"]:
-                continue
-            before, after = getattr(old_section, key), getattr(new_section, key)
-            if before != after:
-                changed.append(f"{section}.{key}: {_show(before)} → {_show(after)}")
+    for section in sections:
+        changed += config_differences(getattr(old, section), getattr(new, section), section)
+    return changed
+
+
+def config_differences(old: Any, new: Any, prefix: str) -> list[str]:
+    """`prefix.key: old → new` for every non-runtime key that differs between two config objects."""
+    changed = []
+    for item in dataclasses.fields(old):
+        if item.metadata.get("runtime"):
+            continue
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if before != after:
+            changed.append(f"{prefix}.{item.name}: {_show(before)} → {_show(after)}")
     return changed
 
 

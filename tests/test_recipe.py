@@ -106,3 +106,22 @@ def test_cli_reports_a_bad_key_in_one_line_with_exit_2(tmp_path):
     assert done.stderr.strip().count("\n") == 0
     assert "coarse.batchsize" in done.stderr and "batch_size" in done.stderr
     assert not out.exists()
+
+
+def test_fine_inherits_coarse_and_groups_inherit_fine(tmp_path):
+    path = write(tmp_path, '[data]\ncsv = "a.csv"\n[coarse]\nmodel = "resnet18"\nimg_size = 64\npretrained = true\n'
+                           '[fine]\nepochs = 40\n[fine.certs]\nimg_size = 128\nweights = "w.safetensors"\n')
+    recipe = load_recipe(path, ["fine.certs.lr=1e-4", "fine.batch_size=8"])
+    assert (recipe.fine.model, recipe.fine.img_size, recipe.fine.epochs, recipe.fine.batch_size) == \
+        ("resnet18", 64, 40, 8)
+    certs = recipe.specialist("certs")
+    assert (certs.model, certs.img_size, certs.epochs, certs.lr) == ("resnet18", 128, 40, 1e-4)
+    assert certs.weights == str(tmp_path / "w.safetensors") and not certs.pretrained
+    assert recipe.specialist("other") == recipe.fine
+    import tomllib
+    assert recipe_from_dict(tomllib.loads(recipe.to_toml())) == recipe
+    with pytest.raises(RecipeError, match="unknown key fine.certs.imgsize"):
+        load_recipe(path, ["fine.certs.imgsize=3"])
+    with pytest.raises(RecipeError, match='--set fine.epochs="x": expected an integer'):
+        load_recipe(path, ["fine.epochs=x"])
+    assert recipe.combine.method == "product"
