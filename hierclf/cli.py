@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+import numpy as np
 
 from hierclf.errors import HierclfError, user_message
 
@@ -60,22 +61,52 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key (repeatable).")
 def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...]) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
-    from hierclf.metrics import report_text
     from hierclf.recipe import load_recipe
-    from hierclf.runs import RunDir, read_npz
+    from hierclf.runs import RunDir
     from hierclf.train import fit_coarse
 
     summary = fit_coarse(load_recipe(recipe, overrides), out, only_fold=fold)
     if summary is None:
         click.echo(f"fold {fold} of {out} trained; run the other folds, then this command again for the summary")
         return
-    oof = read_npz(RunDir(out).oof_path("coarse"))
-    click.echo(f"\ncoarse out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds): "
+    _echo_stage_summary("coarse", summary, RunDir(out).oof_path("coarse"))
+
+
+@main.command("fit-fine")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--group", default=None, help="Train only this group's specialist.")
+@click.option("--fold", type=click.IntRange(min=0), default=None, help="Train only this fold.")
+@click.option("--set", "overrides", multiple=True, metavar="fine.KEY=VALUE",
+              help="Override a fine.* (or fine.GROUP.*) key of the run's recipe (repeatable).")
+def fit_fine_command(run: Path, group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
+    """Train each group's specialist on that group's images, in the coarse stage's folds."""
+    from hierclf.runs import RunDir
+    from hierclf.train import fit_fine
+
+    run_dir = RunDir(run)
+    summaries = fit_fine(run, group=group, only_fold=fold, overrides=overrides)
+    hierarchy = run_dir.hierarchy()
+    for name, summary in summaries.items():
+        if summary is None:
+            click.echo(f"{name}: fold {fold} trained; run the other folds, then this command again for the summary")
+        else:
+            stage = run_dir.specialist_stage(hierarchy.group(name))
+            _echo_stage_summary(f"specialist {name!r}", summary, run_dir.oof_path(stage))
+
+
+def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
+    from hierclf.metrics import report_text
+    from hierclf.runs import read_npz
+    from hierclf.train.stage import NOT_IN_STAGE
+
+    oof = read_npz(oof_path)
+    scored = oof["targets"] != NOT_IN_STAGE
+    click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds): "
                f"macro-F1 {summary['oof_macro_f1']:.4f}  accuracy {summary['oof_accuracy']:.4f}")
     for row in summary["folds"]:
         click.echo(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
                    f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
-    click.echo("\n" + report_text(oof["targets"], oof["probs"].argmax(1), summary["classes"]))
+    click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))
 
 
 @main.command()
@@ -85,11 +116,14 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Image folder of an INPUT CSV (default: the folder named like the CSV, else the CSV's folder).")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
+@click.option("--combiner", type=click.Choice(["product", "routed", "stacking"]), default=None,
+              help="How stage outputs become labels (default: the recipe's combine.method).")
+@click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, batch_size: int,
-            workers: int, device: str) -> None:
+def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, combiner: str | None,
+            trace: bool, batch_size: int, workers: int, device: str) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold models."""
     from hierclf.data import load_input_items
     from hierclf.metrics import report_text, scores
@@ -100,10 +134,74 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
     recipe, hierarchy = run_dir.recipe(), run_dir.hierarchy()
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column,
                              recipe.data.label_column, images)
-    predictions = predict_items(run, items, batch_size=batch_size, workers=workers, device=device)
+    predictions = predict_items(run, items, combiner=combiner, batch_size=batch_size, workers=workers,
+                                device=device, trace=trace)
     write_predictions(out, predictions, with_probs=probs)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
+    for name, count in (predictions.specialist_rows or {}).items():
+        click.echo(f"  specialist {name!r} ran on {count} of {len(predictions.ids)} images")
     if predictions.has_targets:
         result = scores(predictions.targets, predictions.predicted, len(predictions.class_names))
         click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
         click.echo("\n" + report_text(predictions.targets, predictions.predicted, predictions.class_names))
+
+
+@main.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--against", type=click.Path(path_type=Path), default=None,
+              help="A flat run on the same data and folds, scored beside this one.")
+def evaluate(run: Path, against: Path | None) -> None:
+    """Score RUN's whole pipeline out-of-fold with every combiner; write report.json, report.md,
+    oof-predictions.csv and confusion.png into RUN."""
+    from hierclf.evaluate import evaluate_run
+
+    report = evaluate_run(run, against)
+    click.echo(f"{report['rows']} rows, out-of-fold")
+    if "flat" in report:
+        click.echo(f"  {'flat':<10} macro-F1 {report['flat']['macro_f1']:.4f}  accuracy {report['flat']['accuracy']:.4f}"
+                   f"  ({report['flat']['run']})")
+    for name, result in report["pipelines"].items():
+        mark = "  ← recipe's combiner" if name == report["chosen"] and len(report["pipelines"]) > 1 else ""
+        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{mark}")
+    if "routing" in report:
+        click.echo(f"  routing accuracy {report['routing']['accuracy']:.4f} (upper bound of the routed pipeline)")
+    click.echo("most confused:")
+    for pair in report["pipelines"][report["chosen"]]["most_confused"]:
+        click.echo(f"  {pair['true']} → {pair['predicted']}: {pair['count']} ({pair['share_of_errors']:.0%} of errors)")
+    click.echo(f"wrote {run}/report.md, report.json, oof-predictions.csv, confusion.png")
+
+
+@main.command("suggest-groups")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--max-groups", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--min-confusion", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=0.02,
+              show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
+def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
+    """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
+    from hierclf.errors import RunError
+    from hierclf.hierarchy import suggest_groups
+    from hierclf.metrics import confusion
+    from hierclf.recipe import show_value
+    from hierclf.runs import RunDir, read_npz
+
+    run_dir = RunDir(run)
+    hierarchy = run_dir.hierarchy()
+    if not hierarchy.is_flat:
+        raise RunError(f"{run} has groups already; suggest-groups reads a flat run's out-of-fold confusion")
+    if not run_dir.oof_path("coarse").exists():
+        raise RunError(f"{run} has no out-of-fold file yet; finish `hierclf fit-coarse` first")
+    oof = read_npz(run_dir.oof_path("coarse"))
+    matrix = confusion(oof["targets"], oof["probs"].argmax(1), hierarchy.num_classes)
+    errors = int(matrix.sum() - np.trace(matrix))
+    click.echo(f"{errors} out-of-fold errors in {int(matrix.sum())} rows")
+    groups = suggest_groups(matrix, max_groups=max_groups, min_confusion=min_confusion)
+    if not groups:
+        click.echo(f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; "
+                   f"a flat model is the right shape here (or lower --min-confusion)")
+        return
+    for number, group in enumerate(groups, start=1):
+        names = ", ".join(hierarchy.class_names[m] for m in group.members)
+        click.echo(f"  group {number}: {names}  holds {group.error_share:.0%} of the errors "
+                   f"(mutual confusion {group.confusion_rate:.1%})")
+    listed = [[hierarchy.class_names[m] for m in group.members] for group in groups]
+    click.echo("\npaste into the recipe:\n\n[hierarchy]\ngroups = " + show_value(listed))

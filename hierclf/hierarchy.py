@@ -7,6 +7,7 @@ stage is the flat classifier, so flat and hierarchical runs share one code path.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -19,6 +20,11 @@ from hierclf.errors import RecipeError, RunError
 class Group:
     name: str
     members: tuple[int, ...]
+
+    @property
+    def folder(self) -> str:
+        """The group's name as a folder name (class names may hold '/', as 'T-shirt/top')."""
+        return re.sub(r"[^\w.+-]+", "_", self.name).strip("._") or "group"
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,9 @@ class GroupHierarchy:
         names = [group.name for group in self.groups]
         if len(set(names)) != len(names):
             raise RecipeError(f"hierarchy: group names must differ, got {names}")
+        folders = [group.folder for group in self.groups]
+        if len(set(folders)) != len(folders):
+            raise RecipeError(f"hierarchy: group names {names} make the same folder names; rename one")
 
     @classmethod
     def from_config(cls, groups: Sequence[Sequence[int | str]], group_names: Sequence[str],
@@ -105,6 +114,22 @@ class GroupHierarchy:
                 names.append(group.name if group else self.class_names[fine])
         return tuple(names)
 
+    @property
+    def coarse_to_first_fine(self) -> np.ndarray:
+        """A fine class of each coarse class: the class itself for a singleton, the first member for a group."""
+        fine_to_coarse = self.fine_to_coarse
+        return np.asarray([int(np.flatnonzero(fine_to_coarse == c)[0]) for c in range(fine_to_coarse.max() + 1)])
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(name)
+
+    def coarse_index(self, group: Group) -> int:
+        """The coarse class a group became."""
+        return int(self.fine_to_coarse[group.members[0]])
+
     def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
         """Coarse-stage target of each fine label."""
         return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)]
@@ -117,6 +142,7 @@ class GroupHierarchy:
             "groups": [{"name": g.name, "members": list(g.members)} for g in self.groups],
             "coarse_names": list(coarse_names),
             "fine_to_coarse": self.fine_to_coarse.tolist(),
+            "coarse_to_fine": [np.flatnonzero(self.fine_to_coarse == c).tolist() for c in range(len(coarse_names))],
         }
         return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
@@ -129,3 +155,53 @@ class GroupHierarchy:
         except (ValueError, KeyError, TypeError) as error:
             raise RunError(f"{source} is not a hierarchy file: {error}") from None
 
+
+
+@dataclass(frozen=True)
+class SuggestedGroup:
+    members: tuple[int, ...]
+    error_share: float
+    """Share of all off-diagonal (error) counts that fall between members of the group."""
+    confusion_rate: float
+    """Mean symmetrised confusion rate between pairs of members."""
+
+
+def confusion_affinity(matrix: np.ndarray) -> np.ndarray:
+    """How often two classes are taken for each other: each row normalised by its class's count,
+    the diagonal removed, then symmetrised."""
+    rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
+    np.fill_diagonal(rates, 0.0)
+    return (rates + rates.T) / 2
+
+
+def suggest_groups(matrix: np.ndarray, max_groups: int = 3, min_confusion: float = 0.02) -> list[SuggestedGroup]:
+    """Groups of classes a flat model confuses, from its out-of-fold confusion matrix.
+
+    Average-linkage agglomerative clustering (scikit-learn) on 1 − affinity merges classes while
+    their mean mutual confusion rate is at least `min_confusion`; classes no other class is
+    confused with stay alone, which a spectral partition into K clusters would not allow. The
+    groups holding most of the errors come first."""
+    from sklearn.cluster import AgglomerativeClustering
+
+    matrix = np.asarray(matrix, dtype=np.float64)
+    affinity = confusion_affinity(matrix)
+    if len(matrix) < 2 or affinity.max() < min_confusion:
+        return []
+    distance = 1.0 - affinity
+    np.fill_diagonal(distance, 0.0)
+    clusters = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="average",
+                                       distance_threshold=1.0 - min_confusion).fit_predict(distance)
+    errors = matrix.copy()
+    np.fill_diagonal(errors, 0.0)
+    total = max(errors.sum(), 1.0)
+    found = []
+    for cluster in np.unique(clusters):
+        members = np.flatnonzero(clusters == cluster)
+        if len(members) < 2:
+            continue
+        inside = errors[np.ix_(members, members)]
+        pairs = affinity[np.ix_(members, members)][np.triu_indices(len(members), 1)]
+        found.append(SuggestedGroup(members=tuple(int(m) for m in members), error_share=float(inside.sum() / total),
+                                    confusion_rate=float(pairs.mean())))
+    found.sort(key=lambda group: -group.error_share)
+    return found[:max_groups]

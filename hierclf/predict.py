@@ -1,4 +1,5 @@
-"""Predicting with a run: every fold model of a stage, soft-voted, over streamed batches."""
+"""Predicting with a run: each stage's fold models soft-voted over streamed batches, then the
+combiner. With `routed`, a specialist runs only on the images routed to it."""
 from __future__ import annotations
 
 import csv
@@ -6,87 +7,165 @@ import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from hierclf.combine import product, routed, stacking_features
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.devices import resolve_device
-from hierclf.errors import RunError
+from hierclf.errors import HierclfError, RunError
+from hierclf.hierarchy import GroupHierarchy
 from hierclf.inference import soft_vote
 from hierclf.models import ModelSpec, load_model
+from hierclf.oof import stacking_for_run
 from hierclf.runs import RunDir, write_text
 
 log = logging.getLogger(__name__)
 
+COMBINERS = ("product", "routed", "stacking")
+
 
 @dataclass(frozen=True, eq=False)
 class Predictions:
-    """Probabilities per row over `class_names`, and the true labels where the input had them."""
+    """Final-class probabilities and labels per row, the true labels where the input had them,
+    and with `trace`, each stage's decision per row."""
 
     ids: np.ndarray
     probs: np.ndarray
+    labels: np.ndarray
     class_names: tuple[str, ...]
     targets: np.ndarray
+    trace: dict[str, np.ndarray] | None = None
+    specialist_rows: dict[str, int] | None = None
 
     @property
     def predicted(self) -> np.ndarray:
-        return self.probs.argmax(1)
+        return self.labels
 
     @property
     def has_targets(self) -> bool:
         return len(self.targets) > 0 and bool((self.targets != UNKNOWN_LABEL).all())
 
 
-def load_stage_models(run: RunDir, stage: str, device: torch.device) -> tuple[list[torch.nn.Module], ModelSpec]:
-    """The finished fold models of one stage; all must share one input specification."""
-    folds = run.finished_folds(stage)
-    if not folds:
-        raise RunError(f"{run.root} has no trained {stage} fold; run `hierclf fit-{stage}` first")
-    expected = int(run.recipe().folds.count)
-    if len(folds) < expected:
-        log.warning("%s: using %d of %d folds (the others are not trained yet)", stage, len(folds), expected)
-    loaded = [load_model(run.fold_dir(stage, fold), device) for fold in folds]
-    specs = {spec for _, spec in loaded}
-    if len(specs) != 1:
-        raise RunError(f"{run.stage_dir(stage)}: the fold models differ in input size or classes")
-    return [model for model, _ in loaded], specs.pop()
+class StageModels:
+    """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
+
+    def __init__(self, run: RunDir, stage: str, device: torch.device, folds: Sequence[int] | None,
+                 batch_size: int, workers: int):
+        finished = run.finished_folds(stage)
+        wanted = finished if folds is None else [fold for fold in folds if fold in finished]
+        if not wanted:
+            raise RunError(f"{run.root} has no trained {stage} fold{'' if folds is None else f' among {list(folds)}'}; "
+                           f"run `hierclf fit-{'coarse' if stage == 'coarse' else 'fine'}` first")
+        expected = run.recipe().folds.count
+        if folds is None and len(wanted) < expected:
+            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage, len(wanted), expected)
+        loaded = [load_model(run.fold_dir(stage, fold), device) for fold in wanted]
+        specs = {spec for _, spec in loaded}
+        if len(specs) != 1:
+            raise RunError(f"{run.stage_dir(stage)}: the fold models differ in input size or classes")
+        self.models = [model for model, _ in loaded]
+        self.spec: ModelSpec = specs.pop()
+        self.device, self.batch_size, self.workers = device, batch_size, workers
+
+    def probs(self, items: Items) -> np.ndarray:
+        if len(items) == 0:
+            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+        transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
+        dataset = ImageDataset(items, None, transform, self.spec.in_chans)
+        loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers, device=self.device)
+        probs, rows = soft_vote(self.models, loader, self.device)
+        return probs[np.argsort(rows)]
 
 
-def predict_items(run_path: str | Path, items: Items, batch_size: int = 256, workers: int = 2,
-                  device: str = "auto") -> Predictions:
-    """Soft vote of the coarse stage's fold models over `items`. For a flat run its classes are
-    the final classes; for a grouped run, a group comes out under the group's name."""
+def predict_items(run_path: str | Path, items: Items, combiner: str | None = None, batch_size: int = 256,
+                  workers: int = 2, device: str = "auto", folds: Sequence[int] | None = None,
+                  trace: bool = False) -> Predictions:
+    """Final labels for `items`. `combiner` defaults to the recipe's [combine] method; `folds`
+    limits every stage to those fold models (to reproduce out-of-fold outputs)."""
     run = RunDir(run_path)
-    hierarchy = run.hierarchy()
-    if tuple(items.class_names) and tuple(items.class_names) != hierarchy.class_names:
+    recipe, hierarchy = run.recipe(), run.hierarchy()
+    method = combiner or recipe.combine.method
+    if method not in COMBINERS:
+        raise HierclfError(f"--combiner {method!r}: expected one of {', '.join(COMBINERS)}")
+    if items.class_names and tuple(items.class_names) != hierarchy.class_names:
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
     torch_device = resolve_device(device)
-    models, spec = load_stage_models(run, "coarse", torch_device)
-    transform = build_transform(spec.img_size, spec.mean, spec.std)
-    dataset = ImageDataset(items, None, transform, spec.in_chans)
-    loader = make_loader(dataset, batch_size, shuffle=False, workers=workers, device=torch_device)
-    probs, rows = soft_vote(models, loader, torch_device)
-    order = np.argsort(rows)
-    known = items.labels != UNKNOWN_LABEL
+
+    def stage(name: str) -> StageModels:
+        return StageModels(run, name, torch_device, folds, batch_size, workers)
+
+    coarse_probs = stage("coarse").probs(items)
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)
-    targets[known] = hierarchy.coarse_targets(items.labels[known])
-    return Predictions(ids=items.ids, probs=probs[order].reshape(len(items), -1), class_names=spec.class_names,
-                       targets=targets)
+    known = items.labels != UNKNOWN_LABEL
+    targets[known] = items.labels[known]
+    if hierarchy.is_flat:
+        return Predictions(ids=items.ids, probs=coarse_probs, labels=coarse_probs.argmax(1),
+                           class_names=hierarchy.class_names, targets=targets,
+                           trace=_trace(hierarchy, coarse_probs, {}) if trace else None)
+
+    specialists = {group.name: stage(run.specialist_stage(group)) for group in hierarchy.groups}
+    if method == "routed":
+        outcome = routed(hierarchy, coarse_probs,
+                         lambda name, rows: specialists[name].probs(items.subset(rows)),
+                         threshold=recipe.combine.route_threshold)
+        local, probs, labels = outcome.specialist_probs, outcome.probs, outcome.labels
+        ran = {name: int(len(rows)) for name, rows in outcome.ran_on.items()}
+    else:
+        local = {name: models.probs(items) for name, models in specialists.items()}
+        if method == "product":
+            probs = product(hierarchy, coarse_probs, local)
+        else:
+            stacking = stacking_for_run(run, recipe.combine.stacking_c)
+            probs = stacking.predict_proba(stacking_features(hierarchy, coarse_probs, local))
+        labels = probs.argmax(1)
+        ran = {name: len(items) for name in specialists}
+    return Predictions(ids=items.ids, probs=probs, labels=labels, class_names=hierarchy.class_names,
+                       targets=targets, trace=_trace(hierarchy, coarse_probs, local) if trace else None,
+                       specialist_rows=ran)
+
+
+def _trace(hierarchy: GroupHierarchy, coarse_probs: np.ndarray, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per row: the coarse decision and its confidence; where that decision is a group, its
+    specialist's decision and confidence (empty where the specialist did not run)."""
+    top = coarse_probs.argmax(1)
+    names = np.asarray(hierarchy.coarse_names, dtype=object)
+    specialist = np.full(len(top), "", dtype=object)
+    specialist_label = np.full(len(top), "", dtype=object)
+    specialist_confidence = np.full(len(top), np.nan)
+    for group in hierarchy.groups:
+        rows = np.flatnonzero(top == hierarchy.coarse_index(group))
+        probs = local.get(group.name)
+        if probs is None or len(rows) == 0:
+            continue
+        rows = rows[~np.isnan(probs[rows]).any(1)]
+        specialist[rows] = group.name
+        specialist_label[rows] = [hierarchy.class_names[group.members[i]] for i in probs[rows].argmax(1)]
+        specialist_confidence[rows] = probs[rows].max(1)
+    return {"coarse": names[top], "coarse_confidence": coarse_probs.max(1), "specialist": specialist,
+            "specialist_label": specialist_label, "specialist_confidence": specialist_confidence}
 
 
 def write_predictions(path: Path, predictions: Predictions, with_probs: bool = False) -> None:
-    """`id,label` (class names), plus one probability column per class with `with_probs`."""
+    """`id,label` (class names); with `with_probs` one probability column per class; with a
+    trace, the coarse and specialist decisions behind each label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
+    trace = predictions.trace or {}
     header = ["id", "label"] + ([f"prob_{name}" for name in predictions.class_names] if with_probs else [])
-    writer.writerow(header)
-    for image_id, label, probs in zip(predictions.ids, predictions.predicted, predictions.probs):
-        row = [image_id, predictions.class_names[label]]
+    writer.writerow(header + list(trace))
+    for row, (image_id, label) in enumerate(zip(predictions.ids, predictions.labels)):
+        values = [image_id, predictions.class_names[label]]
         if with_probs:
-            row += [f"{p:.6f}" for p in probs]
-        writer.writerow(row)
+            values += [f"{p:.6f}" for p in predictions.probs[row]]
+        for column in trace.values():
+            value = column[row]
+            values.append("" if isinstance(value, float) and np.isnan(value) else
+                          f"{value:.6f}" if isinstance(value, (float, np.floating)) else value)
+        writer.writerow(values)
     write_text(path, buffer.getvalue())

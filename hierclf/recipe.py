@@ -249,7 +249,7 @@ def _stage_tables(raw: dict[str, Any], source: str) -> list[tuple[tuple[str, ...
     tables = []
     for name, table in raw.items():
         if not isinstance(table, dict):
-            raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {_show(table)}")
+            raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {show_value(table)}")
         tables.append(((name,), table))
         if name == "fine":
             tables += [(("fine", group), sub) for group, sub in table.items() if isinstance(sub, dict)]
@@ -271,7 +271,7 @@ def _build_table(cls: type, table: Any, name: str, source: str, overridden: typi
                  inherit: Any = None) -> Any:
     """One config object from one table; keys it does not set come from `inherit` (or the defaults)."""
     if not isinstance(table, dict):
-        raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {_show(table)}")
+        raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {show_value(table)}")
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
@@ -279,8 +279,8 @@ def _build_table(cls: type, table: Any, name: str, source: str, overridden: typi
         if key not in fields:
             raise RecipeError(f"{source}: unknown key {name}.{key}{_suggest(key, fields)}; "
                               f"allowed in [{name}]: {', '.join(fields)}")
-        where = (f"--set {name}.{key}={_show(value)}" if f"{name}.{key}" in overridden
-                 else f"{source}: {name}.{key} = {_show(value)}")
+        where = (f"--set {name}.{key}={show_value(value)}" if f"{name}.{key}" in overridden
+                 else f"{source}: {name}.{key} = {show_value(value)}")
         checked = _coerce(value, hints[key], where)
         _check_bounds(checked, fields[key].metadata, where)
         values[key] = checked
@@ -372,7 +372,7 @@ def config_differences(old: Any, new: Any, prefix: str) -> list[str]:
             continue
         before, after = getattr(old, item.name), getattr(new, item.name)
         if before != after:
-            changed.append(f"{prefix}.{item.name}: {_show(before)} → {_show(after)}")
+            changed.append(f"{prefix}.{item.name}: {show_value(before)} → {show_value(after)}")
     return changed
 
 
@@ -387,7 +387,7 @@ def key_reference_markdown() -> str:
     lines = []
     for section, keys in key_reference().items():
         lines += [f"### [{section}]", "", "| key | default | meaning |", "| --- | --- | --- |"]
-        lines += [f"| `{name}` | `{_show(default)}` | {doc} |" for name, default, doc in keys]
+        lines += [f"| `{name}` | `{show_value(default)}` | {doc} |" for name, default, doc in keys]
         lines.append("")
     return "\n".join(lines)
 
@@ -423,7 +423,7 @@ def _suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
     """A value as the recipe would spell it, on one line."""
     try:
         return json.dumps(_plain(value), ensure_ascii=False)

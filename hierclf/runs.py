@@ -10,6 +10,7 @@ A fold is finished when its result.json exists; it is written last. Nothing here
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import uuid
@@ -23,8 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hierclf.errors import RunError
-from hierclf.hierarchy import GroupHierarchy
-from hierclf.recipe import Recipe, load_recipe, recipe_differences
+from hierclf.hierarchy import Group, GroupHierarchy
+from hierclf.recipe import Recipe, StageConfig, config_differences, load_recipe, recipe_differences
 
 
 class RunDir:
@@ -57,6 +58,10 @@ class RunDir:
     def summary_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / "summary.json"
 
+    def specialist_stage(self, group: Group) -> str:
+        """The stage name (and folder, under the run) of one group's specialist."""
+        return f"fine/{group.folder}"
+
     def fold_finished(self, stage: str, fold: int) -> bool:
         return (self.fold_dir(stage, fold) / "result.json").is_file()
 
@@ -81,8 +86,23 @@ class RunDir:
         elif self.root.exists() and any(self.root.iterdir()):
             raise RunError(f"{self.root} exists and is not a hierclf run folder; use a new --out folder")
         self.root.mkdir(parents=True, exist_ok=True)
-        write_text(self.recipe_path, recipe.to_toml())
+        self.save_recipe(recipe)
         write_text(self.hierarchy_path, hierarchy.to_json())
+
+    def save_recipe(self, recipe: Recipe) -> None:
+        write_text(self.recipe_path, recipe.to_toml())
+
+    def bind_stage(self, stage_name: str, stage: StageConfig, key: str) -> None:
+        """Record the training keys a stage folder is trained with; refuse other keys later, so
+        one stage never mixes folds trained two ways."""
+        path = self.stage_dir(stage_name) / "stage.json"
+        if path.exists():
+            saved = StageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_json(path).items()})
+            changed = config_differences(saved, stage, key)
+            if changed:
+                raise RunError(f"{self.stage_dir(stage_name)} was trained with other keys ({'; '.join(changed[:4])}); "
+                               f"delete that folder to retrain it, or fit into a new run")
+        write_json(path, dataclasses.asdict(stage))
 
     def recipe(self) -> Recipe:
         if not self.recipe_path.is_file():

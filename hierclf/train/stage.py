@@ -3,23 +3,27 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
 from hierclf.data import Items, load_training_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.devices import resolve_device
-from hierclf.errors import HierclfError, RunError
+from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.hierarchy import GroupHierarchy
 from hierclf.metrics import scores
+from hierclf.inference import soft_vote
 from hierclf.models import check_arch, create_model, save_model
-from hierclf.recipe import Recipe, StageConfig
+from hierclf.recipe import Recipe, StageConfig, load_recipe, recipe_differences
 from hierclf.runs import RunDir, read_json, read_npz, write_json, write_npz
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
 from hierclf.train.loop import fit, seed_everything
 
 log = logging.getLogger(__name__)
+
+NOT_IN_STAGE = -1
+"""Target of a row that a stage neither trains nor is scored on (a specialist's other classes)."""
 
 
 def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
@@ -42,10 +46,57 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     return train_stage(run, "coarse", recipe.coarse, items, targets, hierarchy.coarse_names, fold_of_row, only_fold)
 
 
+def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | None = None,
+             overrides: Sequence[str] = (), items: Items | None = None) -> dict[str, dict[str, Any] | None]:
+    """Train the specialist of every group (or of `group`) on that group's rows only, in the
+    coarse stage's folds, so their out-of-fold outputs compose with the coarse stage's.
+    `overrides` change fine.* keys of the run's recipe. Returns each group's OOF summary."""
+    run = RunDir(run_path)
+    recipe = run.recipe()
+    if overrides:
+        updated = load_recipe(run.recipe_path, overrides)
+        changed = recipe_differences(recipe, updated)
+        if changed:
+            raise RecipeError(f"fit-fine --set may change fine.* and combine.* keys only, not {changed[0]}")
+        recipe = updated
+    hierarchy = run.hierarchy()
+    if hierarchy.is_flat:
+        raise RunError(f"{run.root} has no groups, so there is nothing for specialists to refine; "
+                       f"set [hierarchy] groups and fit a new run")
+    names = [g.name for g in hierarchy.groups]
+    for name, _ in recipe.specialists:
+        if name not in names:
+            raise RecipeError(f"[fine.{name}]: there is no group {name!r}; groups are {', '.join(names)}")
+    if group is not None and group not in names:
+        raise HierclfError(f"--group {group!r}: groups are {', '.join(names)}")
+    items = load_training_items(recipe.data) if items is None else items
+    fold_of_row = _check_folds(run, items)
+    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
+        raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")
+    run.save_recipe(recipe)
+    summaries = {}
+    for chosen in hierarchy.groups:
+        if group is not None and chosen.name != group:
+            continue
+        stage = recipe.specialist(chosen.name)
+        stage_name = run.specialist_stage(chosen)
+        check_arch(stage.model, f"fine.{chosen.name}.model")
+        run.bind_stage(stage_name, stage, f"fine.{chosen.name}")
+        targets = np.full(len(items), NOT_IN_STAGE, dtype=np.int64)
+        for position, member in enumerate(chosen.members):
+            targets[items.labels == member] = position
+        member_names = tuple(hierarchy.class_names[m] for m in chosen.members)
+        summaries[chosen.name] = train_stage(run, stage_name, stage, items, targets, member_names, fold_of_row,
+                                             only_fold)
+    return summaries
+
+
 def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
                 target_names: tuple[str, ...], fold_of_row: np.ndarray,
                 only_fold: int | None = None) -> dict[str, Any] | None:
-    """Train every unfinished fold of one stage; a finished fold (result.json present) is kept."""
+    """Train every unfinished fold of one stage; a finished fold (result.json present) is kept.
+    Rows whose target is NOT_IN_STAGE are neither trained nor scored on, but each fold model
+    still predicts them, so every row gets an out-of-fold output from every stage."""
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
     device = resolve_device(stage.device)
     for fold in ([only_fold] if only_fold is not None else all_folds):
@@ -59,8 +110,11 @@ def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
 def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
                 target_names: tuple[str, ...], fold_of_row: np.ndarray, fold: int, device) -> None:
     seed_everything(stage.seed + fold)
-    model, spec = create_model(stage, target_names, key=stage_name)
-    train_rows, val_rows = np.flatnonzero(fold_of_row != fold), np.flatnonzero(fold_of_row == fold)
+    model, spec = create_model(stage, target_names, key=stage_name.replace("/", "."))
+    in_stage = targets != NOT_IN_STAGE
+    train_rows = np.flatnonzero((fold_of_row != fold) & in_stage)
+    val_rows = np.flatnonzero((fold_of_row == fold) & in_stage)
+    other_rows = np.flatnonzero((fold_of_row == fold) & ~in_stage)
 
     def loader(rows: np.ndarray, training: bool):
         transform = build_transform(spec.img_size, spec.mean, spec.std, stage.augment if training else "none",
@@ -75,8 +129,12 @@ def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
     result = fit(model, loader(train_rows, True), loader(val_rows, False), stage, device,
                  num_classes=len(target_names), metrics_path=folder / "metrics.jsonl",
                  name=f"{stage_name} fold {fold}")
-    rows = val_rows[result.val_rows]
-    write_npz(folder / "val.npz", ids=items.ids[rows], probs=result.val_probs, targets=targets[rows])
+    rows, probs = val_rows[result.val_rows], result.val_probs
+    if len(other_rows):
+        model.load_state_dict(result.best_state)
+        other_probs, order = soft_vote([model], loader(other_rows, False), device, stage.amp)
+        rows, probs = np.concatenate([rows, other_rows[order]]), np.concatenate([probs, other_probs])
+    write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=targets[rows])
     save_model(folder, model, spec, result.best_state)
     best = result.history[result.best_epoch - 1]
     write_json(folder / "result.json", {
@@ -89,7 +147,7 @@ def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
 
 def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, target_names: tuple[str, ...],
                fold_of_row: np.ndarray) -> dict[str, Any] | None:
-    """Join every fold's validation predictions into oof.npz, in row order, and score them."""
+    """Join every fold's predictions into oof.npz, in row order, and score the stage's own rows."""
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
     finished = run.finished_folds(stage_name)
     if any(fold not in finished for fold in all_folds):
@@ -112,10 +170,11 @@ def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, 
     validated = np.flatnonzero(fold_of_row != TRAIN_ONLY)
     if not (covered[validated] == 1).all():
         raise RunError(f"{run.stage_dir(stage_name)}: the folds' validation files do not cover every row once")
-    oof_scores = scores(targets[validated], probs[validated].argmax(1), len(target_names))
+    scored = validated[targets[validated] != NOT_IN_STAGE]
+    oof_scores = scores(targets[scored], probs[scored].argmax(1), len(target_names))
     write_npz(run.oof_path(stage_name), ids=items.ids[validated], probs=probs[validated],
               targets=targets[validated], fold=fold_of_row[validated])
-    summary = {"stage": stage_name, "rows": int(len(validated)), "classes": list(target_names),
+    summary = {"stage": stage_name, "rows": int(len(scored)), "classes": list(target_names),
                "oof_accuracy": oof_scores["accuracy"], "oof_macro_f1": oof_scores["macro_f1"],
                "folds": [{key: fold[key] for key in ("fold", "best_epoch", "epochs_run", "val_accuracy",
                                                      "val_macro_f1")} for fold in per_fold]}
@@ -123,14 +182,22 @@ def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, 
     return summary
 
 
+def _check_folds(run: RunDir, items: Items) -> np.ndarray:
+    """The run's fold of every row, after checking the data is the data the run was started on."""
+    if not run.folds_path.exists():
+        raise RunError(f"{run.root} has no folds.npz; run `hierclf fit-coarse` first")
+    saved = read_npz(run.folds_path)
+    same = all(name in saved and np.array_equal(saved[name], value)
+               for name, value in (("ids", items.ids), ("labels", items.labels)))
+    if not same:
+        raise RunError(f"{run.root}: the training data changed since this run folder was made "
+                       f"(other images or labels); use a new --out folder")
+    return saved["fold"]
+
+
 def _save_or_check_folds(run: RunDir, items: Items, fold_of_row: np.ndarray) -> None:
     """The fold of every row is fixed when the run starts; later stages and reruns must see the same."""
-    if run.folds_path.exists():
-        saved = read_npz(run.folds_path)
-        same = all(name in saved and np.array_equal(saved[name], value)
-                   for name, value in (("ids", items.ids), ("labels", items.labels), ("fold", fold_of_row)))
-        if not same:
-            raise RunError(f"{run.root}: the training data changed since this run folder was made "
-                           f"(other images or labels); use a new --out folder")
-        return
-    write_npz(run.folds_path, ids=items.ids, labels=items.labels, fold=fold_of_row)
+    if not run.folds_path.exists():
+        write_npz(run.folds_path, ids=items.ids, labels=items.labels, fold=fold_of_row)
+    elif not np.array_equal(_check_folds(run, items), fold_of_row):
+        raise RunError(f"{run.root} was split into other folds; use a new --out folder")
