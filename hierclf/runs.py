@@ -93,8 +93,13 @@ class RunDir:
         write_text(self.recipe_path, recipe.to_toml())
 
     def bind_stage(self, stage_name: str, stage: StageConfig, key: str) -> None:
-        """Record the training keys a stage folder is trained with; refuse other keys later, so
-        one stage never mixes folds trained two ways."""
+        """Record the training keys a stage folder is trained with (see check_stage)."""
+        self.check_stage(stage_name, stage, key)
+        write_json(self.stage_dir(stage_name) / "stage.json", dataclasses.asdict(stage))
+
+    def check_stage(self, stage_name: str, stage: StageConfig, key: str) -> None:
+        """Refuse training keys other than those a stage folder was trained with, so one stage
+        never mixes folds trained two ways."""
         path = self.stage_dir(stage_name) / "stage.json"
         if path.exists():
             saved = StageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_json(path).items()})
@@ -102,7 +107,6 @@ class RunDir:
             if changed:
                 raise RunError(f"{self.stage_dir(stage_name)} was trained with other keys ({'; '.join(changed[:4])}); "
                                f"delete that folder to retrain it, or fit into a new run")
-        write_json(path, dataclasses.asdict(stage))
 
     def recipe(self) -> Recipe:
         if not self.recipe_path.is_file():

@@ -41,6 +41,38 @@ def write_csv_dataset(root: Path, per_class: int = 20, seed: int = 0, groups_of:
     return root / "train.csv"
 
 
+DETAIL_CLASSES = ("left", "right", "checked", "plain")
+
+
+def detail_image(label: int, rng: np.random.Generator, size: int = 48) -> np.ndarray:
+    """Two classes by a bar's side, two by a centre patch that is either a 1-pixel checkerboard or
+    plain grey of the same mean: resized to 12 px, the two patches become the same grey."""
+    pixels = rng.integers(0, 60, size=(size, size)).astype(np.int16)
+    if label == 0:
+        pixels[4:size - 4, 6:14] = 220
+    elif label == 1:
+        pixels[4:size - 4, size - 14:size - 6] = 220
+    else:
+        patch = np.full((24, 24), 128, dtype=np.int16)
+        if label == 2:
+            patch = np.where((np.add.outer(np.arange(24), np.arange(24)) % 2) == 0, 40, 215)
+        pixels[12:36, 12:36] = patch + rng.integers(-8, 9, size=(24, 24))
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_detail_dataset(root: Path, per_class: int = 24, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    (root / "train").mkdir(parents=True, exist_ok=True)
+    with (root / "train.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "label"])
+        for label, name in enumerate(DETAIL_CLASSES):
+            for index in range(per_class):
+                Image.fromarray(detail_image(label, rng)).save(root / "train" / f"{name}-{index:03d}.png")
+                writer.writerow([f"{name}-{index:03d}", name])
+    return root / "train.csv"
+
+
 def write_tree_dataset(root: Path, per_class: int = 8, seed: int = 1) -> Path:
     rng = np.random.default_rng(seed)
     for label, name in enumerate(CLASSES):

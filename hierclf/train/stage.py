@@ -73,14 +73,15 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     fold_of_row = _check_folds(run, items)
     if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
         raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")
+    chosen_groups = [g for g in hierarchy.groups if group is None or g.name == group]
+    for chosen in chosen_groups:  # every check before anything is written
+        check_arch(recipe.specialist(chosen.name).model, f"fine.{chosen.name}.model")
+        run.check_stage(run.specialist_stage(chosen), recipe.specialist(chosen.name), f"fine.{chosen.name}")
     run.save_recipe(recipe)
     summaries = {}
-    for chosen in hierarchy.groups:
-        if group is not None and chosen.name != group:
-            continue
+    for chosen in chosen_groups:
         stage = recipe.specialist(chosen.name)
         stage_name = run.specialist_stage(chosen)
-        check_arch(stage.model, f"fine.{chosen.name}.model")
         run.bind_stage(stage_name, stage, f"fine.{chosen.name}")
         targets = np.full(len(items), NOT_IN_STAGE, dtype=np.int64)
         for position, member in enumerate(chosen.members):
