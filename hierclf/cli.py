@@ -153,16 +153,13 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
 def evaluate(run: Path, against: Path | None) -> None:
     """Score RUN's whole pipeline out-of-fold with every combiner; write report.json, report.md,
     oof-predictions.csv and confusion.png into RUN."""
-    from hierclf.evaluate import evaluate_run
+    from hierclf.evaluate import evaluate_run, score_rows
 
     report = evaluate_run(run, against)
     click.echo(f"{report['rows']} rows, out-of-fold")
-    if "flat" in report:
-        click.echo(f"  {'flat':<10} macro-F1 {report['flat']['macro_f1']:.4f}  accuracy {report['flat']['accuracy']:.4f}"
-                   f"  ({report['flat']['run']})")
-    for name, result in report["pipelines"].items():
-        mark = "  ← recipe's combiner" if name == report["chosen"] and len(report["pipelines"]) > 1 else ""
-        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{mark}")
+    for name, result, chosen in score_rows(report):
+        note = f"  ({result['run']})" if name == "flat" and "run" in result else "  ← recipe's combiner" if chosen else ""
+        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{note}")
     if "routing" in report:
         click.echo(f"  routing accuracy {report['routing']['accuracy']:.4f} (upper bound of the routed pipeline)")
     click.echo("most confused:")

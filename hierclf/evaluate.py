@@ -116,6 +116,14 @@ def _flat_run_scores(run: RunDir, flat: RunDir, ids: np.ndarray, labels: np.ndar
     return result
 
 
+def score_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
+    """(name, scores, is the recipe's combiner) for the flat run compared against, then each pipeline."""
+    rows = [("flat", report["flat"], False)] if "flat" in report else []
+    several = len(report["pipelines"]) > 1
+    return rows + [(name, result, several and name == report["chosen"])
+                   for name, result in report["pipelines"].items()]
+
+
 def report_markdown(report: dict[str, Any]) -> str:
     """report.md: the scores side by side, the per-class table, the most-confused pairs."""
     lines = [f"# Out-of-fold evaluation of `{report['run']}`", "",
@@ -123,12 +131,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report["groups"]:
         lines += ["Groups: " + "; ".join(f"**{g['name']}** = {', '.join(g['classes'])}" for g in report["groups"]), ""]
     lines += ["| pipeline | macro-F1 | accuracy |", "| --- | --- | --- |"]
-    if "flat" in report:
-        lines.append(f"| flat (`{report['flat']['run']}`) | {report['flat']['macro_f1']:.4f} | "
-                     f"{report['flat']['accuracy']:.4f} |")
-    for name, result in report["pipelines"].items():
-        marker = " (chosen)" if name == report["chosen"] and len(report["pipelines"]) > 1 else ""
-        lines.append(f"| {name}{marker} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} |")
+    for name, result, chosen in score_rows(report):
+        label = f"flat (`{result['run']}`)" if name == "flat" and "run" in result else name
+        lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} |")
     if "routing" in report:
         routing = report["routing"]
         lines += ["", f"Routing accuracy (the coarse stage picks the right group or class; an upper bound for "
