@@ -20,13 +20,19 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests
 
+# The flat model, the groups its errors suggest, the hierarchical model, both scored side by side.
 demo: $(STAMP)
 	$(PY) -m hierclf dataset digits data/digits
-	$(PY) -m hierclf fit-coarse recipes/digits.toml --out runs/digits
+	$(PY) -m hierclf -q fit-coarse recipes/digits.toml --out runs/digits
 	$(PY) -m hierclf predict runs/digits data/digits/test.csv --out runs/digits/test-predictions.csv
+	$(PY) -m hierclf suggest-groups runs/digits --min-confusion 0.005
+	$(PY) -m hierclf -q fit-coarse recipes/digits-hierarchical.toml --out runs/digits-hierarchical
+	$(PY) -m hierclf -q fit-fine runs/digits-hierarchical
+	$(PY) -m hierclf evaluate runs/digits-hierarchical --against runs/digits
+	$(PY) -m hierclf predict runs/digits-hierarchical data/digits/test.csv --out runs/digits-hierarchical/test-predictions.csv
 
 docs: $(STAMP)
 	$(PY) docs/update_reference.py
 
 clean:
-	rm -rf runs/digits data/digits
+	rm -rf runs/digits runs/digits-hierarchical data/digits

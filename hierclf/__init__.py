@@ -20,7 +20,8 @@ _EXPORTS = {
     "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe",
     "recipe_from_dict": "hierclf.recipe",
     "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",
-    "fit": "hierclf.train", "fit_coarse": "hierclf.train", "assign_folds": "hierclf.train",
+    "fit": "hierclf.train", "fit_coarse": "hierclf.train", "fit_fine": "hierclf.train",
+    "assign_folds": "hierclf.train", "evaluate_run": "hierclf.evaluate", "suggest_groups": "hierclf.hierarchy",
     "predict_items": "hierclf.predict", "write_predictions": "hierclf.predict", "Predictions": "hierclf.predict",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -69,13 +69,17 @@ def test_same_seed_same_run():
     assert strip(first.history) == strip(second.history)
 
 
-def lrs(stage: StageConfig, epochs: int, metric=lambda epoch: 1.0):
+def lrs(stage: StageConfig, epochs: int, metric=lambda epoch: 1.0, updates_per_epoch: int = 1):
+    """The learning rate at the start of each epoch, stepping the schedule as `fit` does."""
     optimizer = build_optimizer(torch.nn.Linear(2, 2), stage)
-    scheduler = build_scheduler(optimizer, stage)
-    seen = []
+    scheduler = build_scheduler(optimizer, stage, updates_per_epoch)
+    seen, updates = [], 0
     for epoch in range(epochs):
         seen.append(optimizer.param_groups[0]["lr"])
         if scheduler is not None:
+            for _ in range(updates_per_epoch):
+                updates += 1
+                scheduler.step_update(updates)
             scheduler.step(epoch + 1, metric(epoch))
     return np.array(seen)
 
@@ -108,5 +112,16 @@ def test_step_plateau_warmup_and_none():
     warm = lrs(StageConfig(scheduler="cosine", lr=1.0, warmup_epochs=2, warmup_lr=0.01, epochs=10), 4)
     assert warm[0] == pytest.approx(0.01) and warm[2] > 0.9
     assert np.allclose(lrs(StageConfig(scheduler="none", lr=0.3), 3), 0.3)
+    # stepped per update: a one-epoch warm-up ramps up inside the first epoch
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), StageConfig(lr=1.0))
+    scheduler = build_scheduler(optimizer, StageConfig(lr=1.0, warmup_epochs=1, warmup_lr=0.0, epochs=5), 10)
+    seen = []
+    for update in range(1, 11):
+        scheduler.step_update(update)
+        seen.append(optimizer.param_groups[0]["lr"])
+    assert seen[4] == pytest.approx(0.5)
+    assert seen[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 10 / 50)))  # timm: the cosine clock includes warm-up
+    cosine = lrs(StageConfig(scheduler="cosine", lr=1.0, min_lr=0.0, epochs=4), 4, updates_per_epoch=10)
+    assert np.allclose(cosine, 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4)))
     sgd = build_optimizer(torch.nn.Linear(2, 2), StageConfig(optimizer="sgd", momentum=0.8))
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8

@@ -48,7 +48,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     # --- set-up
     model.to(device)
     optimizer = build_optimizer(model, stage)
-    scheduler = build_scheduler(optimizer, stage)
+    scheduler = build_scheduler(optimizer, stage, updates_per_epoch=len(train_loader))
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
     use_amp = stage.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
@@ -59,6 +59,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         metrics_path.write_text("")
     best: FitResult | None = None
     epochs_without_gain = 0
+    updates = 0
     history: list[dict] = []
 
     for epoch in range(stage.epochs):
@@ -77,6 +78,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            updates += 1
+            if scheduler is not None:
+                scheduler.step_update(updates)
             loss_sum += loss.item() * len(targets)
             correct += (logits.argmax(1) == targets).sum().item()
             seen += len(targets)

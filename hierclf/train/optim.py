@@ -15,24 +15,30 @@ def build_optimizer(model: torch.nn.Module, stage: StageConfig) -> torch.optim.O
     return create_optimizer_v2(model, opt=stage.optimizer, lr=stage.lr, weight_decay=stage.weight_decay, **extra)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig) -> Scheduler | PlateauSchedule | None:
-    """A per-epoch schedule: `scheduler.step(epoch + 1, metric)` after each epoch."""
-    warmup = dict(warmup_epochs=stage.warmup_epochs, warmup_lr=stage.warmup_lr)
+def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig,
+                    updates_per_epoch: int = 1) -> Scheduler | PlateauSchedule | None:
+    """The stage's schedule, advanced after every optimiser update with `step_update(n)` and
+    after every epoch with `step(epoch, metric)`. Stepping per update keeps warm-up and cosine
+    smooth inside an epoch: a one-epoch warm-up ramps up during the first epoch instead of
+    spending it at `warmup_lr`. Plateau decisions are taken once per epoch."""
+    per_update = dict(warmup_epochs=stage.warmup_epochs, warmup_lr=stage.warmup_lr, step_on_epochs=False,
+                      updates_per_epoch=max(1, updates_per_epoch))
     if stage.scheduler == "cosine":
-        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=stage.epochs, min_lr=stage.min_lr, **warmup)
+        scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=stage.epochs, min_lr=stage.min_lr,
+                                           **per_update)
     elif stage.scheduler == "cosine_restarts":
         # SGDR, as torch's CosineAnnealingWarmRestarts(T_0, T_mult, eta_min): cycles of
         # restart_epochs × restart_mult^k epochs, each restarting at the full learning rate.
         scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=stage.restart_epochs,
                                            cycle_mul=stage.restart_mult, cycle_decay=1.0,
-                                           cycle_limit=_cycles_to_cover(stage), min_lr=stage.min_lr, **warmup)
+                                           cycle_limit=_cycles_to_cover(stage), min_lr=stage.min_lr, **per_update)
     elif stage.scheduler == "step":
         scheduler, _ = create_scheduler_v2(optimizer, "step", decay_epochs=stage.step_epochs,
-                                           decay_rate=stage.decay_rate, **warmup)
+                                           decay_rate=stage.decay_rate, **per_update)
     elif stage.scheduler == "plateau":
-        scheduler = PlateauSchedule(optimizer, stage)
+        scheduler = PlateauSchedule(optimizer, stage, max(1, updates_per_epoch))
     elif stage.warmup_epochs:
-        scheduler, _ = create_scheduler_v2(optimizer, "constant", **warmup)
+        scheduler, _ = create_scheduler_v2(optimizer, "constant", **per_update)
     else:
         scheduler = None
     return scheduler
@@ -49,26 +55,27 @@ def _cycles_to_cover(stage: StageConfig) -> int:
 
 
 class PlateauSchedule:
-    """PyTorch's ReduceLROnPlateau behind the `step(epoch, metric)` call of timm's schedulers,
-    with the same linear warm-up. (timm deprecates its own plateau scheduler.)"""
+    """PyTorch's ReduceLROnPlateau behind the `step_update(n)` / `step(epoch, metric)` calls of
+    timm's schedulers, with the same linear warm-up per update. (timm deprecates its own plateau
+    scheduler.)"""
 
-    def __init__(self, optimizer: torch.optim.Optimizer, stage: StageConfig):
+    def __init__(self, optimizer: torch.optim.Optimizer, stage: StageConfig, updates_per_epoch: int = 1):
         self.optimizer = optimizer
         self.base_lrs = [group["lr"] for group in optimizer.param_groups]
+        self.warmup_updates = stage.warmup_epochs * updates_per_epoch
         self.warmup_epochs, self.warmup_lr = stage.warmup_epochs, stage.warmup_lr
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="min" if stage.monitor.endswith("loss") else "max", factor=stage.decay_rate,
             patience=stage.plateau_patience, min_lr=stage.min_lr)
-        if self.warmup_epochs:
-            self._set(0)
+        if self.warmup_updates:
+            self.step_update(0)
+
+    def step_update(self, num_updates: int, metric: float | None = None) -> None:
+        if num_updates <= self.warmup_updates:
+            fraction = num_updates / self.warmup_updates if self.warmup_updates else 1.0
+            for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+                group["lr"] = self.warmup_lr + (base - self.warmup_lr) * fraction
 
     def step(self, epoch: int, metric: float | None = None) -> None:
-        if epoch <= self.warmup_epochs:
-            self._set(epoch)
-        else:
+        if epoch > self.warmup_epochs:
             self.plateau.step(metric)
-
-    def _set(self, epoch: int) -> None:
-        fraction = epoch / self.warmup_epochs if self.warmup_epochs else 1.0
-        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = self.warmup_lr + (base - self.warmup_lr) * fraction
