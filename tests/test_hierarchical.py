@@ -136,6 +136,16 @@ def test_fit_fine_refusals(runs, tmp_path):
     assert (runs / "hier" / "recipe.toml").read_text() == recipe_before  # a refused --set changed nothing
 
 
+def test_a_fine_table_for_no_group_is_refused_before_training(tmp_path, runs):
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(runs / "data" / "train.csv")},
+                          hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
+    text = recipe.read_text() + "\n[fine.pach]\nimg_size = 48\n"
+    recipe.write_text(text)
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "[fine.pach]: there is no group 'pach'; groups are patch" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 def test_evaluate_refuses_a_flat_run_split_differently(runs, tmp_path):
     other = write_recipe(tmp_path / "other.toml", {"csv": str(runs / "data" / "train.csv")},
                          coarse={"img_size": 12, "epochs": 1}, folds={"count": 3, "seed": 5})

@@ -108,7 +108,7 @@ def test_user_errors_exit_2_in_one_line(trained, tmp_path):
         (("predict", tmp_path, tmp_path, "--out", tmp_path / "p.csv"), "is not a hierclf run folder"),
         (("predict", root / "run", tmp_path / "missing", "--out", tmp_path / "p.csv"), "does not exist"),
         (("fit-coarse", recipe, "--out", root / "data"), "is not a hierclf run folder; use a new --out"),
-        (("fit-coarse", recipe, "--out", tmp_path / "r", "--fold", "7"), "--fold 7: this recipe has folds 0..2"),
+        (("fit-coarse", recipe, "--out", tmp_path / "r", "--fold", "7"), "--fold 7: this run has folds 0..2"),
         (("fit-coarse", recipe, "--out", tmp_path / "r", "--set", "coarse.model=resnet_nope"), "timm has no such model"),
     ]
     for args, message in cases:

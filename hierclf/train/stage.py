@@ -12,8 +12,8 @@ from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.devices import resolve_device
 from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.hierarchy import GroupHierarchy
-from hierclf.metrics import scores
 from hierclf.inference import soft_vote
+from hierclf.metrics import scores
 from hierclf.models import check_arch, create_model, save_model
 from hierclf.recipe import Recipe, StageConfig, load_recipe, recipe_differences
 from hierclf.runs import RunDir, read_json, read_npz, write_json, write_npz
@@ -36,9 +36,9 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
         raise HierclfError("fit_coarse needs a label for every row")
     hierarchy = GroupHierarchy.from_config(recipe.hierarchy.groups, recipe.hierarchy.group_names, items.class_names)
     check_arch(recipe.coarse.model, "coarse.model")
+    _check_specialist_tables(recipe, hierarchy)
     fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
-    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
-        raise HierclfError(f"--fold {only_fold}: this recipe has folds 0..{fold_of_row.max()}")
+    _check_fold(only_fold, fold_of_row)
     run = RunDir(out)
     run.prepare(recipe, hierarchy)
     _save_or_check_folds(run, items, fold_of_row)
@@ -63,16 +63,12 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     if hierarchy.is_flat:
         raise RunError(f"{run.root} has no groups, so there is nothing for specialists to refine; "
                        f"set [hierarchy] groups and fit a new run")
-    names = [g.name for g in hierarchy.groups]
-    for name, _ in recipe.specialists:
-        if name not in names:
-            raise RecipeError(f"[fine.{name}]: there is no group {name!r}; groups are {', '.join(names)}")
-    if group is not None and group not in names:
-        raise HierclfError(f"--group {group!r}: groups are {', '.join(names)}")
+    _check_specialist_tables(recipe, hierarchy)
+    if group is not None and group not in [g.name for g in hierarchy.groups]:
+        raise HierclfError(f"--group {group!r}: groups are {', '.join(g.name for g in hierarchy.groups)}")
     items = load_training_items(recipe.data) if items is None else items
     fold_of_row = _check_folds(run, items)
-    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
-        raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")
+    _check_fold(only_fold, fold_of_row)
     chosen_groups = [g for g in hierarchy.groups if group is None or g.name == group]
     for chosen in chosen_groups:  # every check before anything is written
         check_arch(recipe.specialist(chosen.name).model, f"fine.{chosen.name}.model")
@@ -181,6 +177,19 @@ def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, 
                                                      "val_macro_f1")} for fold in per_fold]}
     write_json(run.summary_path(stage_name), summary)
     return summary
+
+
+def _check_specialist_tables(recipe: Recipe, hierarchy: GroupHierarchy) -> None:
+    names = [group.name for group in hierarchy.groups]
+    for name, _ in recipe.specialists:
+        if name not in names:
+            raise RecipeError(f"[fine.{name}]: there is no group {name!r}; "
+                              f"groups are {', '.join(names) if names else '(none)'}")
+
+
+def _check_fold(only_fold: int | None, fold_of_row: np.ndarray) -> None:
+    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
+        raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")
 
 
 def _check_folds(run: RunDir, items: Items) -> np.ndarray:
