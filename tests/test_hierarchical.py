@@ -27,8 +27,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("hierarchical")
     train_csv = write_detail_dataset(root / "data")
     data = {"csv": str(train_csv), "class_names": list(DETAIL_CLASSES)}
-    write_recipe(root / "flat.toml", data, coarse={"img_size": 12})
-    hier = write_recipe(root / "hier.toml", data, coarse={"img_size": 12},
+    write_recipe(root / "flat.toml", data, coarse={"img_size": 12, "epochs": 15})
+    hier = write_recipe(root / "hier.toml", data, coarse={"img_size": 12, "epochs": 15},
                         hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
     recipe = __import__("tomllib").loads(hier.read_text())
     recipe["fine"] = {"img_size": 48}
@@ -125,7 +125,7 @@ def test_fit_fine_refusals(runs, tmp_path):
         (("fit-fine", runs / "flat"), "has no groups"),
         (("fit-fine", runs / "hier", "--group", "nope"), "--group 'nope': groups are patch"),
         (("fit-fine", runs / "hier", "--set", "coarse.epochs=3"), "fine.* and combine.* keys only"),
-        (("fit-fine", runs / "hier", "--set", "fine.epochs=3"), "was trained with other keys (fine.patch.epochs: 10 → 3)"),
+        (("fit-fine", runs / "hier", "--set", "fine.epochs=3"), "was trained with other keys (fine.patch.epochs: 15 → 3)"),
         (("suggest-groups", runs / "hier"), "has groups already"),
     ]
     recipe_before = (runs / "hier" / "recipe.toml").read_text()
