@@ -179,10 +179,12 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typing.Sequence[str] = (),
                      base: Path | None = None) -> Recipe:
     """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Relative paths
-    resolve against `base`; `overrides` (`section.key=value`) are applied on top, their paths
-    resolving against the working directory, and errors in them name the --set option."""
+    resolve against `base` (default: the working directory), so a recipe always holds absolute
+    paths; `overrides` (`section.key=value`) are applied on top, their paths resolving against
+    the working directory, and errors in them name the --set option."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a table of sections")
+    base = Path.cwd() if base is None else base
     raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}
     if isinstance(raw.get("fine"), dict):
         raw["fine"] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw["fine"].items()}
@@ -191,8 +193,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
             raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTIONS)}; "
                               f"allowed: {', '.join(_SECTIONS)}")
     for table_path, table in _stage_tables(raw, source):
-        if base is not None:
-            _resolve_paths(table, _table_class(table_path), base)
+        _resolve_paths(table, _table_class(table_path), base)
     overridden = {_apply_override(raw, text) for text in overrides}
     sections = {name: _build_table(cls, raw.get(name, {}), name, source, overridden)
                 for name, cls in _SECTION_CLASSES.items()}

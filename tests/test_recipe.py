@@ -27,6 +27,13 @@ def test_defaults_and_types(tmp_path):
         recipe.coarse.epochs = 4
 
 
+def test_paths_from_python_resolve_against_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    recipe = recipe_from_dict({"data": {"csv": "d/train.csv"}, "fine": {"x": {"weights": "w.pth"}}})
+    assert recipe.data.csv == str(tmp_path / "d" / "train.csv")
+    assert recipe.specialist("x").weights == str(tmp_path / "w.pth")
+
+
 def test_paths_resolve_against_the_recipe_folder(tmp_path):
     (tmp_path / "sub").mkdir()
     recipe = load_recipe(write(tmp_path / "sub", '[data]\ncsv = "../d/train.csv"\n'))
