@@ -38,6 +38,8 @@ def main() -> None:
     parser.add_argument("--model", default="test_resnet")
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--fine-img-size", type=int, default=0, help="specialists' input size (0: same as --img-size)")
+    parser.add_argument("--init-from-coarse", action="store_true",
+                        help="start each specialist from the coarse model of its fold")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -59,8 +61,8 @@ def main() -> None:
               "hierarchical": coarse_epochs * len(items) + sum(fine_epochs[n] * rows[n] for n in rows)}
 
     flat = recipe_from_dict({**base, "coarse": {**stage, "epochs": args.epochs}})
-    fine = {name: {"epochs": epochs, "img_size": args.fine_img_size or args.img_size}
-            for name, epochs in fine_epochs.items()}
+    fine = {name: {"epochs": epochs, "img_size": args.fine_img_size or args.img_size,
+                   "init_from_coarse": args.init_from_coarse} for name, epochs in fine_epochs.items()}
     hier = recipe_from_dict({**base, "hierarchy": {"groups": [TOPS, SHOES], "group_names": ["tops", "shoes"]},
                              "coarse": {**stage, "epochs": coarse_epochs}, "fine": fine})
     seconds = {}
@@ -81,13 +83,14 @@ def main() -> None:
                              "test": _test_f1(args.out / "hierarchical", test, combiner, args.workers)}
     summary = {"train_rows": len(items), "test_rows": len(test), "folds": args.folds, "model": args.model,
                "img_size": args.img_size, "fine_img_size": args.fine_img_size or args.img_size,
+               "init_from_coarse": args.init_from_coarse, "coarse_share": args.coarse_share,
                "epochs": {"flat": args.epochs, "coarse": coarse_epochs, **fine_epochs},
                "images_seen": budget, "seconds": seconds, "routing_accuracy": report["routing"]["accuracy"],
                "specialists": {n: s["oof_macro_f1"] for n, s in report["specialists"].items()},
                "macro_f1": results}
     (args.out / "results.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"\nFashion-MNIST, {len(items)} training rows, {args.folds} folds, {args.model} at {args.img_size} px "
-          f"(specialists at {summary['fine_img_size']} px)")
+          f"(specialists at {summary['fine_img_size']} px{', from the coarse model' if args.init_from_coarse else ''})")
     print(f"images seen: flat {budget['flat']:,}, hierarchical {budget['hierarchical']:,} "
           f"(coarse {coarse_epochs} epochs, tops {fine_epochs['tops']}, shoes {fine_epochs['shoes']})")
     print(f"{'pipeline':<10} {'OOF macro-F1':>13} {'test macro-F1':>14} {'test − OOF':>11}")

@@ -86,9 +86,10 @@ def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
                              **_size_kwargs(spec.arch, spec.img_size))
 
 
-def load_weights_file(model: torch.nn.Module, path: Path, key: str) -> None:
+def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False) -> None:
     """Start from a local .safetensors or .pth file, read without unpickling arbitrary objects.
-    Tensors whose shape differs (a classifier for another number of classes) are left out."""
+    Tensors whose shape differs (a classifier for another number of classes) are left out, and
+    with `new_head` the classifier always is."""
     if not path.is_file():
         raise RecipeError(f"{key} = '{path}': no such file")
     try:
@@ -96,8 +97,9 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str) -> None:
     except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
         raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
     own = model.state_dict()
+    head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
     fitting = {name: tensor for name, tensor in state.items()
-               if name in own and own[name].shape == tensor.shape}
+               if name in own and own[name].shape == tensor.shape and not (head and name.startswith(head))}
     if not fitting:
         raise RecipeError(f"{key} = '{path}': no tensor in it fits {type(model).__name__}; "
                           f"is it weights for another architecture?")

@@ -78,6 +78,8 @@ class StageConfig:
     pretrained: bool = _key(False, "Download timm's pretrained weights (needs network).")
     weights: str = _key("", "Local .safetensors or .pth weights to start from; a head of another "
                             "size is left out and trained anew.", path=True)
+    init_from_coarse: bool = _key(False, "Specialists only: start each fold's specialist from the coarse model "
+                                         "of the same fold (leak-free: neither saw that fold), with a new head.")
     img_size: int = _key(224, "Side of the square network input, pixels.", lo=8, hi=4096)
     in_chans: int = _key(3, "Input channels: 3 (RGB) or 1 (greyscale).", lo=1, hi=3)
     drop_rate: float = _key(0.0, "Dropout before the classifier.", lo=0.0, lt=1.0)
@@ -347,9 +349,20 @@ def _check_recipe(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: data.images only applies with data.csv")
     stages = [("coarse", recipe.coarse), ("fine", recipe.fine)]
     stages += [(f"fine.{name}", stage) for name, stage in recipe.specialists]
+    if recipe.coarse.init_from_coarse:
+        raise RecipeError(f"{source}: coarse.init_from_coarse applies to specialists ([fine]) only")
     for name, stage in stages:
         if stage.pretrained and stage.weights:
             raise RecipeError(f"{source}: {name}.pretrained and {name}.weights are both set; choose one")
+        if stage.scheduler in ("cosine", "cosine_restarts", "plateau") and stage.min_lr >= stage.lr:
+            raise RecipeError(f"{source}: {name}.min_lr = {stage.min_lr:g} is not below {name}.lr = {stage.lr:g}; "
+                              f"the {stage.scheduler} schedule would raise the rate instead of lowering it")
+        if stage.init_from_coarse and stage.weights:
+            raise RecipeError(f"{source}: {name}.init_from_coarse and {name}.weights are both set; choose one")
+        if stage.init_from_coarse and (stage.model, stage.in_chans) != (recipe.coarse.model, recipe.coarse.in_chans):
+            raise RecipeError(f"{source}: {name}.init_from_coarse needs the coarse stage's model and in_chans "
+                              f"({recipe.coarse.model!r}, {recipe.coarse.in_chans}), got ({stage.model!r}, "
+                              f"{stage.in_chans})")
         if stage.in_chans == 2:
             raise RecipeError(f"{source}: {name}.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
     if recipe.hierarchy.group_names and len(recipe.hierarchy.group_names) != len(recipe.hierarchy.groups):

@@ -152,3 +152,25 @@ def test_evaluate_refuses_a_flat_run_split_differently(runs, tmp_path):
     assert cli("fit-coarse", other, "--out", tmp_path / "other").exit_code == 0
     result = cli("evaluate", runs / "hier", "--against", tmp_path / "other")
     assert result.exit_code == 2 and "split into other folds" in result.stderr
+
+
+def test_specialists_can_start_from_the_coarse_model_of_their_own_fold(runs, tmp_path):
+    from hierclf.runs import load_weights
+
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(runs / "data" / "train.csv")},
+                          coarse={"img_size": 12, "epochs": 1},
+                          hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
+    assert cli("fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
+    result = cli("fit-fine", tmp_path / "run", "--set", "fine.init_from_coarse=true", "--set", "fine.lr=1e-12", "--set", "fine.scheduler=none",
+                 "--set", "fine.epochs=1", "--set", "fine.img_size=48")
+    assert result.exit_code == 0, result.output
+    run = RunDir(tmp_path / "run")
+    for fold, other in ((0, 1), (1, 2)):
+        coarse = load_weights(run.fold_dir("coarse", fold) / "weights.safetensors")
+        elsewhere = load_weights(run.fold_dir("coarse", other) / "weights.safetensors")
+        specialist = load_weights(run.fold_dir("fine/patch", fold) / "weights.safetensors")
+        backbone = [k for k in coarse if not k.startswith("fc.") and coarse[k].is_floating_point()
+                    and "running" not in k]
+        assert all(np.allclose(specialist[k].numpy(), coarse[k].numpy(), atol=1e-6) for k in backbone)
+        assert not all(np.allclose(specialist[k].numpy(), elsewhere[k].numpy()) for k in backbone)
+        assert specialist["fc.weight"].shape[0] == 2

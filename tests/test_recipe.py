@@ -51,6 +51,7 @@ def test_paths_resolve_against_the_recipe_folder(tmp_path):
     ('[data]\ncsv = "a.csv"\nfolder = "b"\n', ["data.csv and data.folder are both set"]),
     ('[data]\ncsv = "a.csv"\n[hierarchy]\ngroups = [[1, 2.5]]\n', ["hierarchy.groups", "a list of"]),
     ('[data\n', ["not valid TOML"]),
+    ('[data]\ncsv = "a.csv"\n[coarse]\nlr = 1e-7\n', ["coarse.min_lr = 1e-06 is not below coarse.lr = 1e-07"]),
 ])
 def test_bad_recipes_name_the_key(tmp_path, text, fragments):
     with pytest.raises(RecipeError) as caught:
@@ -132,3 +133,12 @@ def test_fine_inherits_coarse_and_groups_inherit_fine(tmp_path):
     with pytest.raises(RecipeError, match='--set fine.epochs="x": expected an integer'):
         load_recipe(path, ["fine.epochs=x"])
     assert recipe.combine.method == "product"
+
+
+def test_init_from_coarse_is_checked(tmp_path):
+    base = '[data]\ncsv = "a.csv"\n[coarse]\nmodel = "test_resnet"\n'
+    with pytest.raises(RecipeError, match="coarse.init_from_coarse applies to specialists"):
+        load_recipe(write(tmp_path, base + "init_from_coarse = true\n"))
+    with pytest.raises(RecipeError, match="fine.init_from_coarse needs the coarse stage's model"):
+        load_recipe(write(tmp_path, base + '[fine]\ninit_from_coarse = true\nmodel = "resnet18"\n'))
+    assert load_recipe(write(tmp_path, base + "[fine]\ninit_from_coarse = true\nimg_size = 64\n")).fine.init_from_coarse

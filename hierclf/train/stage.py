@@ -1,6 +1,7 @@
 """Training a stage across folds into a run folder, and gathering its out-of-fold predictions."""
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,7 +15,7 @@ from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.hierarchy import GroupHierarchy
 from hierclf.inference import soft_vote
 from hierclf.metrics import scores
-from hierclf.models import check_arch, create_model, save_model
+from hierclf.models import check_arch, create_model, load_weights_file, save_model
 from hierclf.recipe import Recipe, StageConfig, load_recipe, recipe_differences
 from hierclf.runs import RunDir, read_json, read_npz, write_json, write_npz
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
@@ -107,7 +108,16 @@ def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
 def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
                 target_names: tuple[str, ...], fold_of_row: np.ndarray, fold: int, device) -> None:
     seed_everything(stage.seed + fold)
-    model, spec = create_model(stage, target_names, key=stage_name.replace("/", "."))
+    key = stage_name.replace("/", ".")
+    if stage.init_from_coarse:
+        # the coarse model of this same fold never saw this fold's rows either: no leak
+        coarse_weights = run.fold_dir("coarse", fold) / "weights.safetensors"
+        if not coarse_weights.is_file():
+            raise RunError(f"{key}.init_from_coarse: coarse fold {fold} of {run.root} is not trained")
+        model, spec = create_model(dataclasses.replace(stage, pretrained=False), target_names, key=key)
+        load_weights_file(model, coarse_weights, f"{key}.init_from_coarse", new_head=True)
+    else:
+        model, spec = create_model(stage, target_names, key=key)
     in_stage = targets != NOT_IN_STAGE
     train_rows = np.flatnonzero((fold_of_row != fold) & in_stage)
     val_rows = np.flatnonzero((fold_of_row == fold) & in_stage)
