@@ -161,6 +161,11 @@ def test_specialists_can_start_from_the_coarse_model_of_their_own_fold(runs, tmp
                           coarse={"img_size": 12, "epochs": 1},
                           hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
     assert cli("fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
+    overrides = ("--set", "fine.init_from_coarse=true", "--set", "fine.lr=1e-12", "--set", "fine.scheduler=none",
+                 "--set", "fine.epochs=1", "--set", "fine.img_size=48")
+    one = cli("fit-fine", tmp_path / "run", "--group", "patch", "--fold", "2", *overrides)
+    assert one.exit_code == 0 and "patch: fold 2 trained" in one.stdout
+    assert RunDir(tmp_path / "run").finished_folds("fine/patch") == [2]
     result = cli("fit-fine", tmp_path / "run", "--set", "fine.init_from_coarse=true", "--set", "fine.lr=1e-12", "--set", "fine.scheduler=none",
                  "--set", "fine.epochs=1", "--set", "fine.img_size=48")
     assert result.exit_code == 0, result.output

@@ -20,6 +20,12 @@ def test_documents_groups_merge_into_one_coarse_class():
     assert len(set(merged)) == 1 and hierarchy.coarse_names[merged[0]] == "certificates"
     assert hierarchy.coarse_names[hierarchy.coarse_targets(np.array([16]))[0]] == "c16"
     assert GroupHierarchy.from_json(hierarchy.to_json()) == hierarchy
+    import json
+    both_ways = json.loads(hierarchy.to_json())
+    merged_index = both_ways["fine_to_coarse"][3]
+    assert both_ways["coarse_to_fine"][merged_index] == [3, 7, 14]
+    assert all(both_ways["coarse_to_fine"][c] == [f] for f, c in enumerate(both_ways["fine_to_coarse"])
+               if f not in (3, 7, 14))
     assert GroupHierarchy.from_config([[1, 2]], (), NAMES).groups[0].name == "c1+c2"
 
 

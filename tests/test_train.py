@@ -125,3 +125,21 @@ def test_step_plateau_warmup_and_none():
     assert np.allclose(cosine, 0.5 * (1 + np.cos(np.pi * np.arange(4) / 4)))
     sgd = build_optimizer(torch.nn.Linear(2, 2), StageConfig(optimizer="sgd", momentum=0.8))
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.8
+
+
+def test_label_smoothing_keeps_the_training_loss_off_zero():
+    """With smoothing ε the best achievable loss is the entropy of the smoothed target, well above 0."""
+    plain = train(StageConfig(**{**TINY.__dict__, "epochs": 8}))[2].history[-1]["train_loss"]
+    smoothed = train(StageConfig(**{**TINY.__dict__, "epochs": 8, "label_smoothing": 0.3}))[2]
+    assert smoothed.history[-1]["train_loss"] > plain + 0.2
+    assert smoothed.history[smoothed.best_epoch - 1]["val_accuracy"] >= 0.9  # still learns
+
+
+def test_a_named_device_that_is_missing_is_a_clear_error():
+    from hierclf.devices import resolve_device
+    from hierclf.errors import HierclfError
+
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(HierclfError, match="no CUDA device is available"):
+            resolve_device("cuda")
