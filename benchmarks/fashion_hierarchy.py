@@ -102,7 +102,7 @@ def main() -> None:
 
 def _test_f1(run: Path, test, combiner: str | None, workers: int) -> float:
     predictions = predict_items(run, test, combiner=combiner, workers=workers)
-    return scores(predictions.targets, predictions.predicted, len(predictions.class_names))["macro_f1"]
+    return scores(predictions.targets, predictions.labels, len(predictions.class_names))["macro_f1"]
 
 
 if __name__ == "__main__":

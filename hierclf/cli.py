@@ -141,9 +141,9 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
     for name, count in (predictions.specialist_rows or {}).items():
         click.echo(f"  specialist {name!r} ran on {count} of {len(predictions.ids)} images")
     if predictions.has_targets:
-        result = scores(predictions.targets, predictions.predicted, len(predictions.class_names))
+        result = scores(predictions.targets, predictions.labels, len(predictions.class_names))
         click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
-        click.echo("\n" + report_text(predictions.targets, predictions.predicted, predictions.class_names))
+        click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
 
 
 @main.command()

@@ -43,10 +43,6 @@ class Predictions:
     specialist_rows: dict[str, int] | None = None
 
     @property
-    def predicted(self) -> np.ndarray:
-        return self.labels
-
-    @property
     def has_targets(self) -> bool:
         return len(self.targets) > 0 and bool((self.targets != UNKNOWN_LABEL).all())
 
@@ -55,15 +51,15 @@ class StageModels:
     """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
 
     def __init__(self, run: RunDir, stage: str, device: torch.device, folds: Sequence[int] | None,
-                 batch_size: int, workers: int):
+                 expected_folds: int, batch_size: int, workers: int):
         finished = run.finished_folds(stage)
         wanted = finished if folds is None else [fold for fold in folds if fold in finished]
         if not wanted:
             raise RunError(f"{run.root} has no trained {stage} fold{'' if folds is None else f' among {list(folds)}'}; "
                            f"run `hierclf fit-{'coarse' if stage == 'coarse' else 'fine'}` first")
-        expected = run.recipe().folds.count
-        if folds is None and len(wanted) < expected:
-            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage, len(wanted), expected)
+        if folds is None and len(wanted) < expected_folds:
+            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage, len(wanted),
+                        expected_folds)
         loaded = [load_model(run.fold_dir(stage, fold), device) for fold in wanted]
         specs = {spec for _, spec in loaded}
         if len(specs) != 1:
@@ -98,7 +94,7 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
     torch_device = resolve_device(device)
 
     def stage(name: str) -> StageModels:
-        return StageModels(run, name, torch_device, folds, batch_size, workers)
+        return StageModels(run, name, torch_device, folds, recipe.folds.count, batch_size, workers)
 
     coarse_probs = stage("coarse").probs(items)
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)

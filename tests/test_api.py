@@ -24,7 +24,7 @@ def test_fit_and_predict_on_in_memory_arrays(tmp_path):
     test_images, test_labels = arrays(10, seed=1)
     predictions = hierclf.predict_items(tmp_path / "run", hierclf.Items.from_arrays(test_images), workers=0)
     assert predictions.probs.shape == (30, 3) and predictions.class_names == ("left", "middle", "right")
-    assert (predictions.predicted == test_labels).mean() >= 0.8
+    assert (predictions.labels == test_labels).mean() >= 0.8
 
 
 def test_public_names_resolve():
