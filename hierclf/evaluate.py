@@ -42,7 +42,8 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
         predicted = {"flat": coarse_top}
     else:
         chosen = recipe.combine.method
-        report["routing"] = {"accuracy": float((coarse_top == coarse_targets).mean()), "per_group": {
+        # the coarse stage's accuracy is the routing accuracy: it picks the right group or class
+        report["routing"] = {"accuracy": report["coarse"]["accuracy"], "per_group": {
             g.name: float((coarse_top[np.isin(oof.labels, g.members)] == hierarchy.coarse_index(g)).mean())
             for g in hierarchy.groups}}
         report["specialists"] = {g.name: read_json(run.summary_path(run.specialist_stage(g)))

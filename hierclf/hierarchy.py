@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Sequence
 
 import numpy as np
@@ -85,9 +86,11 @@ class GroupHierarchy:
     def is_flat(self) -> bool:
         return not self.groups
 
-    @property
+    # The maps below are derived from the frozen fields, so each is computed once per hierarchy.
+
+    @cached_property
     def fine_to_coarse(self) -> np.ndarray:
-        """Coarse class of each fine class. A group sits where its first member would."""
+        """Coarse class of each fine class (read-only). A group sits where its first member would."""
         group_of = {member: group for group in self.groups for member in group.members}
         coarse_of = np.empty(self.num_classes, dtype=np.int64)
         placed: dict[str, int] = {}
@@ -102,23 +105,24 @@ class GroupHierarchy:
             else:
                 placed[group.name] = coarse_of[fine] = next_index
                 next_index += 1
+        coarse_of.flags.writeable = False
         return coarse_of
 
-    @property
-    def coarse_names(self) -> tuple[str, ...]:
-        names: list[str] = []
-        group_of = {member: group for group in self.groups for member in group.members}
-        for fine, coarse in enumerate(self.fine_to_coarse):
-            if coarse == len(names):
-                group = group_of.get(fine)
-                names.append(group.name if group else self.class_names[fine])
-        return tuple(names)
+    @cached_property
+    def coarse_to_fine(self) -> tuple[tuple[int, ...], ...]:
+        """The fine classes of each coarse class: one for a singleton, the members for a group."""
+        return tuple(tuple(int(f) for f in np.flatnonzero(self.fine_to_coarse == c))
+                     for c in range(int(self.fine_to_coarse.max()) + 1))
 
-    @property
+    @cached_property
+    def coarse_names(self) -> tuple[str, ...]:
+        group_of = {member: group.name for group in self.groups for member in group.members}
+        return tuple(group_of.get(fines[0], self.class_names[fines[0]]) for fines in self.coarse_to_fine)
+
+    @cached_property
     def coarse_to_first_fine(self) -> np.ndarray:
         """A fine class of each coarse class: the class itself for a singleton, the first member for a group."""
-        fine_to_coarse = self.fine_to_coarse
-        return np.asarray([int(np.flatnonzero(fine_to_coarse == c)[0]) for c in range(fine_to_coarse.max() + 1)])
+        return np.asarray([fines[0] for fines in self.coarse_to_fine], dtype=np.int64)
 
     def group(self, name: str) -> Group:
         for group in self.groups:
@@ -135,14 +139,13 @@ class GroupHierarchy:
         return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)]
 
     def to_json(self) -> str:
-        coarse_names = self.coarse_names
         payload: dict[str, Any] = {
             "kind": "groups",
             "class_names": list(self.class_names),
             "groups": [{"name": g.name, "members": list(g.members)} for g in self.groups],
-            "coarse_names": list(coarse_names),
+            "coarse_names": list(self.coarse_names),
             "fine_to_coarse": self.fine_to_coarse.tolist(),
-            "coarse_to_fine": [np.flatnonzero(self.fine_to_coarse == c).tolist() for c in range(len(coarse_names))],
+            "coarse_to_fine": [list(fines) for fines in self.coarse_to_fine],
         }
         return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
