@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import click
-import numpy as np
 
 from hierclf.errors import HierclfError, user_message
 
@@ -178,18 +177,17 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
     from hierclf.errors import RunError
     from hierclf.hierarchy import suggest_groups
     from hierclf.metrics import confusion
+    from hierclf.oof import load_oof
     from hierclf.recipe import show_value
-    from hierclf.runs import RunDir, read_npz
+    from hierclf.runs import RunDir
 
     run_dir = RunDir(run)
     hierarchy = run_dir.hierarchy()
     if not hierarchy.is_flat:
         raise RunError(f"{run} has groups already; suggest-groups reads a flat run's out-of-fold confusion")
-    if not run_dir.oof_path("coarse").exists():
-        raise RunError(f"{run} has no out-of-fold file yet; finish `hierclf fit-coarse` first")
-    oof = read_npz(run_dir.oof_path("coarse"))
-    matrix = confusion(oof["targets"], oof["probs"].argmax(1), hierarchy.num_classes)
-    errors = int(matrix.sum() - np.trace(matrix))
+    oof = load_oof(run_dir, hierarchy)
+    matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
+    errors = int(matrix.sum() - matrix.trace())
     click.echo(f"{errors} out-of-fold errors in {int(matrix.sum())} rows")
     groups = suggest_groups(matrix, max_groups=max_groups, min_confusion=min_confusion)
     if not groups:

@@ -25,20 +25,19 @@ class RunOOF:
     specialist_probs: dict[str, np.ndarray]
 
 
-def load_oof(run: RunDir, hierarchy: GroupHierarchy | None = None, need_specialists: bool = True) -> RunOOF:
+def load_oof(run: RunDir, hierarchy: GroupHierarchy | None = None) -> RunOOF:
     hierarchy = hierarchy or run.hierarchy()
     coarse = _stage_oof(run, "coarse", "fit-coarse")
     split = read_npz(run.folds_path)
     label_of = dict(zip(split["ids"].tolist(), split["labels"].tolist()))
     labels = np.asarray([label_of[i] for i in coarse["ids"].tolist()], dtype=np.int64)
     specialists = {}
-    if need_specialists:
-        for group in hierarchy.groups:
-            oof = _stage_oof(run, run.specialist_stage(group), f"fit-fine (group {group.name!r})")
-            if not np.array_equal(oof["ids"], coarse["ids"]):
-                raise RunError(f"{run.stage_dir(run.specialist_stage(group))}/oof.npz covers other rows than the "
-                               f"coarse stage's; retrain that specialist")
-            specialists[group.name] = oof["probs"]
+    for group in hierarchy.groups:
+        oof = _stage_oof(run, run.specialist_stage(group), f"fit-fine (group {group.name!r})")
+        if not np.array_equal(oof["ids"], coarse["ids"]):
+            raise RunError(f"{run.stage_dir(run.specialist_stage(group))}/oof.npz covers other rows than the "
+                           f"coarse stage's; retrain that specialist")
+        specialists[group.name] = oof["probs"]
     return RunOOF(ids=coarse["ids"], labels=labels, folds=coarse["fold"], coarse_probs=coarse["probs"],
                   specialist_probs=specialists)
 
@@ -50,9 +49,9 @@ def stacking_for_run(run: RunDir, c: float) -> Stacking:
     hierarchy = run.hierarchy()
     fingerprint = _fingerprint(run, hierarchy, c)
     if path.exists():
-        payload = json.loads(path.read_text())
-        if payload.get("fit_on") == fingerprint:
-            return Stacking.from_json(path.read_text(), str(path))
+        text = path.read_text()
+        if json.loads(text).get("fit_on") == fingerprint:
+            return Stacking.from_json(text, str(path))
     oof = load_oof(run, hierarchy)
     features = stacking_features(hierarchy, oof.coarse_probs, oof.specialist_probs)
     combiner = Stacking.fit(features, oof.labels, hierarchy.num_classes, c)
