@@ -21,8 +21,9 @@ def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig,
     after every epoch with `step(epoch, metric)`. Stepping per update keeps warm-up and cosine
     smooth inside an epoch: a one-epoch warm-up ramps up during the first epoch instead of
     spending it at `warmup_lr`. Plateau decisions are taken once per epoch."""
+    updates_per_epoch = max(1, updates_per_epoch)
     per_update = dict(warmup_epochs=stage.warmup_epochs, warmup_lr=stage.warmup_lr, step_on_epochs=False,
-                      updates_per_epoch=max(1, updates_per_epoch))
+                      updates_per_epoch=updates_per_epoch)
     if stage.scheduler == "cosine":
         scheduler, _ = create_scheduler_v2(optimizer, "cosine", num_epochs=stage.epochs, min_lr=stage.min_lr,
                                            **per_update)
@@ -36,7 +37,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig,
         scheduler, _ = create_scheduler_v2(optimizer, "step", decay_epochs=stage.step_epochs,
                                            decay_rate=stage.decay_rate, **per_update)
     elif stage.scheduler == "plateau":
-        scheduler = PlateauSchedule(optimizer, stage, max(1, updates_per_epoch))
+        scheduler = PlateauSchedule(optimizer, stage, updates_per_epoch)
     elif stage.warmup_epochs:
         scheduler, _ = create_scheduler_v2(optimizer, "constant", **per_update)
     else:
@@ -71,8 +72,8 @@ class PlateauSchedule:
             self.step_update(0)
 
     def step_update(self, num_updates: int, metric: float | None = None) -> None:
-        if num_updates <= self.warmup_updates:
-            fraction = num_updates / self.warmup_updates if self.warmup_updates else 1.0
+        if self.warmup_updates and num_updates <= self.warmup_updates:
+            fraction = num_updates / self.warmup_updates
             for group, base in zip(self.optimizer.param_groups, self.base_lrs):
                 group["lr"] = self.warmup_lr + (base - self.warmup_lr) * fraction
 
