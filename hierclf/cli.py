@@ -84,28 +84,39 @@ def fit_fine_command(run: Path, group: str | None, fold: int | None, overrides: 
 
     run_dir = RunDir(run)
     summaries = fit_fine(run, group=group, only_fold=fold, overrides=overrides)
-    hierarchy = run_dir.hierarchy()
+    parts = {part.name: part for part in run_dir.hierarchy().specialist_parts(run_dir.recipe().specialist_names)}
     for name, summary in summaries.items():
         if summary is None:
             click.echo(f"{name}: fold {fold} trained; run the other folds, then this command again for the summary")
         else:
-            stage = run_dir.specialist_stage(hierarchy.group(name))
+            stage = run_dir.specialist_stage(parts[name])
             _echo_stage_summary(f"specialist {name!r}", summary, run_dir.oof_path(stage))
 
 
 def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
+    import numpy as np
+
     from hierclf.metrics import report_text
     from hierclf.runs import read_npz
     from hierclf.train.stage import NOT_IN_STAGE
 
     oof = read_npz(oof_path)
-    scored = oof["targets"] != NOT_IN_STAGE
-    click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds): "
+    heads = summary.get("heads", {})
+    joint = " (the joint class: every head right)" if heads else ""
+    click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds){joint}: "
                f"macro-F1 {summary['oof_macro_f1']:.4f}  accuracy {summary['oof_accuracy']:.4f}")
     for row in summary["folds"]:
         click.echo(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
                    f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
-    click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))
+    if not heads:
+        scored = oof["targets"] != NOT_IN_STAGE
+        click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))
+        return
+    blocks = np.split(oof["probs"], np.cumsum([head["size"] for head in heads.values()])[:-1], axis=1)
+    for column, ((name, head), probs) in enumerate(zip(heads.items(), blocks)):
+        values = [label.split("=", 1)[1] for label in summary["classes"] if label.startswith(f"{name}=")]
+        click.echo(f"\nhead {name!r}: macro-F1 {head['oof_macro_f1']:.4f}  accuracy {head['oof_accuracy']:.4f}")
+        click.echo(report_text(oof["targets"][:, column], probs.argmax(1), values))
 
 
 @main.command()
@@ -129,10 +140,14 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
     from hierclf.predict import predict_items, write_predictions
     from hierclf.runs import RunDir
 
+    from hierclf.hierarchy import FactorHierarchy
+    from hierclf.metrics import head_scores
+
     run_dir = RunDir(run)
     recipe, hierarchy = run_dir.recipe(), run_dir.hierarchy()
+    factors = hierarchy if isinstance(hierarchy, FactorHierarchy) else None
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column,
-                             recipe.data.label_column, images)
+                             recipe.data.label_column, images, factors)
     predictions = predict_items(run, items, combiner=combiner, batch_size=batch_size, workers=workers,
                                 device=device, trace=trace)
     write_predictions(out, predictions, with_probs=probs)
@@ -142,6 +157,10 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
     if predictions.has_targets:
         result = scores(predictions.targets, predictions.labels, len(predictions.class_names))
         click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
+        if factors is not None:
+            shapes = [(head.name, head.size) for head in factors.heads]
+            for name, head in head_scores(predictions.targets, predictions.labels, shapes).items():
+                click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
         click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
 
 
@@ -161,6 +180,10 @@ def evaluate(run: Path, against: Path | None) -> None:
         click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{note}")
     if "routing" in report:
         click.echo(f"  routing accuracy {report['routing']['accuracy']:.4f} (upper bound of the routed pipeline)")
+    for name, head in report.get("heads", {}).items():
+        specialist = f"  specialist {head['specialist']['macro_f1']:.4f}" if "specialist" in head else ""
+        click.echo(f"  head {name:<8} macro-F1 {head['product']['macro_f1']:.4f}  accuracy "
+                   f"{head['product']['accuracy']:.4f}  (coarse head {head['coarse']['macro_f1']:.4f}{specialist})")
     click.echo("most confused:")
     for pair in report["pipelines"][report["chosen"]]["most_confused"]:
         click.echo(f"  {pair['true']} → {pair['predicted']}: {pair['count']} ({pair['share_of_errors']:.0%} of errors)")

@@ -4,6 +4,9 @@
 - `routed`: the coarse argmax decides; a specialist runs only on the images routed to it
   (conditional execution), optionally also where P(group) ≥ τ, and the product decides there.
 - `stacking`: a logistic regression on out-of-fold stage outputs, stored as JSON.
+
+With attribute heads (a `FactorHierarchy`), `product` is the heads' outer product, a head
+specialist's probabilities standing in for its head's; routing has nothing to route.
 """
 from __future__ import annotations
 
@@ -15,16 +18,20 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from hierclf.errors import RunError
-from hierclf.hierarchy import GroupHierarchy
+from hierclf.hierarchy import FactorHierarchy, GroupHierarchy, Hierarchy
 
 SpecialistRunner = Callable[[str, np.ndarray], np.ndarray]
 """(group name, row indices) → that group's specialist probabilities for those rows."""
 
 
-def product(hierarchy: GroupHierarchy, coarse_probs: np.ndarray,
+def product(hierarchy: Hierarchy, coarse_probs: np.ndarray,
             specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Fine-class probabilities: a singleton keeps its coarse probability; a group's members share
-    the group's probability as its specialist splits it. Rows sum to 1 when the inputs do."""
+    the group's probability as its specialist splits it. With heads, the product of every head's
+    probability of the class's value, a head specialist replacing its head. Rows sum to 1 when
+    the inputs do."""
+    if isinstance(hierarchy, FactorHierarchy):
+        return hierarchy.joint_probs({**hierarchy.split(coarse_probs), **specialist_probs})
     fine = coarse_probs[:, hierarchy.fine_to_coarse].astype(np.float64)
     for group in hierarchy.groups:
         members = list(group.members)
@@ -78,10 +85,11 @@ def routed(hierarchy: GroupHierarchy, coarse_probs: np.ndarray, run_specialist: 
     return Routed(labels=labels, probs=fine, ran_on=ran_on, specialist_probs=outputs)
 
 
-def stacking_features(hierarchy: GroupHierarchy, coarse_probs: np.ndarray,
+def stacking_features(hierarchy: Hierarchy, coarse_probs: np.ndarray,
                       specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
-    """Log-probabilities of every stage side by side: the logistic regression's input."""
-    parts = [coarse_probs] + [specialist_probs[group.name] for group in hierarchy.groups]
+    """Log-probabilities of every stage side by side (every head's, with heads): the logistic
+    regression's input."""
+    parts = [coarse_probs] + [specialist_probs[part.name] for part in hierarchy.specialist_parts(specialist_probs)]
     return np.log(np.clip(np.concatenate(parts, axis=1), 1e-7, 1.0))
 
 

@@ -17,7 +17,8 @@ from sklearn.model_selection import PredefinedSplit, StratifiedKFold, cross_val_
 
 from hierclf.combine import product, routed, stacking_features
 from hierclf.errors import RunError
-from hierclf.metrics import confusion, most_confused, per_class, scores
+from hierclf.hierarchy import FactorHierarchy
+from hierclf.metrics import confusion, head_scores, most_confused, per_class, scores
 from hierclf.oof import load_oof
 from hierclf.plots import save_confusion_png
 from hierclf.runs import RunDir, read_json, read_npz, write_json, write_text
@@ -30,18 +31,23 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
     recipe, hierarchy = run.recipe(), run.hierarchy()
     oof = load_oof(run, hierarchy)
     names, num_classes = hierarchy.class_names, hierarchy.num_classes
-    coarse_targets = hierarchy.coarse_targets(oof.labels)
-    coarse_top = oof.coarse_probs.argmax(1)
     report: dict[str, Any] = {
         "run": str(run.root), "rows": int(len(oof.ids)), "classes": list(names),
         "groups": [{"name": g.name, "classes": [names[m] for m in g.members]} for g in hierarchy.groups],
-        "coarse": scores(coarse_targets, coarse_top, len(hierarchy.coarse_names)),
     }
-    if hierarchy.is_flat:
+    if isinstance(hierarchy, FactorHierarchy):
+        chosen = recipe.combine.method if recipe.combine.method != "routed" else "product"
+        joint = product(hierarchy, oof.coarse_probs, oof.specialist_probs)
+        predicted = {"product": joint.argmax(1), "stacking": _stacking_oof(hierarchy, oof, recipe.combine.stacking_c)}
+        report["heads"] = _head_report(hierarchy, oof, predicted["product"])
+    elif hierarchy.is_flat:
         chosen = "flat"
-        predicted = {"flat": coarse_top}
+        predicted = {"flat": oof.coarse_probs.argmax(1)}
+        report["coarse"] = scores(oof.labels, predicted["flat"], num_classes)
     else:
         chosen = recipe.combine.method
+        coarse_top = oof.coarse_probs.argmax(1)
+        report["coarse"] = scores(hierarchy.coarse_targets(oof.labels), coarse_top, len(hierarchy.coarse_names))
         # the coarse stage's accuracy is the routing accuracy: it picks the right group or class
         report["routing"] = {"accuracy": report["coarse"]["accuracy"], "per_group": {
             g.name: float((coarse_top[np.isin(oof.labels, g.members)] == hierarchy.coarse_index(g)).mean())
@@ -65,6 +71,24 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
     write_text(run.root / "oof-predictions.csv", _predictions_csv(oof.ids, oof.labels, oof.folds, predicted, names))
     matrix = confusion(oof.labels, predicted[chosen], num_classes)
     save_confusion_png(run.root / "confusion.png", matrix, names, f"{run.root.name}: {chosen}, out-of-fold")
+    return report
+
+
+def _head_report(hierarchy: FactorHierarchy, oof, predicted: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Each head's accuracy and macro-F1: the coarse model's head, its specialist where it has one,
+    and in the product pipeline (which uses the specialist in place of the head)."""
+    shapes = [(head.name, head.size) for head in hierarchy.heads]
+    values = hierarchy.decode(oof.labels)
+    coarse = hierarchy.split(oof.coarse_probs)
+    final = head_scores(oof.labels, predicted, shapes)
+    report = {}
+    for column, head in enumerate(hierarchy.heads):
+        entry: dict[str, Any] = {"values": list(head.values),
+                                 "coarse": scores(values[:, column], coarse[head.name].argmax(1), head.size)}
+        if head.name in oof.specialist_probs:
+            entry["specialist"] = scores(values[:, column], oof.specialist_probs[head.name].argmax(1), head.size)
+        entry["product"] = final[head.name]
+        report[head.name] = entry
     return report
 
 
@@ -135,6 +159,13 @@ def report_markdown(report: dict[str, Any]) -> str:
     for name, result, chosen in score_rows(report):
         label = f"flat (`{result['run']}`)" if name == "flat" and "run" in result else name
         lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} |")
+    if "heads" in report:
+        lines += ["", "| head | coarse macro-F1 | specialist macro-F1 | in the product: accuracy | macro-F1 |",
+                  "| --- | --- | --- | --- | --- |"]
+        for name, head in report["heads"].items():
+            specialist = f"{head['specialist']['macro_f1']:.4f}" if "specialist" in head else "–"
+            lines.append(f"| {name} | {head['coarse']['macro_f1']:.4f} | {specialist} | "
+                         f"{head['product']['accuracy']:.4f} | {head['product']['macro_f1']:.4f} |")
     if "routing" in report:
         routing = report["routing"]
         lines += ["", f"Routing accuracy (the coarse stage picks the right group or class; an upper bound for "

@@ -3,6 +3,10 @@
 A `GroupHierarchy` partitions the classes: each group of confusable classes becomes one
 coarse class; every other class stays a coarse class of its own. With no groups the coarse
 stage is the flat classifier, so flat and hierarchical runs share one code path.
+
+A `FactorHierarchy` reads each class as a combination of attributes (mask × gender × age):
+the label is the mixed-radix number of the attribute values, and the coarse stage predicts
+every attribute with a head of its own.
 """
 from __future__ import annotations
 
@@ -10,11 +14,16 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence, Union
 
 import numpy as np
 
 from hierclf.errors import RecipeError, RunError
+
+
+def _folder_name(name: str) -> str:
+    """A name as a folder name (class names may hold '/', as 'T-shirt/top')."""
+    return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "group"
 
 
 @dataclass(frozen=True)
@@ -24,8 +33,7 @@ class Group:
 
     @property
     def folder(self) -> str:
-        """The group's name as a folder name (class names may hold '/', as 'T-shirt/top')."""
-        return re.sub(r"[^\w.+-]+", "_", self.name).strip("._") or "group"
+        return _folder_name(self.name)
 
 
 @dataclass(frozen=True)
@@ -138,6 +146,21 @@ class GroupHierarchy:
         """Coarse-stage target of each fine label."""
         return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)]
 
+    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Group, ...]:
+        """What gets a specialist: every group."""
+        return self.groups
+
+    def specialist_targets(self, part: Group, labels: np.ndarray, outside: int) -> np.ndarray:
+        """A group specialist's target of each row: the class's place among the members, or
+        `outside` for the rows of other classes."""
+        targets = np.full(len(labels), outside, dtype=np.int64)
+        for position, member in enumerate(part.members):
+            targets[labels == member] = position
+        return targets
+
+    def specialist_classes(self, part: Group) -> tuple[str, ...]:
+        return tuple(self.class_names[m] for m in part.members)
+
     def to_json(self) -> str:
         payload: dict[str, Any] = {
             "kind": "groups",
@@ -158,6 +181,178 @@ class GroupHierarchy:
         except (ValueError, KeyError, TypeError) as error:
             raise RunError(f"{source} is not a hierarchy file: {error}") from None
 
+
+def encode_factors(values: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """Joint labels from attribute values (N×H, one column per head, first head most significant):
+    mask 2, gender 1, age 0 with sizes (3, 2, 3) is 2·6 + 1·3 + 0 = 15."""
+    values = np.asarray(values, dtype=np.int64).reshape(-1, len(sizes))
+    return np.ravel_multi_index(tuple(values.T), tuple(sizes)).astype(np.int64)
+
+
+def decode_factors(labels: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
+    """Attribute values (N×H) of joint labels; the inverse of `encode_factors`."""
+    labels = np.asarray(labels, dtype=np.int64)
+    return np.stack(np.unravel_index(labels, tuple(sizes)), axis=1).astype(np.int64).reshape(len(labels), len(sizes))
+
+
+@dataclass(frozen=True)
+class Head:
+    """One attribute: its name and the names of its values, in index order."""
+
+    name: str
+    values: tuple[str, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.values)
+
+    @property
+    def folder(self) -> str:
+        return _folder_name(self.name)
+
+
+@dataclass(frozen=True)
+class FactorHierarchy:
+    """Classes that are combinations of attributes, one coarse head per attribute.
+
+    `separate` trains one model per attribute instead of one backbone with several heads."""
+
+    heads: tuple[Head, ...]
+    separate: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.heads:
+            raise RecipeError("hierarchy.heads: give at least one head, e.g. { mask = 3, gender = 2, age = 3 }")
+        names = [head.name for head in self.heads]
+        if len(set(names)) != len(names):
+            raise RecipeError(f"hierarchy.heads: head names must differ, got {names}")
+        if len({head.folder for head in self.heads}) != len(names):
+            raise RecipeError(f"hierarchy.heads: head names {names} make the same folder names; rename one")
+        for head in self.heads:
+            if head.size < 2:
+                raise RecipeError(f"hierarchy.heads.{head.name}: a head needs at least 2 values, got {head.size}")
+            if len(set(head.values)) != head.size:
+                raise RecipeError(f"hierarchy.heads.{head.name}: value names must differ, got {list(head.values)}")
+
+    @classmethod
+    def from_config(cls, heads: Mapping[str, Union[int, Sequence[str]]], separate: bool = False) -> "FactorHierarchy":
+        """Heads as a recipe writes them: a size (values named 0, 1, …) or the list of value names."""
+        built = []
+        for name, spec in heads.items():
+            values = tuple(str(v) for v in range(spec)) if isinstance(spec, int) else tuple(spec)
+            built.append(Head(name=name, values=values))
+        return cls(heads=tuple(built), separate=separate)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(head.size for head in self.heads)
+
+    @property
+    def num_classes(self) -> int:
+        return int(np.prod(self.sizes))
+
+    @property
+    def is_flat(self) -> bool:
+        return False
+
+    @property
+    def groups(self) -> tuple[Group, ...]:
+        """No groups: every class is reached through the heads."""
+        return ()
+
+    @cached_property
+    def class_names(self) -> tuple[str, ...]:
+        """Joint class names: the value names joined by '/' (wear/male/<30), or the joint index
+        when every head's values are unnamed."""
+        named = any(head.values != tuple(str(v) for v in range(head.size)) for head in self.heads)
+        if not named:
+            return tuple(str(label) for label in range(self.num_classes))
+        values = decode_factors(np.arange(self.num_classes), self.sizes)
+        return tuple("/".join(head.values[v] for head, v in zip(self.heads, row)) for row in values)
+
+    @cached_property
+    def coarse_names(self) -> tuple[str, ...]:
+        """The coarse model's outputs, head after head: mask=wear, mask=incorrect, …"""
+        return tuple(f"{head.name}={value}" for head in self.heads for value in head.values)
+
+    def head(self, name: str) -> Head:
+        for head in self.heads:
+            if head.name == name:
+                return head
+        raise KeyError(name)
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        return encode_factors(values, self.sizes)
+
+    def decode(self, labels: np.ndarray) -> np.ndarray:
+        return decode_factors(labels, self.sizes)
+
+    def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
+        """Each row's value of every head (N×H): the multi-head model's targets."""
+        return self.decode(labels)
+
+    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Head, ...]:
+        """What gets a specialist: the heads named in `configured` (the recipe's [fine.<head>] tables)."""
+        return tuple(head for head in self.heads if head.name in configured)
+
+    def specialist_targets(self, part: Head, labels: np.ndarray, outside: int) -> np.ndarray:
+        """A head specialist learns its attribute from every row."""
+        return self.decode(labels)[:, self.heads.index(part)]
+
+    def specialist_classes(self, part: Head) -> tuple[str, ...]:
+        return part.values
+
+    def split(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """The coarse output (heads side by side) as one probability block per head."""
+        edges = np.cumsum(self.sizes)[:-1]
+        return dict(zip((head.name for head in self.heads), np.split(probs, edges, axis=1)))
+
+    def joint_probs(self, head_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """P(class) = Π_h P_h(value of class for head h): the heads' outer product, in label order.
+        Rows sum to 1 when each head's rows do."""
+        joint = None
+        for head in self.heads:
+            probs = np.asarray(head_probs[head.name], dtype=np.float64)
+            joint = probs if joint is None else (joint[:, :, None] * probs[:, None, :]).reshape(len(probs), -1)
+        return joint
+
+    def to_json(self) -> str:
+        payload = {"kind": "factors", "class_names": list(self.class_names), "separate": self.separate,
+                   "heads": [{"name": head.name, "values": list(head.values)} for head in self.heads]}
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "hierarchy.json") -> "FactorHierarchy":
+        try:
+            payload = json.loads(text)
+            return cls(heads=tuple(Head(h["name"], tuple(h["values"])) for h in payload["heads"]),
+                       separate=bool(payload.get("separate", False)))
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunError(f"{source} is not a hierarchy file: {error}") from None
+
+
+Hierarchy = Union[GroupHierarchy, FactorHierarchy]
+
+
+def build_hierarchy(config: Any, class_names: Sequence[str]) -> Hierarchy:
+    """The hierarchy a recipe's [hierarchy] describes, over the data's classes."""
+    if config.heads:
+        factors = FactorHierarchy.from_config(config.heads, config.separate)
+        if tuple(class_names) != factors.class_names:
+            raise RecipeError(f"hierarchy.heads make {factors.num_classes} classes "
+                              f"({', '.join(factors.class_names[:3])}, …) but the data has {len(class_names)} "
+                              f"({', '.join(class_names[:3])}, …)")
+        return factors
+    return GroupHierarchy.from_config(config.groups, config.group_names, class_names)
+
+
+def hierarchy_from_json(text: str, source: str = "hierarchy.json") -> Hierarchy:
+    """Read hierarchy.json, whichever kind it holds."""
+    try:
+        kind = json.loads(text).get("kind", "groups")
+    except (ValueError, AttributeError) as error:
+        raise RunError(f"{source} is not a hierarchy file: {error}") from None
+    return FactorHierarchy.from_json(text, source) if kind == "factors" else GroupHierarchy.from_json(text, source)
 
 
 @dataclass(frozen=True)

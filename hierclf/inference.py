@@ -17,11 +17,19 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast("cuda", dtype=dtype)
 
 
+def probabilities(logits: torch.Tensor, head_sizes: Sequence[int] = ()) -> torch.Tensor:
+    """Softmax over the classes, or with `head_sizes` over each attribute head's block of logits."""
+    logits = logits.float()
+    if not head_sizes:
+        return torch.softmax(logits, dim=1)
+    return torch.cat([torch.softmax(block, dim=1) for block in logits.split(tuple(head_sizes), dim=1)], dim=1)
+
+
 @torch.inference_mode()
 def soft_vote(models: Sequence[torch.nn.Module], loader: DataLoader, device: torch.device,
-              amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Mean softmax probability of `models` for every row of `loader`, and each row's index.
-    Each batch is decoded once and passed through every model."""
+              amp: bool = True, head_sizes: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """Mean softmax probability of `models` for every row of `loader` (per head with `head_sizes`),
+    and each row's index. Each batch is decoded once and passed through every model."""
     for model in models:
         model.eval()
     probs, rows = [], []
@@ -30,7 +38,7 @@ def soft_vote(models: Sequence[torch.nn.Module], loader: DataLoader, device: tor
         total = None
         with autocast(device, amp):
             for model in models:
-                p = torch.softmax(model(images).float(), dim=1)
+                p = probabilities(model(images), head_sizes)
                 total = p if total is None else total + p
         probs.append((total / len(models)).cpu().numpy())
         rows.append(row.numpy())

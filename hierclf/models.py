@@ -1,7 +1,9 @@
 """timm backbones: building them from a recipe stage, local weight files, saving and loading.
 
 A `ModelSpec` (model.json) holds everything needed to rebuild a trained model without the
-recipe: architecture, outputs, input size and normalisation.
+recipe: architecture, outputs, input size and normalisation. A model with attribute heads
+(mask, gender, age) returns every head's logits side by side, in head order, so training,
+validation and prediction handle it as one output split into softmax blocks.
 """
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import timm
 import torch
@@ -31,6 +34,14 @@ class ModelSpec:
     std: tuple[float, ...]
     drop_rate: float
     class_names: tuple[str, ...]
+    heads: tuple[tuple[str, int], ...] = ()
+    """(name, size) of each attribute head; empty for one softmax over class_names."""
+    separate: bool = False
+    """heads: one backbone per head instead of a shared one."""
+
+    @property
+    def head_sizes(self) -> tuple[int, ...]:
+        return tuple(size for _, size in self.heads)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
@@ -41,7 +52,9 @@ class ModelSpec:
             return cls(arch=payload["arch"], num_classes=int(payload["num_classes"]),
                        in_chans=int(payload["in_chans"]), img_size=int(payload["img_size"]),
                        mean=tuple(payload["mean"]), std=tuple(payload["std"]),
-                       drop_rate=float(payload["drop_rate"]), class_names=tuple(payload["class_names"]))
+                       drop_rate=float(payload["drop_rate"]), class_names=tuple(payload["class_names"]),
+                       heads=tuple((str(name), int(size)) for name, size in payload.get("heads", ())),
+                       separate=bool(payload.get("separate", False)))
         except (KeyError, TypeError, ValueError) as error:
             raise RunError(f"{source} is not a model description: {error}") from None
 
@@ -56,13 +69,63 @@ def check_arch(name: str, key: str) -> None:
     raise RecipeError(f"{key} = {name!r}: timm has no such model{hint}")
 
 
-def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "coarse") -> tuple[torch.nn.Module, ModelSpec]:
-    """A timm model for a stage: from scratch, timm's pretrained weights, or a local file."""
+class MultiHeadModel(torch.nn.Module):
+    """One timm backbone (pooled features, dropout) and a linear classifier per attribute head.
+    The attributes share what the backbone learns, at the cost of one model's compute."""
+
+    def __init__(self, backbone: torch.nn.Module, heads: Sequence[tuple[str, int]]):
+        super().__init__()
+        self.backbone = backbone
+        width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
+        self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, size) for name, size in heads})
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        features = self.backbone(images)
+        return torch.cat([head(features) for head in self.heads.values()], dim=1)
+
+
+class SeparateHeads(torch.nn.Module):
+    """One whole timm model per attribute head, as the users trained them side by side; the same
+    interface as MultiHeadModel, so one training loop serves both."""
+
+    def __init__(self, models: dict[str, torch.nn.Module]):
+        super().__init__()
+        self.models = torch.nn.ModuleDict(models)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([model(images) for model in self.models.values()], dim=1)
+
+
+def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "coarse",
+                 heads: Sequence[tuple[str, int]] = (), separate: bool = False) -> tuple[torch.nn.Module, ModelSpec]:
+    """A timm model for a stage: from scratch, timm's pretrained weights, or a local file. With
+    `heads` (name, size), one output block per attribute: a head each on a shared backbone, or
+    with `separate` one model each; `class_names` then names the blocks' outputs."""
     check_arch(stage.model, f"{key}.model")
-    kwargs = _size_kwargs(stage.model, stage.img_size)
+    if not heads:
+        model = _timm_model(stage, len(class_names), key)
+    elif separate:
+        model = SeparateHeads({name: _timm_model(stage, size, key) for name, size in heads})
+    else:
+        model = MultiHeadModel(_timm_model(stage, 0, key), heads)
+    first = model if not heads else next(iter(model.models.values())) if separate else model.backbone
+    data_config = resolve_model_data_config(first)
+    mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
+    if stage.in_chans == 1:
+        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
+    spec = ModelSpec(arch=stage.model, num_classes=len(class_names), in_chans=stage.in_chans,
+                     img_size=stage.img_size, mean=mean, std=std, drop_rate=stage.drop_rate,
+                     class_names=tuple(class_names), heads=tuple((name, int(size)) for name, size in heads),
+                     separate=bool(heads) and separate)
+    return model, spec
+
+
+def _timm_model(stage: StageConfig, num_classes: int, key: str) -> torch.nn.Module:
+    """One timm model; num_classes 0 returns pooled features (a backbone for heads of our own)."""
     try:
-        model = timm.create_model(stage.model, pretrained=stage.pretrained, num_classes=len(class_names),
-                                  in_chans=stage.in_chans, drop_rate=stage.drop_rate, **kwargs)
+        model = timm.create_model(stage.model, pretrained=stage.pretrained, num_classes=num_classes,
+                                  in_chans=stage.in_chans, drop_rate=stage.drop_rate,
+                                  **_size_kwargs(stage.model, stage.img_size))
     except Exception as error:  # timm and the hub raise many kinds; all mean "could not build it"
         if stage.pretrained:
             raise HierclfError(f"{key}.pretrained: could not fetch weights for {stage.model!r} ({error}); "
@@ -70,32 +133,35 @@ def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "c
         raise HierclfError(f"{key}.model = {stage.model!r}: timm could not build it ({error})") from None
     if stage.weights:
         load_weights_file(model, Path(stage.weights), f"{key}.weights")
-    data_config = resolve_model_data_config(model)
-    mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
-    if stage.in_chans == 1:
-        mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
-    spec = ModelSpec(arch=stage.model, num_classes=len(class_names), in_chans=stage.in_chans,
-                     img_size=stage.img_size, mean=mean, std=std, drop_rate=stage.drop_rate,
-                     class_names=tuple(class_names))
-    return model, spec
+    return model
 
 
 def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
-    return timm.create_model(spec.arch, pretrained=False, num_classes=spec.num_classes,
-                             in_chans=spec.in_chans, drop_rate=spec.drop_rate,
-                             **_size_kwargs(spec.arch, spec.img_size))
+    def timm_model(num_classes: int) -> torch.nn.Module:
+        return timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, in_chans=spec.in_chans,
+                                 drop_rate=spec.drop_rate, **_size_kwargs(spec.arch, spec.img_size))
+
+    if not spec.heads:
+        return timm_model(spec.num_classes)
+    if spec.separate:
+        return SeparateHeads({name: timm_model(size) for name, size in spec.heads})
+    return MultiHeadModel(timm_model(0), spec.heads)
 
 
-def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False) -> None:
+def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,
+                      prefix: str = "") -> None:
     """Start from a local .safetensors or .pth file, read without unpickling arbitrary objects.
     Tensors whose shape differs (a classifier for another number of classes) are left out, and
-    with `new_head` the classifier always is."""
+    with `new_head` the classifier always is. With `prefix`, only the file's tensors under it
+    are read, without it (a multi-head model's `backbone.`)."""
     if not path.is_file():
         raise RecipeError(f"{key} = '{path}': no such file")
     try:
         state = timm.models.load_state_dict(str(path), weights_only=True)
     except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
         raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
+    if prefix:
+        state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
     own = model.state_dict()
     head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
     fitting = {name: tensor for name, tensor in state.items()

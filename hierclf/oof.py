@@ -10,7 +10,7 @@ import numpy as np
 
 from hierclf.combine import Stacking, stacking_features
 from hierclf.errors import RunError
-from hierclf.hierarchy import GroupHierarchy
+from hierclf.hierarchy import Hierarchy
 from hierclf.runs import RunDir, read_npz, write_text
 
 
@@ -25,15 +25,17 @@ class RunOOF:
     specialist_probs: dict[str, np.ndarray]
 
 
-def load_oof(run: RunDir, hierarchy: GroupHierarchy | None = None) -> RunOOF:
+def load_oof(run: RunDir, hierarchy: Hierarchy | None = None) -> RunOOF:
+    """Every stage's out-of-fold probabilities: the coarse stage's, and each specialist's (every
+    group's; the heads' that have one)."""
     hierarchy = hierarchy or run.hierarchy()
     coarse = _stage_oof(run, "coarse", "fit-coarse")
     split = read_npz(run.folds_path)
     label_of = dict(zip(split["ids"].tolist(), split["labels"].tolist()))
     labels = np.asarray([label_of[i] for i in coarse["ids"].tolist()], dtype=np.int64)
     specialists = {}
-    for group in hierarchy.groups:
-        oof = _stage_oof(run, run.specialist_stage(group), f"fit-fine (group {group.name!r})")
+    for group in hierarchy.specialist_parts(run.recipe().specialist_names):
+        oof = _stage_oof(run, run.specialist_stage(group), f"fit-fine (specialist {group.name!r})")
         if not np.array_equal(oof["ids"], coarse["ids"]):
             raise RunError(f"{run.stage_dir(run.specialist_stage(group))}/oof.npz covers other rows than the "
                            f"coarse stage's; retrain that specialist")
@@ -61,9 +63,10 @@ def stacking_for_run(run: RunDir, c: float) -> Stacking:
     return combiner
 
 
-def _fingerprint(run: RunDir, hierarchy: GroupHierarchy, c: float) -> str:
+def _fingerprint(run: RunDir, hierarchy: Hierarchy, c: float) -> str:
     digest = hashlib.sha256(f"C={c}".encode())
-    for stage in ["coarse"] + [run.specialist_stage(group) for group in hierarchy.groups]:
+    parts = hierarchy.specialist_parts(run.recipe().specialist_names)
+    for stage in ["coarse"] + [run.specialist_stage(part) for part in parts]:
         path = run.oof_path(stage)
         digest.update(path.read_bytes() if path.exists() else b"missing")
     return digest.hexdigest()

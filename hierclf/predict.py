@@ -1,5 +1,6 @@
 """Predicting with a run: each stage's fold models soft-voted over streamed batches, then the
-combiner. With `routed`, a specialist runs only on the images routed to it."""
+combiner. With `routed`, a specialist runs only on the images routed to it; with attribute
+heads, the heads' probabilities (a head specialist's in place of its head's) multiply."""
 from __future__ import annotations
 
 import csv
@@ -18,7 +19,7 @@ from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.devices import resolve_device
 from hierclf.errors import HierclfError, RunError
-from hierclf.hierarchy import GroupHierarchy
+from hierclf.hierarchy import FactorHierarchy, Hierarchy
 from hierclf.inference import soft_vote
 from hierclf.models import ModelSpec, load_model
 from hierclf.oof import stacking_for_run
@@ -74,7 +75,7 @@ class StageModels:
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
         dataset = ImageDataset(items, None, transform, self.spec.in_chans)
         loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers, device=self.device)
-        probs, rows = soft_vote(self.models, loader, self.device)
+        probs, rows = soft_vote(self.models, loader, self.device, head_sizes=self.spec.head_sizes)
         return probs[np.argsort(rows)]
 
 
@@ -88,6 +89,9 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
     method = combiner or recipe.combine.method
     if method not in COMBINERS:
         raise HierclfError(f"--combiner {method!r}: expected one of {', '.join(COMBINERS)}")
+    if method == "routed" and isinstance(hierarchy, FactorHierarchy):
+        raise HierclfError(f"--combiner routed: {run.root} has attribute heads, and there is nothing to route; "
+                           f"use product or stacking")
     if items.class_names and tuple(items.class_names) != hierarchy.class_names:
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
@@ -105,7 +109,8 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
                            class_names=hierarchy.class_names, targets=targets,
                            trace=_trace(hierarchy, coarse_probs, {}) if trace else None)
 
-    specialists = {group.name: stage(run.specialist_stage(group)) for group in hierarchy.groups}
+    specialists = {part.name: stage(run.specialist_stage(part))
+                   for part in hierarchy.specialist_parts(recipe.specialist_names)}
     if method == "routed":
         outcome = routed(hierarchy, coarse_probs,
                          lambda name, rows: specialists[name].probs(items.subset(rows)),
@@ -126,9 +131,12 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
                        specialist_rows=ran)
 
 
-def _trace(hierarchy: GroupHierarchy, coarse_probs: np.ndarray, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _trace(hierarchy: Hierarchy, coarse_probs: np.ndarray, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per row: the coarse decision and its confidence; where that decision is a group, its
-    specialist's decision and confidence (empty where the specialist did not run)."""
+    specialist's decision and confidence (empty where the specialist did not run). With heads,
+    each head's value, its probability, and which stage decided it."""
+    if isinstance(hierarchy, FactorHierarchy):
+        return _head_trace(hierarchy, coarse_probs, local)
     top = coarse_probs.argmax(1)
     names = np.asarray(hierarchy.coarse_names, dtype=object)
     specialist = np.full(len(top), "", dtype=object)
@@ -145,6 +153,17 @@ def _trace(hierarchy: GroupHierarchy, coarse_probs: np.ndarray, local: dict[str,
         specialist_confidence[rows] = probs[rows].max(1)
     return {"coarse": names[top], "coarse_confidence": coarse_probs.max(1), "specialist": specialist,
             "specialist_label": specialist_label, "specialist_confidence": specialist_confidence}
+
+
+def _head_trace(hierarchy: FactorHierarchy, coarse_probs: np.ndarray,
+                local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    columns: dict[str, np.ndarray] = {}
+    for name, probs in {**hierarchy.split(coarse_probs), **local}.items():
+        values = np.asarray(hierarchy.head(name).values, dtype=object)
+        columns[name] = values[probs.argmax(1)]
+        columns[f"{name}_confidence"] = probs.max(1)
+        columns[f"{name}_by"] = np.full(len(probs), "specialist" if name in local else "coarse", dtype=object)
+    return columns
 
 
 def write_predictions(path: Path, predictions: Predictions, with_probs: bool = False) -> None:

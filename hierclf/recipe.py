@@ -27,8 +27,10 @@ def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = 
          runtime: bool = False) -> Any:
     """A recipe key. `path` keys resolve against the recipe's folder; `runtime` keys
     (workers, device) change how a run executes, not what it learns."""
-    return field(default=default, metadata=dict(doc=doc, lo=lo, hi=hi, gt=gt, lt=lt, path=path,
-                                                runtime=runtime))
+    metadata = dict(doc=doc, lo=lo, hi=hi, gt=gt, lt=lt, path=path, runtime=runtime)
+    if isinstance(default, dict):  # a table-valued key; a dataclass default must not be shared
+        return field(default_factory=lambda: dict(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,11 @@ class DataConfig:
     images: str = _key("", "Folder holding the CSV's images. Default: the folder named like the CSV "
                            "beside it (train/ for train.csv), else the CSV's own folder.", path=True)
     folder: str = _key("", "A class-per-folder tree (folder/CLASS/IMAGE), instead of csv.", path=True)
+    mask_images: str = _key("", "The face-mask competition's folder, instead of csv: <person-id>_<gender>_<race>_<age>/"
+                                "{mask1..mask5,incorrect_mask,normal}.<ext>. Rows get mask, gender and age "
+                                "(binned by age_bounds); the person id is the fold group.", path=True)
+    age_bounds: tuple[int, ...] = _key((30, 60), "mask_images: the ages where a new age bin starts "
+                                                 "(30, 60: <30, 30–59, ≥60).")
     id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
     label_column: str = _key("label", "CSV column holding the label: a class index or a class name.")
     group_column: str = _key("group", "CSV column whose rows must stay on one side of every split "
@@ -63,6 +70,11 @@ class HierarchyConfig:
     groups: tuple[tuple[Union[int, str], ...], ...] = _key(
         (), "Groups of confusable classes, by index or name: [[3, 7, 14]]. Each becomes one coarse class.")
     group_names: tuple[str, ...] = _key((), "Names of the groups, in order. Default: member names joined by '+'.")
+    heads: dict[str, Union[int, tuple[str, ...]]] = _key(
+        {}, "Factorised labels instead of groups: one coarse head per attribute, in order, each a size or "
+            "its value names: { mask = 3, gender = 2, age = 3 }. The label is the mixed-radix number "
+            "(mask·6 + gender·3 + age).")
+    separate: bool = _key(False, "heads: one model per attribute instead of one backbone with a head each.")
 
 
 Optimizer = Literal["adamw", "adam", "sgd"]
@@ -70,8 +82,24 @@ Scheduler = Literal["cosine", "cosine_restarts", "step", "plateau", "none"]
 Monitor = Literal["val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy"]
 
 
+LossName = Literal["cross_entropy", "focal"]
+ClassWeights = Union[Literal["none", "balanced"], tuple[float, ...]]
+
+
 @dataclass(frozen=True)
-class StageConfig:
+class LossConfig:
+    """The loss of one output: a stage's, or one attribute head's."""
+
+    loss: LossName = _key("cross_entropy", "cross_entropy, or focal: cross entropy scaled by (1 − p)^focal_gamma, "
+                                           "so easy examples count less.")
+    focal_gamma: float = _key(2.0, "focal: how much easy examples are down-weighted; 0 is cross entropy.", lo=0.0)
+    class_weights: ClassWeights = _key("none", "Per-class loss weights: none, balanced (inverse class frequency "
+                                               "in the training rows), or one number per class.")
+    label_smoothing: float = _key(0.0, "Label smoothing of the cross entropy.", lo=0.0, lt=1.0)
+
+
+@dataclass(frozen=True)
+class StageConfig(LossConfig):
     """Every training key of one stage (coarse or a specialist): model, optimisation, stopping."""
 
     model: str = _key("resnet18", "timm architecture name (timm.list_models()).")
@@ -98,7 +126,6 @@ class StageConfig:
     step_epochs: int = _key(30, "step: epochs between decays.", lo=1)
     decay_rate: float = _key(0.1, "step and plateau: factor applied at each decay.", gt=0.0, hi=1.0)
     plateau_patience: int = _key(3, "plateau: epochs without improvement before a decay.", lo=0)
-    label_smoothing: float = _key(0.0, "Label smoothing of the cross entropy.", lo=0.0, lt=1.0)
     amp: bool = _key(True, "Mixed precision on CUDA (bf16 where supported, else fp16 with scaling).")
     monitor: Monitor = _key("val_macro_f1", "Logged metric that picks the best epoch and drives early stopping.")
     patience: int = _key(0, "Stop after this many epochs without improvement of monitor; 0 never stops early.", lo=0)
@@ -109,6 +136,24 @@ class StageConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "Where to train: auto picks cuda, then mps, "
                                                                  "then cpu.", runtime=True)
     seed: int = _key(0, "Seed of weights, shuffling and augmentation.", lo=0)
+
+
+@dataclass(frozen=True)
+class HeadConfig(LossConfig):
+    """One attribute head's loss ([heads.<name>]); loss keys it does not set come from [coarse]."""
+
+    weight: float = _key(1.0, "Weight of this head's loss in the sum over heads.", lo=0.0)
+    weight_schedule: tuple[tuple[float, ...], ...] = _key(
+        (), "Weights by epoch, as B-CNN trains its branches: [[1, 0.8], [6, 0.2]] is 0.8 from epoch 1 and 0.2 "
+            "from epoch 6. Before its first entry the head has `weight`.")
+
+    def weight_at(self, epoch: int) -> float:
+        """The loss weight in `epoch` (1-based)."""
+        current = self.weight
+        for start, value in self.weight_schedule:
+            if epoch >= start:
+                current = value
+        return current
 
 
 @dataclass(frozen=True)
@@ -130,7 +175,8 @@ class Recipe:
     """A whole job: data, folds, hierarchy, the coarse stage, the specialists and the combiner.
 
     `fine` holds the specialists' defaults ([coarse] overridden by [fine]); `specialists` the
-    groups whose [fine.<group>] table overrides those defaults further."""
+    groups (or heads) whose [fine.<name>] table overrides those defaults further; `heads` the
+    loss of every attribute head ([coarse]'s loss keys overridden by [heads.<name>])."""
 
     data: DataConfig = field(default_factory=DataConfig)
     folds: FoldsConfig = field(default_factory=FoldsConfig)
@@ -139,15 +185,27 @@ class Recipe:
     fine: StageConfig = field(default_factory=StageConfig)
     specialists: tuple[tuple[str, StageConfig], ...] = ()
     combine: CombineConfig = field(default_factory=CombineConfig)
+    heads: tuple[tuple[str, HeadConfig], ...] = ()
 
     def specialist(self, group: str) -> StageConfig:
         """The training keys of one group's specialist."""
         return dict(self.specialists).get(group, self.fine)
 
+    @property
+    def specialist_names(self) -> tuple[str, ...]:
+        """Groups or heads with a [fine.<name>] table of their own."""
+        return tuple(name for name, _ in self.specialists)
+
+    def head(self, name: str) -> HeadConfig:
+        """The loss of one attribute head."""
+        return dict(self.heads)[name]
+
     def to_dict(self) -> dict[str, Any]:
         tables = {name: dataclasses.asdict(getattr(self, name)) for name in _SECTION_CLASSES}
         tables["fine"] = dataclasses.asdict(self.fine)
         tables["fine"].update({name: dataclasses.asdict(stage) for name, stage in self.specialists})
+        if self.heads:
+            tables["heads"] = {name: dataclasses.asdict(head) for name, head in self.heads}
         return tables
 
     def to_toml(self) -> str:
@@ -156,8 +214,10 @@ class Recipe:
 
 _SECTION_CLASSES = {"data": DataConfig, "folds": FoldsConfig, "hierarchy": HierarchyConfig,
                     "coarse": StageConfig, "combine": CombineConfig}
-_SECTIONS = (*_SECTION_CLASSES, "fine")
-RUN_SECTIONS = ("data", "folds", "hierarchy", "coarse")
+_SECTIONS = (*_SECTION_CLASSES, "fine", "heads")
+_NESTED = ("fine", "heads")
+"""Sections holding one sub-table per group or head: [fine.<name>], [heads.<name>]."""
+RUN_SECTIONS = ("data", "folds", "hierarchy", "coarse", "heads")
 """The sections a run folder is bound to: changing any of them makes a new run."""
 
 
@@ -188,8 +248,9 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
         raise RecipeError(f"{source}: expected a table of sections")
     base = Path.cwd() if base is None else base
     raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}
-    if isinstance(raw.get("fine"), dict):
-        raw["fine"] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw["fine"].items()}
+    for name in _NESTED:
+        if isinstance(raw.get(name), dict):
+            raw[name] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw[name].items()}
     for name in raw:
         if name not in _SECTIONS:
             raise RecipeError(f"{source}: unknown section [{name}]{_suggest(name, _SECTIONS)}; "
@@ -205,9 +266,27 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
                         "fine", source, overridden, inherit=sections["coarse"])
     specialists = tuple((name, _build_table(StageConfig, table, f"fine.{name}", source, overridden, inherit=fine))
                         for name, table in group_tables.items())
-    recipe = Recipe(**sections, fine=fine, specialists=specialists)
+    heads = _build_heads(raw.get("heads", {}), sections["hierarchy"], sections["coarse"], source, overridden)
+    recipe = Recipe(**sections, fine=fine, specialists=specialists, heads=heads)
     _check_recipe(recipe, source)
     return recipe
+
+
+def _build_heads(table: Any, hierarchy: HierarchyConfig, coarse: StageConfig, source: str,
+                 overridden: typing.Collection[str]) -> tuple[tuple[str, HeadConfig], ...]:
+    """Every attribute head's loss: [coarse]'s loss keys, then its [heads.<name>] table."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: heads must be a table of [heads.<name>] tables, got {show_value(table)}")
+    for name, sub in table.items():
+        if not isinstance(sub, dict):
+            raise RecipeError(f"{source}: heads.{name} must be a table ([heads.{name}]), got {show_value(sub)}")
+        if name not in hierarchy.heads:
+            allowed = ", ".join(hierarchy.heads) if hierarchy.heads else "none (set [hierarchy] heads first)"
+            raise RecipeError(f"{source}: [heads.{name}]: there is no head {name!r}{_suggest(name, hierarchy.heads)}; "
+                              f"heads are {allowed}")
+    inherited = HeadConfig(**{f.name: getattr(coarse, f.name) for f in dataclasses.fields(LossConfig)})
+    return tuple((name, _build_table(HeadConfig, table.get(name, {}), f"heads.{name}", source, overridden,
+                                     inherit=inherited)) for name in hierarchy.heads)
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -217,9 +296,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise RecipeError(f"--set {text!r}: expected section.key=value")
     dotted, value_text = text.split("=", 1)
     keys = [part.strip() for part in dotted.strip().split(".")]
-    if not all(keys) or not (len(keys) == 2 or (len(keys) == 3 and keys[0] == "fine")):
-        raise RecipeError(f"--set {text!r}: expected section.key=value (e.g. coarse.epochs=3) or "
-                          f"fine.GROUP.key=value")
+    if not all(keys) or not (len(keys) == 2 and keys[0] != "heads" or (len(keys) == 3 and keys[0] in _NESTED)):
+        raise RecipeError(f"--set {text!r}: expected section.key=value (e.g. coarse.epochs=3), "
+                          f"fine.GROUP.key=value or heads.HEAD.key=value")
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
@@ -244,6 +323,8 @@ def _apply_override(raw: dict[str, Any], text: str) -> str:
 
 
 def _table_class(table_path: tuple[str, ...]) -> type:
+    if table_path[0] == "heads":
+        return HeadConfig
     return StageConfig if table_path[0] == "fine" else _SECTION_CLASSES[table_path[0]]
 
 
@@ -253,9 +334,10 @@ def _stage_tables(raw: dict[str, Any], source: str) -> list[tuple[tuple[str, ...
     for name, table in raw.items():
         if not isinstance(table, dict):
             raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {show_value(table)}")
-        tables.append(((name,), table))
-        if name == "fine":
-            tables += [(("fine", group), sub) for group, sub in table.items() if isinstance(sub, dict)]
+        if name != "heads":
+            tables.append(((name,), table))
+        if name in _NESTED:
+            tables += [((name, sub_name), sub) for sub_name, sub in table.items() if isinstance(sub, dict)]
     return tables
 
 
@@ -313,6 +395,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif origin is Literal:
         if value in get_args(kind):
             return value
+    elif origin is dict:
+        value_kind = get_args(kind)[1]
+        if isinstance(value, dict):
+            return {str(name): _coerce(item, value_kind, f"{where} ({name})") for name, item in value.items()}
     elif origin is tuple:
         item_kind = get_args(kind)[0]
         if isinstance(value, (list, tuple)):
@@ -343,10 +429,15 @@ def _check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> Non
 
 def _check_recipe(recipe: Recipe, source: str) -> None:
     data = recipe.data
-    if data.csv and data.folder:
-        raise RecipeError(f"{source}: data.csv and data.folder are both set; choose one")
+    sources = [key for key in ("csv", "folder", "mask_images") if getattr(data, key)]
+    if len(sources) > 1:
+        raise RecipeError(f"{source}: data.{sources[0]} and data.{sources[1]} are both set; choose one")
     if data.images and not data.csv:
         raise RecipeError(f"{source}: data.images only applies with data.csv")
+    if list(data.age_bounds) != sorted(set(data.age_bounds)) or any(bound <= 0 for bound in data.age_bounds):
+        raise RecipeError(f"{source}: data.age_bounds = {show_value(data.age_bounds)}: expected increasing "
+                          f"positive ages")
+    _check_heads(recipe, source)
     stages = [("coarse", recipe.coarse), ("fine", recipe.fine)]
     stages += [(f"fine.{name}", stage) for name, stage in recipe.specialists]
     if recipe.coarse.init_from_coarse:
@@ -370,10 +461,48 @@ def _check_recipe(recipe: Recipe, source: str) -> None:
                           f"for {len(recipe.hierarchy.groups)} groups")
 
 
+def _check_heads(recipe: Recipe, source: str) -> None:
+    hierarchy = recipe.hierarchy
+    if not hierarchy.heads:
+        if hierarchy.separate:
+            raise RecipeError(f"{source}: hierarchy.separate applies to hierarchy.heads, which is not set")
+        return
+    if hierarchy.groups:
+        raise RecipeError(f"{source}: hierarchy.groups and hierarchy.heads are both set; a hierarchy either "
+                          f"merges classes into groups or splits them into attributes")
+    for name, spec in hierarchy.heads.items():
+        size = spec if isinstance(spec, int) else len(spec)
+        if size < 2:
+            raise RecipeError(f"{source}: hierarchy.heads.{name} = {show_value(spec)}: a head needs at least 2 values")
+    if recipe.data.class_names:
+        raise RecipeError(f"{source}: with hierarchy.heads the class names come from the heads; name a head's values "
+                          f"with heads = {{ {next(iter(hierarchy.heads))} = [\"name\", …] }} instead of data.class_names")
+    for name, head in recipe.heads:
+        for entry in head.weight_schedule:
+            if len(entry) != 2 or entry[0] != int(entry[0]) or entry[0] < 1 or entry[1] < 0:
+                raise RecipeError(f"{source}: heads.{name}.weight_schedule: expected [epoch, weight] pairs with "
+                                  f"epoch ≥ 1 and weight ≥ 0, got {show_value(entry)}")
+        starts = [entry[0] for entry in head.weight_schedule]
+        if starts != sorted(set(starts)):
+            raise RecipeError(f"{source}: heads.{name}.weight_schedule: epochs must increase, got {show_value(starts)}")
+    changes = {1} | {int(start) for _, head in recipe.heads for start, _ in head.weight_schedule}
+    for epoch in sorted(changes):
+        if sum(head.weight_at(epoch) for _, head in recipe.heads) <= 0:
+            raise RecipeError(f"{source}: every head's loss weight is 0 in epoch {epoch}; nothing would be learned")
+
+
 def recipe_differences(old: Recipe, new: Recipe, sections: typing.Sequence[str] = RUN_SECTIONS) -> list[str]:
     """Keys of `sections` that change what a run learns (runtime keys such as workers excluded)."""
     changed = []
     for section in sections:
+        if section == "heads":
+            old_heads, new_heads = dict(old.heads), dict(new.heads)
+            for name in sorted(set(old_heads) | set(new_heads)):
+                if name in old_heads and name in new_heads:
+                    changed += config_differences(old_heads[name], new_heads[name], f"heads.{name}")
+                elif name not in new_heads or name not in old_heads:
+                    changed.append(f"heads.{name}: {'removed' if name in old_heads else 'added'}")
+            continue
         changed += config_differences(getattr(old, section), getattr(new, section), section)
     return changed
 
@@ -392,8 +521,12 @@ def config_differences(old: Any, new: Any, prefix: str) -> list[str]:
 
 def key_reference() -> dict[str, list[tuple[str, Any, str]]]:
     """(key, default, doc) of every recipe key, by section: the source of docs/recipes.md."""
-    return {section: [(f.name, f.default, f.metadata["doc"]) for f in dataclasses.fields(cls)]
-            for section, cls in _SECTION_CLASSES.items()}
+    def default(item: dataclasses.Field) -> Any:
+        return item.default_factory() if item.default is dataclasses.MISSING else item.default
+
+    classes = {**_SECTION_CLASSES, "heads.<name>": HeadConfig}
+    return {section: [(f.name, default(f), f.metadata["doc"]) for f in dataclasses.fields(cls)]
+            for section, cls in classes.items()}
 
 
 def key_reference_markdown() -> str:
@@ -420,6 +553,8 @@ def _describe(kind: Any) -> str:
         return "one of " + ", ".join(repr(option) for option in get_args(kind))
     if origin is tuple:
         return f"a list of {_plural(_describe(get_args(kind)[0]))}"
+    if origin is dict:
+        return f"a table whose values are each {_describe(get_args(kind)[1])}"
     if origin in (Union, types.UnionType):
         return " or ".join(_describe(option) for option in get_args(kind))
     return str(kind)

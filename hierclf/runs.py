@@ -24,7 +24,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hierclf.errors import RunError
-from hierclf.hierarchy import Group, GroupHierarchy
+from hierclf.hierarchy import Group, Head, Hierarchy, hierarchy_from_json
 from hierclf.recipe import Recipe, StageConfig, config_differences, load_recipe, recipe_differences
 
 
@@ -58,9 +58,9 @@ class RunDir:
     def summary_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / "summary.json"
 
-    def specialist_stage(self, group: Group) -> str:
-        """The stage name (and folder, under the run) of one group's specialist."""
-        return f"fine/{group.folder}"
+    def specialist_stage(self, part: Group | Head) -> str:
+        """The stage name (and folder, under the run) of one group's (or head's) specialist."""
+        return f"fine/{part.folder}"
 
     def fold_finished(self, stage: str, fold: int) -> bool:
         return (self.fold_dir(stage, fold) / "result.json").is_file()
@@ -72,7 +72,7 @@ class RunDir:
         folds = [int(p.name.split("-", 1)[1]) for p in folder.glob("fold-*") if p.name.split("-", 1)[1].isdigit()]
         return sorted(fold for fold in folds if self.fold_finished(stage, fold))
 
-    def prepare(self, recipe: Recipe, hierarchy: GroupHierarchy) -> None:
+    def prepare(self, recipe: Recipe, hierarchy: Hierarchy) -> None:
         """Create the run folder for `recipe`, or check that an existing one was made by the same
         recipe and hierarchy, so finished folds can be reused and nothing is mixed."""
         if self.recipe_path.exists():
@@ -113,11 +113,10 @@ class RunDir:
             raise RunError(f"{self.root} is not a hierclf run folder (no recipe.toml)")
         return load_recipe(self.recipe_path)
 
-    def hierarchy(self) -> GroupHierarchy:
+    def hierarchy(self) -> Hierarchy:
         if not self.hierarchy_path.is_file():
             raise RunError(f"{self.root} is not a hierclf run folder (no hierarchy.json)")
-        return GroupHierarchy.from_json(self.hierarchy_path.read_text(encoding="utf-8"),
-                                        str(self.hierarchy_path))
+        return hierarchy_from_json(self.hierarchy_path.read_text(encoding="utf-8"), str(self.hierarchy_path))
 
 
 @contextmanager

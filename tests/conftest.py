@@ -82,6 +82,45 @@ def write_tree_dataset(root: Path, per_class: int = 8, seed: int = 1) -> Path:
     return root
 
 
+MASK_COLOURS = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
+"""Shape colour by mask value (wear, incorrect, not_wear)."""
+MASK_FILES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+
+
+def mask_image(mask: int, gender: int, age: int, rng: np.random.Generator, size: int = 32) -> np.ndarray:
+    """An RGB shape: its colour is the mask value, its form the gender (square or ring), its size
+    the age bin. Position and noise vary, so only the three attributes carry the label."""
+    pixels = rng.integers(0, 50, size=(size, size, 3)).astype(np.int16)
+    radius = (3, 6, 10)[age]
+    centre = size // 2 + rng.integers(-2, 3, size=2)
+    rows, cols = np.ogrid[:size, :size]
+    if gender == 0:
+        inside = (np.abs(rows - centre[0]) <= radius) & (np.abs(cols - centre[1]) <= radius)
+    else:
+        distance = np.hypot(rows - centre[0], cols - centre[1])
+        inside = (distance <= radius) & (distance >= radius * 0.45)
+    pixels[inside] = np.asarray(MASK_COLOURS[mask]) + rng.integers(-15, 16, size=3)
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def write_mask_dataset(root: Path, people_per_kind: int = 4, seed: int = 0, size: int = 32) -> Path:
+    """root/images/<person-id>_<gender>_<race>_<age>/{mask1..mask5,incorrect_mask,normal}.png, as the
+    face-mask competition lays its data out: people_per_kind people of each gender × age bin."""
+    rng = np.random.default_rng(seed)
+    images = root / "images"
+    person = 0
+    for gender, gender_name in enumerate(("male", "female")):
+        for age, ages in enumerate(((18, 29), (30, 59), (60, 80))):
+            for _ in range(people_per_kind):
+                person += 1
+                folder = images / f"{person:06d}_{gender_name}_Asian_{int(rng.integers(*ages, endpoint=True))}"
+                folder.mkdir(parents=True)
+                for name in MASK_FILES:
+                    mask = 0 if name.startswith("mask") else 1 if name == "incorrect_mask" else 2
+                    Image.fromarray(mask_image(mask, gender, age, rng, size)).save(folder / f"{name}.png")
+    return images
+
+
 TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 10, "batch_size": 8,
               "lr": 3e-3, "workers": 0, "scheduler": "cosine"}
 

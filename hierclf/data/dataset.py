@@ -13,7 +13,8 @@ from hierclf.data.items import UNKNOWN_LABEL, Items
 
 
 class ImageDataset(Dataset):
-    """Yields (image tensor, target, row). Decoding happens here, in the loader's workers."""
+    """Yields (image tensor, target, row). Decoding happens here, in the loader's workers. Targets
+    are one class per row, or one column per attribute head."""
 
     def __init__(self, items: Items, targets: np.ndarray | None, transform: A.Compose, channels: int):
         self.items = items
@@ -25,9 +26,10 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, row: int) -> tuple[torch.Tensor, int, int]:
+    def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """The image, its target (a class, or one value per attribute head) and its row."""
         pixels = self.items.image(row, self.channels)
-        return self.transform(image=pixels)["image"], int(self.targets[row]), row
+        return self.transform(image=pixels)["image"], torch.as_tensor(self.targets[row]), row
 
 
 def augmentations(preset: str) -> list[A.BasicTransform]:

@@ -1,4 +1,5 @@
-"""Sources: a CSV plus an image folder, a class-per-folder tree, or a plain folder of images.
+"""Sources: a CSV plus an image folder, a class-per-folder tree, a plain folder of images, or
+the face-mask competition's folder of people.
 
 Everything a source can get wrong (a missing column, a missing image, an unknown label) is
 found here, before any training starts, and reported naming the file and the row.
@@ -14,36 +15,47 @@ import numpy as np
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.errors import DataError, RecipeError
-from hierclf.recipe import DataConfig
+from hierclf.hierarchy import FactorHierarchy, Head
+from hierclf.recipe import DataConfig, HierarchyConfig
 
 
-def load_training_items(data: DataConfig) -> Items:
-    """The labelled rows a recipe's [data] section points at."""
-    if not data.csv and not data.folder:
-        raise RecipeError("the recipe's [data] needs csv (a CSV of id,label) or folder (a class-per-folder tree)")
-    if data.csv:
+def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None) -> Items:
+    """The labelled rows a recipe's [data] section points at. With attribute heads in
+    `hierarchy`, the classes are the heads' combinations, and a CSV may give one column per
+    head (named as the heads) instead of the joint label."""
+    factors = FactorHierarchy.from_config(hierarchy.heads) if hierarchy is not None and hierarchy.heads else None
+    class_names = factors.class_names if factors is not None else data.class_names or None
+    where = data.csv or data.folder or data.mask_images
+    if data.mask_images:
+        items = read_mask_folder(Path(data.mask_images), data.age_bounds, factors)
+    elif data.csv:
         items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
                                id_column=data.id_column, label_column=data.label_column,
-                               group_column=data.group_column, class_names=data.class_names or None,
-                               labels_required=True)
+                               group_column=data.group_column, class_names=class_names,
+                               labels_required=True, factors=factors)
+    elif data.folder:
+        items = read_class_tree(Path(data.folder), class_names=class_names)
     else:
-        items = read_class_tree(Path(data.folder), class_names=data.class_names or None)
+        raise RecipeError("the recipe's [data] needs csv (a CSV of id,label), folder (a class-per-folder tree) "
+                          "or mask_images (the face-mask competition's folder)")
     if len(items) == 0:
-        raise DataError(f"{data.csv or data.folder} holds no images")
+        raise DataError(f"{where} holds no images")
     if not items.has_labels:
         row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
-        raise DataError(f"{data.csv or data.folder}: image {items.ids[row]!r} has no label")
+        raise DataError(f"{where}: image {items.ids[row]!r} has no label")
     check_images(items.paths)
     return items
 
 
 def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "id",
-                     label_column: str = "label", images: Path | None = None) -> Items:
+                     label_column: str = "label", images: Path | None = None,
+                     factors: FactorHierarchy | None = None) -> Items:
     """Rows to predict: a CSV of ids, a class-per-folder tree, or a folder of images.
-    Labels are read where the input carries them, so predictions can be scored."""
+    Labels are read where the input carries them (a CSV may give one column per attribute
+    head), so predictions can be scored."""
     if path.is_file():
         return read_csv_items(path, images, id_column=id_column, label_column=label_column,
-                              group_column="", class_names=class_names, labels_required=False)
+                              group_column="", class_names=class_names, labels_required=False, factors=factors)
     if not path.is_dir():
         raise DataError(f"input {path} does not exist")
     entries = sorted(path.iterdir())
@@ -61,10 +73,12 @@ def default_image_dir(csv_path: Path) -> Path:
 
 
 def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label_column: str,
-                   group_column: str, class_names: Sequence[str] | None, labels_required: bool) -> Items:
+                   group_column: str, class_names: Sequence[str] | None, labels_required: bool,
+                   factors: FactorHierarchy | None = None) -> Items:
     images = images or default_image_dir(csv_path)
     rows, header = _read_csv(csv_path)
-    missing = [name for name in (id_column,) + ((label_column,) if labels_required else ())
+    by_head = factors is not None and label_column not in header and all(h.name in header for h in factors.heads)
+    missing = [name for name in (id_column,) + ((label_column,) if labels_required and not by_head else ())
                if name not in header]
     if missing:
         raise DataError(f"{csv_path}: no column {missing[0]!r}; columns are {', '.join(header)} "
@@ -79,7 +93,14 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
                             f"{first_line[image_id]})")
         first_line[image_id] = line
     paths = _resolve_images(ids, images, csv_path)
-    if label_column in header:
+    if by_head:
+        values = np.stack([_parse_labels([row[head.name].strip() for row in rows], head.values,
+                                         f"{csv_path}, column {head.name!r}")[0] for head in factors.heads], axis=1)
+        unknown = (values == UNKNOWN_LABEL).any(1)
+        labels = np.full(len(rows), UNKNOWN_LABEL, dtype=np.int64)
+        labels[~unknown] = factors.encode(values[~unknown])
+        names = factors.class_names
+    elif label_column in header:
         labels, names = _parse_labels([row[label_column].strip() for row in rows], class_names,
                                       f"{csv_path}, column {label_column!r}")
     else:
@@ -112,6 +133,56 @@ def read_class_tree(root: Path, class_names: Sequence[str] | None = None,
             labels.append(index_of.get(folder.name, UNKNOWN_LABEL))
     return Items(ids=np.asarray(ids), labels=np.asarray(labels, dtype=np.int64), class_names=names,
                  paths=np.asarray(paths))
+
+
+MASK_FILES = {"mask1": 0, "mask2": 0, "mask3": 0, "mask4": 0, "mask5": 0, "incorrect_mask": 1, "normal": 2}
+"""The competition's file names and the mask value each means."""
+MASK_VALUES = ("wear", "incorrect", "not_wear")
+GENDER_VALUES = ("male", "female")
+
+
+def mask_factors(age_bounds: Sequence[int]) -> FactorHierarchy:
+    """The competition's classes: mask × gender × age, label = mask·6 + gender·3 + age."""
+    edges = list(age_bounds)
+    ages = [f"<{edges[0]}"] + [f"{low}-{high - 1}" for low, high in zip(edges, edges[1:])] + [f">={edges[-1]}"]
+    return FactorHierarchy(heads=(Head("mask", MASK_VALUES), Head("gender", GENDER_VALUES), Head("age", tuple(ages))))
+
+
+def read_mask_folder(root: Path, age_bounds: Sequence[int], factors: FactorHierarchy | None = None) -> Items:
+    """root/<person-id>_<gender>_<race>_<age>/{mask1..mask5,incorrect_mask,normal}.<ext>: one row
+    per photo with its mask, gender and age bin, and the person id as its fold group, so one
+    person's photos never sit on both sides of a split. Labels follow `factors` (the recipe's
+    heads, in its order), else the competition's mask·6 + gender·3 + age."""
+    standard = mask_factors(age_bounds)
+    factors = factors or standard
+    sizes = {head.name: head.size for head in standard.heads}
+    if {head.name: head.size for head in factors.heads} != sizes:
+        raise RecipeError(f"data.mask_images gives heads {', '.join(f'{k} ({v})' for k, v in sizes.items())}; "
+                          f"hierarchy.heads has " + ", ".join(f"{h.name} ({h.size})" for h in factors.heads))
+    if not root.is_dir():
+        raise DataError(f"data.mask_images: folder {root} does not exist")
+    ids, paths, groups, values = [], [], [], []
+    for person in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
+        parts = person.name.split("_")
+        if len(parts) != 4 or parts[1].lower() not in GENDER_VALUES or not parts[3].isdigit():
+            raise DataError(f"{person}: expected a folder named <person-id>_<gender>_<race>_<age> "
+                            f"(as 000001_female_Asian_45)")
+        gender = GENDER_VALUES.index(parts[1].lower())
+        age = int(np.searchsorted(np.asarray(age_bounds), int(parts[3]), side="right"))
+        for path in sorted(p for p in person.iterdir() if not p.name.startswith(".")):
+            if not is_image_file(path):
+                continue
+            if path.stem not in MASK_FILES:
+                raise DataError(f"{path}: expected one of {', '.join(MASK_FILES)} (any image extension)")
+            attributes = {"mask": MASK_FILES[path.stem], "gender": gender, "age": age}
+            ids.append(f"{person.name}/{path.name}")
+            paths.append(str(path))
+            groups.append(parts[0])
+            values.append([attributes[head.name] for head in factors.heads])
+    if not ids:
+        raise DataError(f"data.mask_images: {root} holds no person folders with images")
+    return Items(ids=np.asarray(ids), labels=factors.encode(np.asarray(values)), class_names=factors.class_names,
+                 paths=np.asarray(paths), groups=np.asarray(groups))
 
 
 def read_image_folder(root: Path, class_names: Sequence[str]) -> Items:

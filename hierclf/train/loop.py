@@ -8,6 +8,7 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,8 +16,9 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hierclf.inference import autocast, soft_vote
-from hierclf.metrics import scores
+from hierclf.metrics import log_loss, output_scores
 from hierclf.recipe import StageConfig
+from hierclf.train.losses import HeadsLoss, build_loss
 from hierclf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -42,18 +44,26 @@ def seed_everything(seed: int) -> None:
 
 
 def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, stage: StageConfig,
-        device: torch.device, num_classes: int, metrics_path: Path | None = None, name: str = "") -> FitResult:
+        device: torch.device, num_classes: int, metrics_path: Path | None = None, name: str = "",
+        criterion: torch.nn.Module | None = None, heads: Sequence[tuple[str, int]] = ()) -> FitResult:
     """Train `model` for up to `stage.epochs`, validating after each epoch; the epoch with the
-    best `stage.monitor` wins. With `metrics_path`, one JSON line per epoch is written there."""
+    best `stage.monitor` wins. With `metrics_path`, one JSON line per epoch is written there.
+
+    `criterion` defaults to the stage's loss keys. A model with attribute `heads` (name, size)
+    has targets with one column per head; its scores are the joint class's, and each head's
+    are logged beside them."""
     # --- set-up
     model.to(device)
     optimizer = build_optimizer(model, stage)
     scheduler = build_scheduler(optimizer, stage, updates_per_epoch=len(train_loader))
-    criterion = torch.nn.CrossEntropyLoss(label_smoothing=stage.label_smoothing)
+    if criterion is None:
+        criterion = build_loss(stage, train_loader.dataset.targets, num_classes, name or "stage")
+    criterion = criterion.to(device)
+    head_sizes = tuple(size for _, size in heads)
     use_amp = stage.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     lower_is_better = stage.monitor.endswith("loss")
-    val_targets = torch.as_tensor(val_loader.dataset.targets)
+    val_targets = np.asarray(val_loader.dataset.targets)
     if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("")
@@ -65,6 +75,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     for epoch in range(stage.epochs):
         # --- train one epoch
         started = time.perf_counter()
+        if isinstance(criterion, HeadsLoss):
+            criterion.set_epoch(epoch + 1)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
         batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{stage.epochs}", leave=False, disable=None)
@@ -82,18 +94,19 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             if scheduler is not None:
                 scheduler.step_update(updates)
             loss_sum += loss.item() * len(targets)
-            correct += (logits.argmax(1) == targets).sum().item()
+            correct += _correct(logits.detach(), targets, head_sizes)
             seen += len(targets)
 
         # --- validate
-        val_probs, val_rows = soft_vote([model], val_loader, device, use_amp)
+        val_probs, val_rows = soft_vote([model], val_loader, device, use_amp, head_sizes)
         row_targets = val_targets[val_rows]
-        val_loss = torch.nn.functional.nll_loss(torch.log(torch.as_tensor(val_probs).clamp_min(1e-12)),
-                                                row_targets).item()
-        val_scores = scores(row_targets.numpy(), val_probs.argmax(1), num_classes)
+        val_loss = log_loss(row_targets, val_probs, heads)
+        val_scores = output_scores(row_targets, val_probs, num_classes, heads)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-                  "val_loss": val_loss, "val_accuracy": val_scores["accuracy"], "val_macro_f1": val_scores["macro_f1"],
-                  "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+                  "val_loss": val_loss, "val_accuracy": val_scores["accuracy"], "val_macro_f1": val_scores["macro_f1"]}
+        for head, head_scores in val_scores.get("heads", {}).items():
+            record.update({f"val_{head}_accuracy": head_scores["accuracy"], f"val_{head}_macro_f1": head_scores["macro_f1"]})
+        record.update(lr=optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
         history.append(record)
         if metrics_path is not None:
             with metrics_path.open("a") as handle:
@@ -113,9 +126,10 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             epochs_without_gain = 0
         else:
             epochs_without_gain += 1
-        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f  lr %.2e  %.1fs%s",
+        per_head = "".join(f"  {head} {s['macro_f1']:.3f}" for head, s in val_scores.get("heads", {}).items())
+        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
                  name, epoch + 1, stage.epochs, record["train_loss"], val_loss, record["val_accuracy"],
-                 record["val_macro_f1"], record["lr"], record["seconds"], "  *" if improved else "")
+                 record["val_macro_f1"], per_head, record["lr"], record["seconds"], "  *" if improved else "")
         if scheduler is not None:
             scheduler.step(epoch + 1, value)
         if stage.patience and epochs_without_gain >= stage.patience:
@@ -127,3 +141,11 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     # --- finish
     best.history = history
     return best
+
+
+def _correct(logits: torch.Tensor, targets: torch.Tensor, head_sizes: Sequence[int]) -> int:
+    """Rows predicted right: the argmax, or with heads every head's argmax."""
+    if not head_sizes:
+        return int((logits.argmax(1) == targets).sum().item())
+    hits = [block.argmax(1) == column for block, column in zip(logits.split(tuple(head_sizes), 1), targets.unbind(1))]
+    return int(torch.stack(hits, 1).all(1).sum().item())
