@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from hierclf.errors import RecipeError
-from hierclf.models import create_model, load_model, save_model
+from hierclf.models import create_model, load_model, load_weights_file, save_model
 from hierclf.recipe import StageConfig
 
 STAGE = StageConfig(model="test_resnet", img_size=16, in_chans=3)
@@ -64,3 +64,38 @@ def test_save_and_load_round_trip(tmp_path):
     model.eval()
     assert torch.allclose(model(x), loaded(x))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
+
+
+HEADS = (("mask", 3), ("gender", 2), ("age", 3))
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_attribute_heads_side_by_side_and_back_from_disk(tmp_path, separate):
+    model, spec = create_model(STAGE, ("m0", "m1", "m2", "g0", "g1", "a0", "a1", "a2"), heads=HEADS, separate=separate)
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 8)
+    assert spec.heads == HEADS and spec.head_sizes == (3, 2, 3) and spec.separate == separate
+    names = model.state_dict().keys()
+    if separate:  # one whole model per attribute
+        assert {name.split(".")[1] for name in names} == {"mask", "gender", "age"}
+        assert any(name.startswith("models.age.fc.") for name in names)
+    else:  # one backbone, three linear heads
+        assert {name.split(".")[0] for name in names} == {"backbone", "heads"}
+        assert model.heads["gender"].out_features == 2
+    save_model(tmp_path, model, spec)
+    loaded, loaded_spec = load_model(tmp_path, torch.device("cpu"))
+    assert loaded_spec == spec
+    images = torch.randn(2, 3, 16, 16)
+    assert torch.allclose(loaded(images), model.eval()(images))
+
+
+def test_a_backbone_loads_out_of_a_multi_head_checkpoint(tmp_path):
+    """A head specialist started from the coarse model reads the coarse model's `backbone.` tensors."""
+    coarse, spec = create_model(STAGE, tuple("abcdefgh"), heads=HEADS)
+    save_model(tmp_path, coarse, spec)
+    specialist, _ = create_model(STAGE, ("young", "middle", "old"))
+    load_weights_file(specialist, tmp_path / "weights.safetensors", "fine.age.init_from_coarse", new_head=True,
+                      prefix="backbone.")
+    for name, tensor in coarse.backbone.state_dict().items():
+        assert torch.equal(specialist.state_dict()[name], tensor)
+    with pytest.raises(RecipeError, match="no tensor in it fits"):
+        load_weights_file(specialist, tmp_path / "weights.safetensors", "fine.age.init_from_coarse", prefix="nope.")

@@ -1,12 +1,13 @@
 import dataclasses
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 from hierclf.errors import RecipeError
-from hierclf.recipe import (Recipe, StageConfig, key_reference, key_reference_markdown, load_recipe,                             parse_override, recipe_from_dict)
+from hierclf.recipe import (Recipe, StageConfig, key_reference, key_reference_markdown, load_recipe,                             parse_override, recipe_differences, recipe_from_dict)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,3 +143,51 @@ def test_init_from_coarse_is_checked(tmp_path):
     with pytest.raises(RecipeError, match="fine.init_from_coarse needs the coarse stage's model"):
         load_recipe(write(tmp_path, base + '[fine]\ninit_from_coarse = true\nmodel = "resnet18"\n'))
     assert load_recipe(write(tmp_path, base + "[fine]\ninit_from_coarse = true\nimg_size = 64\n")).fine.init_from_coarse
+
+
+HEADS = '[hierarchy]\nheads = { mask = ["wear", "incorrect", "not_wear"], gender = 2, age = 3 }\n'
+
+
+def test_heads_and_their_losses(tmp_path):
+    recipe = load_recipe(write(tmp_path, HEADS + '[coarse]\nlabel_smoothing = 0.05\nloss = "focal"\n'
+                                       '[heads.age]\nlabel_smoothing = 0.1\nweight_schedule = [[1, 0.5], [4, 2]]\n'
+                                       '[heads.gender]\nclass_weights = "balanced"\n'))
+    assert recipe.hierarchy.heads == {"mask": ("wear", "incorrect", "not_wear"), "gender": 2, "age": 3}
+    assert [name for name, _ in recipe.heads] == ["mask", "gender", "age"]  # every head, in order
+    mask, age = recipe.head("mask"), recipe.head("age")
+    assert (mask.label_smoothing, mask.loss) == (0.05, "focal")  # inherited from [coarse]
+    assert age.label_smoothing == 0.1 and [age.weight_at(e) for e in (1, 3, 4, 9)] == [0.5, 0.5, 2.0, 2.0]
+    assert recipe.head("gender").class_weights == "balanced"
+    again = recipe_from_dict(tomllib.loads(recipe.to_toml()))
+    assert again.heads == recipe.heads and again.hierarchy == recipe.hierarchy
+    changed = load_recipe(write(tmp_path, HEADS), ["heads.age.weight=3"])
+    assert changed.head("age").weight == 3.0
+    assert recipe_differences(load_recipe(write(tmp_path, HEADS)), changed) == ["heads.age.weight: 1.0 → 3.0"]
+
+
+@pytest.mark.parametrize("text, message", [
+    (HEADS + "[heads.agee]\nweight = 1\n", r"\[heads.agee\]: there is no head 'agee' \(did you mean 'age'\?\)"),
+    ("[heads.age]\nweight = 1\n", "heads are none"),
+    (HEADS + '[hierarchy.x]\n', "hierarchy.x"),
+    ('[hierarchy]\ngroups = [[0, 1]]\nheads = { a = 2 }\n', "hierarchy.groups and hierarchy.heads are both set"),
+    ('[hierarchy]\nheads = { a = 1 }\n', "hierarchy.heads.a = 1: a head needs at least 2 values"),
+    ("[hierarchy]\nheads = { a = true }\n", r"\(a\): expected an integer or a list of strings"),
+    ('[hierarchy]\nseparate = true\n', "hierarchy.separate applies to hierarchy.heads"),
+    (HEADS + '[data]\nclass_names = ["a"]\n', "class names come from the heads"),
+    (HEADS + "[heads.age]\nweight_schedule = [[0, 1]]\n", r"expected \[epoch, weight\] pairs"),
+    (HEADS + "[heads.age]\nweight_schedule = [[3, 1], [2, 1]]\n", "epochs must increase"),
+    (HEADS + "[heads.mask]\nweight = 0\n[heads.gender]\nweight = 0\n[heads.age]\nweight = 0\n", "weight is 0 in epoch 1"),
+    ('[coarse]\nclass_weights = "heavy"\n', "coarse.class_weights"),
+    ('[data]\ncsv = "a.csv"\nmask_images = "images"\n', "data.csv and data.mask_images are both set"),
+    ('[data]\nage_bounds = [60, 30]\n', "expected increasing positive ages"),
+])
+def test_head_recipe_refusals(tmp_path, text, message):
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(write(tmp_path, text))
+
+
+def test_heads_overrides_are_checked(tmp_path):
+    with pytest.raises(RecipeError, match="--set heads.age.weight=-1: expected a value ≥ 0"):
+        load_recipe(write(tmp_path, HEADS), ["heads.age.weight=-1"])
+    with pytest.raises(RecipeError, match="heads.HEAD.key=value"):
+        load_recipe(write(tmp_path, HEADS), ["heads.weight=1"])

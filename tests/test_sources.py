@@ -4,12 +4,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CLASSES, write_csv_dataset, write_tree_dataset
+from conftest import CLASSES, write_csv_dataset, write_mask_dataset, write_tree_dataset
 from hierclf.data import Items, load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, write_digits, write_fashion_mnist
 from hierclf.data.items import UNKNOWN_LABEL
-from hierclf.errors import DataError
-from hierclf.recipe import DataConfig
+from hierclf.data.sources import mask_factors
+from hierclf.errors import DataError, RecipeError
+from hierclf.recipe import DataConfig, FoldsConfig, HierarchyConfig
+from hierclf.train.kfold import assign_folds
 
 
 def rewrite_csv(path, rows):
@@ -119,3 +121,67 @@ def test_fashion_mnist_missing_says_how_to_install(tmp_path):
     with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
         write_fashion_mnist(tmp_path / "out", source=tmp_path / "nowhere")
     assert not (tmp_path / "out").exists()
+
+
+def test_mask_folder_rows_attributes_and_person_groups(tmp_path):
+    images = write_mask_dataset(tmp_path, people_per_kind=3, size=16)
+    first = sorted(images.iterdir())[0]
+    (first / "._mask1.png").write_bytes(b"macOS metadata, not an image")  # skipped, as the real data has them
+    items = load_training_items(DataConfig(mask_images=str(images)))
+    assert len(items) == 18 * 7
+    assert items.class_names[0] == "wear/male/<30" and items.class_names[17] == "not_wear/female/>=60"
+    values = mask_factors((30, 60)).decode(items.labels)
+    assert np.array_equal(items.labels, values @ np.array([6, 3, 1]))  # mask·6 + gender·3 + age
+    for image_id, (mask, gender, age), group in zip(items.ids, values, items.groups):
+        folder, name = image_id.split("/")
+        person, gender_name, _, years = folder.split("_")
+        assert group == person
+        assert mask == (0 if name.startswith("mask") else 1 if name.startswith("incorrect") else 2)
+        assert gender == ("male", "female").index(gender_name)
+        assert age == (int(years) >= 30) + (int(years) >= 60)
+    # the person id is the fold group: one person's seven photos never straddle a split
+    fold_of_row = assign_folds(items.labels, items.fold_groups, FoldsConfig(count=3), items.class_names)
+    for person in np.unique(items.groups):
+        assert len(np.unique(fold_of_row[items.groups == person])) == 1
+
+
+def test_mask_folder_follows_the_recipes_head_order_and_age_bounds(tmp_path):
+    images = write_mask_dataset(tmp_path, people_per_kind=1, size=16)
+    hierarchy = HierarchyConfig(heads={"age": 3, "mask": 3, "gender": 2})
+    items = load_training_items(DataConfig(mask_images=str(images), age_bounds=(25, 60)), hierarchy)
+    for person in images.iterdir():
+        gender, years = ("male", "female").index(person.name.split("_")[1]), int(person.name.split("_")[3])
+        age = (years >= 25) + (years >= 60)
+        row = list(items.ids).index(f"{person.name}/normal.png")
+        assert items.labels[row] == age * 6 + 2 * 2 + gender  # age, mask (not_wear = 2), gender: the recipe's order
+    assert items.class_names == tuple(str(i) for i in range(18))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: (root / "images" / "000099_other_Asian_20").mkdir(), "expected a folder named <person-id>"),
+    (lambda root: Image.new("RGB", (4, 4)).save(sorted((root / "images").iterdir())[0] / "mask9.png"),
+     "mask9.png: expected one of mask1"),
+])
+def test_mask_folder_refusals(tmp_path, make, message):
+    write_mask_dataset(tmp_path, people_per_kind=1, size=16)
+    make(tmp_path)
+    with pytest.raises(DataError, match=message):
+        load_training_items(DataConfig(mask_images=str(tmp_path / "images")))
+    with pytest.raises(RecipeError, match=r"data.mask_images gives heads mask \(3\), gender \(2\), age \(3\)"):
+        load_training_items(DataConfig(mask_images=str(tmp_path / "images")), HierarchyConfig(heads={"mask": 3, "age": 2}))
+
+
+def test_csv_with_one_column_per_attribute(tmp_path):
+    (tmp_path / "train").mkdir()
+    rows = [["id", "mask", "gender"]]
+    for index, (mask, gender) in enumerate([("wear", "0"), ("none", "1"), ("none", "0"), ("wear", "1")]):
+        Image.new("L", (8, 8)).save(tmp_path / "train" / f"{index}.png")
+        rows.append([str(index), mask, gender])
+    rewrite_csv(tmp_path / "train.csv", rows)
+    hierarchy = HierarchyConfig(heads={"mask": ("wear", "none"), "gender": 2})
+    items = load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), hierarchy)
+    assert items.labels.tolist() == [0, 3, 2, 1] and items.class_names == ("wear/0", "wear/1", "none/0", "none/1")
+    rows[2][1] = "maybe"
+    rewrite_csv(tmp_path / "train.csv", rows)
+    with pytest.raises(DataError, match="column 'mask', line 3: label 'maybe' is not a class"):
+        load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), hierarchy)
