@@ -16,7 +16,8 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "HierclfError": "hierclf.errors",
-    "GroupHierarchy": "hierclf.hierarchy",
+    "GroupHierarchy": "hierclf.hierarchy", "FactorHierarchy": "hierclf.hierarchy",
+    "encode_factors": "hierclf.hierarchy", "decode_factors": "hierclf.hierarchy",
     "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe",
     "recipe_from_dict": "hierclf.recipe",
     "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",

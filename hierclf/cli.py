@@ -126,14 +126,15 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Image folder of an INPUT CSV (default: the folder named like the CSV, else the CSV's folder).")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
+@click.option("--index", "label_index", is_flag=True, help="Write the class index (0, 1, …) as the label, not its name.")
 @click.option("--combiner", type=click.Choice(["product", "routed", "stacking"]), default=None,
               help="How stage outputs become labels (default: the recipe's combine.method).")
 @click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, combiner: str | None,
-            trace: bool, batch_size: int, workers: int, device: str) -> None:
+def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
+            combiner: str | None, trace: bool, batch_size: int, workers: int, device: str) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold models."""
     from hierclf.data import load_input_items
     from hierclf.metrics import report_text, scores
@@ -150,7 +151,7 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
                              recipe.data.label_column, images, factors)
     predictions = predict_items(run, items, combiner=combiner, batch_size=batch_size, workers=workers,
                                 device=device, trace=trace)
-    write_predictions(out, predictions, with_probs=probs)
+    write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
     for name, count in (predictions.specialist_rows or {}).items():
         click.echo(f"  specialist {name!r} ran on {count} of {len(predictions.ids)} images")

@@ -166,16 +166,16 @@ def _head_trace(hierarchy: FactorHierarchy, coarse_probs: np.ndarray,
     return columns
 
 
-def write_predictions(path: Path, predictions: Predictions, with_probs: bool = False) -> None:
-    """`id,label` (class names); with `with_probs` one probability column per class; with a
-    trace, the coarse and specialist decisions behind each label."""
+def write_predictions(path: Path, predictions: Predictions, with_probs: bool = False, label_index: bool = False) -> None:
+    """`id,label` (class names, or with `label_index` class indices); with `with_probs` one
+    probability column per class; with a trace, the stage decisions behind each label."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     trace = predictions.trace or {}
     header = ["id", "label"] + ([f"prob_{name}" for name in predictions.class_names] if with_probs else [])
     writer.writerow(header + list(trace))
     for row, (image_id, label) in enumerate(zip(predictions.ids, predictions.labels)):
-        values = [image_id, predictions.class_names[label]]
+        values = [image_id, int(label) if label_index else predictions.class_names[label]]
         if with_probs:
             values += [f"{p:.6f}" for p in predictions.probs[row]]
         for column in trace.values():

@@ -13,7 +13,7 @@ from hierclf.cli import main
 from hierclf.data import Items
 from hierclf.devices import resolve_device
 from hierclf.evaluate import evaluate_run
-from hierclf.hierarchy import encode_factors
+from hierclf.hierarchy import decode_factors, encode_factors
 from hierclf.models import create_model
 from hierclf.predict import StageModels, predict_items
 from hierclf.recipe import recipe_from_dict
@@ -127,6 +127,14 @@ def test_predict_trace_and_per_head_scores(runs, tmp_path):
     assert {"mask", "mask_confidence", "gender", "age", "age_by"} <= set(rows[0])
     assert {row["age_by"] for row in rows} == {"specialist"} and {row["mask_by"] for row in rows} == {"coarse"}
     assert all(row["label"] == f"{row['mask']}/{row['gender']}/{row['age']}" for row in rows)
+    result = cli("predict", runs / "heads", tmp_path / "input.csv", "--images", images, "--out", tmp_path / "i.csv",
+                 "--index")
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "i.csv").open() as handle:
+        indices = [int(row["label"]) for row in csv.DictReader(handle)]
+    names = [row["label"] for row in rows]
+    decoded = decode_factors(np.asarray(indices), (3, 2, 3))
+    assert ["/".join(HEADS[head][value] for head, value in zip(HEADS, row)) for row in decoded] == names
 
 
 def test_separate_models_learn_and_their_age_specialist(runs):
