@@ -199,7 +199,7 @@ def evaluate(run: Path, against: Path | None) -> None:
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
     from hierclf.errors import RunError
-    from hierclf.hierarchy import suggest_groups
+    from hierclf.hierarchy import FactorHierarchy, suggest_groups
     from hierclf.metrics import confusion
     from hierclf.oof import load_oof
     from hierclf.recipe import show_value
@@ -208,7 +208,8 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
     run_dir = RunDir(run)
     hierarchy = run_dir.hierarchy()
     if not hierarchy.is_flat:
-        raise RunError(f"{run} has groups already; suggest-groups reads a flat run's out-of-fold confusion")
+        kind = "attribute heads" if isinstance(hierarchy, FactorHierarchy) else "groups already"
+        raise RunError(f"{run} has {kind}; suggest-groups reads a flat run's out-of-fold confusion")
     oof = load_oof(run_dir, hierarchy)
     matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
     errors = int(matrix.sum() - matrix.trace())

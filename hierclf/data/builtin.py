@@ -43,16 +43,23 @@ def write_fashion_mnist(out: Path, source: Path = FASHION_MNIST_DIR, train_limit
                         test_limit: int = 0, seed: int = 0) -> Path:
     """Fashion-MNIST (28×28 grey, 60,000 train / 10,000 official test) from Debian's idx files;
     `*_limit` keeps a stratified subset of that many rows."""
-    splits = {}
-    for name, prefix, limit in (("train", "train", train_limit), ("test", "t10k", test_limit)):
-        images = _read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
-        labels = _read_idx(source / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
-        rows = np.arange(len(labels))
-        if 0 < limit < len(rows):
-            from sklearn.model_selection import train_test_split
-            rows = np.sort(train_test_split(rows, train_size=limit, random_state=seed, stratify=labels)[0])
-        splits[name] = (images[rows], labels[rows], rows)
+    splits = {name: read_fashion_mnist(name, source, limit, seed)
+              for name, limit in (("train", train_limit), ("test", test_limit))}
     return _write_layout(out, splits, FASHION_MNIST_CLASSES)
+
+
+def read_fashion_mnist(split: str, source: Path = FASHION_MNIST_DIR, limit: int = 0,
+                       seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images (N×28×28 uint8), labels and row numbers of the `train` or `test` split; with `limit`,
+    a stratified subset of that many rows."""
+    prefix = {"train": "train", "test": "t10k"}[split]
+    images = _read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
+    labels = _read_idx(source / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)
+    rows = np.arange(len(labels))
+    if 0 < limit < len(rows):
+        from sklearn.model_selection import train_test_split
+        rows = np.sort(train_test_split(rows, train_size=limit, random_state=seed, stratify=labels)[0])
+    return images[rows], labels[rows], rows
 
 
 def _read_idx(path: Path) -> np.ndarray:
