@@ -36,7 +36,7 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
         "groups": [{"name": g.name, "classes": [names[m] for m in g.members]} for g in hierarchy.groups],
     }
     if isinstance(hierarchy, FactorHierarchy):
-        chosen = recipe.combine.method if recipe.combine.method != "routed" else "product"
+        chosen = recipe.combine.method  # product or stacking: the recipe refuses routed with heads
         joint = product(hierarchy, oof.coarse_probs, oof.specialist_probs)
         predicted = {"product": joint.argmax(1), "stacking": _stacking_oof(hierarchy, oof, recipe.combine.stacking_c)}
         report["heads"] = _head_report(hierarchy, oof, predicted["product"])
@@ -128,7 +128,7 @@ def _flat_run_scores(run: RunDir, flat: RunDir, ids: np.ndarray, labels: np.ndar
                      names: tuple[str, ...]) -> dict[str, Any]:
     """The flat run's out-of-fold scores on the same rows, after checking it used the same folds."""
     if not flat.hierarchy().is_flat:
-        raise RunError(f"--against {flat.root}: that run has groups; compare against a flat run")
+        raise RunError(f"--against {flat.root}: that run has groups or heads; compare against a flat run")
     mine, theirs = read_npz(run.folds_path), read_npz(flat.folds_path)
     if not all(np.array_equal(mine[k], theirs[k]) for k in ("ids", "labels", "fold")):
         raise RunError(f"--against {flat.root}: it was split into other folds (different data, folds.count or "

@@ -11,7 +11,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import timm
 import torch
@@ -102,12 +102,7 @@ def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "c
     `heads` (name, size), one output block per attribute: a head each on a shared backbone, or
     with `separate` one model each; `class_names` then names the blocks' outputs."""
     check_arch(stage.model, f"{key}.model")
-    if not heads:
-        model = _timm_model(stage, len(class_names), key)
-    elif separate:
-        model = SeparateHeads({name: _timm_model(stage, size, key) for name, size in heads})
-    else:
-        model = MultiHeadModel(_timm_model(stage, 0, key), heads)
+    model = _assemble(lambda num_classes: _timm_model(stage, num_classes, key), len(class_names), heads, separate)
     first = model if not heads else next(iter(model.models.values())) if separate else model.backbone
     data_config = resolve_model_data_config(first)
     mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
@@ -136,16 +131,21 @@ def _timm_model(stage: StageConfig, num_classes: int, key: str) -> torch.nn.Modu
     return model
 
 
-def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
-    def timm_model(num_classes: int) -> torch.nn.Module:
-        return timm.create_model(spec.arch, pretrained=False, num_classes=num_classes, in_chans=spec.in_chans,
-                                 drop_rate=spec.drop_rate, **_size_kwargs(spec.arch, spec.img_size))
+def _assemble(timm_model: Callable[[int], torch.nn.Module], num_classes: int,
+              heads: Sequence[tuple[str, int]], separate: bool) -> torch.nn.Module:
+    """One timm model over the classes; or per attribute head a linear head on one backbone, or
+    with `separate` a model each. `timm_model(n)` builds a timm model with n outputs (0: features)."""
+    if not heads:
+        return timm_model(num_classes)
+    if separate:
+        return SeparateHeads({name: timm_model(size) for name, size in heads})
+    return MultiHeadModel(timm_model(0), heads)
 
-    if not spec.heads:
-        return timm_model(spec.num_classes)
-    if spec.separate:
-        return SeparateHeads({name: timm_model(size) for name, size in spec.heads})
-    return MultiHeadModel(timm_model(0), spec.heads)
+
+def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
+    return _assemble(lambda num_classes: timm.create_model(
+        spec.arch, pretrained=False, num_classes=num_classes, in_chans=spec.in_chans, drop_rate=spec.drop_rate,
+        **_size_kwargs(spec.arch, spec.img_size)), spec.num_classes, spec.heads, spec.separate)
 
 
 def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,

@@ -470,6 +470,9 @@ def _check_heads(recipe: Recipe, source: str) -> None:
     if hierarchy.groups:
         raise RecipeError(f"{source}: hierarchy.groups and hierarchy.heads are both set; a hierarchy either "
                           f"merges classes into groups or splits them into attributes")
+    if recipe.combine.method == "routed":
+        raise RecipeError(f"{source}: combine.method = \"routed\" needs groups; with hierarchy.heads there is "
+                          f"nothing to route (use product or stacking)")
     for name, spec in hierarchy.heads.items():
         size = spec if isinstance(spec, int) else len(spec)
         if size < 2:

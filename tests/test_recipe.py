@@ -184,6 +184,7 @@ def test_heads_and_their_losses(tmp_path):
     ('[coarse]\nclass_weights = "heavy"\n', "coarse.class_weights"),
     ('[data]\ncsv = "a.csv"\nmask_images = "images"\n', "data.csv and data.mask_images are both set"),
     ('[data]\nage_bounds = [60, 30]\n', "expected increasing positive ages"),
+    (HEADS + '[combine]\nmethod = "routed"\n', "combine.method = \"routed\" needs groups"),
 ])
 def test_head_recipe_refusals(tmp_path, text, message):
     with pytest.raises(RecipeError, match=message):
