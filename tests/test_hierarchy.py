@@ -111,3 +111,11 @@ def test_build_hierarchy_checks_the_datas_classes():
     assert isinstance(build_hierarchy(config, ("0", "1", "2", "3")), FactorHierarchy)
     with pytest.raises(RecipeError, match="hierarchy.heads make 4 classes .* but the data has 3"):
         build_hierarchy(config, ("0", "1", "2"))
+
+
+def test_factor_helpers_are_exported_from_the_package():
+    import hierclf
+
+    assert hierclf.encode_factors([[2, 1, 0]], (3, 2, 3)).tolist() == [15]
+    assert hierclf.decode_factors([15], (3, 2, 3)).tolist() == [[2, 1, 0]]
+    assert hierclf.FactorHierarchy is FactorHierarchy
