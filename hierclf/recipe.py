@@ -112,11 +112,17 @@ class StageConfig(LossConfig):
     in_chans: int = _key(3, "Input channels: 3 (RGB) or 1 (greyscale).", lo=1, hi=3)
     drop_rate: float = _key(0.0, "Dropout before the classifier.", lo=0.0, lt=1.0)
     epochs: int = _key(10, "Maximum number of epochs.", lo=1, hi=100000)
-    batch_size: int = _key(32, "Images per optimiser step.", lo=1, hi=65536)
+    batch_size: int = _key(32, "Images per forward pass.", lo=1, hi=65536)
+    accumulate: int = _key(1, "Batches whose gradients add up before each optimiser step: the step sees "
+                              "batch_size × accumulate images, in the memory of one batch.", lo=1, hi=4096)
+    clip_grad: float = _key(0.0, "Clip gradients before each step (timm's dispatch_clip_grad); 0 does not clip.",
+                            lo=0.0)
+    clip_mode: Literal["norm", "value", "agc"] = _key("norm", "clip_grad: total norm, each value, or adaptive "
+                                                              "(AGC, relative to each weight's norm).")
     optimizer: Optimizer = _key("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
     lr: float = _key(1e-3, "Peak learning rate.", gt=0.0, lt=10.0)
     weight_decay: float = _key(1e-4, "Weight decay.", lo=0.0, lt=1.0)
-    momentum: float = _key(0.9, "Momentum (sgd).", lo=0.0, lt=1.0)
+    momentum: float = _key(0.9, "Momentum of sgd (Nesterov); 0 is plain SGD.", lo=0.0, lt=1.0)
     scheduler: Scheduler = _key("cosine", "Learning-rate schedule, stepped once per epoch (timm.scheduler).")
     warmup_epochs: int = _key(0, "Epochs of linear warm-up from warmup_lr.", lo=0)
     warmup_lr: float = _key(1e-6, "Learning rate at the start of warm-up.", lo=0.0)

@@ -143,3 +143,52 @@ def test_a_named_device_that_is_missing_is_a_clear_error():
     if not torch.cuda.is_available():
         with pytest.raises(HierclfError, match="no CUDA device is available"):
             resolve_device("cuda")
+
+
+def _linear_fit(stage: StageConfig, rows: int = 32):
+    """One epoch of a BatchNorm-free linear model on fixed rows, in order: the weights it ends with."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(rows) % 3
+    items = Items.from_arrays(np.stack([shape_image(label, rng) for label in labels]), labels)
+    transform = build_transform(16, (0.5,), (0.5,))
+    train = make_loader(ImageDataset(items, labels, transform, 1), stage.batch_size, shuffle=False, workers=0,
+                        device=CPU)
+    val = make_loader(ImageDataset(items, labels, transform, 1), 64, shuffle=False, workers=0, device=CPU)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    result = fit(model, train, val, stage, CPU, num_classes=3)
+    return before, result.best_state
+
+
+def test_accumulating_four_batches_of_8_is_one_step_of_32():
+    base = dict(epochs=1, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, scheduler="none", workers=0)
+    start, accumulated = _linear_fit(StageConfig(**base, batch_size=8, accumulate=4))
+    _, whole = _linear_fit(StageConfig(**base, batch_size=32))
+    _, four_steps = _linear_fit(StageConfig(**base, batch_size=8))
+    for key in whole:
+        assert torch.allclose(accumulated[key], whole[key], atol=1e-6), key
+    assert not torch.allclose(four_steps["1.weight"], whole["1.weight"], atol=1e-4)  # without it: 4 steps
+    assert not torch.allclose(start["1.weight"], whole["1.weight"])
+
+
+@pytest.mark.parametrize("mode", ["norm", "value"])
+def test_gradient_clipping_bounds_the_step(mode):
+    base = dict(epochs=1, optimizer="sgd", momentum=0.0, lr=1.0, weight_decay=0.0, scheduler="none", workers=0,
+                batch_size=32)
+    start, free = _linear_fit(StageConfig(**base))
+    _, clipped = _linear_fit(StageConfig(**base, clip_grad=1e-3, clip_mode=mode))
+    step = torch.cat([(clipped[k] - start[k]).flatten() for k in start])
+    free_step = torch.cat([(free[k] - start[k]).flatten() for k in start])
+    if mode == "norm":  # one SGD step of lr 1: the step is the clipped gradient
+        assert step.norm() <= 1e-3 + 1e-6 < free_step.norm()
+    else:
+        assert step.abs().max() <= 1e-3 + 1e-6 < free_step.abs().max()
+
+
+def test_sgd_with_momentum_zero_is_plain_sgd():
+    model = torch.nn.Linear(4, 2)
+    plain = build_optimizer(model, StageConfig(optimizer="sgd", momentum=0.0)).param_groups[0]
+    nesterov = build_optimizer(model, StageConfig(optimizer="sgd", momentum=0.9)).param_groups[0]
+    assert (plain["momentum"], plain["nesterov"]) == (0.0, False)
+    assert (nesterov["momentum"], nesterov["nesterov"]) == (0.9, True)

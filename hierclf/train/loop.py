@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -12,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from timm.utils import dispatch_clip_grad
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -55,7 +57,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     # --- set-up
     model.to(device)
     optimizer = build_optimizer(model, stage)
-    scheduler = build_scheduler(optimizer, stage, updates_per_epoch=len(train_loader))
+    steps_per_epoch = math.ceil(len(train_loader) / stage.accumulate)
+    scheduler = build_scheduler(optimizer, stage, updates_per_epoch=steps_per_epoch)
     if criterion is None:
         criterion = build_loss(stage, train_loader.dataset.targets, num_classes, name or "stage")
     criterion = criterion.to(device)
@@ -79,20 +82,27 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             criterion.set_epoch(epoch + 1)
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
+        optimizer.zero_grad(set_to_none=True)
         batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{stage.epochs}", leave=False, disable=None)
-        for images, targets, _ in batches:
+        for batch, (images, targets, _) in enumerate(batches, start=1):
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
             with autocast(device, use_amp):
                 logits = model(images)
                 loss = criterion(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            updates += 1
-            if scheduler is not None:
-                scheduler.step_update(updates)
+            # each batch adds its share of the step's mean loss; the step comes after `accumulate`
+            # batches, or after the epoch's last (a short last group then counts for less)
+            scaler.scale(loss / stage.accumulate).backward()
+            if batch % stage.accumulate == 0 or batch == len(train_loader):
+                if stage.clip_grad:
+                    scaler.unscale_(optimizer)
+                    dispatch_clip_grad(model.parameters(), stage.clip_grad, mode=stage.clip_mode)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                updates += 1
+                if scheduler is not None:
+                    scheduler.step_update(updates)
             loss_sum += loss.item() * len(targets)
             correct += _correct(logits.detach(), targets, head_sizes)
             seen += len(targets)

@@ -10,9 +10,13 @@ from hierclf.recipe import StageConfig
 
 
 def build_optimizer(model: torch.nn.Module, stage: StageConfig) -> torch.optim.Optimizer:
-    """timm leaves biases and norm weights out of weight decay, as it should."""
-    extra = {"momentum": stage.momentum} if stage.optimizer == "sgd" else {}
-    return create_optimizer_v2(model, opt=stage.optimizer, lr=stage.lr, weight_decay=stage.weight_decay, **extra)
+    """timm leaves biases and norm weights out of weight decay, as it should. timm's `sgd` is
+    Nesterov SGD, which needs momentum; with momentum 0 the stage gets plain SGD (`momentum`
+    in timm's names is SGD without Nesterov)."""
+    opt, extra = stage.optimizer, {}
+    if stage.optimizer == "sgd":
+        opt, extra = ("sgd" if stage.momentum > 0 else "momentum"), {"momentum": stage.momentum}
+    return create_optimizer_v2(model, opt=opt, lr=stage.lr, weight_decay=stage.weight_decay, **extra)
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig,
