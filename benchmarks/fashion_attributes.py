@@ -75,7 +75,6 @@ def main() -> None:
     recipes = {"flat": recipe_from_dict(base),
                "heads": recipe_from_dict({**base, "hierarchy": {"heads": heads}}),
                "separate": recipe_from_dict({**base, "hierarchy": {"heads": heads, "separate": True}})}
-    shapes = [(head.name, head.size) for head in factors.heads]
     results = {}
     for name, recipe in recipes.items():
         started = time.perf_counter()
@@ -85,7 +84,7 @@ def main() -> None:
         if name == "flat":
             oof_labels = np.load(args.out / name / "coarse" / "oof.npz")
             oof_joint = scores(oof_labels["targets"], oof_labels["probs"].argmax(1), factors.num_classes)
-            oof_heads = head_scores(oof_labels["targets"], oof_labels["probs"].argmax(1), shapes)
+            oof_heads = head_scores(oof_labels["targets"], oof_labels["probs"].argmax(1), factors.shapes)
         else:
             report = evaluate_run(args.out / name, against=args.out / "flat")
             oof_joint = report["pipelines"]["product"]
@@ -94,7 +93,7 @@ def main() -> None:
                          "test": scores(predictions.targets, predictions.labels, factors.num_classes)["macro_f1"],
                          "oof_heads": {head: s["macro_f1"] for head, s in oof_heads.items()},
                          "test_heads": {head: s["macro_f1"] for head, s in
-                                        head_scores(predictions.targets, predictions.labels, shapes).items()}}
+                                        head_scores(predictions.targets, predictions.labels, factors.shapes).items()}}
     (args.out / "results.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                                         "results": results}, indent=2) + "\n")
     counts = np.bincount(train.labels, minlength=factors.num_classes)

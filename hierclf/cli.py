@@ -94,8 +94,7 @@ def fit_fine_command(run: Path, group: str | None, fold: int | None, overrides: 
 
 
 def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
-    import numpy as np
-
+    from hierclf.hierarchy import split_heads
     from hierclf.metrics import report_text
     from hierclf.runs import read_npz
     from hierclf.train.stage import NOT_IN_STAGE
@@ -112,7 +111,7 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
         scored = oof["targets"] != NOT_IN_STAGE
         click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))
         return
-    blocks = np.split(oof["probs"], np.cumsum([head["size"] for head in heads.values()])[:-1], axis=1)
+    blocks = split_heads(oof["probs"], [head["size"] for head in heads.values()])
     for column, ((name, head), probs) in enumerate(zip(heads.items(), blocks)):
         values = [label.split("=", 1)[1] for label in summary["classes"] if label.startswith(f"{name}=")]
         click.echo(f"\nhead {name!r}: macro-F1 {head['oof_macro_f1']:.4f}  accuracy {head['oof_accuracy']:.4f}")
@@ -159,8 +158,7 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
         result = scores(predictions.targets, predictions.labels, len(predictions.class_names))
         click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
         if factors is not None:
-            shapes = [(head.name, head.size) for head in factors.heads]
-            for name, head in head_scores(predictions.targets, predictions.labels, shapes).items():
+            for name, head in head_scores(predictions.targets, predictions.labels, factors.shapes).items():
                 click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
         click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
 

@@ -77,10 +77,9 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
 def _head_report(hierarchy: FactorHierarchy, oof, predicted: np.ndarray) -> dict[str, dict[str, Any]]:
     """Each head's accuracy and macro-F1: the coarse model's head, its specialist where it has one,
     and in the product pipeline (which uses the specialist in place of the head)."""
-    shapes = [(head.name, head.size) for head in hierarchy.heads]
     values = hierarchy.decode(oof.labels)
     coarse = hierarchy.split(oof.coarse_probs)
-    final = head_scores(oof.labels, predicted, shapes)
+    final = head_scores(oof.labels, predicted, hierarchy.shapes)
     report = {}
     for column, head in enumerate(hierarchy.heads):
         entry: dict[str, Any] = {"values": list(head.values),

@@ -195,6 +195,11 @@ def decode_factors(labels: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     return np.stack(np.unravel_index(labels, tuple(sizes)), axis=1).astype(np.int64).reshape(len(labels), len(sizes))
 
 
+def split_heads(probs: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
+    """The blocks of an output holding each head's probabilities side by side, in head order."""
+    return np.split(probs, np.cumsum(sizes)[:-1], axis=1)
+
+
 @dataclass(frozen=True)
 class Head:
     """One attribute: its name and the names of its values, in index order."""
@@ -246,6 +251,11 @@ class FactorHierarchy:
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(head.size for head in self.heads)
+
+    @property
+    def shapes(self) -> tuple[tuple[str, int], ...]:
+        """(name, size) of each head: what models, losses and metrics need to know of it."""
+        return tuple((head.name, head.size) for head in self.heads)
 
     @property
     def num_classes(self) -> int:
@@ -304,8 +314,7 @@ class FactorHierarchy:
 
     def split(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """The coarse output (heads side by side) as one probability block per head."""
-        edges = np.cumsum(self.sizes)[:-1]
-        return dict(zip((head.name for head in self.heads), np.split(probs, edges, axis=1)))
+        return dict(zip((head.name for head in self.heads), split_heads(probs, self.sizes)))
 
     def joint_probs(self, head_probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """P(class) = Π_h P_h(value of class for head h): the heads' outer product, in label order.

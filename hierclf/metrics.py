@@ -6,7 +6,7 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from hierclf.hierarchy import decode_factors, encode_factors
+from hierclf.hierarchy import decode_factors, encode_factors, split_heads
 
 
 def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -57,7 +57,7 @@ def output_scores(targets: np.ndarray, probs: np.ndarray, num_classes: int,
     if not heads:
         return scores(targets, probs.argmax(1), num_classes)
     sizes = [size for _, size in heads]
-    blocks = np.split(probs, np.cumsum(sizes)[:-1], axis=1)
+    blocks = split_heads(probs, sizes)
     predicted = np.stack([block.argmax(1) for block in blocks], axis=1)
     result: dict[str, Any] = scores(encode_factors(targets, sizes), encode_factors(predicted, sizes), num_classes)
     result["heads"] = {name: scores(targets[:, column], predicted[:, column], size)
@@ -70,7 +70,7 @@ def log_loss(targets: np.ndarray, probs: np.ndarray, heads: Sequence[tuple[str, 
     probs = np.clip(probs, 1e-12, 1.0)
     if not heads:
         return float(-np.log(probs[np.arange(len(targets)), targets]).mean())
-    blocks = np.split(probs, np.cumsum([size for _, size in heads])[:-1], axis=1)
+    blocks = split_heads(probs, [size for _, size in heads])
     return float(sum(-np.log(block[np.arange(len(targets)), targets[:, column]]).mean()
                      for column, block in enumerate(blocks)))
 

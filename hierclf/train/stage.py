@@ -135,22 +135,21 @@ def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
     the model has one output per attribute and `targets` one column per head."""
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
     device = resolve_device(stage.device)
+    shapes = tuple((name, size) for name, size, _ in heads)
     for fold in ([only_fold] if only_fold is not None else all_folds):
         if run.fold_finished(stage_name, fold):
             log.info("%s fold %d is already trained; keeping it", stage_name, fold)
             continue
-        _train_fold(run, stage_name, stage, items, targets, target_names, fold_of_row, fold, device, heads, separate,
-                    coarse_prefix)
-    return gather_oof(run, stage_name, items, targets, target_names, fold_of_row,
-                      tuple((name, size) for name, size, _ in heads))
+        _train_fold(run, stage_name, stage, items, targets, target_names, fold_of_row, fold, device, heads, shapes,
+                    separate, coarse_prefix)
+    return gather_oof(run, stage_name, items, targets, target_names, fold_of_row, shapes)
 
 
 def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, targets: np.ndarray,
                 target_names: tuple[str, ...], fold_of_row: np.ndarray, fold: int, device, heads: HeadLosses,
-                separate: bool, coarse_prefix: str) -> None:
+                shapes: tuple[tuple[str, int], ...], separate: bool, coarse_prefix: str) -> None:
     seed_everything(stage.seed + fold)
     key = stage_name.replace("/", ".")
-    shapes = tuple((name, size) for name, size, _ in heads)
     if stage.init_from_coarse:
         # the coarse model of this same fold never saw this fold's rows either: no leak
         coarse_weights = run.fold_dir("coarse", fold) / "weights.safetensors"
