@@ -107,6 +107,8 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
     for row in summary["folds"]:
         click.echo(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
                    f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
+    if "diagnosis" in summary:
+        click.echo(f"  {summary['diagnosis']}")
     if not heads:
         scored = oof["targets"] != NOT_IN_STAGE
         click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))

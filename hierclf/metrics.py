@@ -81,3 +81,24 @@ def head_scores(targets: np.ndarray, predicted: np.ndarray, heads: Sequence[tupl
     true_values, predicted_values = decode_factors(targets, sizes), decode_factors(predicted, sizes)
     return {name: scores(true_values[:, column], predicted_values[:, column], size)
             for column, (name, size) in enumerate(heads)}
+
+
+def bias_variance(train: float, validation: float, gap: float = 0.05, fitted: float = 0.9) -> str:
+    """One line on what the gap between a model's training and validation scores suggests.
+
+    A training score well above validation is variance (the model learns its own rows by
+    heart); a low training score is bias (it cannot fit even them). `gap` and `fitted` are
+    the thresholds, in macro-F1 points."""
+    head = f"train macro-F1 {train:.4f} vs validation {validation:.4f} (gap {train - validation:+.4f}): "
+    overfits, underfits = train - validation > gap, train < fitted
+    if overfits and underfits:
+        return head + ("both bias and variance: it neither fits its training rows nor carries what it fits "
+                       "over; first a bigger model or longer training, then regularisation")
+    if overfits:
+        return head + ("variance: it fits its training rows far better than new ones; more regularisation or "
+                       "augmentation (augment, mixup_alpha, cutmix_alpha, drop_rate, weight_decay, "
+                       "label_smoothing) or more data")
+    if underfits:
+        return head + ("bias: it does not fit even its training rows; a bigger model (model), a larger "
+                       "img_size or longer training (epochs, lr)")
+    return head + "neither high bias nor high variance; gains now come from data, ensembles or the hierarchy"

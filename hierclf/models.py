@@ -96,6 +96,31 @@ class SeparateHeads(torch.nn.Module):
         return torch.cat([model(images) for model in self.models.values()], dim=1)
 
 
+def classifier_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The layers that map features to classes: a timm model's classifier, every head of a
+    MultiHeadModel, the classifier of each of SeparateHeads' models. The rest is the backbone."""
+    if isinstance(model, MultiHeadModel):
+        return list(model.heads.values())
+    if isinstance(model, SeparateHeads):
+        return [part for inner in model.models.values() for part in classifier_modules(inner)]
+    return [model.get_classifier()]
+
+
+def set_backbone_frozen(model: torch.nn.Module, frozen: bool) -> None:
+    """Stop (or restart) training everything but the classifier. Frozen, the backbone gets no
+    gradient and its normalisation layers keep their running statistics (eval mode); call it
+    after `model.train()`."""
+    head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+    head_modules = {id(m) for module in classifier_modules(model) for m in module.modules()}
+    for parameter in model.parameters():
+        if id(parameter) not in head_ids:
+            parameter.requires_grad_(not frozen)
+    if frozen:
+        for module in model.modules():
+            if id(module) not in head_modules and isinstance(module, torch.nn.modules.batchnorm._NormBase):
+                module.eval()
+
+
 def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "coarse",
                  heads: Sequence[tuple[str, int]] = (), separate: bool = False) -> tuple[torch.nn.Module, ModelSpec]:
     """A timm model for a stage: from scratch, timm's pretrained weights, or a local file. With

@@ -83,6 +83,9 @@ Monitor = Literal["val_macro_f1", "val_accuracy", "val_loss", "train_loss", "tra
 
 
 LossName = Literal["cross_entropy", "focal"]
+AugmentPreset = Literal["none", "light", "heavy", "document"]
+Augment = Union[AugmentPreset, tuple[dict[str, Any], ...]]
+TTA_TRANSFORMS = ("hflip", "vflip", "rot90", "rot180", "rot270")
 ClassWeights = Union[Literal["none", "balanced"], tuple[float, ...]]
 
 
@@ -136,7 +139,32 @@ class StageConfig(LossConfig):
     monitor: Monitor = _key("val_macro_f1", "Logged metric that picks the best epoch and drives early stopping.")
     patience: int = _key(0, "Stop after this many epochs without improvement of monitor; 0 never stops early.", lo=0)
     min_delta: float = _key(0.0, "Smallest change of monitor that counts as an improvement.", lo=0.0)
-    augment: Literal["none", "light"] = _key("none", "Training augmentation preset (albumentations).")
+    augment: Augment = _key("none", "Training augmentation (albumentations): a preset (light: small shifts, "
+                                    "rotations and lighting; heavy: flips, affine, colour, blur or noise, dropout; "
+                                    "document: what scans and phone photos of pages show: 90° turns, small "
+                                    "rotations, perspective, blur, noise, lighting, compression), or a list of "
+                                    "transforms with their arguments: [{ name = \"HorizontalFlip\", p = 0.5 }].")
+    mixup_alpha: float = _key(0.0, "Mixup (timm): blend pairs of images and their labels by λ ~ Beta(α, α); "
+                                   "0 is off. Composes with label_smoothing.", lo=0.0)
+    cutmix_alpha: float = _key(0.0, "CutMix (timm): paste a box of one image into another, labels mixed by area; "
+                                    "0 is off.", lo=0.0)
+    mix_prob: float = _key(1.0, "mixup/cutmix: probability that a batch is mixed.", lo=0.0, hi=1.0)
+    mix_switch_prob: float = _key(0.5, "With both mixup_alpha and cutmix_alpha: probability of CutMix for a mixed "
+                                       "batch.", lo=0.0, hi=1.0)
+    sampler: Literal["shuffle", "balanced"] = _key("shuffle", "Order of training rows: shuffle each epoch, or "
+                                                              "balanced: draw classes equally often (with "
+                                                              "replacement, WeightedRandomSampler).")
+    class_cap: int = _key(0, "At most this many rows of each class per epoch, drawn anew each epoch (with balanced: "
+                             "the epoch draws class_cap per class); 0 is no cap.", lo=0)
+    ema: bool = _key(False, "Keep an exponential moving average of the weights (timm's ModelEmaV3); it is what "
+                            "is validated and saved.")
+    ema_decay: float = _key(0.999, "ema: decay per optimiser step.", gt=0.0, lt=1.0)
+    ema_warmup: bool = _key(True, "ema: let the decay grow from 0 to ema_decay over the first steps, so the "
+                                  "average does not drag in the untrained start.")
+    freeze_epochs: int = _key(0, "Train only the classifier head(s) for this many first epochs: the backbone's "
+                                 "weights and normalisation statistics stay as loaded.", lo=0)
+    backbone_lr: float = _key(1.0, "The backbone's learning rate as a multiple of lr (the heads get lr): below 1 "
+                                   "for fine-tuning pretrained weights.", gt=0.0, hi=100.0)
     workers: int = _key(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
                         runtime=True)
     device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "Where to train: auto picks cuda, then mps, "
@@ -177,6 +205,30 @@ class CombineConfig:
 
 
 @dataclass(frozen=True)
+class PredictConfig:
+    """Prediction-time settings; they do not change what a run learns."""
+
+    tta: tuple[str, ...] = _key((), "Test-time augmentation: the softmax of each image and of these variants is "
+                                    "averaged. hflip, vflip, rot90, rot180, rot270, or scale=F (zoom by F: 1.1 "
+                                    "crops in, 0.9 pads out). predict --tta overrides it.")
+
+
+def tta_variant(text: str, where: str) -> tuple[str, float]:
+    """A TTA name as (transform, scale): ("hflip", 1.0), ("scale", 1.1)."""
+    if text in TTA_TRANSFORMS:
+        return text, 1.0
+    if text.startswith("scale="):
+        try:
+            factor = float(text[len("scale="):])
+        except ValueError:
+            factor = 0.0
+        if 0.25 <= factor <= 4.0:
+            return "scale", factor
+    raise RecipeError(f"{where}: unknown TTA variant {text!r}; expected {', '.join(TTA_TRANSFORMS)} or scale=F "
+                      f"with 0.25 ≤ F ≤ 4")
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A whole job: data, folds, hierarchy, the coarse stage, the specialists and the combiner.
 
@@ -191,6 +243,7 @@ class Recipe:
     fine: StageConfig = field(default_factory=StageConfig)
     specialists: tuple[tuple[str, StageConfig], ...] = ()
     combine: CombineConfig = field(default_factory=CombineConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
     heads: tuple[tuple[str, HeadConfig], ...] = ()
 
     def specialist(self, group: str) -> StageConfig:
@@ -219,7 +272,7 @@ class Recipe:
 
 
 _SECTION_CLASSES = {"data": DataConfig, "folds": FoldsConfig, "hierarchy": HierarchyConfig,
-                    "coarse": StageConfig, "combine": CombineConfig}
+                    "coarse": StageConfig, "combine": CombineConfig, "predict": PredictConfig}
 _SECTIONS = (*_SECTION_CLASSES, "fine", "heads")
 _NESTED = ("fine", "heads")
 """Sections holding one sub-table per group or head: [fine.<name>], [heads.<name>]."""
@@ -401,6 +454,8 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
     elif origin is Literal:
         if value in get_args(kind):
             return value
+    elif kind is Any:
+        return value
     elif origin is dict:
         value_kind = get_args(kind)[1]
         if isinstance(value, dict):
@@ -462,6 +517,14 @@ def _check_recipe(recipe: Recipe, source: str) -> None:
                               f"{stage.in_chans})")
         if stage.in_chans == 2:
             raise RecipeError(f"{source}: {name}.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
+        if stage.freeze_epochs and stage.freeze_epochs >= stage.epochs:
+            raise RecipeError(f"{source}: {name}.freeze_epochs = {stage.freeze_epochs} leaves no epoch of "
+                              f"{name}.epochs = {stage.epochs} to train the backbone")
+        if not isinstance(stage.augment, str):
+            from hierclf.data.augment import check_augment_list  # albumentations, only where a list needs it
+            check_augment_list(stage.augment, f"{source}: {name}.augment")
+    for text in recipe.predict.tta:
+        tta_variant(text, f"{source}: predict.tta")
     if recipe.hierarchy.group_names and len(recipe.hierarchy.group_names) != len(recipe.hierarchy.groups):
         raise RecipeError(f"{source}: hierarchy.group_names has {len(recipe.hierarchy.group_names)} names "
                           f"for {len(recipe.hierarchy.groups)} groups")
@@ -560,6 +623,8 @@ def _describe(kind: Any) -> str:
         return "a string"
     if origin is Literal:
         return "one of " + ", ".join(repr(option) for option in get_args(kind))
+    if kind is Any:
+        return "a value"
     if origin is tuple:
         return f"a list of {_plural(_describe(get_args(kind)[0]))}"
     if origin is dict:

@@ -1,7 +1,7 @@
 """From rows to batches: decoding, albumentations transforms, and a DataLoader."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import albumentations as A
 import numpy as np
@@ -9,7 +9,9 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
+from hierclf.data.augment import augment_transforms
 from hierclf.data.items import UNKNOWN_LABEL, Items
+from hierclf.data.sampling import build_sampler
 
 
 class ImageDataset(Dataset):
@@ -32,29 +34,27 @@ class ImageDataset(Dataset):
         return self.transform(image=pixels)["image"], torch.as_tensor(self.targets[row]), row
 
 
-def augmentations(preset: str) -> list[A.BasicTransform]:
-    """Training-only transforms by preset name. `light` keeps orientation (digits, documents)."""
-    if preset == "none":
-        return []
-    if preset == "light":
-        return [A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.7),
-                A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5)]
-    raise ValueError(f"unknown augmentation preset {preset!r}")
-
-
-def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float], augment: str = "none",
-                    seed: int | None = None) -> A.Compose:
-    """Resize, the augmentation preset, normalise, to a CHW float tensor."""
-    return A.Compose([A.Resize(img_size, img_size), *augmentations(augment),
+def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
+                    augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None) -> A.Compose:
+    """Resize, the augmentation (a preset or the recipe's list), normalise, to a CHW float tensor."""
+    return A.Compose([A.Resize(img_size, img_size), *augment_transforms(augment),
                       A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
                       ToTensorV2()], seed=seed)
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
-                seed: int = 0, drop_last: bool = False) -> DataLoader:
+                seed: int = 0, drop_last: bool = False, sampler: str = "shuffle", class_cap: int = 0,
+                sample_labels: np.ndarray | None = None) -> DataLoader:
+    """A loader over `dataset`. With `shuffle`, `sampler`/`class_cap` may replace plain shuffling
+    (balanced classes, at most class_cap rows per class), by `sample_labels`' classes."""
     generator = torch.Generator()
     generator.manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
+    chosen = None
+    if shuffle and (sampler != "shuffle" or class_cap):
+        labels = dataset.targets if sample_labels is None else sample_labels
+        chosen = build_sampler(sampler, class_cap, labels, generator)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and chosen is None, sampler=chosen,
+                      num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
                       persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator)
 

@@ -13,14 +13,16 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from timm.utils import dispatch_clip_grad
+from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hierclf.inference import autocast, soft_vote
 from hierclf.metrics import log_loss, output_scores
+from hierclf.models import set_backbone_frozen
 from hierclf.recipe import StageConfig
 from hierclf.train.losses import HeadsLoss, build_loss
+from hierclf.train.mixing import build_mixer
 from hierclf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
 
     `criterion` defaults to the stage's loss keys. A model with attribute `heads` (name, size)
     has targets with one column per head; its scores are the joint class's, and each head's
-    are logged beside them."""
+    are logged beside them. With `stage.ema`, the moving average is what is validated and
+    kept; with `stage.freeze_epochs`, only the classifier trains in the first epochs."""
     # --- set-up
     model.to(device)
     optimizer = build_optimizer(model, stage)
@@ -63,6 +66,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         criterion = build_loss(stage, train_loader.dataset.targets, num_classes, name or "stage")
     criterion = criterion.to(device)
     head_sizes = tuple(size for _, size in heads)
+    mixer = build_mixer(stage, num_classes, head_sizes)
+    ema = ModelEmaV3(model, decay=stage.ema_decay, use_warmup=stage.ema_warmup) if stage.ema else None
+    evaluated = ema.module if ema is not None else model
     use_amp = stage.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     lower_is_better = stage.monitor.endswith("loss")
@@ -81,15 +87,19 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         if isinstance(criterion, HeadsLoss):
             criterion.set_epoch(epoch + 1)
         model.train()
+        if stage.freeze_epochs:
+            set_backbone_frozen(model, epoch < stage.freeze_epochs)
         loss_sum, correct, seen = 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
         batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{stage.epochs}", leave=False, disable=None)
         for batch, (images, targets, _) in enumerate(batches, start=1):
             images = images.to(device, non_blocking=True)
             targets = targets.to(device, non_blocking=True)
+            # mixed images learn mixed targets; accuracy is still counted against the true ones
+            images, learned = mixer(images, targets) if mixer is not None else (images, targets)
             with autocast(device, use_amp):
                 logits = model(images)
-                loss = criterion(logits.float(), targets)
+                loss = criterion(logits.float(), learned)
             # each batch adds its share of the step's mean loss; the step comes after `accumulate`
             # batches, or after the epoch's last (a short last group then counts for less)
             scaler.scale(loss / stage.accumulate).backward()
@@ -101,6 +111,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 updates += 1
+                if ema is not None:
+                    ema.update(model, step=updates)
                 if scheduler is not None:
                     scheduler.step_update(updates)
             loss_sum += loss.item() * len(targets)
@@ -108,7 +120,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             seen += len(targets)
 
         # --- validate
-        val_probs, val_rows = soft_vote([model], val_loader, device, use_amp, head_sizes)
+        val_probs, val_rows = soft_vote([evaluated], val_loader, device, use_amp, head_sizes)
         row_targets = val_targets[val_rows]
         val_loss = log_loss(row_targets, val_probs, heads)
         val_scores = output_scores(row_targets, val_probs, num_classes, heads)
@@ -130,7 +142,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             gain = best.best_value - value if lower_is_better else value - best.best_value
             improved = gain > stage.min_delta
         if improved:
-            state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in model.state_dict().items()}
+            state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in evaluated.state_dict().items()}
             best = FitResult(best_epoch=epoch + 1, best_value=value, best_state=state, val_probs=val_probs,
                              val_rows=val_rows)
             epochs_without_gain = 0
@@ -149,6 +161,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             break
 
     # --- finish
+    if stage.freeze_epochs:
+        set_backbone_frozen(model, False)
     best.history = history
     return best
 

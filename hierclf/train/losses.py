@@ -1,8 +1,8 @@
-"""Losses by recipe key: cross entropy or focal, class weights, label smoothing, and the weighted
-sum over attribute heads.
+"""Losses by recipe key: cross entropy or focal, class weights, label smoothing, hard or soft
+(mixup) targets, and the weighted sum over attribute heads.
 
-timm has label smoothing and soft-target cross entropy but no softmax focal loss, so that one
-is ours.
+timm has label smoothing and soft-target cross entropy, but neither takes class weights or a
+focal term, so one loss of ours covers every combination.
 """
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ class FocalLoss(torch.nn.Module):
     """Cross entropy scaled by (1 − p_t)^γ (Lin et al., 2017): examples the model already gets
     right with confidence count less, so rare and hard classes weigh more. γ = 0 is exactly
     cross entropy, class weights and label smoothing included. Tune γ: the users' write-ups
-    found a fixed γ = 2 can hurt before it helps."""
+    found a fixed γ = 2 can hurt before it helps. (Focal loss's α is `weight`, per class.)
+
+    Targets are class indices, or rows of class probabilities (mixup, cutmix): the loss of a
+    probability row is the same mix of the losses of its classes, so a one-hot row costs what
+    its index does."""
 
     def __init__(self, gamma: float = 2.0, weight: torch.Tensor | None = None, label_smoothing: float = 0.0):
         super().__init__()
@@ -29,6 +33,8 @@ class FocalLoss(torch.nn.Module):
         self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.is_floating_point():
+            return self._soft(logits, targets)
         per_row = F.cross_entropy(logits, targets, weight=self.weight, reduction="none",
                                   label_smoothing=self.label_smoothing)
         if self.gamma:
@@ -37,6 +43,17 @@ class FocalLoss(torch.nn.Module):
         # the same normalisation as cross entropy's mean: by the targets' total weight
         total = self.weight[targets].sum() if self.weight is not None else per_row.new_tensor(len(targets))
         return per_row.sum() / total.clamp_min(1e-12)
+
+    def _soft(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Σ_c t_c · (the loss of class c as target), normalised by Σ_c t_c · w_c per row: the
+        per-row formula of `F.cross_entropy` with weights and smoothing, mixed by the targets."""
+        log_p = logits.float().log_softmax(1)
+        weight = self.weight if self.weight is not None else log_p.new_ones(log_p.shape[1])
+        smoothing = self.label_smoothing / log_p.shape[1] * -(log_p * weight).sum(1, keepdim=True)
+        per_class = (1.0 - self.label_smoothing) * weight * -log_p + smoothing
+        if self.gamma:
+            per_class = (1.0 - log_p.exp()).clamp_min(0.0).pow(self.gamma) * per_class
+        return (targets * per_class).sum() / (targets * weight).sum().clamp_min(1e-12)
 
 
 def class_weight_tensor(setting: LossConfig, targets: np.ndarray, num_classes: int, key: str) -> torch.Tensor | None:
@@ -60,9 +77,8 @@ def class_weight_tensor(setting: LossConfig, targets: np.ndarray, num_classes: i
 def build_loss(setting: LossConfig, targets: np.ndarray, num_classes: int, key: str) -> torch.nn.Module:
     """The loss of one softmax output, trained on `targets` (class weights may depend on them)."""
     weight = class_weight_tensor(setting, targets, num_classes, key)
-    if setting.loss == "focal":
-        return FocalLoss(setting.focal_gamma, weight, setting.label_smoothing)
-    return torch.nn.CrossEntropyLoss(weight=weight, label_smoothing=setting.label_smoothing)
+    gamma = setting.focal_gamma if setting.loss == "focal" else 0.0
+    return FocalLoss(gamma, weight, setting.label_smoothing)
 
 
 class HeadsLoss(torch.nn.Module):
@@ -82,8 +98,10 @@ class HeadsLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())
+        # targets: a value per head, or (mixup) each head's class probabilities side by side
+        columns = targets.split(self.sizes, 1) if targets.is_floating_point() else targets.unbind(1)
         for weight, loss, head_logits, head_targets in zip(self.weights, self.losses, logits.split(self.sizes, 1),
-                                                           targets.unbind(1)):
+                                                           columns):
             if weight:
                 total = total + weight * loss(head_logits, head_targets)
         return total

@@ -2,21 +2,40 @@
 from __future__ import annotations
 
 import torch
-from timm.optim import create_optimizer_v2
+from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
+from hierclf.models import classifier_modules
 from hierclf.recipe import StageConfig
 
 
 def build_optimizer(model: torch.nn.Module, stage: StageConfig) -> torch.optim.Optimizer:
     """timm leaves biases and norm weights out of weight decay, as it should. timm's `sgd` is
     Nesterov SGD, which needs momentum; with momentum 0 the stage gets plain SGD (`momentum`
-    in timm's names is SGD without Nesterov)."""
+    in timm's names is SGD without Nesterov). With `backbone_lr` ≠ 1 the backbone's groups start
+    at lr × backbone_lr; the schedules scale every group from its own start."""
     opt, extra = stage.optimizer, {}
     if stage.optimizer == "sgd":
         opt, extra = ("sgd" if stage.momentum > 0 else "momentum"), {"momentum": stage.momentum}
-    return create_optimizer_v2(model, opt=opt, lr=stage.lr, weight_decay=stage.weight_decay, **extra)
+    grouping = _backbone_lr_groups(stage) if stage.backbone_lr != 1.0 else None
+    return create_optimizer_v2(model, opt=opt, lr=stage.lr, weight_decay=stage.weight_decay,
+                               param_group_fn=grouping, **extra)
+
+
+def _backbone_lr_groups(stage: StageConfig):
+    """timm's weight-decay groups, each split into backbone and head, the backbone's at a lower lr."""
+    def groups(model: torch.nn.Module) -> list[dict]:
+        head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+        skip = getattr(model, "no_weight_decay", lambda: set())()
+        result = []
+        for group in param_groups_weight_decay(model, stage.weight_decay, no_weight_decay_list=skip):
+            for is_head in (False, True):
+                chosen = [p for p in group["params"] if (id(p) in head_ids) == is_head]
+                if chosen:
+                    result.append({**group, "params": chosen, "lr": stage.lr * (1.0 if is_head else stage.backbone_lr)})
+        return result
+    return groups
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, stage: StageConfig,

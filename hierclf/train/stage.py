@@ -14,7 +14,7 @@ from hierclf.devices import resolve_device
 from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.hierarchy import FactorHierarchy, Hierarchy, build_hierarchy
 from hierclf.inference import soft_vote
-from hierclf.metrics import output_scores
+from hierclf.metrics import bias_variance, output_scores
 from hierclf.models import check_arch, create_model, load_weights_file, save_model
 from hierclf.recipe import HeadConfig, Recipe, StageConfig, load_recipe, recipe_differences
 from hierclf.runs import RunDir, read_json, read_npz, write_json, write_npz
@@ -168,8 +168,11 @@ def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
         transform = build_transform(spec.img_size, spec.mean, spec.std, stage.augment if training else "none",
                                     seed=stage.seed + fold)
         dataset = ImageDataset(items.subset(rows), targets[rows], transform, spec.in_chans)
+        # samplers balance the stage's classes; with heads, the joint classes
+        classes = targets[rows] if targets.ndim == 1 else items.labels[rows]
         return make_loader(dataset, stage.batch_size, shuffle=training, workers=stage.workers, device=device,
-                           seed=stage.seed + fold, drop_last=training and len(rows) > stage.batch_size)
+                           seed=stage.seed + fold, drop_last=training and len(rows) > stage.batch_size,
+                           sampler=stage.sampler, class_cap=stage.class_cap, sample_labels=classes)
 
     folder = run.fold_dir(stage_name, fold)
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s", stage_name, fold, len(train_rows),
@@ -180,8 +183,11 @@ def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
                  num_classes=num_classes, metrics_path=folder / "metrics.jsonl",
                  name=f"{stage_name} fold {fold}", criterion=criterion, heads=shapes)
     rows, probs = val_rows[result.val_rows], result.val_probs
+    model.load_state_dict(result.best_state)
+    # the kept model on its own training rows, unaugmented: the bias/variance diagnosis compares it
+    train_probs, train_order = soft_vote([model], loader(train_rows, False), device, stage.amp, spec.head_sizes)
+    train_scores = output_scores(targets[train_rows][train_order], train_probs, num_classes, shapes)
     if len(other_rows):
-        model.load_state_dict(result.best_state)
         other_probs, order = soft_vote([model], loader(other_rows, False), device, stage.amp, spec.head_sizes)
         rows, probs = np.concatenate([rows, other_rows[order]]), np.concatenate([probs, other_probs])
     write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=targets[rows])
@@ -192,6 +198,7 @@ def _train_fold(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
         "stopped_early": result.stopped_early, "monitor": stage.monitor, "best_value": result.best_value,
         "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"],
         "train_rows": int(len(train_rows)), "val_rows": int(len(val_rows)),
+        "train_accuracy": train_scores["accuracy"], "train_macro_f1": train_scores["macro_f1"],
         **{name: value for name, value in best.items() if name.startswith("val_") and name != "val_loss"},
     })
 
@@ -236,7 +243,13 @@ def gather_oof(run: RunDir, stage_name: str, items: Items, targets: np.ndarray, 
     summary = {"stage": stage_name, "rows": int(len(scored)), "classes": list(target_names),
                "oof_accuracy": oof_scores["accuracy"], "oof_macro_f1": oof_scores["macro_f1"],
                "folds": [{key: fold[key] for key in ("fold", "best_epoch", "epochs_run", "val_accuracy",
-                                                     "val_macro_f1")} for fold in per_fold]}
+                                                     "val_macro_f1", "train_macro_f1") if key in fold}
+                         for fold in per_fold]}
+    train_scores = [fold["train_macro_f1"] for fold in per_fold if "train_macro_f1" in fold]
+    if len(train_scores) == len(per_fold):
+        summary["train_macro_f1"] = float(np.mean(train_scores))
+        summary["diagnosis"] = bias_variance(summary["train_macro_f1"], summary["oof_macro_f1"])
+        log.info("%s: %s", stage_name, summary["diagnosis"])
     if heads:
         summary["heads"] = {name: {"size": size, "oof_accuracy": oof_scores["heads"][name]["accuracy"],
                                    "oof_macro_f1": oof_scores["heads"][name]["macro_f1"]} for name, size in heads}

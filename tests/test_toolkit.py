@@ -1,0 +1,197 @@
+"""The training toolkit: mixup/cutmix targets, samplers, EMA, a frozen backbone, the backbone's
+learning rate and augmentation lists."""
+import dataclasses
+import tomllib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from conftest import shape_image
+from hierclf.data import Items
+from hierclf.data.augment import augment_transforms
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.errors import RecipeError
+from hierclf.inference import soft_vote
+from hierclf.models import classifier_modules, create_model
+from hierclf.recipe import HeadConfig, StageConfig, recipe_from_dict
+from hierclf.train.losses import FocalLoss, build_stage_loss
+from hierclf.train.loop import fit, seed_everything
+from hierclf.train.mixing import BatchMixer
+from hierclf.train.optim import build_optimizer
+from test_train import CPU, TINY, loaders, train
+
+
+def test_soft_one_hot_targets_cost_what_their_indices_do():
+    generator = torch.Generator().manual_seed(3)
+    logits, targets = torch.randn(20, 4, generator=generator), torch.randint(0, 4, (20,), generator=generator)
+    weight = torch.tensor([1.0, 3.0, 0.5, 2.0])
+    for loss in (FocalLoss(0.0, weight, 0.1), FocalLoss(2.0, weight, 0.1), FocalLoss(0.0)):
+        assert torch.allclose(loss(logits, F.one_hot(targets, 4).float()), loss(logits, targets), atol=1e-6)
+    # a mixed row costs the same mix of its two classes' losses (cross entropy is linear in the target)
+    mixed = 0.3 * F.one_hot(targets, 4).float() + 0.7 * F.one_hot(targets.flip(0), 4).float()
+    plain = FocalLoss(0.0)
+    expected = 0.3 * F.cross_entropy(logits, targets) + 0.7 * F.cross_entropy(logits, targets.flip(0))
+    assert torch.allclose(plain(logits, mixed), expected, atol=1e-6)
+
+
+def _mixup_stage(**keys) -> StageConfig:
+    return dataclasses.replace(TINY, **{"mixup_alpha": 1.0, **keys})
+
+
+def test_mixup_targets_sum_to_one_and_mix_the_reversed_rows():
+    seed_everything(0)
+    images = torch.arange(6, dtype=torch.float32).view(6, 1, 1, 1).expand(6, 1, 4, 4).clone()
+    original = images.clone()
+    targets = torch.tensor([0, 1, 2, 0, 1, 2])
+    mixed_images, soft = BatchMixer(_mixup_stage(), 3)(images, targets)
+    assert torch.allclose(soft.sum(1), torch.ones(6))
+    lam = float(soft[0, 0])  # row 0 (class 0) is mixed with row 5 (class 2)
+    assert 0 < lam < 1
+    for row in range(6):
+        partner = 5 - row
+        expected = lam * F.one_hot(targets[row], 3) + (1 - lam) * F.one_hot(targets[partner], 3)
+        assert torch.allclose(soft[row], expected.float(), atol=1e-6)
+        assert torch.allclose(mixed_images[row], lam * original[row] + (1 - lam) * original[partner], atol=1e-5)
+
+
+def test_cutmix_pastes_a_box_and_mixes_by_its_area():
+    seed_everything(0)
+    images = torch.zeros(4, 1, 16, 16)
+    images[2:] = 1.0
+    _, soft = BatchMixer(_mixup_stage(mixup_alpha=0.0, cutmix_alpha=1.0), 2)(images, torch.tensor([0, 0, 1, 1]))
+    pasted = float(images[0].mean())  # the share of row 0 that now comes from row 3
+    assert 0 < pasted < 1 and torch.allclose(soft[0], torch.tensor([1 - pasted, pasted]), atol=1e-6)
+
+
+def test_mixup_with_heads_mixes_every_head_with_the_same_lambda():
+    seed_everything(2)
+    sizes = (3, 2)
+    targets = torch.tensor([[0, 1], [2, 0], [1, 1], [2, 1]])
+    _, soft = BatchMixer(_mixup_stage(), 6, sizes)(torch.zeros(4, 1, 2, 2), targets)
+    mask, gender = soft.split(sizes, 1)
+    assert torch.allclose(mask.sum(1), torch.ones(4)) and torch.allclose(gender.sum(1), torch.ones(4))
+    lam = float(mask[0, 0])  # row 0 (mask 0, gender 1) with row 3 (mask 2, gender 1)
+    assert torch.allclose(mask[0], torch.tensor([lam, 0.0, 1 - lam]), atol=1e-6)
+    assert torch.allclose(gender[0], torch.tensor([0.0, 1.0]), atol=1e-6)
+    assert torch.allclose(gender[1], torch.tensor([lam, 1 - lam]), atol=1e-6)  # row 1 (gender 0) with row 2 (1)
+    heads = (("mask", 3, HeadConfig()), ("gender", 2, HeadConfig(label_smoothing=0.1)))
+    loss = build_stage_loss(HeadConfig(), targets.numpy(), 6, "coarse", heads)
+    assert torch.isfinite(loss(torch.randn(4, 5), soft))
+
+
+def test_mixup_and_cutmix_still_learn():
+    stage = _mixup_stage(cutmix_alpha=1.0, label_smoothing=0.1, epochs=10)
+    _, _, result = train(stage)
+    assert max(r["val_accuracy"] for r in result.history) >= 0.8  # chance is 1/3
+
+
+def _labels_drawn(sampler: str, cap: int, labels: np.ndarray, epochs: int = 1) -> list[np.ndarray]:
+    items = Items.from_arrays(np.zeros((len(labels), 4, 4, 1), dtype=np.uint8), labels, ["a", "b", "c"])
+    dataset = ImageDataset(items, labels, build_transform(4, (0.5,), (0.5,)), channels=1)
+    loader = make_loader(dataset, 1000, shuffle=True, workers=0, device=CPU, sampler=sampler, class_cap=cap)
+    return [np.concatenate([targets.numpy() for _, targets, _ in loader]) for _ in range(epochs)]
+
+
+def test_balanced_sampler_draws_every_class_about_equally():
+    labels = np.repeat([0, 1, 2], [800, 150, 50])
+    (drawn,) = _labels_drawn("balanced", 0, labels)
+    counts = np.bincount(drawn, minlength=3)
+    assert len(drawn) == 1000 and (np.abs(counts - 1000 / 3) < 60).all(), counts  # shuffled: 800/150/50
+    (capped,) = _labels_drawn("balanced", 40, labels)
+    assert len(capped) == 120
+
+
+def test_class_cap_takes_at_most_cap_rows_of_each_class_anew_each_epoch():
+    labels = np.repeat([0, 1, 2], [300, 40, 10])
+    (drawn,) = _labels_drawn("shuffle", 30, labels)
+    assert np.bincount(drawn, minlength=3).tolist() == [30, 30, 10]
+    items = Items.from_arrays(np.zeros((len(labels), 4, 4, 1), dtype=np.uint8), labels, ["a", "b", "c"])
+    dataset = ImageDataset(items, labels, build_transform(4, (0.5,), (0.5,)), channels=1)
+    loader = make_loader(dataset, 1000, shuffle=True, workers=0, device=CPU, class_cap=30)
+    epochs = [set(np.concatenate([rows.numpy() for _, _, rows in loader]).tolist()) for _ in range(2)]
+    assert len(epochs[0]) == 70 and epochs[0] != epochs[1]  # no row twice; another subset next epoch
+
+
+def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_kept():
+    stage = dataclasses.replace(TINY, ema=True, ema_decay=0.9)
+    model, val_loader, result = train(stage)
+    raw = model.state_dict()
+    kept = result.best_state
+    assert any(not torch.allclose(raw[name].float(), kept[name].float()) for name in raw)
+    # the validation scores are the kept (EMA) weights' own
+    model.load_state_dict(kept)
+    probs, _ = soft_vote([model], val_loader, CPU)
+    assert np.allclose(probs, result.val_probs, atol=1e-5)
+    assert max(r["val_accuracy"] for r in result.history) >= 0.6  # chance is 1/3; the average lags in 24 steps
+
+
+def test_frozen_backbone_does_not_move_while_the_head_learns():
+    seed_everything(0)
+    model, _ = create_model(TINY, ("left", "middle", "right"))
+    start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    train_loader, val_loader = loaders(TINY)
+    # two epochs, both frozen (the recipe refuses freeze_epochs ≥ epochs; fit itself allows it)
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2), CPU, num_classes=3)
+    head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+    head = {name for name, p in model.named_parameters() if id(p) in head_ids}
+    assert head == {"fc.weight", "fc.bias"}
+    for name, tensor in model.state_dict().items():
+        if name in head:
+            assert not torch.equal(tensor, start[name]), name
+        else:  # weights and BatchNorm statistics alike
+            assert torch.equal(tensor, start[name]), name
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, epochs=1), CPU, num_classes=3)
+    moved = [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, start[name])]
+    assert set(moved) - head  # after the frozen epochs the backbone trains again
+
+
+def test_backbone_lr_gives_the_backbone_its_own_rate():
+    stage = dataclasses.replace(TINY, backbone_lr=0.1, lr=1e-3)
+    model, _ = create_model(stage, ("a", "b", "c"))
+    optimizer = build_optimizer(model, stage)
+    head_ids = {id(p) for p in model.get_classifier().parameters()}
+    for group in optimizer.param_groups:
+        is_head = {id(p) in head_ids for p in group["params"]}
+        assert len(is_head) == 1
+        assert group["lr"] == pytest.approx(1e-3 if is_head.pop() else 1e-4)
+    decayed = [group["weight_decay"] for group in optimizer.param_groups]
+    assert 0.0 in decayed and stage.weight_decay in decayed  # timm's no-decay split survives
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_augment_presets_and_lists_build_and_apply():
+    rng = np.random.default_rng(0)
+    image = np.stack([shape_image(1, rng, size=32)] * 3, axis=2)
+    for preset in ("light", "heavy", "document"):
+        transform = build_transform(32, (0.5,) * 3, (0.5,) * 3, preset, seed=0)
+        assert transform(image=image)["image"].shape == (3, 32, 32)
+    flip = augment_transforms(({"name": "HorizontalFlip", "p": 1.0},))
+    assert np.array_equal(flip[0](image=image)["image"], image[:, ::-1])
+    nested = augment_transforms(({"name": "OneOf", "p": 1.0, "transforms": [{"name": "VerticalFlip", "p": 1.0}]},))
+    assert np.array_equal(nested[0](image=image)["image"], image[::-1])
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({"name": "HorizontalFlp"}, "albumentations has no transform 'HorizontalFlp' (did you mean 'HorizontalFlip'?)"),
+    ({"name": "Affine", "rotte": 10}, "Affine: got an unexpected keyword argument 'rotte'"),
+    ({"name": "GaussNoise", "std_range": [2, 1]}, "GaussNoise(std_range=(2, 1)) is refused by albumentations"),
+    ({"p": 0.5}, "each transform needs name"),
+])
+def test_a_bad_augment_list_is_refused_with_the_key(entry, message):
+    with pytest.raises(RecipeError) as caught:
+        recipe_from_dict({"coarse": {"augment": [{"name": "HorizontalFlip"}, entry]}}, source="r.toml")
+    assert "r.toml: coarse.augment[1]" in str(caught.value) and message in str(caught.value)
+
+
+def test_toolkit_keys_are_checked():
+    with pytest.raises(RecipeError, match="coarse.freeze_epochs = 10 leaves no epoch"):
+        recipe_from_dict({"coarse": {"freeze_epochs": 10, "epochs": 10}})
+    with pytest.raises(RecipeError, match="coarse.sampler"):
+        recipe_from_dict({"coarse": {"sampler": "weighted"}})
+    with pytest.raises(RecipeError, match="predict.tta: unknown TTA variant 'rot45'"):
+        recipe_from_dict({"predict": {"tta": ["hflip", "rot45"]}})
+    recipe = recipe_from_dict({"coarse": {"augment": [{"name": "Affine", "rotate": [-10, 10], "p": 0.5}]}})
+    again = recipe_from_dict(tomllib.loads(recipe.to_toml()))
+    assert again.coarse.augment == recipe.coarse.augment
