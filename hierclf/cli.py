@@ -131,11 +131,14 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
 @click.option("--combiner", type=click.Choice(["product", "routed", "stacking"]), default=None,
               help="How stage outputs become labels (default: the recipe's combine.method).")
 @click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
+@click.option("--tta", default=None, metavar="VARIANTS",
+              help="Test-time augmentation, comma-separated: hflip, vflip, rot90, rot180, rot270, scale=F; "
+                   "'none' turns off the recipe's predict.tta.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
-            combiner: str | None, trace: bool, batch_size: int, workers: int, device: str) -> None:
+            combiner: str | None, trace: bool, tta: str | None, batch_size: int, workers: int, device: str) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold models."""
     from hierclf.data import load_input_items
     from hierclf.metrics import report_text, scores
@@ -150,8 +153,9 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
     factors = hierarchy if isinstance(hierarchy, FactorHierarchy) else None
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column,
                              recipe.data.label_column, images, factors)
+    variants = None if tta is None else [] if tta.strip() == "none" else [v.strip() for v in tta.split(",")]
     predictions = predict_items(run, items, combiner=combiner, batch_size=batch_size, workers=workers,
-                                device=device, trace=trace)
+                                device=device, trace=trace, tta=variants)
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
     for name, count in (predictions.specialist_rows or {}).items():

@@ -20,9 +20,10 @@ from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.devices import resolve_device
 from hierclf.errors import HierclfError, RunError
 from hierclf.hierarchy import FactorHierarchy, Hierarchy
-from hierclf.inference import soft_vote
+from hierclf.inference import TTAVariant, soft_vote
 from hierclf.models import ModelSpec, load_model
 from hierclf.oof import stacking_for_run
+from hierclf.recipe import tta_variant
 from hierclf.runs import RunDir, write_text
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,7 @@ class StageModels:
     """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
 
     def __init__(self, run: RunDir, stage: str, device: torch.device, folds: Sequence[int] | None,
-                 expected_folds: int, batch_size: int, workers: int):
+                 expected_folds: int, batch_size: int, workers: int, tta: Sequence[TTAVariant] = ()):
         finished = run.finished_folds(stage)
         wanted = finished if folds is None else [fold for fold in folds if fold in finished]
         if not wanted:
@@ -67,7 +68,7 @@ class StageModels:
             raise RunError(f"{run.stage_dir(stage)}: the fold models differ in input size or classes")
         self.models = [model for model, _ in loaded]
         self.spec: ModelSpec = specs.pop()
-        self.device, self.batch_size, self.workers = device, batch_size, workers
+        self.device, self.batch_size, self.workers, self.tta = device, batch_size, workers, tuple(tta)
 
     def probs(self, items: Items) -> np.ndarray:
         if len(items) == 0:
@@ -75,15 +76,16 @@ class StageModels:
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
         dataset = ImageDataset(items, None, transform, self.spec.in_chans)
         loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers, device=self.device)
-        probs, rows = soft_vote(self.models, loader, self.device, head_sizes=self.spec.head_sizes)
+        probs, rows = soft_vote(self.models, loader, self.device, head_sizes=self.spec.head_sizes, tta=self.tta)
         return probs[np.argsort(rows)]
 
 
 def predict_items(run_path: str | Path, items: Items, combiner: str | None = None, batch_size: int = 256,
                   workers: int = 2, device: str = "auto", folds: Sequence[int] | None = None,
-                  trace: bool = False) -> Predictions:
+                  trace: bool = False, tta: Sequence[str] | None = None) -> Predictions:
     """Final labels for `items`. `combiner` defaults to the recipe's [combine] method; `folds`
-    limits every stage to those fold models (to reproduce out-of-fold outputs)."""
+    limits every stage to those fold models (to reproduce out-of-fold outputs); `tta` (hflip,
+    rot90, scale=1.1, …) defaults to the recipe's predict.tta, and () turns it off."""
     run = RunDir(run_path)
     recipe, hierarchy = run.recipe(), run.hierarchy()
     method = combiner or recipe.combine.method
@@ -95,10 +97,11 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
     if items.class_names and tuple(items.class_names) != hierarchy.class_names:
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
+    variants = [tta_variant(text, "--tta") for text in (recipe.predict.tta if tta is None else tta)]
     torch_device = resolve_device(device)
 
     def stage(name: str) -> StageModels:
-        return StageModels(run, name, torch_device, folds, recipe.folds.count, batch_size, workers)
+        return StageModels(run, name, torch_device, folds, recipe.folds.count, batch_size, workers, variants)
 
     coarse_probs = stage("coarse").probs(items)
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)

@@ -175,3 +175,21 @@ def test_an_image_cut_short_fails_cleanly_from_a_loader_worker(tmp_path, csv_dat
     folds = read_npz(run.folds_path)
     fold_with_it = int(folds["fold"][list(folds["ids"]).index("middle-007")])
     assert fold_with_it not in run.finished_folds("coarse") and not run.oof_path("coarse").exists()
+
+
+def test_fit_ends_with_a_bias_variance_line_and_predict_takes_tta(trained, tmp_path):
+    root, _, train_csv, result = trained
+    summary = read_json(RunDir(root / "run").summary_path("coarse"))
+    assert 0.8 <= summary["train_macro_f1"] <= 1.0 and all("train_macro_f1" in fold for fold in summary["folds"])
+    assert "train macro-F1" in result.stdout and summary["diagnosis"] in result.stdout
+    plain, flipped = tmp_path / "plain.csv", tmp_path / "tta.csv"
+    assert cli("predict", root / "run", train_csv, "--out", plain, "--probs", "--workers", "0").exit_code == 0
+    tta = cli("predict", root / "run", train_csv, "--out", flipped, "--probs", "--workers", "0", "--tta", "vflip")
+    assert tta.exit_code == 0, tta.output
+    # the bar's column says the class: a vertical flip keeps it, so TTA keeps the labels but moves the probabilities
+    rows_plain, rows_tta = list(csv.DictReader(plain.open())), list(csv.DictReader(flipped.open()))
+    assert [r["label"] for r in rows_plain] == [r["label"] for r in rows_tta]
+    assert any(r["prob_left"] != s["prob_left"] for r, s in zip(rows_plain, rows_tta))
+    bad = cli("predict", root / "run", train_csv, "--out", tmp_path / "bad.csv", "--tta", "hflip,spin")
+    assert bad.exit_code == 2 and "--tta: unknown TTA variant 'spin'" in bad.stderr
+    assert not (tmp_path / "bad.csv").exists()

@@ -195,3 +195,32 @@ def test_toolkit_keys_are_checked():
     recipe = recipe_from_dict({"coarse": {"augment": [{"name": "Affine", "rotate": [-10, 10], "p": 0.5}]}})
     again = recipe_from_dict(tomllib.loads(recipe.to_toml()))
     assert again.coarse.augment == recipe.coarse.augment
+
+
+def _loader_of(images: np.ndarray) -> torch.utils.data.DataLoader:
+    items = Items.from_arrays(images, np.zeros(len(images), dtype=np.int64), ["a", "b", "c"])
+    dataset = ImageDataset(items, None, build_transform(16, (0.5,), (0.5,)), channels=1)
+    return make_loader(dataset, 8, shuffle=False, workers=0, device=CPU)
+
+
+def test_tta_averages_the_variants():
+    seed_everything(0)
+    model, _ = create_model(TINY, ("a", "b", "c"))
+    rng = np.random.default_rng(0)
+    images = np.stack([shape_image(label, rng) for label in (0, 1, 2, 0, 1)])[..., None]
+    plain, _ = soft_vote([model], _loader_of(images), CPU)
+    flipped, _ = soft_vote([model], _loader_of(images[:, :, ::-1].copy()), CPU)
+    turned, _ = soft_vote([model], _loader_of(np.rot90(images, 1, axes=(1, 2)).copy()), CPU)
+    both, _ = soft_vote([model], _loader_of(images), CPU, tta=[("hflip", 1.0), ("rot90", 1.0)])
+    assert np.allclose(both, (plain + flipped + turned) / 3, atol=1e-5)
+    assert not np.allclose(both, plain, atol=1e-4)
+
+
+def test_tta_scale_zooms_about_the_centre():
+    from hierclf.inference import tta_view
+    images = torch.zeros(1, 1, 8, 8)
+    images[..., 3:5, 3:5] = 1.0
+    zoomed_in = tta_view(images, ("scale", 2.0))
+    assert zoomed_in.shape == images.shape and zoomed_in[..., 2:6, 2:6].min() > 0.5  # the centre grew
+    zoomed_out = tta_view(images, ("scale", 0.5))
+    assert zoomed_out.shape == images.shape and zoomed_out[..., :2, :].abs().max() == 0  # padded border
