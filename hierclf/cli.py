@@ -71,6 +71,30 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
     _echo_stage_summary("coarse", summary, RunDir(out).oof_path("coarse"))
 
 
+@main.command()
+@click.argument("recipe", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="New folder for train.csv and train/.")
+@click.option("--copies", type=click.IntRange(min=1), required=True, help="Augmented copies of each chosen image.")
+@click.option("--classes", default=None, metavar="3,7",
+              help="Classes to copy, by name or index, comma-separated (default: every class).")
+@click.option("--augment", "preset", type=click.Choice(["light", "heavy", "document"]), default=None,
+              help="Augmentation preset (default: the recipe's coarse.augment).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key (repeatable).")
+def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: str | None, seed: int,
+            overrides: tuple[str, ...]) -> None:
+    """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
+    copy in its original's fold: point data.csv at OUT/train.csv."""
+    from hierclf.data.offline import augment_dataset
+    from hierclf.recipe import load_recipe
+
+    result = augment_dataset(load_recipe(recipe, overrides), out, copies, classes, preset, seed)
+    click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
+               f"({result['classes']} classes) to {result['csv']}")
+    click.echo(f"train on it with --set data.csv={result['csv']}: each copy's group is its original's, so "
+               f"no fold splits them")
+
+
 @main.command("fit-fine")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--group", default=None, help="Train only this group's specialist.")

@@ -1,5 +1,6 @@
 """The training toolkit: mixup/cutmix targets, samplers, EMA, a frozen backbone, the backbone's
 learning rate and augmentation lists."""
+import csv
 import dataclasses
 import tomllib
 
@@ -8,14 +9,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import shape_image
-from hierclf.data import Items
+from click.testing import CliRunner
+
+from conftest import shape_image, write_csv_dataset, write_recipe
+from hierclf.cli import main
+from hierclf.data import Items, load_training_items
 from hierclf.data.augment import augment_transforms
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.images import decode_image
 from hierclf.errors import RecipeError
 from hierclf.inference import soft_vote
 from hierclf.models import classifier_modules, create_model
-from hierclf.recipe import HeadConfig, StageConfig, recipe_from_dict
+from hierclf.recipe import HeadConfig, StageConfig, load_recipe, recipe_from_dict
+from hierclf.train.kfold import assign_folds
 from hierclf.train.losses import FocalLoss, build_stage_loss
 from hierclf.train.loop import fit, seed_everything
 from hierclf.train.mixing import BatchMixer
@@ -224,3 +230,38 @@ def test_tta_scale_zooms_about_the_centre():
     assert zoomed_in.shape == images.shape and zoomed_in[..., 2:6, 2:6].min() > 0.5  # the centre grew
     zoomed_out = tta_view(images, ("scale", 0.5))
     assert zoomed_out.shape == images.shape and zoomed_out[..., :2, :].abs().max() == 0  # padded border
+
+
+def test_augmented_copies_never_straddle_folds(tmp_path):
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=10, groups_of=2)
+    recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(train_csv)}, coarse={"augment": "light"})
+    out = tmp_path / "augmented"
+    runner = CliRunner()
+    result = runner.invoke(main, ["augment", str(recipe), "--out", str(out), "--copies", "3", "--classes",
+                                  "left,2"])
+    assert result.exit_code == 0, result.output
+    assert "wrote 30 originals and 60 augmented copies (2 classes)" in result.stdout
+    rows = list(csv.DictReader((out / "train.csv").open()))
+    assert len(rows) == 90 and {row["label"] for row in rows if "__aug" in row["id"]} == {"left", "right"}
+    original_group = {row["id"]: row["group"] for row in rows if "__aug" not in row["id"]}
+    changed = []
+    for row in rows:
+        if "__aug" in row["id"]:
+            source = row["id"].split("__aug")[0] + ".png"
+            assert row["group"] == original_group[source]  # a copy carries its original's group
+            changed.append(not np.array_equal(decode_image(out / "train" / row["id"], 1),
+                                              decode_image(out / "train" / source, 1)))
+    assert np.mean(changed) > 0.7  # light applies each transform with p < 1: a few copies stay as they were
+    items = load_training_items(load_recipe(recipe, [f"data.csv={out / 'train.csv'}"]).data)
+    fold = assign_folds(items.labels, items.fold_groups, load_recipe(recipe).folds, items.class_names)
+    for group in set(items.fold_groups):
+        assert len(set(fold[items.fold_groups == group])) == 1, group
+    for args, message in [(["--classes", "sideways"], "--classes: 'sideways' is neither a class name"),
+                          ([], f"--out {out} already exists")]:
+        target = out if not args else tmp_path / "other"
+        bad = runner.invoke(main, ["augment", str(recipe), "--out", str(target), "--copies", "1", *args])
+        assert bad.exit_code == 2 and message in bad.stderr, bad.output
+        assert not (tmp_path / "other").exists()
+    plain = write_recipe(tmp_path / "plain.toml", {"csv": str(train_csv)})
+    bad = runner.invoke(main, ["augment", str(plain), "--out", str(tmp_path / "other"), "--copies", "1"])
+    assert bad.exit_code == 2 and "coarse.augment is \"none\"" in bad.stderr
