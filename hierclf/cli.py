@@ -58,17 +58,34 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
 @click.option("--fold", type=click.IntRange(min=0), default=None, help="Train only this fold (folds can run on separate machines).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key (repeatable).")
-def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...]) -> None:
+@click.option("--seeds", default=None, metavar="0,1,2",
+              help="Train one run per seed, OUT/seed-<n>, for an ensemble: predict OUT/seed-0 OUT/seed-1 … INPUT.")
+def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...],
+                       seeds: str | None) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
     from hierclf.recipe import load_recipe
     from hierclf.runs import RunDir
     from hierclf.train import fit_coarse
 
-    summary = fit_coarse(load_recipe(recipe, overrides), out, only_fold=fold)
-    if summary is None:
-        click.echo(f"fold {fold} of {out} trained; run the other folds, then this command again for the summary")
-        return
-    _echo_stage_summary("coarse", summary, RunDir(out).oof_path("coarse"))
+    loaded = load_recipe(recipe, overrides)
+    runs = [(loaded, out)] if seeds is None else [(loaded.with_seed(seed), out / f"seed-{seed}")
+                                                  for seed in _parse_seeds(seeds)]
+    for run_recipe, run_out in runs:
+        summary = fit_coarse(run_recipe, run_out, only_fold=fold)
+        if summary is None:
+            click.echo(f"fold {fold} of {run_out} trained; run the other folds, then this command again for the summary")
+            continue
+        title = "coarse" if seeds is None else f"coarse, seed {run_recipe.coarse.seed} ({run_out})"
+        _echo_stage_summary(title, summary, RunDir(run_out).oof_path("coarse"))
+
+
+def _parse_seeds(text: str) -> list[int]:
+    from hierclf.errors import HierclfError
+
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts) or len(set(parts)) < len(parts):
+        raise HierclfError(f"--seeds {text!r}: expected distinct whole numbers, as 0,1,2")
+    return [int(part) for part in parts]
 
 
 @main.command()
@@ -96,13 +113,19 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
 
 
 @main.command("fit-fine")
-@click.argument("run", type=click.Path(path_type=Path))
+@click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--group", default=None, help="Train only this group's specialist.")
 @click.option("--fold", type=click.IntRange(min=0), default=None, help="Train only this fold.")
 @click.option("--set", "overrides", multiple=True, metavar="fine.KEY=VALUE",
               help="Override a fine.* (or fine.GROUP.*) key of the run's recipe (repeatable).")
-def fit_fine_command(run: Path, group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
-    """Train each group's specialist on that group's images, in the coarse stage's folds."""
+def fit_fine_command(runs: tuple[Path, ...], group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
+    """Train each group's specialist on that group's images, in the coarse stage's folds (in each
+    RUN: the seed runs of an ensemble)."""
+    for run in runs:
+        _fit_fine_run(run, group, fold, overrides)
+
+
+def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
     from hierclf.runs import RunDir
     from hierclf.train import fit_fine
 
@@ -145,8 +168,8 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
 
 
 @main.command()
-@click.argument("run", type=click.Path(path_type=Path))
-@click.argument("input_path", metavar="INPUT", type=click.Path(path_type=Path))
+@click.argument("runs", metavar="RUN... INPUT", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("input_path", metavar="", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write: id,label[,prob_<class>…].")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Image folder of an INPUT CSV (default: the folder named like the CSV, else the CSV's folder).")
@@ -158,28 +181,31 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
 @click.option("--tta", default=None, metavar="VARIANTS",
               help="Test-time augmentation, comma-separated: hflip, vflip, rot90, rot180, rot270, scale=F; "
                    "'none' turns off the recipe's predict.tta.")
+@click.option("--weights", default=None, metavar="1,1,2", help="With several runs: each run's weight in the vote.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
-def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
-            combiner: str | None, trace: bool, tta: str | None, batch_size: int, workers: int, device: str) -> None:
-    """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold models."""
+def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
+            combiner: str | None, trace: bool, tta: str | None, weights: str | None, batch_size: int, workers: int,
+            device: str) -> None:
+    """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
+    models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
     from hierclf.metrics import report_text, scores
-    from hierclf.predict import predict_items, write_predictions
+    from hierclf.predict import predict_runs, write_predictions
     from hierclf.runs import RunDir
 
     from hierclf.hierarchy import FactorHierarchy
     from hierclf.metrics import head_scores
 
-    run_dir = RunDir(run)
+    run_dir = RunDir(runs[0])
     recipe, hierarchy = run_dir.recipe(), run_dir.hierarchy()
     factors = hierarchy if isinstance(hierarchy, FactorHierarchy) else None
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column,
                              recipe.data.label_column, images, factors)
     variants = None if tta is None else [] if tta.strip() == "none" else [v.strip() for v in tta.split(",")]
-    predictions = predict_items(run, items, combiner=combiner, batch_size=batch_size, workers=workers,
-                                device=device, trace=trace, tta=variants)
+    predictions = predict_runs(runs, items, _parse_weights(weights), combiner=combiner, batch_size=batch_size,
+                               workers=workers, device=device, trace=trace, tta=variants)
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
     for name, count in (predictions.specialist_rows or {}).items():
@@ -191,6 +217,17 @@ def predict(run: Path, input_path: Path, out: Path, images: Path | None, probs: 
             for name, head in head_scores(predictions.targets, predictions.labels, factors.shapes).items():
                 click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
         click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
+
+
+def _parse_weights(text: str | None) -> list[float] | None:
+    from hierclf.errors import HierclfError
+
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise HierclfError(f"--weights {text!r}: expected numbers, as 1,1,2") from None
 
 
 @main.command()

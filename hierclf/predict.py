@@ -134,6 +134,35 @@ def predict_items(run_path: str | Path, items: Items, combiner: str | None = Non
                        specialist_rows=ran)
 
 
+def predict_runs(run_paths: Sequence[str | Path], items: Items, weights: Sequence[float] | None = None,
+                 **options) -> Predictions:
+    """A soft vote of several runs (seeds, backbones, hierarchies) over the same classes: each
+    run's final probabilities, by its own combiner, averaged with `weights` (default equal).
+    `options` go to `predict_items` for every run."""
+    if len(run_paths) == 1:
+        return predict_items(run_paths[0], items, **options)
+    if weights is None:
+        weights = [1.0] * len(run_paths)
+    if len(weights) != len(run_paths):
+        raise HierclfError(f"--weights has {len(weights)} numbers for {len(run_paths)} runs")
+    if any(w < 0 for w in weights) or not sum(weights) > 0:
+        raise HierclfError(f"--weights: expected numbers ≥ 0, not all 0; got {', '.join(f'{w:g}' for w in weights)}")
+    if options.get("trace"):
+        raise HierclfError("--trace follows one run's stages; predict with one run to trace it")
+    first = RunDir(run_paths[0]).hierarchy().class_names
+    for path in run_paths[1:]:  # every check before any model runs
+        if RunDir(path).hierarchy().class_names != first:
+            raise RunError(f"{path} predicts other classes than {run_paths[0]}; an ensemble needs the same classes")
+    total, results = None, []
+    for path, weight in zip(run_paths, weights):
+        result = predict_items(path, items, **options)
+        results.append(result)
+        total = result.probs * weight if total is None else total + result.probs * weight
+    probs = (total / sum(weights)).astype(np.float32)
+    return Predictions(ids=items.ids, probs=probs, labels=probs.argmax(1), class_names=first,
+                       targets=results[0].targets)
+
+
 def _trace(hierarchy: Hierarchy, coarse_probs: np.ndarray, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Per row: the coarse decision and its confidence; where that decision is a group, its
     specialist's decision and confidence (empty where the specialist did not run). With heads,

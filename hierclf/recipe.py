@@ -255,6 +255,14 @@ class Recipe:
         """Groups or heads with a [fine.<name>] table of their own."""
         return tuple(name for name, _ in self.specialists)
 
+    def with_seed(self, seed: int) -> "Recipe":
+        """The same recipe with every stage seeded by `seed` (the folds keep theirs, so runs that
+        differ only in seed share folds and their out-of-fold outputs line up)."""
+        def seeded(stage: StageConfig) -> StageConfig:
+            return dataclasses.replace(stage, seed=seed)
+        return dataclasses.replace(self, coarse=seeded(self.coarse), fine=seeded(self.fine),
+                                   specialists=tuple((name, seeded(stage)) for name, stage in self.specialists))
+
     def head(self, name: str) -> HeadConfig:
         """The loss of one attribute head."""
         return dict(self.heads)[name]

@@ -193,3 +193,29 @@ def test_fit_ends_with_a_bias_variance_line_and_predict_takes_tta(trained, tmp_p
     bad = cli("predict", root / "run", train_csv, "--out", tmp_path / "bad.csv", "--tta", "hflip,spin")
     assert bad.exit_code == 2 and "--tta: unknown TTA variant 'spin'" in bad.stderr
     assert not (tmp_path / "bad.csv").exists()
+
+
+def test_seeds_train_a_run_each_and_predict_soft_votes_them(trained, tmp_path):
+    root, recipe, train_csv, _ = trained
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "ens", "--seeds", "1,2", "--set", "coarse.epochs=4")
+    assert result.exit_code == 0, result.output
+    runs = [tmp_path / "ens" / "seed-1", tmp_path / "ens" / "seed-2"]
+    assert [RunDir(run).recipe().coarse.seed for run in runs] == [1, 2]
+    assert np.array_equal(read_npz(RunDir(runs[0]).folds_path)["fold"], read_npz(RunDir(runs[1]).folds_path)["fold"])
+    probs = {}
+    for name, args in {"a": [runs[0]], "b": [runs[1]], "ab": [*runs, "--weights", "1,3"]}.items():
+        out = tmp_path / f"{name}.csv"
+        assert cli("predict", *args, train_csv, "--out", out, "--probs", "--workers", "0").exit_code == 0
+        probs[name] = np.array([[float(row[f"prob_{c}"]) for c in CLASSES] for row in csv.DictReader(out.open())])
+    assert not np.allclose(probs["a"], probs["b"], atol=1e-3)  # the seeds made different models
+    assert np.allclose(probs["ab"], (probs["a"] + 3 * probs["b"]) / 4, atol=1e-5)
+    for args, message in [([*runs, "--weights", "1"], "--weights has 1 numbers for 2 runs"),
+                          ([runs[0], root / "run", "--trace"], "--trace follows one run's stages"),
+                          ([runs[0]], "")]:
+        if not message:
+            bad = cli("fit-coarse", recipe, "--out", tmp_path / "x", "--seeds", "1,1")
+            message = "--seeds '1,1': expected distinct whole numbers"
+        else:
+            bad = cli("predict", *args, train_csv, "--out", tmp_path / "bad.csv")
+        assert bad.exit_code == 2 and message in bad.stderr, bad.output
+    assert not (tmp_path / "bad.csv").exists() and not (tmp_path / "x").exists()
