@@ -265,3 +265,21 @@ def test_augmented_copies_never_straddle_folds(tmp_path):
     plain = write_recipe(tmp_path / "plain.toml", {"csv": str(train_csv)})
     bad = runner.invoke(main, ["augment", str(plain), "--out", str(tmp_path / "other"), "--copies", "1"])
     assert bad.exit_code == 2 and "coarse.augment is \"none\"" in bad.stderr
+
+
+def test_every_toolkit_key_reaches_training_through_the_recipe(tmp_path, monkeypatch):
+    import hierclf.data.dataset as dataset_module
+    from hierclf.train import fit_coarse
+
+    drawn = []
+    real = dataset_module.build_sampler
+    monkeypatch.setattr(dataset_module, "build_sampler", lambda *args: drawn.append(args[:2]) or real(*args))
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=20)
+    recipe = load_recipe(write_recipe(tmp_path / "recipe.toml", {"csv": str(train_csv)}, coarse={
+        "sampler": "balanced", "class_cap": 24, "ema": True, "ema_decay": 0.9, "mixup_alpha": 0.2,
+        "mix_prob": 0.5, "label_smoothing": 0.1, "freeze_epochs": 1, "backbone_lr": 0.5, "epochs": 12,
+        "augment": [{"name": "Affine", "translate_percent": [-0.05, 0.05], "p": 0.5}]}))
+    summary = fit_coarse(recipe, tmp_path / "run")
+    assert drawn == [("balanced", 24)] * 3  # one training loader per fold
+    assert summary["oof_accuracy"] >= 0.7, summary  # chance is 1/3
+    assert "diagnosis" in summary
