@@ -19,7 +19,6 @@ while each attribute alone is less so: the case the users' per-attribute models 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -36,6 +35,8 @@ from hierclf.predict import predict_items
 from hierclf.recipe import recipe_from_dict
 from hierclf.train import fit_coarse
 
+from common import fashion_parser, fashion_stage
+
 ORIENTATIONS = ("upright", "turned", "upside_down")
 
 
@@ -50,15 +51,7 @@ def oriented(split: str, limit: int, factors: FactorHierarchy, seed: int, shares
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("runs/bench-attributes"))
-    parser.add_argument("--train-limit", type=int, default=6000)
-    parser.add_argument("--test-limit", type=int, default=5000)
-    parser.add_argument("--folds", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--model", default="test_resnet")
-    parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=0)
+    parser = fashion_parser(__doc__, "runs/bench-attributes", train_limit=6000, epochs=6)
     parser.add_argument("--turn-shares", default="1,1,1", help="relative frequency of upright, turned, upside down")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -68,9 +61,7 @@ def main() -> None:
     shares = [float(share) for share in args.turn_shares.split(",")]
     train = oriented("train", args.train_limit, factors, seed=1, shares=shares)
     test = oriented("test", args.test_limit, factors, seed=2, shares=shares)
-    stage = {"model": args.model, "img_size": args.img_size, "in_chans": 1, "batch_size": 128, "lr": 3e-3,
-             "weight_decay": 5e-4, "scheduler": "cosine", "warmup_epochs": 1, "epochs": args.epochs,
-             "workers": args.workers}
+    stage = fashion_stage(args)
     base = {"folds": {"count": args.folds, "seed": 0}, "coarse": stage}
     recipes = {"flat": recipe_from_dict(base),
                "heads": recipe_from_dict({**base, "hierarchy": {"heads": heads}}),

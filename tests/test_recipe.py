@@ -87,6 +87,7 @@ def test_shipped_recipes_load():
         ("cosine_restarts", 10, 2.0, 1e-6)
     assert (stage.monitor, stage.patience, stage.min_delta, documents.folds.count) == \
         ("val_macro_f1", 7, 0.005, 5)
+    assert stage.augment == "document" and documents.predict.tta == ("rot90", "rot180", "rot270")
     mask = load_recipe(REPO / "recipes" / "mask-18.toml")
     assert list(mask.hierarchy.heads) == ["mask", "gender", "age"] and mask.data.mask_images
     assert (mask.head("age").label_smoothing, mask.head("age").class_weights) == (0.1, "balanced")

@@ -42,6 +42,15 @@ def test_soft_one_hot_targets_cost_what_their_indices_do():
     assert torch.allclose(plain(logits, mixed), expected, atol=1e-6)
 
 
+def test_label_smoothing_composes_with_mixed_targets():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(10, 5, generator=generator)
+    mixed = torch.softmax(torch.randn(10, 5, generator=generator) * 3, 1)
+    smoothed = mixed * (1 - 0.2) + 0.2 / 5  # what timm's mixup_target does with smoothing 0.2
+    expected = -(smoothed * logits.log_softmax(1)).sum(1).mean()
+    assert torch.allclose(FocalLoss(0.0, None, 0.2)(logits, mixed), expected, atol=1e-6)
+
+
 def _mixup_stage(**keys) -> StageConfig:
     return dataclasses.replace(TINY, **{"mixup_alpha": 1.0, **keys})
 
@@ -173,6 +182,9 @@ def test_augment_presets_and_lists_build_and_apply():
     for preset in ("light", "heavy", "document"):
         transform = build_transform(32, (0.5,) * 3, (0.5,) * 3, preset, seed=0)
         assert transform(image=image)["image"].shape == (3, 32, 32)
+    grey = build_transform(32, (0.5,), (0.5,), "heavy", seed=0)  # no hue or saturation on grey images
+    colour = build_transform(32, (0.5,) * 3, (0.5,) * 3, "heavy", seed=0)
+    assert "HueSaturationValue" not in repr(grey) and "HueSaturationValue" in repr(colour)
     flip = augment_transforms(({"name": "HorizontalFlip", "p": 1.0},))
     assert np.array_equal(flip[0](image=image)["image"], image[:, ::-1])
     nested = augment_transforms(({"name": "OneOf", "p": 1.0, "transforms": [{"name": "VerticalFlip", "p": 1.0}]},))

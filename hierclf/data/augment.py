@@ -13,9 +13,9 @@ from hierclf.errors import RecipeError
 WHITE = 255
 
 
-def preset_transforms(preset: str) -> list[A.BasicTransform]:
-    """The transforms of a preset. `light` keeps orientation (digits, text); `heavy` is for natural
-    images; `document` mimics scanned and photographed pages: turned by 90°, slightly rotated and
+def preset_transforms(preset: str, channels: int = 3) -> list[A.BasicTransform]:
+    """The transforms of a preset for images of `channels` (hue and saturation only for colour).
+    `light` keeps orientation (digits, text); `heavy` is for natural images; `document` mimics scanned and photographed pages: turned by 90°, slightly rotated and
     skewed, blurred, noisy, unevenly lit, compressed, with white where the page moved away."""
     if preset == "none":
         return []
@@ -26,7 +26,8 @@ def preset_transforms(preset: str) -> list[A.BasicTransform]:
         return [A.HorizontalFlip(p=0.5),
                 A.Affine(scale=(0.8, 1.2), translate_percent=(-0.1, 0.1), rotate=(-20, 20), shear=(-8, 8), p=0.8),
                 A.RandomBrightnessContrast(brightness_limit=0.25, contrast_limit=0.25, p=0.6),
-                A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=15, p=0.4),
+                *([A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=15, p=0.4)]
+                  if channels == 3 else []),
                 A.OneOf([A.GaussianBlur(blur_limit=(3, 5)), A.GaussNoise(std_range=(0.02, 0.08))], p=0.3),
                 A.CoarseDropout(num_holes_range=(1, 4), hole_height_range=(0.08, 0.2),
                                 hole_width_range=(0.08, 0.2), p=0.4)]
@@ -44,10 +45,11 @@ def preset_transforms(preset: str) -> list[A.BasicTransform]:
     raise RecipeError(f"unknown augmentation preset {preset!r}; expected none, light, heavy or document")
 
 
-def augment_transforms(augment: str | Sequence[Mapping[str, Any]], where: str = "augment") -> list[A.BasicTransform]:
+def augment_transforms(augment: str | Sequence[Mapping[str, Any]], where: str = "augment",
+                       channels: int = 3) -> list[A.BasicTransform]:
     """A preset's transforms, or the recipe's list built one by one."""
     if isinstance(augment, str):
-        return preset_transforms(augment)
+        return preset_transforms(augment, channels)
     return [_build(entry, f"{where}[{index}]") for index, entry in enumerate(augment)]
 
 

@@ -36,8 +36,9 @@ class ImageDataset(Dataset):
 
 def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
                     augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None) -> A.Compose:
-    """Resize, the augmentation (a preset or the recipe's list), normalise, to a CHW float tensor."""
-    return A.Compose([A.Resize(img_size, img_size), *augment_transforms(augment),
+    """Resize, the augmentation (a preset or the recipe's list), normalise, to a CHW float tensor.
+    The image has as many channels as `mean` has values."""
+    return A.Compose([A.Resize(img_size, img_size), *augment_transforms(augment, channels=len(mean)),
                       A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
                       ToTensorV2()], seed=seed)
 

@@ -59,8 +59,8 @@ def augment_dataset(recipe: Recipe, out: Path, copies: int, classes: str | None 
     if items.paths is None:
         raise DataError("augment needs training images on disk")
     chosen = choose_classes(None if classes is None else classes, items.class_names)
-    pipeline = A.Compose(augment_transforms(augment, "augment"), seed=seed)
     channels = recipe.coarse.in_chans
+    pipeline = A.Compose(augment_transforms(augment, "augment", channels), seed=seed)
     staging = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
     try:
         written = _write(items, chosen, copies, pipeline, channels, staging, recipe)
