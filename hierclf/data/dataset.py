@@ -6,7 +6,6 @@ from typing import Any, Mapping, Sequence
 import albumentations as A
 import numpy as np
 import torch
-from albumentations.pytorch import ToTensorV2
 from torch.utils.data import DataLoader, Dataset
 
 from hierclf.data.augment import augment_transforms
@@ -14,11 +13,52 @@ from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.sampling import build_sampler
 
 
-class ImageDataset(Dataset):
-    """Yields (image tensor, target, row). Decoding happens here, in the loader's workers. Targets
-    are one class per row, or one column per attribute head."""
+class ImageTransform:
+    """Resize and augment each image as uint8 (albumentations), then normalise a whole batch at
+    once. An image already at the input size and not augmented skips albumentations entirely;
+    normalising per batch instead of per image is what keeps the loader from costing more than
+    a hand-written loop over ready tensors."""
 
-    def __init__(self, items: Items, targets: np.ndarray | None, transform: A.Compose, channels: int):
+    def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float],
+                 augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None):
+        self.size = img_size
+        transforms = augment_transforms(augment, channels=len(mean))
+        self.augmenting = bool(transforms)
+        self.pipeline = A.Compose([A.Resize(img_size, img_size), *transforms], seed=seed)
+        self.shift = torch.tensor(mean, dtype=torch.float32).mul(255.0).view(1, -1, 1, 1)
+        self.scale = torch.tensor(std, dtype=torch.float32).mul(255.0).reciprocal().view(1, -1, 1, 1)
+
+    def pixels(self, image: np.ndarray) -> np.ndarray:
+        """H×W×C uint8 at the input size, augmented when training."""
+        if not self.augmenting and image.shape[:2] == (self.size, self.size):
+            return image
+        return self.pipeline(image=image)["image"]
+
+    def to_tensor(self, batch: np.ndarray) -> torch.Tensor:
+        """N×H×W×C uint8 → N×C×H×W float, normalised as the model was trained."""
+        # into fresh NCHW memory: a permuted view keeps odd strides (with one channel even
+        # `is_contiguous()` says yes), and the convolutions would then take another path
+        count, height, width, channels = batch.shape
+        tensor = torch.empty((count, channels, height, width), dtype=torch.float32)
+        tensor.numpy()[...] = batch.transpose(0, 3, 1, 2)
+        return tensor.sub_(self.shift).mul_(self.scale)
+
+    def __call__(self, image: np.ndarray) -> dict[str, torch.Tensor]:
+        """One image, as albumentations' Compose is called: {"image": C×H×W tensor}."""
+        return {"image": self.to_tensor(self.pixels(image)[None])[0]}
+
+    def set_random_seed(self, seed: int) -> None:
+        self.pipeline.set_random_seed(seed)
+
+    def __repr__(self) -> str:
+        return f"ImageTransform(size={self.size}, {self.pipeline!r})"
+
+
+class ImageDataset(Dataset):
+    """Yields (image tensor, target, row), a batch at a time (`__getitems__`). Decoding happens
+    here, in the loader's workers. Targets are one class per row, or one column per attribute head."""
+
+    def __init__(self, items: Items, targets: np.ndarray | None, transform: ImageTransform, channels: int):
         self.items = items
         self.targets = (np.full(len(items), UNKNOWN_LABEL, dtype=np.int64) if targets is None
                         else np.asarray(targets, dtype=np.int64))
@@ -30,17 +70,20 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The image, its target (a class, or one value per attribute head) and its row."""
-        pixels = self.items.image(row, self.channels)
-        return self.transform(image=pixels)["image"], torch.as_tensor(self.targets[row]), row
+        return self.transform(self.items.image(row, self.channels))["image"], torch.as_tensor(self.targets[row]), row
+
+    def __getitems__(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A whole batch: images, targets and rows, stacked (the loader's collate passes it on)."""
+        rows = np.asarray(rows)
+        pixels = np.stack([self.transform.pixels(self.items.image(row, self.channels)) for row in rows])
+        return self.transform.to_tensor(pixels), torch.from_numpy(self.targets[rows]), torch.from_numpy(rows)
 
 
 def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
-                    augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None) -> A.Compose:
+                    augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None) -> ImageTransform:
     """Resize, the augmentation (a preset or the recipe's list), normalise, to a CHW float tensor.
     The image has as many channels as `mean` has values."""
-    return A.Compose([A.Resize(img_size, img_size), *augment_transforms(augment, channels=len(mean)),
-                      A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0),
-                      ToTensorV2()], seed=seed)
+    return ImageTransform(img_size, mean, std, augment, seed)
 
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
@@ -57,7 +100,13 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, worker
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and chosen is None, sampler=chosen,
                       num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
-                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator)
+                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator,
+                      collate_fn=_batched)
+
+
+def _batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """ImageDataset.__getitems__ already stacks its batch."""
+    return batch
 
 
 def _seed_worker(worker_id: int) -> None:
