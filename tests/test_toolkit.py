@@ -295,3 +295,21 @@ def test_every_toolkit_key_reaches_training_through_the_recipe(tmp_path, monkeyp
     assert drawn == [("balanced", 24)] * 3  # one training loader per fold
     assert summary["oof_accuracy"] >= 0.7, summary  # chance is 1/3
     assert "diagnosis" in summary
+
+
+def test_the_image_cache_changes_speed_not_results(tmp_path, caplog):
+    from hierclf.runs import RunDir, read_npz
+    from hierclf.train import fit_coarse
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=10)
+    coarse = {"epochs": 3, "augment": "light", "img_size": 20}
+    path = write_recipe(tmp_path / "recipe.toml", {"csv": str(train_csv)}, coarse=coarse)
+    caplog.set_level("INFO", logger="hierclf")
+    fit_coarse(load_recipe(path), tmp_path / "plain")
+    fit_coarse(load_recipe(path, ["coarse.cache_mb=1"]), tmp_path / "cached")
+    assert "cache: 30 images decoded once at 20 px" in caplog.text
+    plain, cached = (read_npz(RunDir(tmp_path / name).oof_path("coarse")) for name in ("plain", "cached"))
+    assert np.array_equal(plain["ids"], cached["ids"]) and np.allclose(plain["probs"], cached["probs"], atol=1e-6)
+    caplog.clear()
+    fit_coarse(load_recipe(path, ["coarse.cache_mb=1", "coarse.img_size=256", "coarse.epochs=1"]), tmp_path / "big")
+    assert "30 images at 256 px need 2 MiB, more than cache_mb = 1; decoding every epoch" in caplog.text
