@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hierclf-installed
 # torch and torchvision are pinned: both lie on this machine's disk, so pip takes them offline.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test demo docs clean
+.PHONY: venv test demo docs bench clean
 
 venv: $(STAMP)
 
@@ -30,6 +30,13 @@ demo: $(STAMP)
 	$(PY) -m hierclf -q fit-fine runs/digits-hierarchical
 	$(PY) -m hierclf evaluate runs/digits-hierarchical --against runs/digits
 	$(PY) -m hierclf predict runs/digits-hierarchical data/digits/test.csv --out runs/digits-hierarchical/test-predictions.csv
+
+# Speed against a bare PyTorch loop, prediction, scale and K-fold (needs dataset-fashion-mnist).
+bench: $(STAMP)
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_train.py --rows 2000 --rounds 2
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_predict.py --rounds 2
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_scale.py
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_kfold.py
 
 docs: $(STAMP)
 	$(PY) docs/update_reference.py

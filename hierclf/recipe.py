@@ -167,6 +167,10 @@ class StageConfig(LossConfig):
                                    "for fine-tuning pretrained weights.", gt=0.0, hi=100.0)
     workers: int = _key(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
                         runtime=True)
+    channels_last: bool = _key(False, "Train in channels-last memory layout: faster convolutions on recent GPUs "
+                                      "with amp; results equal up to rounding.", runtime=True)
+    compile: bool = _key(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "
+                                "C++ compiler on CPU); results equal up to rounding.", runtime=True)
     cache_mb: int = _key(0, "Decode and resize every image once, before the first fold, and keep them in memory as "
                             "uint8 when they fit in this many MiB (images × img_size² × in_chans bytes); 0 decodes "
                             "each image every epoch.", lo=0, runtime=True)

@@ -58,7 +58,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     are logged beside them. With `stage.ema`, the moving average is what is validated and
     kept; with `stage.freeze_epochs`, only the classifier trains in the first epochs."""
     # --- set-up
-    model.to(device)
+    layout = torch.channels_last if stage.channels_last else torch.contiguous_format
+    model.to(device, memory_format=layout)
     optimizer = build_optimizer(model, stage)
     steps_per_epoch = math.ceil(len(train_loader) / stage.accumulate)
     scheduler = build_scheduler(optimizer, stage, updates_per_epoch=steps_per_epoch)
@@ -68,7 +69,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     head_sizes = tuple(size for _, size in heads)
     mixer = build_mixer(stage, num_classes, head_sizes)
     ema = ModelEmaV3(model, decay=stage.ema_decay, use_warmup=stage.ema_warmup) if stage.ema else None
-    evaluated = ema.module if ema is not None else model
+    forward = torch.compile(model) if stage.compile else model  # shares the model's parameters
+    kept = ema.module if ema is not None else model  # the weights validated and saved
+    evaluated = kept if ema is not None else forward
     use_amp = stage.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     lower_is_better = stage.monitor.endswith("loss")
@@ -93,12 +96,12 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         optimizer.zero_grad(set_to_none=True)
         batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{stage.epochs}", leave=False, disable=None)
         for batch, (images, targets, _) in enumerate(batches, start=1):
-            images = images.to(device, non_blocking=True)
+            images = images.to(device, non_blocking=True, memory_format=layout)
             targets = targets.to(device, non_blocking=True)
             # mixed images learn mixed targets; accuracy is still counted against the true ones
             images, learned = mixer(images, targets) if mixer is not None else (images, targets)
             with autocast(device, use_amp):
-                logits = model(images)
+                logits = forward(images)
                 loss = criterion(logits.float(), learned)
             # each batch adds its share of the step's mean loss; the step comes after `accumulate`
             # batches, or after the epoch's last (a short last group then counts for less)
@@ -142,7 +145,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             gain = best.best_value - value if lower_is_better else value - best.best_value
             improved = gain > stage.min_delta
         if improved:
-            state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in evaluated.state_dict().items()}
+            state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in kept.state_dict().items()}
             best = FitResult(best_epoch=epoch + 1, best_value=value, best_state=state, val_probs=val_probs,
                              val_rows=val_rows)
             epochs_without_gain = 0
