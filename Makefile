@@ -33,8 +33,8 @@ demo: $(STAMP)
 
 # Speed against a bare PyTorch loop, prediction, scale and K-fold (needs dataset-fashion-mnist).
 bench: $(STAMP)
-	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_train.py --rows 2000 --rounds 2
-	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_predict.py --rounds 2
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_train.py --rows 2000 --rounds 3
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_predict.py --rounds 3
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_scale.py
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_kfold.py
 
