@@ -137,11 +137,13 @@ def train_stage(run: RunDir, stage_name: str, stage: StageConfig, items: Items, 
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
     device = resolve_device(stage.device)
     shapes = tuple((name, size) for name, size, _ in heads)
-    folds = [fold for fold in ([only_fold] if only_fold is not None else all_folds)
-             if not run.fold_finished(stage_name, fold)]
-    for fold in sorted(set([only_fold] if only_fold is not None else all_folds) - set(folds)):
-        log.info("%s fold %d is already trained; keeping it", stage_name, fold)
-    if folds:
+    folds = []
+    for fold in ([only_fold] if only_fold is not None else all_folds):
+        if run.fold_finished(stage_name, fold):
+            log.info("%s fold %d is already trained; keeping it", stage_name, fold)
+        else:
+            folds.append(fold)
+    if folds:  # decode (and cache) only when some fold trains
         images = cached_items(items, stage.img_size, stage.in_chans, stage.cache_mb, stage.workers)
     for fold in folds:
         _train_fold(run, stage_name, stage, images, targets, target_names, fold_of_row, fold, device, heads, shapes,
