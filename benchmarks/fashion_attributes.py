@@ -29,9 +29,9 @@ from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.evaluate import evaluate_run
 from hierclf.hierarchy import FactorHierarchy
-from hierclf.metrics import head_scores, scores
+from hierclf.metrics import scores
 from hierclf.predict import predict_items
-from hierclf.recipe import recipe_from_dict
+from hierclf.recipe_io import recipe_from_dict
 from hierclf.train import fit_coarse
 
 from common import fashion_parser, fashion_stage
@@ -47,6 +47,11 @@ def oriented(split: str, limit: int, factors: FactorHierarchy, seed: int, shares
     turned = np.stack([np.rot90(image, k) for image, k in zip(images, turns)])
     labels = factors.encode(np.stack([garments, turns], axis=1))
     return Items.from_arrays(turned, labels, factors.class_names, ids=[f"{split}-{row}" for row in rows])
+
+
+def head_scores(factors: FactorHierarchy, targets: np.ndarray, predicted: np.ndarray) -> dict:
+    """Each attribute's scores, read off joint labels."""
+    return factors.coarse_layout.label_scores(factors.decode(targets), factors.decode(predicted))["heads"]
 
 
 def main() -> None:
@@ -74,7 +79,7 @@ def main() -> None:
         if name == "flat":
             oof_labels = np.load(args.out / name / "coarse" / "oof.npz")
             oof_joint = scores(oof_labels["targets"], oof_labels["probs"].argmax(1), factors.num_classes)
-            oof_heads = head_scores(oof_labels["targets"], oof_labels["probs"].argmax(1), factors.shapes)
+            oof_heads = head_scores(factors, oof_labels["targets"], oof_labels["probs"].argmax(1))
         else:
             report = evaluate_run(args.out / name, against=args.out / "flat")
             oof_joint = report["pipelines"]["product"]
@@ -83,7 +88,7 @@ def main() -> None:
                          "test": scores(predictions.targets, predictions.labels, factors.num_classes)["macro_f1"],
                          "oof_heads": {head: s["macro_f1"] for head, s in oof_heads.items()},
                          "test_heads": {head: s["macro_f1"] for head, s in
-                                        head_scores(predictions.targets, predictions.labels, factors.shapes).items()}}
+                                        head_scores(factors, predictions.targets, predictions.labels).items()}}
     (args.out / "results.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                                         "results": results}, indent=2) + "\n")
     counts = np.bincount(train.labels, minlength=factors.num_classes)

@@ -20,7 +20,7 @@ from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.evaluate import evaluate_run
 from hierclf.metrics import scores
 from hierclf.predict import predict_items
-from hierclf.recipe import recipe_from_dict
+from hierclf.recipe_io import recipe_from_dict
 from hierclf.train import fit_coarse, fit_fine
 
 TOPS = ["T-shirt/top", "Pullover", "Coat", "Shirt"]

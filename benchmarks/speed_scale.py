@@ -24,8 +24,7 @@ from PIL import Image
 from hierclf.data import Items, load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.predict import predict_items, write_predictions
-from hierclf.recipe import recipe_from_dict
-from hierclf.runs import RunDir
+from hierclf.recipe_io import recipe_from_dict
 from hierclf.train import fit_coarse
 
 
@@ -67,7 +66,7 @@ def main() -> None:
         return
 
     run = args.out / "run"
-    if not RunDir(run).fold_finished("coarse", 0):
+    if not (run / "coarse" / "oof.npz").is_file():
         images, labels, _ = read_fashion_mnist("train", FASHION_MNIST_DIR, 1000)
         recipe = recipe_from_dict({"folds": {"count": 1}, "coarse": {
             "model": args.model, "img_size": args.img_size, "in_chans": 1, "epochs": 1, "workers": 0}})

@@ -31,8 +31,10 @@ from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.cache import cached_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.recipe import StageConfig
+from hierclf.layout import OutputLayout
+from hierclf.recipe import HeadConfig, StageConfig
 from hierclf.train.loop import fit
+from hierclf.train.losses import build_layout_loss
 
 MEAN, STD = (0.5,), (0.5,)
 
@@ -160,7 +162,9 @@ def main() -> None:
                     if loop == "bare":
                         bare_fit(model, train, val, stage, device)
                     else:
-                        fit(model, train, val, stage, device, num_classes=10)
+                        layout = OutputLayout.single(FASHION_MNIST_CLASSES)
+                        loss = build_layout_loss(layout, [HeadConfig()], ["coarse"], labels[train_rows, None])
+                        fit(model, train, val, stage, device, layout, loss)
                     times[loop].append(time.perf_counter() - started)
             seen = args.epochs * (len(train_rows) // args.batch_size * args.batch_size)
             speed = {loop: seen / min(seconds) for loop, seconds in times.items()}

@@ -18,12 +18,14 @@ _EXPORTS = {
     "HierclfError": "hierclf.errors",
     "GroupHierarchy": "hierclf.hierarchy", "FactorHierarchy": "hierclf.hierarchy",
     "encode_factors": "hierclf.hierarchy", "decode_factors": "hierclf.hierarchy",
-    "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe",
-    "recipe_from_dict": "hierclf.recipe",
+    "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe_io",
+    "recipe_from_dict": "hierclf.recipe_io",
     "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",
     "fit": "hierclf.train", "fit_coarse": "hierclf.train", "fit_fine": "hierclf.train",
     "assign_folds": "hierclf.train", "evaluate_run": "hierclf.evaluate", "suggest_groups": "hierclf.hierarchy",
-    "predict_items": "hierclf.predict", "write_predictions": "hierclf.predict", "Predictions": "hierclf.predict",
+    "predict_items": "hierclf.predict", "predict_runs": "hierclf.predict", "write_predictions": "hierclf.predict",
+    "Predictions": "hierclf.predict", "Run": "hierclf.runs", "OutputLayout": "hierclf.layout",
+    "COMBINERS": "hierclf.combiners",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

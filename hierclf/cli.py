@@ -63,8 +63,7 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
 def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...],
                        seeds: str | None) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
-    from hierclf.recipe import load_recipe
-    from hierclf.runs import RunDir
+    from hierclf.recipe_io import load_recipe
     from hierclf.train import fit_coarse
 
     loaded = load_recipe(recipe, overrides)
@@ -76,7 +75,7 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
             click.echo(f"fold {fold} of {run_out} trained; run the other folds, then this command again for the summary")
             continue
         title = "coarse" if seeds is None else f"coarse, seed {run_recipe.coarse.seed} ({run_out})"
-        _echo_stage_summary(title, summary, RunDir(run_out).oof_path("coarse"))
+        _echo_stage_summary(title, summary, run_out)
 
 
 def _parse_seeds(text: str) -> list[int]:
@@ -103,7 +102,7 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
     """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
     copy in its original's fold: point data.csv at OUT/train.csv."""
     from hierclf.data.offline import augment_dataset
-    from hierclf.recipe import load_recipe
+    from hierclf.recipe_io import load_recipe
 
     result = augment_dataset(load_recipe(recipe, overrides), out, copies, classes, preset, seed)
     click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
@@ -126,27 +125,25 @@ def fit_fine_command(runs: tuple[Path, ...], group: str | None, fold: int | None
 
 
 def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
-    from hierclf.runs import RunDir
     from hierclf.train import fit_fine
 
-    run_dir = RunDir(run)
     summaries = fit_fine(run, group=group, only_fold=fold, overrides=overrides)
-    parts = {part.name: part for part in run_dir.hierarchy().specialist_parts(run_dir.recipe().specialist_names)}
     for name, summary in summaries.items():
         if summary is None:
             click.echo(f"{name}: fold {fold} trained; run the other folds, then this command again for the summary")
         else:
-            stage = run_dir.specialist_stage(parts[name])
-            _echo_stage_summary(f"specialist {name!r}", summary, run_dir.oof_path(stage))
+            _echo_stage_summary(f"specialist {name!r}", summary, run)
 
 
-def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
-    from hierclf.hierarchy import split_heads
+def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
+    """The stage's out-of-fold scores, each fold's, the bias/variance line, and a per-class report
+    of each output block (with attribute heads, each head's): all from its summary.json and oof.npz."""
+    from hierclf.files import read_npz
+    from hierclf.layout import OutputLayout
     from hierclf.metrics import report_text
-    from hierclf.runs import read_npz
-    from hierclf.train.stage import NOT_IN_STAGE
+    from hierclf.train.fold import in_stage
 
-    oof = read_npz(oof_path)
+    oof = read_npz(run / summary["stage"] / "oof.npz")
     heads = summary.get("heads", {})
     joint = " (the joint class: every head right)" if heads else ""
     click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds){joint}: "
@@ -156,15 +153,15 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
                    f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
     if "diagnosis" in summary:
         click.echo(f"  {summary['diagnosis']}")
-    if not heads:
-        scored = oof["targets"] != NOT_IN_STAGE
-        click.echo("\n" + report_text(oof["targets"][scored], oof["probs"][scored].argmax(1), summary["classes"]))
-        return
-    blocks = split_heads(oof["probs"], [head["size"] for head in heads.values()])
-    for column, ((name, head), probs) in enumerate(zip(heads.items(), blocks)):
-        values = [label.split("=", 1)[1] for label in summary["classes"] if label.startswith(f"{name}=")]
-        click.echo(f"\nhead {name!r}: macro-F1 {head['oof_macro_f1']:.4f}  accuracy {head['oof_accuracy']:.4f}")
-        click.echo(report_text(oof["targets"][:, column], probs.argmax(1), values))
+    layout = OutputLayout.from_spec_fields(summary["classes"], [[name, head["size"]] for name, head in heads.items()])
+    targets = layout.columns(oof["targets"])
+    scored = in_stage(targets)
+    for column, (block, probs) in enumerate(zip(layout.blocks, layout.split(oof["probs"]))):
+        if block.name in heads:
+            head = heads[block.name]
+            click.echo(f"\nhead {block.name!r}: macro-F1 {head['oof_macro_f1']:.4f}  "
+                       f"accuracy {head['oof_accuracy']:.4f}")
+        click.echo("\n" + report_text(targets[scored, column], probs[scored].argmax(1), block.classes))
 
 
 @main.command()
@@ -175,8 +172,9 @@ def _echo_stage_summary(title: str, summary: dict, oof_path: Path) -> None:
               help="Image folder of an INPUT CSV (default: the folder named like the CSV, else the CSV's folder).")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--index", "label_index", is_flag=True, help="Write the class index (0, 1, …) as the label, not its name.")
-@click.option("--combiner", type=click.Choice(["product", "routed", "stacking"]), default=None,
-              help="How stage outputs become labels (default: the recipe's combine.method).")
+@click.option("--combiner", default=None, metavar="NAME",
+              help="How stage outputs become labels: product, routed or stacking, as the run allows "
+                   "(default: the recipe's combine.method).")
 @click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
 @click.option("--tta", default=None, metavar="VARIANTS",
               help="Test-time augmentation, comma-separated: hflip, vflip, rot90, rot180, rot270, scale=F; "
@@ -193,18 +191,14 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     from hierclf.data import load_input_items
     from hierclf.metrics import report_text, scores
     from hierclf.predict import predict_runs, write_predictions
-    from hierclf.runs import RunDir
+    from hierclf.runs import Run
 
-    from hierclf.hierarchy import FactorHierarchy
-    from hierclf.metrics import head_scores
-
-    run_dir = RunDir(runs[0])
-    recipe, hierarchy = run_dir.recipe(), run_dir.hierarchy()
-    factors = hierarchy if isinstance(hierarchy, FactorHierarchy) else None
-    items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column,
-                             recipe.data.label_column, images, factors)
+    opened = [Run.open(run) for run in runs]
+    recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
+    items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
+                             images, hierarchy.label_heads)
     variants = None if tta is None else [] if tta.strip() == "none" else [v.strip() for v in tta.split(",")]
-    predictions = predict_runs(runs, items, _parse_weights(weights), combiner=combiner, batch_size=batch_size,
+    predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, batch_size=batch_size,
                                workers=workers, device=device, trace=trace, tta=variants)
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
@@ -213,9 +207,11 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     if predictions.has_targets:
         result = scores(predictions.targets, predictions.labels, len(predictions.class_names))
         click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
-        if factors is not None:
-            for name, head in head_scores(predictions.targets, predictions.labels, factors.shapes).items():
-                click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
+        layout = hierarchy.coarse_layout
+        parts = layout.label_scores(hierarchy.coarse_targets(predictions.targets),
+                                    hierarchy.coarse_targets(predictions.labels))
+        for name, head in parts.get("heads", {}).items():
+            click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
         click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
 
 
@@ -263,19 +259,18 @@ def evaluate(run: Path, against: Path | None) -> None:
               show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
+    from hierclf.coerce import show_value
     from hierclf.errors import RunError
-    from hierclf.hierarchy import FactorHierarchy, suggest_groups
+    from hierclf.hierarchy import suggest_groups
     from hierclf.metrics import confusion
     from hierclf.oof import load_oof
-    from hierclf.recipe import show_value
-    from hierclf.runs import RunDir
+    from hierclf.runs import Run
 
-    run_dir = RunDir(run)
-    hierarchy = run_dir.hierarchy()
+    opened = Run.open(run)
+    hierarchy = opened.hierarchy
     if not hierarchy.is_flat:
-        kind = "attribute heads" if isinstance(hierarchy, FactorHierarchy) else "groups already"
-        raise RunError(f"{run} has {kind}; suggest-groups reads a flat run's out-of-fold confusion")
-    oof = load_oof(run_dir, hierarchy)
+        raise RunError(f"{run} has {hierarchy.describe()}; suggest-groups reads a flat run's out-of-fold confusion")
+    oof = load_oof(opened)
     matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
     errors = int(matrix.sum() - matrix.trace())
     click.echo(f"{errors} out-of-fold errors in {int(matrix.sum())} rows")

@@ -1,8 +1,8 @@
 """The whole pipeline scored out-of-fold, for each combiner, beside the flat model on the same folds.
 
 Every number here comes from predictions on rows the predicting models never trained on: the
-coarse stage's and each specialist's out-of-fold outputs are combined row by row, and the
-stacking combiner is itself scored by a cross-validation over the same folds.
+coarse stage's and each specialist's out-of-fold outputs are combined row by row, and a combiner
+that learns is fit fold by fold on the other folds' rows, so its score is out-of-fold too.
 """
 from __future__ import annotations
 
@@ -12,83 +12,77 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import PredefinedSplit, StratifiedKFold, cross_val_predict
+from sklearn.model_selection import StratifiedKFold
 
-from hierclf.combine import product, routed, stacking_features
+from hierclf.combiners import COMBINERS, Combined, Combiner
 from hierclf.errors import RunError
-from hierclf.hierarchy import FactorHierarchy
-from hierclf.metrics import confusion, head_scores, most_confused, per_class, scores
-from hierclf.oof import load_oof
+from hierclf.files import read_json, read_npz, write_json, write_text
+from hierclf.hierarchy import Hierarchy
+from hierclf.metrics import confusion, most_confused, per_class, scores
+from hierclf.oof import RunOOF, load_oof
 from hierclf.plots import save_confusion_png
-from hierclf.runs import RunDir, read_json, read_npz, write_json, write_text
+from hierclf.runs import Run
 
 
 def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dict[str, Any]:
-    """Score RUN's pipeline out-of-fold with every combiner; write report.json, report.md and
-    confusion.png (of the recipe's combiner) into the run folder."""
-    run = RunDir(run_path)
-    recipe, hierarchy = run.recipe(), run.hierarchy()
-    oof = load_oof(run, hierarchy)
-    names, num_classes = hierarchy.class_names, hierarchy.num_classes
-    report: dict[str, Any] = {
-        "run": str(run.root), "rows": int(len(oof.ids)), "classes": list(names),
-        "groups": [{"name": g.name, "classes": [names[m] for m in g.members]} for g in hierarchy.groups],
-    }
-    if isinstance(hierarchy, FactorHierarchy):
-        chosen = recipe.combine.method  # product or stacking: the recipe refuses routed with heads
-        joint = product(hierarchy, oof.coarse_probs, oof.specialist_probs)
-        predicted = {"product": joint.argmax(1), "stacking": _stacking_oof(hierarchy, oof, recipe.combine.stacking_c)}
-        report["heads"] = _head_report(hierarchy, oof, predicted["product"])
-    elif hierarchy.is_flat:
-        chosen = "flat"
-        predicted = {"flat": oof.coarse_probs.argmax(1)}
-        report["coarse"] = scores(oof.labels, predicted["flat"], num_classes)
-    else:
-        chosen = recipe.combine.method
-        coarse_top = oof.coarse_probs.argmax(1)
-        report["coarse"] = scores(hierarchy.coarse_targets(oof.labels), coarse_top, len(hierarchy.coarse_names))
-        # the coarse stage's accuracy is the routing accuracy: it picks the right group or class
-        report["routing"] = {"accuracy": report["coarse"]["accuracy"], "per_group": {
-            g.name: float((coarse_top[np.isin(oof.labels, g.members)] == hierarchy.coarse_index(g)).mean())
-            for g in hierarchy.groups}}
-        report["specialists"] = {g.name: read_json(run.summary_path(run.specialist_stage(g)))
-                                 for g in hierarchy.groups}
-        outcome = routed(hierarchy, oof.coarse_probs, lambda name, rows: oof.specialist_probs[name][rows],
-                         threshold=recipe.combine.route_threshold)
-        predicted = {"product": product(hierarchy, oof.coarse_probs, oof.specialist_probs).argmax(1),
-                     "routed": outcome.labels,
-                     "stacking": _stacking_oof(hierarchy, oof, recipe.combine.stacking_c)}
-    pipelines = {name: _pipeline(oof.labels, labels, names) for name, labels in predicted.items()}
-    if "routed" in pipelines:
-        pipelines["routed"]["specialist_share"] = {name: float(len(rows) / len(oof.ids))
-                                                   for name, rows in outcome.ran_on.items()}
+    """Score RUN's pipeline out-of-fold with every combiner that applies; write report.json,
+    report.md, oof-predictions.csv and confusion.png (of the recipe's combiner) into the run folder."""
+    run = Run.open(run_path)
+    hierarchy, recipe = run.hierarchy, run.recipe
+    oof = load_oof(run)
+    names = hierarchy.class_names
+    report: dict[str, Any] = {"run": str(run.root), "rows": int(len(oof.ids)), "classes": list(names)}
+    report.update(hierarchy.stage_report(oof.labels, oof.coarse_probs, oof.specialist_probs))
+    if run.specialist_stages:
+        report["specialists"] = {name: read_json(run.summary_path(stage.name))
+                                 for name, stage in run.specialist_stages.items()}
+    method = recipe.combine.method
+    chosen = hierarchy.combiner_for(method, f'{run.recipe_path}: combine.method = "{method}"')
+    combined = {name: out_of_fold(COMBINERS[name].from_config(recipe.combine), hierarchy, oof, recipe.folds.seed)
+                for name in hierarchy.combiners}
+    pipelines = {}
+    for name, outcome in combined.items():
+        pipelines[name] = _pipeline(oof.labels, outcome.labels, names)
+        if outcome.ran_on:
+            pipelines[name]["specialist_share"] = {part: float(len(rows) / len(oof.ids))
+                                                   for part, rows in outcome.ran_on.items()}
     report["pipelines"], report["chosen"] = pipelines, chosen
     if against is not None:
-        report["flat"] = _flat_run_scores(run, RunDir(against), oof.ids, oof.labels, names)
+        report["flat"] = _flat_run_scores(run, Run.open(against), oof.ids, oof.labels, names)
+    predicted = {name: outcome.labels for name, outcome in combined.items()}
     write_json(run.root / "report.json", report)
     write_text(run.root / "report.md", report_markdown(report))
     write_text(run.root / "oof-predictions.csv", _predictions_csv(oof.ids, oof.labels, oof.folds, predicted, names))
-    matrix = confusion(oof.labels, predicted[chosen], num_classes)
+    matrix = confusion(oof.labels, predicted[chosen], len(names))
     save_confusion_png(run.root / "confusion.png", matrix, names, f"{run.root.name}: {chosen}, out-of-fold")
     return report
 
 
-def _head_report(hierarchy: FactorHierarchy, oof, predicted: np.ndarray) -> dict[str, dict[str, Any]]:
-    """Each head's accuracy and macro-F1: the coarse model's head, its specialist where it has one,
-    and in the product pipeline (which uses the specialist in place of the head)."""
-    values = hierarchy.decode(oof.labels)
-    coarse = hierarchy.split(oof.coarse_probs)
-    final = head_scores(oof.labels, predicted, hierarchy.shapes)
-    report = {}
-    for column, head in enumerate(hierarchy.heads):
-        entry: dict[str, Any] = {"values": list(head.values),
-                                 "coarse": scores(values[:, column], coarse[head.name].argmax(1), head.size)}
-        if head.name in oof.specialist_probs:
-            entry["specialist"] = scores(values[:, column], oof.specialist_probs[head.name].argmax(1), head.size)
-        entry["product"] = final[head.name]
-        report[head.name] = entry
-    return report
+def out_of_fold(combiner: Combiner, hierarchy: Hierarchy, oof: RunOOF, seed: int = 0) -> Combined:
+    """The combiner's own out-of-fold outcome: one that learns is fit on the other folds' rows and
+    combines each fold's (inside a single hold-out, on a stratified K-fold of it, seeded by
+    `seed`); one that learns nothing combines every row at once."""
+    parts = list(oof.specialist_probs)
+    if not combiner.fits:
+        return combiner.combine(hierarchy, oof.coarse_probs, parts, oof.outputs.run_specialist)
+    probs = np.zeros((len(oof.ids), hierarchy.num_classes))
+    for held_out in _held_out_rows(oof, seed):
+        training = np.setdiff1d(np.arange(len(oof.ids)), held_out)
+        combiner.fit(hierarchy, oof.outputs.subset(training))
+        outputs = oof.outputs.subset(held_out)
+        probs[held_out] = combiner.combine(hierarchy, outputs.coarse_probs, parts, outputs.run_specialist).probs
+    return Combined(probs=probs, labels=probs.argmax(1))
+
+
+def _held_out_rows(oof: RunOOF, seed: int) -> list[np.ndarray]:
+    """Each fold's rows; for a single hold-out, a stratified K-fold inside it (K ≤ 5, and no more
+    than the rarest class has rows)."""
+    if len(np.unique(oof.folds)) > 1:
+        return [np.flatnonzero(oof.folds == fold) for fold in np.unique(oof.folds)]
+    counts = np.bincount(oof.labels).astype(float)
+    splitter = StratifiedKFold(n_splits=int(max(2, min(5, counts[counts > 0].min()))), shuffle=True,
+                               random_state=seed)
+    return [held_out for _, held_out in splitter.split(np.zeros(len(oof.labels)), oof.labels)]
 
 
 def _pipeline(targets: np.ndarray, predicted: np.ndarray, names: tuple[str, ...]) -> dict[str, Any]:
@@ -109,27 +103,12 @@ def _predictions_csv(ids: np.ndarray, labels: np.ndarray, folds: np.ndarray, pre
     return buffer.getvalue()
 
 
-def _stacking_oof(hierarchy, oof, c: float) -> np.ndarray:
-    """The stacking combiner's own out-of-fold labels: fit on the other folds' rows, predict each fold."""
-    features = stacking_features(hierarchy, oof.coarse_probs, oof.specialist_probs)
-    if len(np.unique(oof.folds)) > 1:
-        splitter = PredefinedSplit(oof.folds)
-    else:  # a single hold-out: cross-validate inside it
-        smallest = np.bincount(oof.labels).astype(float)
-        splitter = StratifiedKFold(n_splits=int(max(2, min(5, smallest[smallest > 0].min()))), shuffle=True,
-                                   random_state=0)
-    probs = cross_val_predict(LogisticRegression(C=c, max_iter=2000), features, oof.labels, cv=splitter,
-                              method="predict_proba")
-    return np.unique(oof.labels)[probs.argmax(1)]
-
-
-def _flat_run_scores(run: RunDir, flat: RunDir, ids: np.ndarray, labels: np.ndarray,
+def _flat_run_scores(run: Run, flat: Run, ids: np.ndarray, labels: np.ndarray,
                      names: tuple[str, ...]) -> dict[str, Any]:
     """The flat run's out-of-fold scores on the same rows, after checking it used the same folds."""
-    if not flat.hierarchy().is_flat:
-        raise RunError(f"--against {flat.root}: that run has groups or heads; compare against a flat run")
-    mine, theirs = read_npz(run.folds_path), read_npz(flat.folds_path)
-    if not all(np.array_equal(mine[k], theirs[k]) for k in ("ids", "labels", "fold")):
+    if not flat.hierarchy.is_flat:
+        raise RunError(f"--against {flat.root}: that run has {flat.hierarchy.describe()}; compare against a flat run")
+    if not run.folds.matches(flat.folds):
         raise RunError(f"--against {flat.root}: it was split into other folds (different data, folds.count or "
                        f"folds.seed); compare runs made with the same [data] and [folds]")
     flat_oof = read_npz(flat.oof_path("coarse")) if flat.oof_path("coarse").exists() else None
@@ -152,7 +131,7 @@ def report_markdown(report: dict[str, Any]) -> str:
     """report.md: the scores side by side, the per-class table, the most-confused pairs."""
     lines = [f"# Out-of-fold evaluation of `{report['run']}`", "",
              f"{report['rows']} rows, each predicted by models that never trained on it.", ""]
-    if report["groups"]:
+    if report.get("groups"):
         lines += ["Groups: " + "; ".join(f"**{g['name']}** = {', '.join(g['classes'])}" for g in report["groups"]), ""]
     lines += ["| pipeline | macro-F1 | accuracy |", "| --- | --- | --- |"]
     for name, result, chosen in score_rows(report):

@@ -1,12 +1,15 @@
-"""How fine labels map to the coarse stage's targets, and back.
+"""How fine labels map to the stages of a run, and how the stages' outputs combine back.
 
-A `GroupHierarchy` partitions the classes: each group of confusable classes becomes one
-coarse class; every other class stays a coarse class of its own. With no groups the coarse
-stage is the flat classifier, so flat and hierarchical runs share one code path.
+Two kinds of hierarchy answer the same questions (the `Hierarchy` protocol), so nothing outside
+this module tells them apart:
 
-A `FactorHierarchy` reads each class as a combination of attributes (mask × gender × age):
-the label is the mixed-radix number of the attribute values, and the coarse stage predicts
-every attribute with a head of its own.
+- A `GroupHierarchy` partitions the classes: each group of confusable classes becomes one coarse
+  class, every other class stays a coarse class of its own, and each group gets a specialist
+  that splits it. With no groups the coarse stage is the flat classifier, so flat and
+  hierarchical runs share one code path.
+- A `FactorHierarchy` reads each class as a combination of attributes (mask × gender × age):
+  the label is the mixed-radix number of the attribute values, the coarse stage predicts every
+  attribute with a head of its own, and a head may get a specialist that replaces it.
 """
 from __future__ import annotations
 
@@ -14,16 +17,87 @@ import json
 import re
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
+from hierclf.combiners import SpecialistRunner, check_combiner_name
 from hierclf.errors import RecipeError, RunError
+from hierclf.layout import OutputLayout
+from hierclf.metrics import scores
+from hierclf.recipe import HierarchyConfig, Recipe
+from hierclf.stages import NOT_IN_STAGE, Stage, single_loss
+
 
 
 def _folder_name(name: str) -> str:
     """A name as a folder name (class names may hold '/', as 'T-shirt/top')."""
     return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "group"
+
+
+class Part(Protocol):
+    """What a specialist refines: a group of classes, or an attribute head."""
+
+    name: str
+
+    @property
+    def folder(self) -> str: ...
+
+
+class Hierarchy(Protocol):
+    """What every kind of hierarchy answers for itself."""
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+    @property
+    def is_flat(self) -> bool:
+        """One stage, the fine classes themselves: nothing to refine, nothing to combine."""
+
+    @property
+    def part_noun(self) -> str:
+        """What a specialist refines, in messages: "group" or "head"."""
+
+    @property
+    def parts(self) -> tuple[Part, ...]:
+        """Everything a specialist could refine."""
+
+    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Part, ...]:
+        """The parts that get a specialist, given the recipe's [fine.<name>] tables."""
+
+    def coarse_stage(self, recipe: Recipe) -> Stage: ...
+
+    def specialist_stage(self, part: Part, recipe: Recipe) -> Stage: ...
+
+    @property
+    def combiners(self) -> tuple[str, ...]:
+        """The combiners (`hierclf.combiners`) that apply, the preferred first."""
+
+    def combiner_for(self, requested: str, where: str) -> str:
+        """The combiner to use when `requested` is asked for; refuses one that cannot apply. `where`
+        names the key or option that asked, with its value, for the message."""
+
+    def product(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Fine-class probabilities from every stage's probabilities on every row."""
+
+    def trace(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Per row, each stage's decision and confidence, as columns of a predictions CSV."""
+
+    def stage_report(self, labels: np.ndarray, coarse_probs: np.ndarray,
+                     specialist_probs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The out-of-fold sections of report.json that only this kind has."""
+
+    @property
+    def label_heads(self) -> tuple[Head, ...]:
+        """The attributes an input CSV may give one column each instead of the label."""
+
+    def describe(self) -> str:
+        """What the hierarchy is, in a few words, for messages."""
+
+    def to_json(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -34,6 +108,17 @@ class Group:
     @property
     def folder(self) -> str:
         return _folder_name(self.name)
+
+
+@dataclass(frozen=True, eq=False)
+class Routed:
+    """Routed labels, the probabilities behind them, which rows each specialist ran on, and each
+    specialist's own probabilities (NaN on the rows it did not run on)."""
+
+    labels: np.ndarray
+    probs: np.ndarray
+    ran_on: dict[str, np.ndarray]
+    specialist_probs: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -94,6 +179,16 @@ class GroupHierarchy:
     def is_flat(self) -> bool:
         return not self.groups
 
+    part_noun = "group"
+
+    @property
+    def parts(self) -> tuple[Group, ...]:
+        return self.groups
+
+    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Group, ...]:
+        """Every group gets a specialist."""
+        return self.groups
+
     # The maps below are derived from the frozen fields, so each is computed once per hierarchy.
 
     @cached_property
@@ -132,6 +227,10 @@ class GroupHierarchy:
         """A fine class of each coarse class: the class itself for a singleton, the first member for a group."""
         return np.asarray([fines[0] for fines in self.coarse_to_fine], dtype=np.int64)
 
+    @property
+    def coarse_layout(self) -> OutputLayout:
+        return OutputLayout.single(self.coarse_names)
+
     def group(self, name: str) -> Group:
         for group in self.groups:
             if group.name == name:
@@ -143,23 +242,128 @@ class GroupHierarchy:
         return int(self.fine_to_coarse[group.members[0]])
 
     def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
-        """Coarse-stage target of each fine label."""
-        return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)]
+        """Coarse-stage target of each fine label (N×1)."""
+        return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)][:, None]
 
-    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Group, ...]:
-        """What gets a specialist: every group."""
-        return self.groups
-
-    def specialist_targets(self, part: Group, labels: np.ndarray, outside: int) -> np.ndarray:
-        """A group specialist's target of each row: the class's place among the members, or
-        `outside` for the rows of other classes."""
-        targets = np.full(len(labels), outside, dtype=np.int64)
+    def specialist_targets(self, part: Group, labels: np.ndarray) -> np.ndarray:
+        """A group specialist's target of each row (N×1): the class's place among the members, or
+        NOT_IN_STAGE for the rows of other classes."""
+        targets = np.full((len(labels), 1), NOT_IN_STAGE, dtype=np.int64)
         for position, member in enumerate(part.members):
-            targets[labels == member] = position
+            targets[labels == member, 0] = position
         return targets
 
-    def specialist_classes(self, part: Group) -> tuple[str, ...]:
-        return tuple(self.class_names[m] for m in part.members)
+    def coarse_stage(self, recipe: Recipe) -> Stage:
+        return Stage(name="coarse", key="coarse", config=recipe.coarse, layout=self.coarse_layout,
+                     losses=(single_loss(recipe.coarse),), loss_keys=("coarse",), targets=self.coarse_targets)
+
+    def specialist_stage(self, part: Group, recipe: Recipe) -> Stage:
+        config = recipe.specialist(part.name)
+        return Stage(name=f"fine/{part.folder}", key=f"fine.{part.name}", config=config,
+                     layout=OutputLayout.single(self.class_names[m] for m in part.members),
+                     losses=(single_loss(config),), loss_keys=(f"fine.{part.name}",),
+                     targets=lambda labels: self.specialist_targets(part, labels))
+
+    @property
+    def combiners(self) -> tuple[str, ...]:
+        return ("flat",) if self.is_flat else ("product", "routed", "stacking")
+
+    def combiner_for(self, requested: str, where: str) -> str:
+        """A flat run has one pipeline, whatever the recipe's combine.method says."""
+        check_combiner_name(requested, where)
+        if self.is_flat:
+            return "flat"
+        if requested not in self.combiners:
+            raise RecipeError(f"{where}: a run with groups combines by "
+                              f"{', '.join(self.combiners)}")
+        return requested
+
+    def product(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """A singleton keeps its coarse probability; a group's members share the group's
+        probability as its specialist splits it: P(y) = P(group of y) · P(y | group). Rows sum to
+        1 when the inputs do."""
+        fine = coarse_probs[:, self.fine_to_coarse].astype(np.float64)
+        for group in self.groups:
+            members = list(group.members)
+            fine[:, members] = coarse_probs[:, [self.coarse_index(group)]] * specialist_probs[group.name]
+        return fine
+
+    def route(self, coarse_probs: np.ndarray, run_specialist: SpecialistRunner, threshold: float = 0.0) -> Routed:
+        """Hard routing. Each group's specialist runs on the rows whose coarse argmax is that group,
+        and, with `threshold` > 0, also where the group's probability reaches it.
+
+        A row where only its argmax group's specialist ran takes that specialist's label (or the
+        singleton's, where the argmax is a single class). A row where a specialist ran on top of
+        that (by the threshold) is decided by the product rule, with any group whose specialist
+        did not run on it splitting its probability evenly. `probs` is that product for every row."""
+        top = coarse_probs.argmax(1)
+        fine = coarse_probs[:, self.fine_to_coarse].astype(np.float64)
+        labels = np.asarray(self.coarse_to_first_fine)[top]
+        widened = np.zeros(len(top), dtype=bool)
+        ran_on: dict[str, np.ndarray] = {}
+        outputs: dict[str, np.ndarray] = {}
+        for group in self.groups:
+            members, coarse = list(group.members), self.coarse_index(group)
+            fine[:, members] /= len(members)
+            chosen = top == coarse
+            extra = (coarse_probs[:, coarse] >= threshold) & ~chosen if threshold > 0 else np.zeros_like(chosen)
+            rows = np.flatnonzero(chosen | extra)
+            ran_on[group.name] = rows
+            outputs[group.name] = np.full((len(top), len(members)), np.nan)
+            widened |= extra
+            if len(rows) == 0:
+                continue
+            local = run_specialist(group.name, rows)
+            outputs[group.name][rows] = local
+            fine[np.ix_(rows, members)] = coarse_probs[rows, coarse][:, None] * local
+            on_top = chosen[rows]
+            labels[rows[on_top]] = np.asarray(members)[local[on_top].argmax(1)]
+        labels[widened] = fine[widened].argmax(1)
+        return Routed(labels=labels, probs=fine, ran_on=ran_on, specialist_probs=outputs)
+
+    def trace(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The coarse decision and its confidence; where that decision is a group, its specialist's
+        decision and confidence (empty where the specialist did not run)."""
+        top = coarse_probs.argmax(1)
+        names = np.asarray(self.coarse_names, dtype=object)
+        specialist = np.full(len(top), "", dtype=object)
+        specialist_label = np.full(len(top), "", dtype=object)
+        specialist_confidence = np.full(len(top), np.nan)
+        for group in self.groups:
+            rows = np.flatnonzero(top == self.coarse_index(group))
+            probs = specialist_probs.get(group.name)
+            if probs is None or len(rows) == 0:
+                continue
+            rows = rows[~np.isnan(probs[rows]).any(1)]
+            specialist[rows] = group.name
+            specialist_label[rows] = [self.class_names[group.members[i]] for i in probs[rows].argmax(1)]
+            specialist_confidence[rows] = probs[rows].max(1)
+        return {"coarse": names[top], "coarse_confidence": coarse_probs.max(1), "specialist": specialist,
+                "specialist_label": specialist_label, "specialist_confidence": specialist_confidence}
+
+    def stage_report(self, labels: np.ndarray, coarse_probs: np.ndarray,
+                     specialist_probs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The groups, the coarse stage's own scores, and how often it routes to the right group
+        (its accuracy: it picks the right group or class, an upper bound of the routed pipeline)."""
+        coarse_top = coarse_probs.argmax(1)
+        report: dict[str, Any] = {
+            "groups": [{"name": g.name, "classes": [self.class_names[m] for m in g.members]} for g in self.groups],
+            "coarse": scores(self.coarse_targets(labels)[:, 0], coarse_top, len(self.coarse_names))}
+        if self.groups:
+            report["routing"] = {"accuracy": report["coarse"]["accuracy"], "per_group": {
+                g.name: float((coarse_top[np.isin(labels, g.members)] == self.coarse_index(g)).mean())
+                for g in self.groups}}
+        return report
+
+    @property
+    def label_heads(self) -> tuple[Head, ...]:
+        """A class label has no attributes to give column by column."""
+        return ()
+
+    def describe(self) -> str:
+        if not self.groups:
+            return f"no groups ({self.num_classes} classes)"
+        return "groups " + ", ".join(group.name for group in self.groups)
 
     def to_json(self) -> str:
         payload: dict[str, Any] = {
@@ -193,11 +397,6 @@ def decode_factors(labels: np.ndarray, sizes: Sequence[int]) -> np.ndarray:
     """Attribute values (N×H) of joint labels; the inverse of `encode_factors`."""
     labels = np.asarray(labels, dtype=np.int64)
     return np.stack(np.unravel_index(labels, tuple(sizes)), axis=1).astype(np.int64).reshape(len(labels), len(sizes))
-
-
-def split_heads(probs: np.ndarray, sizes: Sequence[int]) -> list[np.ndarray]:
-    """The blocks of an output holding each head's probabilities side by side, in head order."""
-    return np.split(probs, np.cumsum(sizes)[:-1], axis=1)
 
 
 @dataclass(frozen=True)
@@ -253,11 +452,6 @@ class FactorHierarchy:
         return tuple(head.size for head in self.heads)
 
     @property
-    def shapes(self) -> tuple[tuple[str, int], ...]:
-        """(name, size) of each head: what models, losses and metrics need to know of it."""
-        return tuple((head.name, head.size) for head in self.heads)
-
-    @property
     def num_classes(self) -> int:
         return int(np.prod(self.sizes))
 
@@ -265,10 +459,15 @@ class FactorHierarchy:
     def is_flat(self) -> bool:
         return False
 
+    part_noun = "head"
+
     @property
-    def groups(self) -> tuple[Group, ...]:
-        """No groups: every class is reached through the heads."""
-        return ()
+    def parts(self) -> tuple[Head, ...]:
+        return self.heads
+
+    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Head, ...]:
+        """The heads named in `configured` (the recipe's [fine.<head>] tables)."""
+        return tuple(head for head in self.heads if head.name in configured)
 
     @cached_property
     def class_names(self) -> tuple[str, ...]:
@@ -281,9 +480,14 @@ class FactorHierarchy:
         return tuple("/".join(head.values[v] for head, v in zip(self.heads, row)) for row in values)
 
     @cached_property
+    def coarse_layout(self) -> OutputLayout:
+        """A block per head, in head order."""
+        return OutputLayout.of_heads([(head.name, head.values) for head in self.heads])
+
+    @property
     def coarse_names(self) -> tuple[str, ...]:
         """The coarse model's outputs, head after head: mask=wear, mask=incorrect, …"""
-        return tuple(f"{head.name}={value}" for head in self.heads for value in head.values)
+        return self.coarse_layout.output_names
 
     def head(self, name: str) -> Head:
         for head in self.heads:
@@ -301,20 +505,39 @@ class FactorHierarchy:
         """Each row's value of every head (N×H): the multi-head model's targets."""
         return self.decode(labels)
 
-    def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Head, ...]:
-        """What gets a specialist: the heads named in `configured` (the recipe's [fine.<head>] tables)."""
-        return tuple(head for head in self.heads if head.name in configured)
+    def specialist_targets(self, part: Head, labels: np.ndarray) -> np.ndarray:
+        """A head specialist learns its attribute from every row (N×1)."""
+        column = self.heads.index(part)
+        return self.decode(labels)[:, column:column + 1]
 
-    def specialist_targets(self, part: Head, labels: np.ndarray, outside: int) -> np.ndarray:
-        """A head specialist learns its attribute from every row."""
-        return self.decode(labels)[:, self.heads.index(part)]
+    def coarse_stage(self, recipe: Recipe) -> Stage:
+        return Stage(name="coarse", key="coarse", config=recipe.coarse, layout=self.coarse_layout,
+                     losses=tuple(recipe.head(head.name) for head in self.heads),
+                     loss_keys=tuple(f"heads.{head.name}" for head in self.heads), targets=self.coarse_targets,
+                     separate=self.separate)
 
-    def specialist_classes(self, part: Head) -> tuple[str, ...]:
-        return part.values
+    def specialist_stage(self, part: Head, recipe: Recipe) -> Stage:
+        config = recipe.specialist(part.name)
+        return Stage(name=f"fine/{part.folder}", key=f"fine.{part.name}", config=config,
+                     layout=OutputLayout.single(part.values), losses=(single_loss(config),),
+                     loss_keys=(f"fine.{part.name}",), targets=lambda labels: self.specialist_targets(part, labels),
+                     coarse_backbone=f"models.{part.name}." if self.separate else "backbone.")
+
+    combiners = ("product", "stacking")
+
+    def combiner_for(self, requested: str, where: str) -> str:
+        check_combiner_name(requested, where)
+        if requested == "routed":
+            raise RecipeError(f"{where} needs groups; with attribute heads there is nothing to route; "
+                              f"use product or stacking")
+        if requested not in self.combiners:
+            raise RecipeError(f"{where}: a run with attribute heads combines by "
+                              f"{', '.join(self.combiners)}")
+        return requested
 
     def split(self, probs: np.ndarray) -> dict[str, np.ndarray]:
         """The coarse output (heads side by side) as one probability block per head."""
-        return dict(zip((head.name for head in self.heads), split_heads(probs, self.sizes)))
+        return dict(zip((head.name for head in self.heads), self.coarse_layout.split(probs)))
 
     def joint_probs(self, head_probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """P(class) = Π_h P_h(value of class for head h): the heads' outer product, in label order.
@@ -324,6 +547,46 @@ class FactorHierarchy:
             probs = np.asarray(head_probs[head.name], dtype=np.float64)
             joint = probs if joint is None else (joint[:, :, None] * probs[:, None, :]).reshape(len(probs), -1)
         return joint
+
+    def product(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
+        """The heads' outer product, a head specialist's probabilities standing in for its head's."""
+        return self.joint_probs({**self.split(coarse_probs), **specialist_probs})
+
+    def trace(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each head's value, its probability, and which stage decided it."""
+        columns: dict[str, np.ndarray] = {}
+        for name, probs in {**self.split(coarse_probs), **specialist_probs}.items():
+            values = np.asarray(self.head(name).values, dtype=object)
+            columns[name] = values[probs.argmax(1)]
+            columns[f"{name}_confidence"] = probs.max(1)
+            columns[f"{name}_by"] = np.full(len(probs), "specialist" if name in specialist_probs else "coarse",
+                                            dtype=object)
+        return columns
+
+    def stage_report(self, labels: np.ndarray, coarse_probs: np.ndarray,
+                     specialist_probs: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Each head's accuracy and macro-F1: the coarse model's head, its specialist where it has
+        one, and in the product (which uses the specialist in place of the head)."""
+        values = self.decode(labels)
+        coarse = self.split(coarse_probs)
+        in_product = self.decode(self.product(coarse_probs, specialist_probs).argmax(1))
+        final = self.coarse_layout.label_scores(values, in_product)["heads"]
+        report = {}
+        for column, head in enumerate(self.heads):
+            entry: dict[str, Any] = {"values": list(head.values),
+                                     "coarse": scores(values[:, column], coarse[head.name].argmax(1), head.size)}
+            if head.name in specialist_probs:
+                entry["specialist"] = scores(values[:, column], specialist_probs[head.name].argmax(1), head.size)
+            entry["product"] = final[head.name]
+            report[head.name] = entry
+        return {"heads": report}
+
+    @property
+    def label_heads(self) -> tuple[Head, ...]:
+        return self.heads
+
+    def describe(self) -> str:
+        return "attribute heads " + ", ".join(head.name for head in self.heads)
 
     def to_json(self) -> str:
         payload = {"kind": "factors", "class_names": list(self.class_names), "separate": self.separate,
@@ -340,13 +603,14 @@ class FactorHierarchy:
             raise RunError(f"{source} is not a hierarchy file: {error}") from None
 
 
-Hierarchy = Union[GroupHierarchy, FactorHierarchy]
-
-
-def build_hierarchy(config: Any, class_names: Sequence[str]) -> Hierarchy:
-    """The hierarchy a recipe's [hierarchy] describes, over the data's classes."""
+def build_hierarchy(config: HierarchyConfig, class_names: Sequence[str]) -> Hierarchy:
+    """The hierarchy a recipe's [hierarchy] describes, over the data's classes (whose names the
+    hierarchy's `class_names` may replace: attribute heads name joint classes given by index)."""
     if config.heads:
         factors = FactorHierarchy.from_config(config.heads, config.separate)
+        joint_indices = tuple(str(index) for index in range(len(class_names)))
+        if tuple(class_names) == joint_indices and len(class_names) <= factors.num_classes:
+            return factors  # rows labelled by joint index (in-memory arrays): the heads name the classes
         if tuple(class_names) != factors.class_names:
             raise RecipeError(f"hierarchy.heads make {factors.num_classes} classes "
                               f"({', '.join(factors.class_names[:3])}, …) but the data has {len(class_names)} "

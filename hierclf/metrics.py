@@ -1,12 +1,12 @@
-"""Scores, always over the full list of classes so a class absent from a fold still counts."""
+"""Scores of labels (scikit-learn's), always over the full list of classes so a class absent from a fold
+still counts. How a model's output becomes labels is the layout's (`hierclf.layout`)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from hierclf.hierarchy import decode_factors, encode_factors, split_heads
 
 
 def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
@@ -47,40 +47,6 @@ def most_confused(matrix: np.ndarray, class_names: Sequence[str], top: int = 5) 
         pairs.append({"true": class_names[true], "predicted": class_names[predicted],
                       "count": int(errors[true, predicted]), "share_of_errors": float(errors[true, predicted] / total)})
     return pairs
-
-
-def output_scores(targets: np.ndarray, probs: np.ndarray, num_classes: int,
-                  heads: Sequence[tuple[str, int]] = ()) -> dict[str, Any]:
-    """Accuracy and macro-F1 of a model's probabilities. With attribute `heads` (name, size), the
-    targets hold one column per head; the scores are those of the joint class (every head right
-    and the class's macro-F1), and `heads` holds each head's own."""
-    if not heads:
-        return scores(targets, probs.argmax(1), num_classes)
-    sizes = [size for _, size in heads]
-    blocks = split_heads(probs, sizes)
-    predicted = np.stack([block.argmax(1) for block in blocks], axis=1)
-    result: dict[str, Any] = scores(encode_factors(targets, sizes), encode_factors(predicted, sizes), num_classes)
-    result["heads"] = {name: scores(targets[:, column], predicted[:, column], size)
-                       for column, (name, size) in enumerate(heads)}
-    return result
-
-
-def log_loss(targets: np.ndarray, probs: np.ndarray, heads: Sequence[tuple[str, int]] = ()) -> float:
-    """Mean negative log-probability of the targets; with heads, summed over the heads."""
-    probs = np.clip(probs, 1e-12, 1.0)
-    if not heads:
-        return float(-np.log(probs[np.arange(len(targets)), targets]).mean())
-    blocks = split_heads(probs, [size for _, size in heads])
-    return float(sum(-np.log(block[np.arange(len(targets)), targets[:, column]]).mean()
-                     for column, block in enumerate(blocks)))
-
-
-def head_scores(targets: np.ndarray, predicted: np.ndarray, heads: Sequence[tuple[str, int]]) -> dict[str, dict[str, float]]:
-    """Accuracy and macro-F1 of each attribute head, read off joint labels (mixed-radix, in head order)."""
-    sizes = [size for _, size in heads]
-    true_values, predicted_values = decode_factors(targets, sizes), decode_factors(predicted, sizes)
-    return {name: scores(true_values[:, column], predicted_values[:, column], size)
-            for column, (name, size) in enumerate(heads)}
 
 
 def bias_variance(train: float, validation: float, gap: float = 0.05, fitted: float = 0.9) -> str:

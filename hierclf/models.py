@@ -1,15 +1,16 @@
-"""timm backbones: building them from a recipe stage, local weight files, saving and loading.
+"""timm backbones: building them from a stage's model keys and output layout, local weight files,
+saving and loading.
 
 A `ModelSpec` (model.json) holds everything needed to rebuild a trained model without the
-recipe: architecture, outputs, input size and normalisation. A model with attribute heads
-(mask, gender, age) returns every head's logits side by side, in head order, so training,
-validation and prediction handle it as one output split into softmax blocks.
+recipe: architecture, output layout, input size and normalisation. Whatever its layout, a model
+returns one row of logits per image, its blocks side by side: a plain timm model for one block,
+a head per block on a shared backbone, or one timm model per block (`separate`).
 """
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,8 +19,10 @@ import torch
 from timm.data import resolve_model_data_config
 
 from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.recipe import StageConfig
-from hierclf.runs import load_weights, read_json, save_weights, write_text
+from hierclf.files import load_weights, read_json, save_weights, write_text
+from hierclf.layout import OutputLayout
+from hierclf.recipe import ModelConfig
+from hierclf.seeding import torch_seeded
 
 log = logging.getLogger(__name__)
 
@@ -27,35 +30,41 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class ModelSpec:
     arch: str
-    num_classes: int
+    layout: OutputLayout
     in_chans: int
     img_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
     drop_rate: float
-    class_names: tuple[str, ...]
-    heads: tuple[tuple[str, int], ...] = ()
-    """(name, size) of each attribute head; empty for one softmax over class_names."""
     separate: bool = False
-    """heads: one backbone per head instead of a shared one."""
+    """One whole timm model per block instead of a head per block on a shared backbone."""
 
     @property
-    def head_sizes(self) -> tuple[int, ...]:
-        return tuple(size for _, size in self.heads)
+    def num_classes(self) -> int:
+        return self.layout.width
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        return self.layout.output_names
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, ensure_ascii=False) + "\n"
+        fields = self.layout.spec_fields()
+        payload = {"arch": self.arch, "num_classes": fields["num_classes"], "in_chans": self.in_chans,
+                   "img_size": self.img_size, "mean": list(self.mean), "std": list(self.std),
+                   "drop_rate": self.drop_rate, "class_names": fields["class_names"], "heads": fields["heads"],
+                   "separate": self.separate}
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
     def from_dict(cls, payload: dict, source: str) -> "ModelSpec":
         try:
-            return cls(arch=payload["arch"], num_classes=int(payload["num_classes"]),
-                       in_chans=int(payload["in_chans"]), img_size=int(payload["img_size"]),
-                       mean=tuple(payload["mean"]), std=tuple(payload["std"]),
-                       drop_rate=float(payload["drop_rate"]), class_names=tuple(payload["class_names"]),
-                       heads=tuple((str(name), int(size)) for name, size in payload.get("heads", ())),
-                       separate=bool(payload.get("separate", False)))
-        except (KeyError, TypeError, ValueError) as error:
+            layout = OutputLayout.from_spec_fields(tuple(payload["class_names"]), payload.get("heads", ()))
+            if layout.width != int(payload["num_classes"]):
+                raise ValueError(f"num_classes {payload['num_classes']} but {layout.width} class names")
+            return cls(arch=payload["arch"], layout=layout, in_chans=int(payload["in_chans"]),
+                       img_size=int(payload["img_size"]), mean=tuple(payload["mean"]), std=tuple(payload["std"]),
+                       drop_rate=float(payload["drop_rate"]), separate=bool(payload.get("separate", False)))
+        except (KeyError, TypeError, ValueError, IndexError) as error:
             raise RunError(f"{source} is not a model description: {error}") from None
 
 
@@ -121,56 +130,62 @@ def set_backbone_frozen(model: torch.nn.Module, frozen: bool) -> None:
                 module.eval()
 
 
-def create_model(stage: StageConfig, class_names: tuple[str, ...], key: str = "coarse",
-                 heads: Sequence[tuple[str, int]] = (), separate: bool = False) -> tuple[torch.nn.Module, ModelSpec]:
-    """A timm model for a stage: from scratch, timm's pretrained weights, or a local file. With
-    `heads` (name, size), one output block per attribute: a head each on a shared backbone, or
-    with `separate` one model each; `class_names` then names the blocks' outputs."""
-    check_arch(stage.model, f"{key}.model")
-    model = _assemble(lambda num_classes: _timm_model(stage, num_classes, key), len(class_names), heads, separate)
-    first = model if not heads else next(iter(model.models.values())) if separate else model.backbone
-    data_config = resolve_model_data_config(first)
+def create_model(config: ModelConfig, layout: OutputLayout, key: str = "coarse", separate: bool = False,
+                 seed: int = 0) -> tuple[torch.nn.Module, ModelSpec]:
+    """A timm model for a stage's `layout`: from scratch (initial weights drawn from `seed`), timm's
+    pretrained weights, or a local file. With several blocks, a linear head each on a shared
+    backbone, or with `separate` one timm model each."""
+    check_arch(config.model, f"{key}.model")
+    with torch_seeded(seed):
+        model = _assemble(lambda num_classes: _timm_model(config, num_classes, key), layout, separate)
+    data_config = resolve_model_data_config(_first_timm_model(model))
     mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
-    if stage.in_chans == 1:
+    if config.in_chans == 1:
         mean, std = (sum(mean) / len(mean),), (sum(std) / len(std),)
-    spec = ModelSpec(arch=stage.model, num_classes=len(class_names), in_chans=stage.in_chans,
-                     img_size=stage.img_size, mean=mean, std=std, drop_rate=stage.drop_rate,
-                     class_names=tuple(class_names), heads=tuple((name, int(size)) for name, size in heads),
-                     separate=bool(heads) and separate)
+    spec = ModelSpec(arch=config.model, layout=layout, in_chans=config.in_chans, img_size=config.img_size, mean=mean,
+                     std=std, drop_rate=config.drop_rate, separate=separate and len(layout.blocks) > 1)
     return model, spec
 
 
-def _timm_model(stage: StageConfig, num_classes: int, key: str) -> torch.nn.Module:
+def _timm_model(config: ModelConfig, num_classes: int, key: str) -> torch.nn.Module:
     """One timm model; num_classes 0 returns pooled features (a backbone for heads of our own)."""
     try:
-        model = timm.create_model(stage.model, pretrained=stage.pretrained, num_classes=num_classes,
-                                  in_chans=stage.in_chans, drop_rate=stage.drop_rate,
-                                  **_size_kwargs(stage.model, stage.img_size))
+        model = timm.create_model(config.model, pretrained=config.pretrained, num_classes=num_classes,
+                                  in_chans=config.in_chans, drop_rate=config.drop_rate,
+                                  **_size_kwargs(config.model, config.img_size))
     except Exception as error:  # timm and the hub raise many kinds; all mean "could not build it"
-        if stage.pretrained:
-            raise HierclfError(f"{key}.pretrained: could not fetch weights for {stage.model!r} ({error}); "
+        if config.pretrained:
+            raise HierclfError(f"{key}.pretrained: could not fetch weights for {config.model!r} ({error}); "
                                f"without network use {key}.weights = 'file.safetensors'") from None
-        raise HierclfError(f"{key}.model = {stage.model!r}: timm could not build it ({error})") from None
-    if stage.weights:
-        load_weights_file(model, Path(stage.weights), f"{key}.weights")
+        raise HierclfError(f"{key}.model = {config.model!r}: timm could not build it ({error})") from None
+    if config.weights:
+        load_weights_file(model, Path(config.weights), f"{key}.weights")
     return model
 
 
-def _assemble(timm_model: Callable[[int], torch.nn.Module], num_classes: int,
-              heads: Sequence[tuple[str, int]], separate: bool) -> torch.nn.Module:
-    """One timm model over the classes; or per attribute head a linear head on one backbone, or
-    with `separate` a model each. `timm_model(n)` builds a timm model with n outputs (0: features)."""
-    if not heads:
-        return timm_model(num_classes)
+def _assemble(timm_model: Callable[[int], torch.nn.Module], layout: OutputLayout, separate: bool) -> torch.nn.Module:
+    """The model of a layout. One block is a plain timm model with that many outputs, so its
+    weights keep timm's names (`fc.*`) and load into any timm model of that architecture; several
+    blocks get a linear head each on one backbone, or with `separate` a timm model each.
+    `timm_model(n)` builds a timm model with n outputs (0: pooled features)."""
+    if len(layout.blocks) == 1:
+        return timm_model(layout.width)
     if separate:
-        return SeparateHeads({name: timm_model(size) for name, size in heads})
-    return MultiHeadModel(timm_model(0), heads)
+        return SeparateHeads({block.name: timm_model(block.size) for block in layout.blocks})
+    return MultiHeadModel(timm_model(0), [(block.name, block.size) for block in layout.blocks])
+
+
+def _first_timm_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The timm model whose data config (mean, std) a stage's images are normalised by."""
+    if isinstance(model, SeparateHeads):
+        return next(iter(model.models.values()))
+    return model.backbone if isinstance(model, MultiHeadModel) else model
 
 
 def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
     return _assemble(lambda num_classes: timm.create_model(
         spec.arch, pretrained=False, num_classes=num_classes, in_chans=spec.in_chans, drop_rate=spec.drop_rate,
-        **_size_kwargs(spec.arch, spec.img_size)), spec.num_classes, spec.heads, spec.separate)
+        **_size_kwargs(spec.arch, spec.img_size)), spec.layout, spec.separate)
 
 
 def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,

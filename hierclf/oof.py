@@ -1,17 +1,20 @@
 """A run's out-of-fold outputs, every stage aligned on the same rows: what `evaluate` scores and
-what the stacking combiner learns from."""
+what the combiners that learn are fit on, once, when the run's last stage finishes."""
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 import numpy as np
 
-from hierclf.combine import Stacking, stacking_features
+from hierclf.combiners import COMBINERS, Combiner, StageOutputs
 from hierclf.errors import RunError
-from hierclf.hierarchy import Hierarchy
-from hierclf.runs import RunDir, read_npz, write_text
+from hierclf.files import read_json, read_npz, write_text
+from hierclf.runs import Run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -19,60 +22,84 @@ class RunOOF:
     """Out-of-fold rows of a run: ids, fine labels, fold, and each stage's probabilities."""
 
     ids: np.ndarray
-    labels: np.ndarray
     folds: np.ndarray
-    coarse_probs: np.ndarray
-    specialist_probs: dict[str, np.ndarray]
+    outputs: StageOutputs
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.outputs.labels
+
+    @property
+    def coarse_probs(self) -> np.ndarray:
+        return self.outputs.coarse_probs
+
+    @property
+    def specialist_probs(self) -> dict[str, np.ndarray]:
+        return self.outputs.specialist_probs
 
 
-def load_oof(run: RunDir, hierarchy: Hierarchy | None = None) -> RunOOF:
-    """Every stage's out-of-fold probabilities: the coarse stage's, and each specialist's (every
-    group's; the heads' that have one)."""
-    hierarchy = hierarchy or run.hierarchy()
+def load_oof(run: Run) -> RunOOF:
+    """Every stage's out-of-fold probabilities: the coarse stage's, and each specialist's."""
     coarse = _stage_oof(run, "coarse", "fit-coarse")
-    split = read_npz(run.folds_path)
-    label_of = dict(zip(split["ids"].tolist(), split["labels"].tolist()))
+    label_of = dict(zip(run.folds.ids.tolist(), run.folds.labels.tolist()))
     labels = np.asarray([label_of[i] for i in coarse["ids"].tolist()], dtype=np.int64)
     specialists = {}
-    for group in hierarchy.specialist_parts(run.recipe().specialist_names):
-        oof = _stage_oof(run, run.specialist_stage(group), f"fit-fine (specialist {group.name!r})")
+    for name, stage in run.specialist_stages.items():
+        oof = _stage_oof(run, stage.name, f"fit-fine (specialist {name!r})")
         if not np.array_equal(oof["ids"], coarse["ids"]):
-            raise RunError(f"{run.stage_dir(run.specialist_stage(group))}/oof.npz covers other rows than the "
-                           f"coarse stage's; retrain that specialist")
-        specialists[group.name] = oof["probs"]
-    return RunOOF(ids=coarse["ids"], labels=labels, folds=coarse["fold"], coarse_probs=coarse["probs"],
-                  specialist_probs=specialists)
+            raise RunError(f"{run.stage_dir(stage.name)}/oof.npz covers other rows than the coarse stage's; "
+                           f"retrain that specialist")
+        specialists[name] = oof["probs"]
+    return RunOOF(ids=coarse["ids"], folds=coarse["fold"], outputs=StageOutputs(coarse["probs"], specialists, labels))
 
 
-def stacking_for_run(run: RunDir, c: float) -> Stacking:
-    """The run's stacking combiner (combiner.json), fit on the out-of-fold outputs when there is
-    none yet, or when a stage was retrained since (the file records what it was fit on)."""
-    path = run.root / "combiner.json"
-    hierarchy = run.hierarchy()
-    fingerprint = _fingerprint(run, hierarchy, c)
-    if path.exists():
-        text = path.read_text()
-        if json.loads(text).get("fit_on") == fingerprint:
-            return Stacking.from_json(text, str(path))
-    oof = load_oof(run, hierarchy)
-    features = stacking_features(hierarchy, oof.coarse_probs, oof.specialist_probs)
-    combiner = Stacking.fit(features, oof.labels, hierarchy.num_classes, c)
-    payload = json.loads(combiner.to_json())
-    payload["fit_on"] = fingerprint
-    write_text(path, json.dumps(payload) + "\n")
-    return combiner
+def oof_complete(run: Run) -> bool:
+    """Whether every stage of the run has its out-of-fold file."""
+    stages = [run.coarse_stage, *run.specialist_stages.values()]
+    return all(run.oof_path(stage.name).exists() for stage in stages)
 
 
-def _fingerprint(run: RunDir, hierarchy: Hierarchy, c: float) -> str:
-    digest = hashlib.sha256(f"C={c}".encode())
-    parts = hierarchy.specialist_parts(run.recipe().specialist_names)
-    for stage in ["coarse"] + [run.specialist_stage(part) for part in parts]:
-        path = run.oof_path(stage)
+def fit_combiners(run: Run) -> list[str]:
+    """Fit every combiner of the run that learns, on its out-of-fold outputs, into combiner.json;
+    returns their names (none until every stage has its out-of-fold file)."""
+    learning = [name for name in run.hierarchy.combiners if COMBINERS[name].fits]
+    if not learning or not oof_complete(run):
+        return []
+    oof = load_oof(run)
+    payload = {}
+    for name in learning:
+        combiner = COMBINERS[name].from_config(run.recipe.combine).fit(run.hierarchy, oof.outputs)
+        payload[name] = {"fit_on": _fingerprint(run, combiner), "state": combiner.state()}
+    write_text(run.combiner_path, json.dumps(payload) + "\n")  # compact: the coefficients are long lists
+    log.info("fit the %s combiner%s on %d out-of-fold rows", ", ".join(learning), "s" if len(learning) > 1 else "",
+             len(oof.ids))
+    return learning
+
+
+def load_combiner(run: Run, name: str) -> Combiner:
+    """The run's combiner `name`, as the recipe sets it up; one that learns comes fitted from
+    combiner.json, which must have been fit on the run's present out-of-fold files."""
+    combiner = COMBINERS[name].from_config(run.recipe.combine)
+    if not combiner.fits:
+        return combiner
+    saved = read_json(run.combiner_path).get(name) if run.combiner_path.exists() else None
+    if saved is None or saved.get("fit_on") != _fingerprint(run, combiner):
+        state = "is not fit yet" if saved is None else "was fit on other out-of-fold outputs or settings"
+        raise RunError(f"{run.root}: the {name} combiner {state}; run `hierclf fit-fine {run.root}` (or fit-coarse, "
+                       f"for a run without specialists) to fit it")
+    return combiner.load_state(saved["state"], str(run.combiner_path))
+
+
+def _fingerprint(run: Run, combiner: Combiner) -> str:
+    """What a fitted combiner depends on: its settings and every stage's out-of-fold file."""
+    digest = hashlib.sha256(json.dumps(combiner.settings(), sort_keys=True).encode())
+    for stage in [run.coarse_stage, *run.specialist_stages.values()]:
+        path = run.oof_path(stage.name)
         digest.update(path.read_bytes() if path.exists() else b"missing")
     return digest.hexdigest()
 
 
-def _stage_oof(run: RunDir, stage: str, command: str) -> dict[str, np.ndarray]:
+def _stage_oof(run: Run, stage: str, command: str) -> dict[str, np.ndarray]:
     if not run.oof_path(stage).exists():
         raise RunError(f"{run.root}: the {stage} stage has no out-of-fold file yet; run `hierclf {command}` "
                        f"until every fold is trained")

@@ -1,24 +1,22 @@
-"""Figures for reports, drawn off-screen with matplotlib."""
+"""Figures for reports, drawn on a matplotlib Figure of their own: no pyplot, so a notebook's
+backend and figure list stay as the user set them."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from matplotlib.figure import Figure
 
-from hierclf.runs import atomic_path
+from hierclf.files import atomic_path
 
 
 def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:
     """A row-normalised confusion matrix (recall on the diagonal), with the counts written in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * len(class_names) + 2)
-    figure, axes = plt.subplots(figsize=(size + 1, size))
+    figure = Figure(figsize=(size + 1, size))
+    axes = figure.add_subplot()
     image = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     axes.set_xticks(range(len(class_names)), class_names, rotation=60, ha="right", fontsize=8)
     axes.set_yticks(range(len(class_names)), class_names, fontsize=8)
@@ -33,4 +31,3 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
-    plt.close(figure)

@@ -1,6 +1,6 @@
 """Predicting with a run: each stage's fold models soft-voted over streamed batches, then the
-combiner. With `routed`, a specialist runs only on the images routed to it; with attribute
-heads, the heads' probabilities (a head specialist's in place of its head's) multiply."""
+run's combiner. With `routed`, a specialist runs only on the images routed to it. A run folder is
+only read here: a combiner that learns was fit when the run's last stage finished."""
 from __future__ import annotations
 
 import csv
@@ -13,22 +13,20 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hierclf.combine import product, routed, stacking_features
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.devices import resolve_device
 from hierclf.errors import HierclfError, RunError
-from hierclf.hierarchy import FactorHierarchy, Hierarchy
-from hierclf.inference import TTAVariant, soft_vote
+from hierclf.files import write_text
+from hierclf.inference import soft_vote
 from hierclf.models import ModelSpec, load_model
-from hierclf.oof import stacking_for_run
-from hierclf.recipe import tta_variant
-from hierclf.runs import RunDir, write_text
+from hierclf.oof import load_combiner
+from hierclf.runs import Run
+from hierclf.stages import Stage
+from hierclf.tta import View, parse_view
 
 log = logging.getLogger(__name__)
-
-COMBINERS = ("product", "routed", "stacking")
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,20 +50,21 @@ class Predictions:
 class StageModels:
     """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
 
-    def __init__(self, run: RunDir, stage: str, device: torch.device, folds: Sequence[int] | None,
-                 expected_folds: int, batch_size: int, workers: int, tta: Sequence[TTAVariant] = ()):
-        finished = run.finished_folds(stage)
+    def __init__(self, run: Run, stage: Stage, device: torch.device, folds: Sequence[int] | None,
+                 batch_size: int, workers: int, tta: Sequence[View] = ()):
+        finished = run.finished_folds(stage.name)
         wanted = finished if folds is None else [fold for fold in folds if fold in finished]
         if not wanted:
-            raise RunError(f"{run.root} has no trained {stage} fold{'' if folds is None else f' among {list(folds)}'}; "
-                           f"run `hierclf fit-{'coarse' if stage == 'coarse' else 'fine'}` first")
-        if folds is None and len(wanted) < expected_folds:
-            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage, len(wanted),
-                        expected_folds)
-        loaded = [load_model(run.fold_dir(stage, fold), device) for fold in wanted]
+            among = "" if folds is None else f" among {list(folds)}"
+            raise RunError(f"{run.root} has no trained {stage.name} fold{among}; "
+                           f"run `hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}` first")
+        if folds is None and len(wanted) < run.recipe.folds.count:
+            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage.name, len(wanted),
+                        run.recipe.folds.count)
+        loaded = [load_model(run.fold_dir(stage.name, fold), device) for fold in wanted]
         specs = {spec for _, spec in loaded}
         if len(specs) != 1:
-            raise RunError(f"{run.stage_dir(stage)}: the fold models differ in input size or classes")
+            raise RunError(f"{run.stage_dir(stage.name)}: the fold models differ in input size or classes")
         self.models = [model for model, _ in loaded]
         self.spec: ModelSpec = specs.pop()
         self.device, self.batch_size, self.workers, self.tta = device, batch_size, workers, tuple(tta)
@@ -76,65 +75,46 @@ class StageModels:
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
         dataset = ImageDataset(items, None, transform, self.spec.in_chans)
         loader = make_loader(dataset, self.batch_size, shuffle=False, workers=self.workers, device=self.device)
-        probs, rows = soft_vote(self.models, loader, self.device, head_sizes=self.spec.head_sizes, tta=self.tta)
+        probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta)
         return probs[np.argsort(rows)]
 
 
-def predict_items(run_path: str | Path, items: Items, combiner: str | None = None, batch_size: int = 256,
+def predict_items(run: str | Path | Run, items: Items, combiner: str | None = None, batch_size: int = 256,
                   workers: int = 2, device: str = "auto", folds: Sequence[int] | None = None,
                   trace: bool = False, tta: Sequence[str] | None = None) -> Predictions:
-    """Final labels for `items`. `combiner` defaults to the recipe's [combine] method; `folds`
-    limits every stage to those fold models (to reproduce out-of-fold outputs); `tta` (hflip,
-    rot90, scale=1.1, …) defaults to the recipe's predict.tta, and () turns it off."""
-    run = RunDir(run_path)
-    recipe, hierarchy = run.recipe(), run.hierarchy()
-    method = combiner or recipe.combine.method
-    if method not in COMBINERS:
-        raise HierclfError(f"--combiner {method!r}: expected one of {', '.join(COMBINERS)}")
-    if method == "routed" and isinstance(hierarchy, FactorHierarchy):
-        raise HierclfError(f"--combiner routed: {run.root} has attribute heads, and there is nothing to route; "
-                           f"use product or stacking")
+    """Final labels for `items` by `run` (a run folder, or one already opened). `combiner`
+    defaults to the recipe's [combine] method; `folds` limits every stage to those fold models
+    (to reproduce out-of-fold outputs); `tta` (hflip, rot90, scale=1.1, …) defaults to the
+    recipe's predict.tta, and () turns it off."""
+    run = _opened(run)
+    hierarchy = run.hierarchy
+    requested = combiner or run.recipe.combine.method
+    where = f"--combiner {requested!r}" if combiner else f'{run.recipe_path}: combine.method = "{requested}"'
+    combining = load_combiner(run, hierarchy.combiner_for(requested, where))
     if items.class_names and tuple(items.class_names) != hierarchy.class_names:
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
-    variants = [tta_variant(text, "--tta") for text in (recipe.predict.tta if tta is None else tta)]
+    views = [parse_view(text, "--tta") for text in (run.recipe.predict.tta if tta is None else tta)]
     torch_device = resolve_device(device)
 
-    def stage(name: str) -> StageModels:
-        return StageModels(run, name, torch_device, folds, recipe.folds.count, batch_size, workers, variants)
+    def models(stage: Stage) -> StageModels:
+        return StageModels(run, stage, torch_device, folds, batch_size, workers, views)
 
-    coarse_probs = stage("coarse").probs(items)
+    coarse = models(run.coarse_stage)
+    specialists = {name: models(stage) for name, stage in run.specialist_stages.items()}
+    coarse_probs = coarse.probs(items)
+    outcome = combining.combine(hierarchy, coarse_probs, list(specialists),
+                                lambda name, rows: specialists[name].probs(items.subset(rows)))
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)
     known = items.labels != UNKNOWN_LABEL
     targets[known] = items.labels[known]
-    if hierarchy.is_flat:
-        return Predictions(ids=items.ids, probs=coarse_probs, labels=coarse_probs.argmax(1),
-                           class_names=hierarchy.class_names, targets=targets,
-                           trace=_trace(hierarchy, coarse_probs, {}) if trace else None)
-
-    specialists = {part.name: stage(run.specialist_stage(part))
-                   for part in hierarchy.specialist_parts(recipe.specialist_names)}
-    if method == "routed":
-        outcome = routed(hierarchy, coarse_probs,
-                         lambda name, rows: specialists[name].probs(items.subset(rows)),
-                         threshold=recipe.combine.route_threshold)
-        local, probs, labels = outcome.specialist_probs, outcome.probs, outcome.labels
-        ran = {name: int(len(rows)) for name, rows in outcome.ran_on.items()}
-    else:
-        local = {name: models.probs(items) for name, models in specialists.items()}
-        if method == "product":
-            probs = product(hierarchy, coarse_probs, local)
-        else:
-            stacking = stacking_for_run(run, recipe.combine.stacking_c)
-            probs = stacking.predict_proba(stacking_features(hierarchy, coarse_probs, local))
-        labels = probs.argmax(1)
-        ran = {name: len(items) for name in specialists}
-    return Predictions(ids=items.ids, probs=probs, labels=labels, class_names=hierarchy.class_names,
-                       targets=targets, trace=_trace(hierarchy, coarse_probs, local) if trace else None,
-                       specialist_rows=ran)
+    decisions = hierarchy.trace(coarse_probs, outcome.specialist_probs) if trace else None
+    return Predictions(ids=items.ids, probs=outcome.probs, labels=outcome.labels, class_names=hierarchy.class_names,
+                       targets=targets, trace=decisions,
+                       specialist_rows={name: int(len(rows)) for name, rows in outcome.ran_on.items()})
 
 
-def predict_runs(run_paths: Sequence[str | Path], items: Items, weights: Sequence[float] | None = None,
+def predict_runs(run_paths: Sequence[str | Path | Run], items: Items, weights: Sequence[float] | None = None,
                  **options) -> Predictions:
     """A soft vote of several runs (seeds, backbones, hierarchies) over the same classes: each
     run's final probabilities, by its own combiner, averaged with `weights` (default equal).
@@ -149,13 +129,14 @@ def predict_runs(run_paths: Sequence[str | Path], items: Items, weights: Sequenc
         raise HierclfError(f"--weights: expected numbers ≥ 0, not all 0; got {', '.join(f'{w:g}' for w in weights)}")
     if options.get("trace"):
         raise HierclfError("--trace follows one run's stages; predict with one run to trace it")
-    first = RunDir(run_paths[0]).hierarchy().class_names
-    for path in run_paths[1:]:  # every check before any model runs
-        if RunDir(path).hierarchy().class_names != first:
-            raise RunError(f"{path} predicts other classes than {run_paths[0]}; an ensemble needs the same classes")
+    runs = [_opened(run) for run in run_paths]
+    first = runs[0].hierarchy.class_names
+    for run in runs[1:]:  # every check before any model runs
+        if run.hierarchy.class_names != first:
+            raise RunError(f"{run.root} predicts other classes than {runs[0].root}; an ensemble needs the same classes")
     total, results = None, []
-    for path, weight in zip(run_paths, weights):
-        result = predict_items(path, items, **options)
+    for run, weight in zip(runs, weights):
+        result = predict_items(run, items, **options)
         results.append(result)
         total = result.probs * weight if total is None else total + result.probs * weight
     probs = (total / sum(weights)).astype(np.float32)
@@ -163,39 +144,8 @@ def predict_runs(run_paths: Sequence[str | Path], items: Items, weights: Sequenc
                        targets=results[0].targets)
 
 
-def _trace(hierarchy: Hierarchy, coarse_probs: np.ndarray, local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Per row: the coarse decision and its confidence; where that decision is a group, its
-    specialist's decision and confidence (empty where the specialist did not run). With heads,
-    each head's value, its probability, and which stage decided it."""
-    if isinstance(hierarchy, FactorHierarchy):
-        return _head_trace(hierarchy, coarse_probs, local)
-    top = coarse_probs.argmax(1)
-    names = np.asarray(hierarchy.coarse_names, dtype=object)
-    specialist = np.full(len(top), "", dtype=object)
-    specialist_label = np.full(len(top), "", dtype=object)
-    specialist_confidence = np.full(len(top), np.nan)
-    for group in hierarchy.groups:
-        rows = np.flatnonzero(top == hierarchy.coarse_index(group))
-        probs = local.get(group.name)
-        if probs is None or len(rows) == 0:
-            continue
-        rows = rows[~np.isnan(probs[rows]).any(1)]
-        specialist[rows] = group.name
-        specialist_label[rows] = [hierarchy.class_names[group.members[i]] for i in probs[rows].argmax(1)]
-        specialist_confidence[rows] = probs[rows].max(1)
-    return {"coarse": names[top], "coarse_confidence": coarse_probs.max(1), "specialist": specialist,
-            "specialist_label": specialist_label, "specialist_confidence": specialist_confidence}
-
-
-def _head_trace(hierarchy: FactorHierarchy, coarse_probs: np.ndarray,
-                local: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    columns: dict[str, np.ndarray] = {}
-    for name, probs in {**hierarchy.split(coarse_probs), **local}.items():
-        values = np.asarray(hierarchy.head(name).values, dtype=object)
-        columns[name] = values[probs.argmax(1)]
-        columns[f"{name}_confidence"] = probs.max(1)
-        columns[f"{name}_by"] = np.full(len(probs), "specialist" if name in local else "coarse", dtype=object)
-    return columns
+def _opened(run: str | Path | Run) -> Run:
+    return run if isinstance(run, Run) else Run.open(run)
 
 
 def write_predictions(path: Path, predictions: Predictions, with_probs: bool = False, label_index: bool = False) -> None:

@@ -1,38 +1,131 @@
-"""The run folder: where every file of a run lives, written atomically, read back with checks.
+"""The run folder: where every file of a run lives, and the run opened once with its recipe,
+hierarchy and folds.
 
 Layout (see docs/run-folder.md):
 
-    RUN/recipe.toml  hierarchy.json  folds.npz
+    RUN/recipe.toml  hierarchy.json  folds.npz  combiner.json
     RUN/coarse/fold-K/weights.safetensors  model.json  metrics.jsonl  val.npz  result.json
     RUN/coarse/oof.npz  summary.json
+    RUN/fine/<part>/stage.json  fold-K/…  oof.npz  summary.json
 
 A fold is finished when its result.json exists; it is written last. Nothing here unpickles.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import uuid
-from contextlib import contextmanager
+import typing
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
 
+from hierclf.coerce import show_value
 from hierclf.errors import RunError
-from hierclf.hierarchy import Group, Head, Hierarchy, hierarchy_from_json
-from hierclf.recipe import Recipe, StageConfig, config_differences, load_recipe, recipe_differences
+from hierclf.files import read_json, read_npz, write_json, write_npz, write_text
+from hierclf.hierarchy import Hierarchy, hierarchy_from_json
+from hierclf.recipe import RUN_SECTIONS, Recipe, StageConfig
+from hierclf.recipe_io import load_recipe
+from hierclf.stages import Stage
 
 
-class RunDir:
-    """Paths inside one run folder, and the checks that it belongs to a given recipe."""
+@dataclass(frozen=True, eq=False)
+class Folds:
+    """The fold of every training row, fixed when the run starts: ids, labels, fold (-1: training only)."""
 
-    def __init__(self, root: str | Path):
-        self.root = Path(root)
+    ids: np.ndarray
+    labels: np.ndarray
+    fold: np.ndarray
+
+    def matches(self, other: "Folds") -> bool:
+        """The same rows, labels and folds: two runs whose out-of-fold outputs line up."""
+        return all(np.array_equal(getattr(self, name), getattr(other, name)) for name in ("ids", "labels", "fold"))
+
+    def check_data(self, ids: np.ndarray, labels: np.ndarray, root: Path) -> None:
+        """Refuse training rows other than those the run at `root` was split on."""
+        if not (np.array_equal(self.ids, ids) and np.array_equal(self.labels, labels)):
+            raise RunError(f"{root}: the training data changed since this run folder was made "
+                           f"(other images or labels); use a new --out folder")
+
+
+@dataclass(frozen=True, eq=False)
+class Run:
+    """One run folder, its recipe and hierarchy read once (`Run.open`), and the paths inside it."""
+
+    root: Path
+    recipe: Recipe
+    hierarchy: Hierarchy
+
+    # --- opening and starting
+
+    @classmethod
+    def open(cls, root: str | Path) -> "Run":
+        """An existing run folder, read and checked once."""
+        root = Path(root)
+        for name in ("recipe.toml", "hierarchy.json"):
+            if not (root / name).is_file():
+                raise RunError(f"{root} is not a hierclf run folder (no {name})")
+        hierarchy_path = root / "hierarchy.json"
+        hierarchy = hierarchy_from_json(hierarchy_path.read_text(encoding="utf-8"), str(hierarchy_path))
+        return cls(root=root, recipe=load_recipe(root / "recipe.toml"), hierarchy=hierarchy)
+
+    @classmethod
+    def start(cls, root: str | Path, recipe: Recipe, hierarchy: Hierarchy, folds: Folds) -> "Run":
+        """Create the run folder for `recipe`, or check that an existing one was made by the same
+        recipe, hierarchy and folds, so finished folds can be reused and nothing is mixed."""
+        root = Path(root)
+        if (root / "recipe.toml").exists():
+            existing = cls.open(root)
+            changed = recipe_differences(existing.recipe, recipe)
+            if changed:
+                raise RunError(f"run folder {root} was made with another recipe ({'; '.join(changed[:4])}"
+                               f"{'; …' if len(changed) > 4 else ''}); use a new --out folder")
+            if existing.hierarchy != hierarchy:
+                raise RunError(f"run folder {root} was made for another hierarchy; use a new --out folder")
+            if existing.folds_path.exists():
+                existing.folds.check_data(folds.ids, folds.labels, root)
+                if not np.array_equal(existing.folds.fold, folds.fold):
+                    raise RunError(f"{root} was split into other folds; use a new --out folder")
+        elif root.exists() and any(root.iterdir()):
+            raise RunError(f"{root} exists and is not a hierclf run folder; use a new --out folder")
+        run = cls(root=root, recipe=recipe, hierarchy=hierarchy)
+        root.mkdir(parents=True, exist_ok=True)
+        run.save_recipe(recipe)
+        write_text(run.hierarchy_path, hierarchy.to_json())
+        if not run.folds_path.exists():
+            write_npz(run.folds_path, ids=folds.ids, labels=folds.labels, fold=folds.fold)
+        return run
+
+    def with_recipe(self, recipe: Recipe) -> "Run":
+        """The same run under an updated recipe (fit-fine --set), saved into the folder."""
+        self.save_recipe(recipe)
+        return dataclasses.replace(self, recipe=recipe)
+
+    def save_recipe(self, recipe: Recipe) -> None:
+        write_text(self.recipe_path, recipe.to_toml())
+
+    # --- what the run holds
+
+    @cached_property
+    def folds(self) -> Folds:
+        """The fold of every training row (folds.npz), read on first use."""
+        if not self.folds_path.exists():
+            raise RunError(f"{self.root} has no folds.npz; run `hierclf fit-coarse` first")
+        saved = read_npz(self.folds_path)
+        return Folds(ids=saved["ids"], labels=saved["labels"], fold=saved["fold"])
+
+    @cached_property
+    def coarse_stage(self) -> Stage:
+        return self.hierarchy.coarse_stage(self.recipe)
+
+    @cached_property
+    def specialist_stages(self) -> dict[str, Stage]:
+        """The stage of each part with a specialist, by part name, in the hierarchy's order."""
+        parts = self.hierarchy.specialist_parts(self.recipe.specialist_names)
+        return {part.name: self.hierarchy.specialist_stage(part, self.recipe) for part in parts}
+
+    # --- paths
 
     @property
     def recipe_path(self) -> Path:
@@ -46,6 +139,10 @@ class RunDir:
     def folds_path(self) -> Path:
         return self.root / "folds.npz"
 
+    @property
+    def combiner_path(self) -> Path:
+        return self.root / "combiner.json"
+
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
 
@@ -58,10 +155,6 @@ class RunDir:
     def summary_path(self, stage: str) -> Path:
         return self.stage_dir(stage) / "summary.json"
 
-    def specialist_stage(self, part: Group | Head) -> str:
-        """The stage name (and folder, under the run) of one group's (or head's) specialist."""
-        return f"fine/{part.folder}"
-
     def fold_finished(self, stage: str, fold: int) -> bool:
         return (self.fold_dir(stage, fold) / "result.json").is_file()
 
@@ -72,114 +165,48 @@ class RunDir:
         folds = [int(p.name.split("-", 1)[1]) for p in folder.glob("fold-*") if p.name.split("-", 1)[1].isdigit()]
         return sorted(fold for fold in folds if self.fold_finished(stage, fold))
 
-    def prepare(self, recipe: Recipe, hierarchy: Hierarchy) -> None:
-        """Create the run folder for `recipe`, or check that an existing one was made by the same
-        recipe and hierarchy, so finished folds can be reused and nothing is mixed."""
-        if self.recipe_path.exists():
-            saved = self.recipe()
-            changed = recipe_differences(saved, recipe)
-            if changed:
-                raise RunError(f"run folder {self.root} was made with another recipe ({'; '.join(changed[:4])}"
-                               f"{'; …' if len(changed) > 4 else ''}); use a new --out folder")
-            if self.hierarchy_path.exists() and self.hierarchy() != hierarchy:
-                raise RunError(f"run folder {self.root} was made for another hierarchy; use a new --out folder")
-        elif self.root.exists() and any(self.root.iterdir()):
-            raise RunError(f"{self.root} exists and is not a hierclf run folder; use a new --out folder")
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.save_recipe(recipe)
-        write_text(self.hierarchy_path, hierarchy.to_json())
+    # --- a stage folder is bound to the keys it was trained with
 
-    def save_recipe(self, recipe: Recipe) -> None:
-        write_text(self.recipe_path, recipe.to_toml())
-
-    def bind_stage(self, stage_name: str, stage: StageConfig, key: str) -> None:
+    def bind_stage(self, stage: Stage) -> None:
         """Record the training keys a stage folder is trained with (see check_stage)."""
-        self.check_stage(stage_name, stage, key)
-        write_json(self.stage_dir(stage_name) / "stage.json", dataclasses.asdict(stage))
+        self.check_stage(stage)
+        write_json(self.stage_dir(stage.name) / "stage.json", dataclasses.asdict(stage.config))
 
-    def check_stage(self, stage_name: str, stage: StageConfig, key: str) -> None:
+    def check_stage(self, stage: Stage) -> None:
         """Refuse training keys other than those a stage folder was trained with, so one stage
         never mixes folds trained two ways."""
-        path = self.stage_dir(stage_name) / "stage.json"
+        path = self.stage_dir(stage.name) / "stage.json"
         if path.exists():
             saved = StageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_json(path).items()})
-            changed = config_differences(saved, stage, key)
+            changed = config_differences(saved, stage.config, stage.key)
             if changed:
-                raise RunError(f"{self.stage_dir(stage_name)} was trained with other keys ({'; '.join(changed[:4])}); "
+                raise RunError(f"{self.stage_dir(stage.name)} was trained with other keys ({'; '.join(changed[:4])}); "
                                f"delete that folder to retrain it, or fit into a new run")
 
-    def recipe(self) -> Recipe:
-        if not self.recipe_path.is_file():
-            raise RunError(f"{self.root} is not a hierclf run folder (no recipe.toml)")
-        return load_recipe(self.recipe_path)
 
-    def hierarchy(self) -> Hierarchy:
-        if not self.hierarchy_path.is_file():
-            raise RunError(f"{self.root} is not a hierclf run folder (no hierarchy.json)")
-        return hierarchy_from_json(self.hierarchy_path.read_text(encoding="utf-8"), str(self.hierarchy_path))
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours the umask
-    try:
-        yield Path(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+def recipe_differences(old: Recipe, new: Recipe, sections: typing.Sequence[str] = RUN_SECTIONS) -> list[str]:
+    """Keys of `sections` that change what a run learns (runtime keys such as workers excluded)."""
+    changed = []
+    for section in sections:
+        if section == "heads":
+            old_heads, new_heads = dict(old.heads), dict(new.heads)
+            for name in sorted(set(old_heads) | set(new_heads)):
+                if name in old_heads and name in new_heads:
+                    changed += config_differences(old_heads[name], new_heads[name], f"heads.{name}")
+                else:
+                    changed.append(f"heads.{name}: {'removed' if name in old_heads else 'added'}")
+            continue
+        changed += config_differences(getattr(old, section), getattr(new, section), section)
+    return changed
 
 
-def write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(text, encoding="utf-8")
-
-
-def write_json(path: Path, payload: Any) -> None:
-    write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-
-
-def read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path} cannot be read: {error}") from None
-
-
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
-    for name, array in arrays.items():
-        if np.asarray(array).dtype == object:
-            raise TypeError(f"{name}: object arrays would need pickle; use fixed-width strings")
-    with atomic_path(path) as temporary:
-        with temporary.open("wb") as handle:
-            np.savez(handle, **arrays)
-
-
-def read_npz(path: Path) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
-    except (OSError, ValueError) as error:
-        raise RunError(f"{path} cannot be read: {error}") from None
-
-
-def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
-    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in state_dict.items()}
-    with atomic_path(path) as temporary:
-        save_file(tensors, str(temporary))
-
-
-def load_weights(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
-    except (OSError, SafetensorError) as error:
-        raise RunError(f"{path} cannot be read: {error}") from None
+def config_differences(old: Any, new: Any, prefix: str) -> list[str]:
+    """`prefix.key: old → new` for every non-runtime key that differs between two config objects."""
+    changed = []
+    for item in dataclasses.fields(old):
+        if item.metadata.get("runtime"):
+            continue
+        before, after = getattr(old, item.name), getattr(new, item.name)
+        if before != after:
+            changed.append(f"{prefix}.{item.name}: {show_value(before)} → {show_value(after)}")
+    return changed

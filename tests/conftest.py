@@ -144,3 +144,80 @@ def csv_dataset(tmp_path: Path) -> Path:
 @pytest.fixture()
 def tiny_recipe(tmp_path: Path, csv_dataset: Path) -> Path:
     return write_recipe(tmp_path / "recipe.toml", {"csv": str(csv_dataset)})
+
+
+def cli(*args):
+    """The hierclf command in-process, as a user types it."""
+    from click.testing import CliRunner
+    from hierclf.cli import main
+
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="session")
+def flat_run(tmp_path_factory):
+    """One flat 3-fold run on the bar images, shared by the tests that only read it:
+    (folder, recipe, train.csv, the fit-coarse output)."""
+    root = tmp_path_factory.mktemp("flat")
+    train_csv = write_csv_dataset(root / "data", per_class=20)
+    recipe = write_recipe(root / "recipe.toml", {"csv": str(train_csv)})
+    result = cli("fit-coarse", recipe, "--out", root / "run")
+    assert result.exit_code == 0, result.output
+    return root / "run", recipe, train_csv, result
+
+
+@pytest.fixture(scope="session")
+def detail_runs(tmp_path_factory):
+    """Images where two classes differ only in a detail that vanishes at 12 px: a flat run at
+    12 px, and a hierarchical one whose coarse stage sees 12 px and whose patch specialist sees
+    48 px, on the same folds."""
+    import tomli_w
+    import tomllib
+
+    root = tmp_path_factory.mktemp("detail")
+    train_csv = write_detail_dataset(root / "data")
+    data = {"csv": str(train_csv), "class_names": list(DETAIL_CLASSES)}
+    coarse = {"img_size": 12, "epochs": 15, "lr": 5e-3}  # confident enough at 12 px for the product to route right
+    write_recipe(root / "flat.toml", data, coarse=coarse)
+    hier = write_recipe(root / "hier.toml", data, coarse=coarse,
+                        hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
+    recipe = tomllib.loads(hier.read_text())
+    recipe["fine"] = {"img_size": 48}
+    hier.write_text(tomli_w.dumps(recipe))
+    for args in (("fit-coarse", root / "flat.toml", "--out", root / "flat"),
+                 ("fit-coarse", hier, "--out", root / "hier"),
+                 ("fit-fine", root / "hier")):
+        result = cli("-q", *args)
+        assert result.exit_code == 0, result.output
+    return root
+
+
+MASK_HEADS = {"mask": ["wear", "incorrect", "not_wear"], "gender": ["male", "female"],
+              "age": ["<30", "30-59", ">=60"]}
+MASK_STAGE = {**TINY_STAGE, "img_size": 32, "in_chans": 3, "epochs": 8, "batch_size": 16}
+
+
+def mask_recipe(path: Path, images: Path, hierarchy: dict | None = None, heads: dict | None = None,
+                fine: dict | None = None) -> Path:
+    import tomli_w
+
+    recipe = {"data": {"mask_images": str(images)}, "folds": {"count": 3, "seed": 0}, "coarse": MASK_STAGE}
+    recipe.update({key: value for key, value in (("hierarchy", hierarchy), ("heads", heads), ("fine", fine)) if value})
+    path.write_text(tomli_w.dumps(recipe))
+    return path
+
+
+@pytest.fixture(scope="session")
+def mask_runs(tmp_path_factory):
+    """The mask competition's layout: a run with one head per attribute and an age specialist at
+    48 px, and the flat 18-class run on the same folds."""
+    root = tmp_path_factory.mktemp("mask")
+    images = write_mask_dataset(root / "data", people_per_kind=4)
+    mask_recipe(root / "heads.toml", images, {"heads": MASK_HEADS}, heads={"age": {"label_smoothing": 0.1}},
+                fine={"age": {"img_size": 48}})
+    mask_recipe(root / "flat.toml", images)
+    for args in (("fit-coarse", root / "heads.toml", "--out", root / "heads"), ("fit-fine", root / "heads"),
+                 ("fit-coarse", root / "flat.toml", "--out", root / "flat")):
+        result = cli("-q", *args)
+        assert result.exit_code == 0, result.output
+    return root

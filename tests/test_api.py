@@ -1,8 +1,4 @@
 """hierclf as a library: in-memory arrays in, a run folder and predictions out."""
-import importlib.metadata
-import subprocess
-import sys
-
 import numpy as np
 
 import hierclf
@@ -30,12 +26,3 @@ def test_fit_and_predict_on_in_memory_arrays(tmp_path):
 def test_public_names_resolve():
     for name in hierclf.__all__:
         assert getattr(hierclf, name) is not None
-
-
-def test_console_script_and_module_entry_points():
-    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
-    assert scripts.get("hierclf") == "hierclf.cli:main"
-    done = subprocess.run([sys.executable, "-m", "hierclf", "--help"], capture_output=True, text=True)
-    assert done.returncode == 0
-    for command in ("fit-coarse", "predict", "dataset"):
-        assert command in done.stdout

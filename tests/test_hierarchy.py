@@ -1,28 +1,40 @@
+"""Both kinds of hierarchy: label maps, their stages, and how each combines and reports itself."""
+import json
+
 import numpy as np
 import pytest
 
 from hierclf.errors import RecipeError
 from hierclf.hierarchy import (FactorHierarchy, GroupHierarchy, build_hierarchy, decode_factors, encode_factors,
-                               hierarchy_from_json)
-from hierclf.recipe import recipe_from_dict
+                               hierarchy_from_json, suggest_groups)
+from hierclf.recipe_io import recipe_from_dict
+from hierclf.stages import NOT_IN_STAGE
 
 NAMES = tuple(f"c{i}" for i in range(17))
+# five classes; coarse classes: 0, {1, 3} = "odd", 2, 4
+FIVE = GroupHierarchy.from_config([[1, 3]], ["odd"], ("a", "b", "c", "d", "e"))
+MASK = FactorHierarchy.from_config({"mask": ["wear", "incorrect", "not_wear"], "gender": 2, "age": 3})
+
+
+def random_probs(rng, rows, columns):
+    values = rng.random((rows, columns)) + 0.01
+    return values / values.sum(1, keepdims=True)
 
 
 def test_flat_hierarchy_is_the_identity():
     flat = GroupHierarchy.from_config((), (), NAMES)
     assert flat.is_flat and flat.coarse_names == NAMES
-    assert np.array_equal(flat.coarse_targets(np.arange(17)), np.arange(17))
+    assert np.array_equal(flat.coarse_targets(np.arange(17))[:, 0], np.arange(17))
+    assert flat.combiners == ("flat",) and flat.combiner_for("routed", "x") == "flat"
 
 
 def test_documents_groups_merge_into_one_coarse_class():
     hierarchy = GroupHierarchy.from_config([[3, "c7", 14]], ["certificates"], NAMES)
     assert len(hierarchy.coarse_names) == 15
-    merged = hierarchy.coarse_targets(np.array([3, 7, 14]))
+    merged = hierarchy.coarse_targets(np.array([3, 7, 14]))[:, 0]
     assert len(set(merged)) == 1 and hierarchy.coarse_names[merged[0]] == "certificates"
-    assert hierarchy.coarse_names[hierarchy.coarse_targets(np.array([16]))[0]] == "c16"
+    assert hierarchy.coarse_names[hierarchy.coarse_targets(np.array([16]))[0, 0]] == "c16"
     assert GroupHierarchy.from_json(hierarchy.to_json()) == hierarchy
-    import json
     both_ways = json.loads(hierarchy.to_json())
     merged_index = both_ways["fine_to_coarse"][3]
     assert both_ways["coarse_to_fine"][merged_index] == [3, 7, 14]
@@ -42,9 +54,84 @@ def test_bad_groups(groups, message):
         GroupHierarchy.from_config(groups, (), NAMES)
 
 
-def test_suggest_groups_finds_the_planted_groups():
-    from hierclf.hierarchy import suggest_groups
+def test_the_stages_of_a_group_hierarchy():
+    recipe = recipe_from_dict({"coarse": {"label_smoothing": 0.1}, "fine": {"odd": {"img_size": 64}}})
+    coarse = FIVE.coarse_stage(recipe)
+    assert coarse.layout.output_names == ("a", "odd", "c", "e") and coarse.losses[0].label_smoothing == 0.1
+    assert coarse.targets(np.array([0, 1, 3, 4]))[:, 0].tolist() == [0, 1, 1, 3]
+    odd = FIVE.specialist_stage(FIVE.group("odd"), recipe)
+    assert (odd.name, odd.key, odd.config.img_size) == ("fine/odd", "fine.odd", 64)
+    assert odd.layout.output_names == ("b", "d")
+    assert odd.targets(np.array([0, 1, 3, 4]))[:, 0].tolist() == [NOT_IN_STAGE, 0, 1, NOT_IN_STAGE]
 
+
+def test_product_is_group_times_conditional_and_sums_to_one():
+    rng = np.random.default_rng(0)
+    coarse, odd = random_probs(rng, 50, 4), random_probs(rng, 50, 2)
+    fine = FIVE.product(coarse, {"odd": odd})
+    assert np.allclose(fine.sum(1), 1.0)
+    assert np.allclose(fine[:, [0, 2, 4]], coarse[:, [0, 2, 3]])
+    assert np.allclose(fine[:, 1], coarse[:, 1] * odd[:, 0]) and np.allclose(fine[:, 3], coarse[:, 1] * odd[:, 1])
+
+
+class CountingSpecialist:
+    """Stands in for a specialist's models: answers with fixed probabilities and records every row it sees."""
+
+    def __init__(self, probs):
+        self.probs, self.seen = probs, []
+
+    def __call__(self, name, rows):
+        self.seen.extend(rows.tolist())
+        return self.probs[rows]
+
+
+COARSE = np.array([[0.7, 0.2, 0.05, 0.05],   # → a
+                   [0.1, 0.6, 0.2, 0.1],     # → odd → specialist says d
+                   [0.2, 0.3, 0.4, 0.1],     # → c (odd at 0.3)
+                   [0.05, 0.9, 0.0, 0.05]])  # → odd → specialist says b
+ODD = np.array([[0.5, 0.5], [0.2, 0.8], [0.9, 0.1], [0.6, 0.4]])
+
+
+def test_routing_runs_the_specialist_only_on_routed_rows():
+    specialist = CountingSpecialist(ODD)
+    outcome = FIVE.route(COARSE, specialist)
+    assert sorted(specialist.seen) == [1, 3]
+    assert outcome.labels.tolist() == [0, 3, 2, 1]
+    assert np.isnan(outcome.specialist_probs["odd"][[0, 2]]).all()
+    assert np.allclose(outcome.probs.sum(1), 1.0)
+    # with τ = 0.25 it also runs where P(odd) ≥ 0.25 (row 2), and the product decides there
+    widened = CountingSpecialist(ODD)
+    outcome = FIVE.route(COARSE, widened, threshold=0.25)
+    assert sorted(widened.seen) == [1, 2, 3]
+    assert outcome.labels[2] == FIVE.product(COARSE[2:3], {"odd": ODD[2:3]})[0].argmax() == 2
+
+
+def test_hard_routing_can_differ_from_the_product():
+    # the coarse model prefers the group by a hair, the specialist is unsure: routing keeps the
+    # group's member, the product the singleton
+    coarse = np.array([[0.45, 0.55, 0.0, 0.0]])
+    unsure = CountingSpecialist(np.array([[0.5, 0.5]]))
+    assert FIVE.route(coarse, unsure).labels[0] in (1, 3)
+    assert FIVE.product(coarse, {"odd": unsure.probs}).argmax(1)[0] == 0
+
+
+def test_routed_probabilities_split_unrun_groups_evenly():
+    outcome = FIVE.route(np.array([[0.8, 0.2, 0.0, 0.0]]), CountingSpecialist(np.array([[0.9, 0.1]])))
+    assert outcome.probs[0].tolist() == pytest.approx([0.8, 0.1, 0.0, 0.1, 0.0])
+
+
+def test_trace_and_report_of_a_group_hierarchy():
+    routed = FIVE.route(COARSE, CountingSpecialist(ODD))
+    trace = FIVE.trace(COARSE, routed.specialist_probs)
+    assert trace["coarse"].tolist() == ["a", "odd", "c", "odd"]
+    assert trace["specialist_label"].tolist() == ["", "d", "", "b"] and np.isnan(trace["specialist_confidence"][0])
+    report = FIVE.stage_report(np.array([0, 3, 2, 4]), COARSE, {"odd": ODD})
+    assert report["groups"] == [{"name": "odd", "classes": ["b", "d"]}]
+    assert report["coarse"]["accuracy"] == report["routing"]["accuracy"] == 0.75  # row 3 (e) went to odd
+    assert report["routing"]["per_group"] == {"odd": 1.0}
+
+
+def test_suggest_groups_finds_the_planted_groups():
     rng = np.random.default_rng(0)
     matrix = np.diag(rng.integers(80, 100, size=10)).astype(float)
     matrix += rng.integers(0, 2, size=(10, 10)) * (1 - np.eye(10))      # background noise: ≤ 1 error per pair
@@ -71,29 +158,67 @@ def test_mixed_radix_labels_match_the_competitions_formula():
 
 
 def test_factor_hierarchy_names_targets_and_json():
-    factors = FactorHierarchy.from_config({"mask": ["wear", "incorrect", "not_wear"], "gender": 2, "age": 3})
-    assert factors.num_classes == 18 and factors.sizes == (3, 2, 3)
-    assert factors.class_names[15] == "not_wear/1/0"  # 2·6 + 1·3 + 0
-    assert factors.coarse_names[:4] == ("mask=wear", "mask=incorrect", "mask=not_wear", "gender=0")
-    assert factors.coarse_targets(np.array([15])).tolist() == [[2, 1, 0]]
+    assert MASK.num_classes == 18 and MASK.sizes == (3, 2, 3)
+    assert MASK.class_names[15] == "not_wear/1/0"  # 2·6 + 1·3 + 0
+    assert MASK.coarse_names[:4] == ("mask=wear", "mask=incorrect", "mask=not_wear", "gender=0")
+    assert MASK.coarse_targets(np.array([15])).tolist() == [[2, 1, 0]]
     unnamed = FactorHierarchy.from_config({"a": 2, "b": 3})
     assert unnamed.class_names == tuple(str(i) for i in range(6))  # joint indices, as the competition's labels
-    assert hierarchy_from_json(factors.to_json()) == factors
+    assert hierarchy_from_json(MASK.to_json()) == MASK
     separate = FactorHierarchy.from_config({"a": 2, "b": 3}, separate=True)
     assert hierarchy_from_json(separate.to_json()).separate
     assert isinstance(hierarchy_from_json(GroupHierarchy(("a", "b")).to_json()), GroupHierarchy)
 
 
+def test_the_stages_of_a_factor_hierarchy():
+    recipe = recipe_from_dict({"hierarchy": {"heads": {"mask": 3, "gender": 2, "age": 3}},
+                               "heads": {"age": {"weight": 2.0}}, "fine": {"age": {"img_size": 64}}})
+    coarse = MASK.coarse_stage(recipe)
+    assert coarse.layout == MASK.coarse_layout and coarse.loss_keys == ("heads.mask", "heads.gender", "heads.age")
+    assert [loss.weight for loss in coarse.losses] == [1.0, 1.0, 2.0]
+    age = MASK.specialist_stage(MASK.head("age"), recipe)
+    assert age.targets(np.array([15, 17]))[:, 0].tolist() == [0, 2] and age.config.img_size == 64
+    assert age.coarse_backbone == "backbone."
+    separate = FactorHierarchy.from_config({"mask": 3, "gender": 2, "age": 3}, separate=True)
+    assert separate.specialist_stage(separate.head("age"), recipe).coarse_backbone == "models.age."
+    assert separate.coarse_stage(recipe).separate
+
+
 def test_joint_probabilities_are_the_product_of_the_heads():
     rng = np.random.default_rng(0)
-    factors = FactorHierarchy.from_config({"mask": 3, "gender": 2, "age": 3})
     heads = {name: rng.dirichlet(np.ones(size), size=5) for name, size in zip(("mask", "gender", "age"), (3, 2, 3))}
-    joint = factors.joint_probs(heads)
+    joint = MASK.joint_probs(heads)
     assert joint.shape == (5, 18) and np.allclose(joint.sum(1), 1.0)
-    for label, (mask, gender, age) in enumerate(factors.decode(np.arange(18))):
+    for label, (mask, gender, age) in enumerate(MASK.decode(np.arange(18))):
         assert np.allclose(joint[:, label], heads["mask"][:, mask] * heads["gender"][:, gender] * heads["age"][:, age])
     side_by_side = np.concatenate([heads["mask"], heads["gender"], heads["age"]], axis=1)
-    assert all(np.array_equal(factors.split(side_by_side)[name], heads[name]) for name in heads)
+    assert all(np.array_equal(MASK.split(side_by_side)[name], heads[name]) for name in heads)
+    age = rng.dirichlet(np.ones(3), size=5)
+    assert np.allclose(MASK.product(side_by_side, {"age": age}), MASK.joint_probs({**heads, "age": age}))
+
+
+def test_trace_and_report_of_a_factor_hierarchy():
+    rng = np.random.default_rng(1)
+    coarse, age = rng.dirichlet(np.ones(8), size=6), rng.dirichlet(np.ones(3), size=6)
+    coarse[:, :3] = rng.dirichlet(np.ones(3), size=6)
+    coarse[:, 3:5] = rng.dirichlet(np.ones(2), size=6)
+    trace = MASK.trace(coarse, {"age": age})
+    assert trace["age_by"].tolist() == ["specialist"] * 6 and trace["mask_by"].tolist() == ["coarse"] * 6
+    assert trace["age"].tolist() == [str(v) for v in age.argmax(1)]
+    labels = rng.integers(0, 18, 6)
+    report = MASK.stage_report(labels, coarse, {"age": age})["heads"]
+    assert report["age"]["product"] == report["age"]["specialist"] and "specialist" not in report["mask"]
+    assert report["mask"]["product"] == report["mask"]["coarse"]
+
+
+def test_each_kind_says_which_combiners_apply():
+    assert FIVE.combiner_for("routed", "--combiner 'routed'") == "routed"
+    with pytest.raises(RecipeError, match="nothing to route; use product or stacking"):
+        MASK.combiner_for("routed", "--combiner 'routed'")
+    with pytest.raises(RecipeError, match="--combiner 'flat': a run with groups combines by product, routed, stacking"):
+        FIVE.combiner_for("flat", "--combiner 'flat'")
+    with pytest.raises(RecipeError, match="no such combiner"):
+        FIVE.combiner_for("average", "--combiner 'average'")
 
 
 @pytest.mark.parametrize("heads, message", [
@@ -109,8 +234,10 @@ def test_factor_hierarchy_refusals(heads, message):
 def test_build_hierarchy_checks_the_datas_classes():
     config = recipe_from_dict({"hierarchy": {"heads": {"a": 2, "b": 2}}}).hierarchy
     assert isinstance(build_hierarchy(config, ("0", "1", "2", "3")), FactorHierarchy)
+    named = recipe_from_dict({"hierarchy": {"heads": {"a": ["x", "y"], "b": 2}}}).hierarchy
+    assert build_hierarchy(named, ("0", "1", "2")).class_names[0] == "x/0"  # joint indices take the heads' names
     with pytest.raises(RecipeError, match="hierarchy.heads make 4 classes .* but the data has 3"):
-        build_hierarchy(config, ("0", "1", "2"))
+        build_hierarchy(named, ("a", "b", "c"))
 
 
 def test_factor_helpers_are_exported_from_the_package():

@@ -1,12 +1,17 @@
+"""timm models for any output layout, local weight files, saving and loading."""
 import pytest
 import torch
 from safetensors.torch import save_file
 
 from hierclf.errors import RecipeError
-from hierclf.models import create_model, load_model, load_weights_file, save_model
+from hierclf.layout import OutputLayout
+from hierclf.models import classifier_modules, create_model, load_model, load_weights_file, save_model
 from hierclf.recipe import StageConfig
 
 STAGE = StageConfig(model="test_resnet", img_size=16, in_chans=3)
+ABC = OutputLayout.single(("a", "b", "c"))
+AB = OutputLayout.single(("a", "b"))
+HEADS = OutputLayout.of_heads([("mask", ("m0", "m1", "m2")), ("gender", ("g0", "g1")), ("age", ("a0", "a1", "a2"))])
 
 
 class Sneaky:
@@ -14,30 +19,40 @@ class Sneaky:
 
 
 def test_create_model_and_spec():
-    model, spec = create_model(STAGE, ("a", "b", "c"))
+    model, spec = create_model(STAGE, ABC)
     assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 3)
     assert spec.num_classes == 3 and spec.class_names == ("a", "b", "c") and len(spec.mean) == 3
-    grey, grey_spec = create_model(StageConfig(model="test_resnet", in_chans=1), ("a", "b"))
+    grey, grey_spec = create_model(StageConfig(model="test_resnet", in_chans=1), AB)
     assert grey(torch.zeros(2, 1, 16, 16)).shape == (2, 2) and len(grey_spec.mean) == 1
-    vit, _ = create_model(StageConfig(model="test_vit", img_size=32), ("a", "b"))
+    vit, _ = create_model(StageConfig(model="test_vit", img_size=32), AB)
     assert vit(torch.zeros(1, 3, 32, 32)).shape == (1, 2)  # fixed-size models are told the size
+
+
+def test_initial_weights_come_from_the_seed_alone():
+    torch.manual_seed(1)
+    first, _ = create_model(STAGE, ABC, seed=3)
+    torch.manual_seed(2)  # the global generator plays no part
+    again, _ = create_model(STAGE, ABC, seed=3)
+    other, _ = create_model(STAGE, ABC, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
+    assert not torch.equal(first.fc.weight, other.fc.weight)
 
 
 def test_unknown_architecture_suggests_names():
     with pytest.raises(RecipeError, match="coarse.model = 'test_resnt': timm has no such model.*test_resnet"):
-        create_model(StageConfig(model="test_resnt"), ("a", "b"))
+        create_model(StageConfig(model="test_resnt"), AB)
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_local_weights_file_loads_offline(tmp_path, suffix):
-    source, _ = create_model(STAGE, tuple("abcde"))  # another head size: must be left out
+    source, _ = create_model(STAGE, OutputLayout.single(tuple("abcde")))  # another head size: must be left out
     state = source.state_dict()
     path = tmp_path / f"backbone{suffix}"
     if suffix == ".pth":
         torch.save({"state_dict": state}, path)
     else:
         save_file({k: v.contiguous() for k, v in state.items()}, str(path))
-    model, _ = create_model(StageConfig(model="test_resnet", img_size=16, weights=str(path)), ("a", "b", "c"))
+    model, _ = create_model(StageConfig(model="test_resnet", img_size=16, weights=str(path)), ABC)
     loaded = model.state_dict()
     backbone = [k for k in state if not k.startswith("fc.")]
     assert backbone and all(torch.equal(loaded[k], state[k]) for k in backbone)
@@ -47,16 +62,16 @@ def test_local_weights_file_loads_offline(tmp_path, suffix):
 def test_weights_that_fit_nothing_or_need_pickle_are_refused(tmp_path):
     save_file({"unrelated": torch.zeros(3)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(RecipeError, match="no tensor in it fits"):
-        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "other.safetensors")), ("a", "b"))
+        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "other.safetensors")), AB)
     torch.save({"state_dict": {}, "payload": Sneaky()}, tmp_path / "pickled.pth")
     with pytest.raises(RecipeError, match="cannot read weights"):
-        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "pickled.pth")), ("a", "b"))
+        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "pickled.pth")), AB)
     with pytest.raises(RecipeError, match="no such file"):
-        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "missing.pth")), ("a", "b"))
+        create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "missing.pth")), AB)
 
 
 def test_save_and_load_round_trip(tmp_path):
-    model, spec = create_model(STAGE, ("a", "b"))
+    model, spec = create_model(STAGE, AB)
     save_model(tmp_path, model, spec)
     loaded, loaded_spec = load_model(tmp_path, torch.device("cpu"))
     assert loaded_spec == spec
@@ -66,14 +81,11 @@ def test_save_and_load_round_trip(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "weights.safetensors"]
 
 
-HEADS = (("mask", 3), ("gender", 2), ("age", 3))
-
-
 @pytest.mark.parametrize("separate", [False, True])
 def test_attribute_heads_side_by_side_and_back_from_disk(tmp_path, separate):
-    model, spec = create_model(STAGE, ("m0", "m1", "m2", "g0", "g1", "a0", "a1", "a2"), heads=HEADS, separate=separate)
+    model, spec = create_model(STAGE, HEADS, separate=separate)
     assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 8)
-    assert spec.heads == HEADS and spec.head_sizes == (3, 2, 3) and spec.separate == separate
+    assert spec.layout == HEADS and spec.separate == separate
     names = model.state_dict().keys()
     if separate:  # one whole model per attribute
         assert {name.split(".")[1] for name in names} == {"mask", "gender", "age"}
@@ -81,6 +93,7 @@ def test_attribute_heads_side_by_side_and_back_from_disk(tmp_path, separate):
     else:  # one backbone, three linear heads
         assert {name.split(".")[0] for name in names} == {"backbone", "heads"}
         assert model.heads["gender"].out_features == 2
+    assert len(classifier_modules(model)) == 3
     save_model(tmp_path, model, spec)
     loaded, loaded_spec = load_model(tmp_path, torch.device("cpu"))
     assert loaded_spec == spec
@@ -90,12 +103,22 @@ def test_attribute_heads_side_by_side_and_back_from_disk(tmp_path, separate):
 
 def test_a_backbone_loads_out_of_a_multi_head_checkpoint(tmp_path):
     """A head specialist started from the coarse model reads the coarse model's `backbone.` tensors."""
-    coarse, spec = create_model(STAGE, tuple("abcdefgh"), heads=HEADS)
+    coarse, spec = create_model(STAGE, HEADS)
     save_model(tmp_path, coarse, spec)
-    specialist, _ = create_model(STAGE, ("young", "middle", "old"))
+    specialist, _ = create_model(STAGE, OutputLayout.single(("young", "middle", "old")))
     load_weights_file(specialist, tmp_path / "weights.safetensors", "fine.age.init_from_coarse", new_head=True,
                       prefix="backbone.")
     for name, tensor in coarse.backbone.state_dict().items():
         assert torch.equal(specialist.state_dict()[name], tensor)
     with pytest.raises(RecipeError, match="no tensor in it fits"):
         load_weights_file(specialist, tmp_path / "weights.safetensors", "fine.age.init_from_coarse", prefix="nope.")
+
+
+def test_a_broken_model_description_is_a_run_error(tmp_path):
+    from hierclf.errors import RunError
+
+    model, spec = create_model(STAGE, AB)
+    save_model(tmp_path, model, spec)
+    (tmp_path / "model.json").write_text('{"arch": "test_resnet"}')
+    with pytest.raises(RunError, match="model.json is not a model description"):
+        load_model(tmp_path, torch.device("cpu"))

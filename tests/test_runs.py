@@ -1,43 +1,66 @@
+"""The run folder: started once, opened once, refused when it belongs to another recipe,
+hierarchy or split."""
 import numpy as np
 import pytest
 
 from hierclf.errors import RunError
 from hierclf.hierarchy import GroupHierarchy
-from hierclf.recipe import recipe_from_dict
-from hierclf.runs import RunDir, atomic_path, read_npz, write_json, write_npz
+from hierclf.recipe_io import recipe_from_dict
+from hierclf.runs import Folds, Run, config_differences
+
+CLASSES = ("a", "b", "c")
+FOLDS = Folds(ids=np.array(["x", "y", "z"]), labels=np.array([0, 1, 2]), fold=np.array([0, 1, 0]))
 
 
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "summary.json"
-    write_json(target, {"version": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temporary:
-            temporary.write_text('{"version": 2, "half')
-            raise RuntimeError("killed mid-write")
-    assert target.read_text().startswith('{\n  "version": 1')
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+def start(root, recipe=None, hierarchy=None, folds=FOLDS):
+    recipe = recipe or recipe_from_dict({"data": {"csv": "/d/train.csv"}})
+    return Run.start(root, recipe, hierarchy or GroupHierarchy(CLASSES), folds)
 
 
-def test_npz_never_pickles(tmp_path):
-    with pytest.raises(TypeError, match="pickle"):
-        write_npz(tmp_path / "x.npz", ids=np.array(["a", None], dtype=object))
-    np.savez(tmp_path / "evil.npz", payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(RunError, match="evil.npz cannot be read"):
-        read_npz(tmp_path / "evil.npz")
-    write_npz(tmp_path / "ok.npz", ids=np.array(["a", "bb"]), probs=np.eye(2, dtype=np.float32))
-    assert read_npz(tmp_path / "ok.npz")["ids"].tolist() == ["a", "bb"]
+def test_a_run_is_written_once_and_opened_with_its_recipe_hierarchy_and_folds(tmp_path):
+    run = start(tmp_path / "run")
+    assert sorted(p.name for p in run.root.iterdir()) == ["folds.npz", "hierarchy.json", "recipe.toml"]
+    opened = Run.open(tmp_path / "run")
+    assert opened.recipe == run.recipe and opened.hierarchy == run.hierarchy
+    assert opened.folds.matches(FOLDS) and opened.coarse_stage.name == "coarse" and opened.specialist_stages == {}
+    start(tmp_path / "run")  # the same recipe, hierarchy and folds: fine
+    assert opened.fold_dir("fine/g", 2) == tmp_path / "run" / "fine" / "g" / "fold-2"
 
 
-def test_a_run_folder_of_another_hierarchy_is_refused(tmp_path):
-    recipe = recipe_from_dict({"data": {"csv": "/d/train.csv"}})
-    run = RunDir(tmp_path / "run")
-    run.prepare(recipe, GroupHierarchy(("a", "b", "c")))
-    run.prepare(recipe, GroupHierarchy(("a", "b", "c")))  # same: fine
-    with pytest.raises(RunError, match="made for another hierarchy"):
-        run.prepare(recipe, GroupHierarchy(("a", "b", "x")))
-    assert run.recipe() == recipe
+def test_a_run_folder_of_another_recipe_hierarchy_data_or_split_is_refused(tmp_path):
+    start(tmp_path / "run")
+    other_recipe = recipe_from_dict({"data": {"csv": "/d/train.csv"}, "coarse": {"epochs": 2}})
+    cases = [(dict(recipe=other_recipe), "made with another recipe (coarse.epochs: 10 → 2)"),
+             (dict(hierarchy=GroupHierarchy(("a", "b", "x"))), "made for another hierarchy"),
+             (dict(folds=Folds(FOLDS.ids, np.array([0, 1, 1]), FOLDS.fold)), "the training data changed"),
+             (dict(folds=Folds(FOLDS.ids, FOLDS.labels, np.array([1, 0, 0]))), "split into other folds")]
+    for changes, message in cases:
+        with pytest.raises(RunError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            start(tmp_path / "run", **changes)
+    runtime = recipe_from_dict({"data": {"csv": "/d/train.csv"}, "coarse": {"workers": 7}})
+    assert start(tmp_path / "run", recipe=runtime).recipe.coarse.workers == 7  # runtime keys may change
 
 
-def test_files_are_readable_by_others(tmp_path):
-    write_json(tmp_path / "a.json", {})
-    assert (tmp_path / "a.json").stat().st_mode & 0o044  # the umask's, not mkstemp's 0600
+def test_what_is_not_a_run_folder(tmp_path):
+    (tmp_path / "stuff").mkdir()
+    (tmp_path / "stuff" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="exists and is not a hierclf run folder"):
+        start(tmp_path / "stuff")
+    with pytest.raises(RunError, match="is not a hierclf run folder \\(no recipe.toml\\)"):
+        Run.open(tmp_path / "stuff")
+    run = Run(root=tmp_path / "bare", recipe=recipe_from_dict({}), hierarchy=GroupHierarchy(CLASSES))
+    with pytest.raises(RunError, match="has no folds.npz; run `hierclf fit-coarse` first"):
+        run.folds
+
+
+def test_a_stage_folder_keeps_the_keys_it_was_trained_with(tmp_path):
+    hierarchy = GroupHierarchy.from_config([["a", "b"]], ["ab"], CLASSES)
+    recipe = recipe_from_dict({"data": {"csv": "/d/train.csv"}, "fine": {"epochs": 3}})
+    run = start(tmp_path / "run", recipe=recipe, hierarchy=hierarchy)
+    stage = run.specialist_stages["ab"]
+    run.bind_stage(stage)
+    run.check_stage(stage)
+    changed = hierarchy.specialist_stage(hierarchy.group("ab"), recipe.with_seed(5))
+    with pytest.raises(RunError, match=r"was trained with other keys \(fine.ab.seed: 0 → 5\)"):
+        run.check_stage(changed)
+    assert config_differences(recipe.coarse, recipe.fine, "fine") == ["fine.epochs: 10 → 3"]

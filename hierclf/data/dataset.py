@@ -55,13 +55,14 @@ class ImageTransform:
 
 
 class ImageDataset(Dataset):
-    """Yields (image tensor, target, row), a batch at a time (`__getitems__`). Decoding happens
-    here, in the loader's workers. Targets are one class per row, or one column per attribute head."""
+    """Yields (image tensor, targets, row), a batch at a time (`__getitems__`). Decoding happens
+    here, in the loader's workers. Targets are N×H, one column per output block (a plain vector
+    is one column); without targets every row's is UNKNOWN_LABEL."""
 
     def __init__(self, items: Items, targets: np.ndarray | None, transform: ImageTransform, channels: int):
         self.items = items
-        self.targets = (np.full(len(items), UNKNOWN_LABEL, dtype=np.int64) if targets is None
-                        else np.asarray(targets, dtype=np.int64))
+        targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64) if targets is None else targets
+        self.targets = np.asarray(targets, dtype=np.int64).reshape(len(items), -1)
         self.transform = transform
         self.channels = channels
 
@@ -69,7 +70,7 @@ class ImageDataset(Dataset):
         return len(self.items)
 
     def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """The image, its target (a class, or one value per attribute head) and its row."""
+        """The image, its targets (one per output block) and its row."""
         return self.transform(self.items.image(row, self.channels))["image"], torch.as_tensor(self.targets[row]), row
 
     def __getitems__(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -90,13 +91,15 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, worker
                 seed: int = 0, drop_last: bool = False, sampler: str = "shuffle", class_cap: int = 0,
                 sample_labels: np.ndarray | None = None) -> DataLoader:
     """A loader over `dataset`. With `shuffle`, `sampler`/`class_cap` may replace plain shuffling
-    (balanced classes, at most class_cap rows per class), by `sample_labels`' classes."""
+    (balanced classes, at most class_cap rows per class), by the classes `sample_labels` gives
+    each row."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     chosen = None
     if shuffle and (sampler != "shuffle" or class_cap):
-        labels = dataset.targets if sample_labels is None else sample_labels
-        chosen = build_sampler(sampler, class_cap, labels, generator)
+        if sample_labels is None:
+            raise ValueError(f"sampler {sampler!r} with class_cap {class_cap} needs each row's class (sample_labels)")
+        chosen = build_sampler(sampler, class_cap, sample_labels, generator)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and chosen is None, sampler=chosen,
                       num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,

@@ -49,10 +49,11 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
 
 def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "id",
                      label_column: str = "label", images: Path | None = None,
-                     factors: FactorHierarchy | None = None) -> Items:
+                     heads: Sequence[Head] = ()) -> Items:
     """Rows to predict: a CSV of ids, a class-per-folder tree, or a folder of images.
     Labels are read where the input carries them (a CSV may give one column per attribute
-    head), so predictions can be scored."""
+    of `heads` instead), so predictions can be scored."""
+    factors = FactorHierarchy(tuple(heads)) if heads else None
     if path.is_file():
         return read_csv_items(path, images, id_column=id_column, label_column=label_column,
                               group_column="", class_names=class_names, labels_required=False, factors=factors)

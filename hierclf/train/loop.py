@@ -5,11 +5,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -18,10 +16,11 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from hierclf.inference import autocast, soft_vote
-from hierclf.metrics import log_loss, output_scores
+from hierclf.layout import OutputLayout
 from hierclf.models import set_backbone_frozen
-from hierclf.recipe import StageConfig
-from hierclf.train.losses import HeadsLoss, build_loss
+from hierclf.recipe import TrainConfig
+from hierclf.seeding import torch_seeded
+from hierclf.train.losses import LayoutLoss
 from hierclf.train.mixing import build_mixer
 from hierclf.train.optim import build_optimizer, build_scheduler
 
@@ -41,40 +40,39 @@ class FitResult:
     stopped_early: bool = False
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
+        device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int = 0,
+        metrics_path: Path | None = None, name: str = "") -> FitResult:
+    """Train `model` for up to `config.epochs`, validating after each epoch; the epoch with the
+    best `config.monitor` wins. With `metrics_path`, one JSON line per epoch is written there.
+
+    The model's outputs and the loaders' targets (N×H) follow `layout`; scores are the joint
+    class's, and with several blocks each block's are logged beside them. With `config.ema`, the
+    moving average is what is validated and kept; with `config.freeze_epochs`, only the
+    classifier trains in the first epochs. What draws from torch's global generator (dropout) or
+    numpy's (mixup) is seeded with `seed` and leaves both generators as they were."""
+    with torch_seeded(seed):
+        return _fit(model, train_loader, val_loader, config, device, layout, criterion, seed, metrics_path, name)
 
 
-def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, stage: StageConfig,
-        device: torch.device, num_classes: int, metrics_path: Path | None = None, name: str = "",
-        criterion: torch.nn.Module | None = None, heads: Sequence[tuple[str, int]] = ()) -> FitResult:
-    """Train `model` for up to `stage.epochs`, validating after each epoch; the epoch with the
-    best `stage.monitor` wins. With `metrics_path`, one JSON line per epoch is written there.
-
-    `criterion` defaults to the stage's loss keys. A model with attribute `heads` (name, size)
-    has targets with one column per head; its scores are the joint class's, and each head's
-    are logged beside them. With `stage.ema`, the moving average is what is validated and
-    kept; with `stage.freeze_epochs`, only the classifier trains in the first epochs."""
+def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
+         device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int, metrics_path: Path | None,
+         name: str) -> FitResult:
     # --- set-up
-    layout = torch.channels_last if stage.channels_last else torch.contiguous_format
-    model.to(device, memory_format=layout)
-    optimizer = build_optimizer(model, stage)
-    steps_per_epoch = math.ceil(len(train_loader) / stage.accumulate)
-    scheduler = build_scheduler(optimizer, stage, updates_per_epoch=steps_per_epoch)
-    if criterion is None:
-        criterion = build_loss(stage, train_loader.dataset.targets, num_classes, name or "stage")
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    model.to(device, memory_format=memory_format)
+    optimizer = build_optimizer(model, config)
+    steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
+    scheduler = build_scheduler(optimizer, config, updates_per_epoch=steps_per_epoch)
     criterion = criterion.to(device)
-    head_sizes = tuple(size for _, size in heads)
-    mixer = build_mixer(stage, num_classes, head_sizes)
-    ema = ModelEmaV3(model, decay=stage.ema_decay, use_warmup=stage.ema_warmup) if stage.ema else None
-    forward = torch.compile(model) if stage.compile else model  # shares the model's parameters
+    mixer = build_mixer(config, layout, seed)
+    ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup) if config.ema else None
+    forward = torch.compile(model) if config.compile else model  # shares the model's parameters
     kept = ema.module if ema is not None else model  # the weights validated and saved
     evaluated = kept if ema is not None else forward
-    use_amp = stage.amp and device.type == "cuda"
+    use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
-    lower_is_better = stage.monitor.endswith("loss")
+    lower_is_better = config.monitor.endswith("loss")
     val_targets = np.asarray(val_loader.dataset.targets)
     if metrics_path is not None:
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,19 +82,18 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     updates = 0
     history: list[dict] = []
 
-    for epoch in range(stage.epochs):
+    for epoch in range(config.epochs):
         # --- train one epoch
         started = time.perf_counter()
-        if isinstance(criterion, HeadsLoss):
-            criterion.set_epoch(epoch + 1)
+        criterion.set_epoch(epoch + 1)
         model.train()
-        if stage.freeze_epochs:
-            set_backbone_frozen(model, epoch < stage.freeze_epochs)
+        if config.freeze_epochs:
+            set_backbone_frozen(model, epoch < config.freeze_epochs)
         loss_sum, correct, seen = 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
-        batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{stage.epochs}", leave=False, disable=None)
+        batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
         for batch, (images, targets, _) in enumerate(batches, start=1):
-            images = images.to(device, non_blocking=True, memory_format=layout)
+            images = images.to(device, non_blocking=True, memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
             # mixed images learn mixed targets; accuracy is still counted against the true ones
             images, learned = mixer(images, targets) if mixer is not None else (images, targets)
@@ -105,11 +102,11 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
                 loss = criterion(logits.float(), learned)
             # each batch adds its share of the step's mean loss; the step comes after `accumulate`
             # batches, or after the epoch's last (a short last group then counts for less)
-            scaler.scale(loss / stage.accumulate).backward()
-            if batch % stage.accumulate == 0 or batch == len(train_loader):
-                if stage.clip_grad:
+            scaler.scale(loss / config.accumulate).backward()
+            if batch % config.accumulate == 0 or batch == len(train_loader):
+                if config.clip_grad:
                     scaler.unscale_(optimizer)
-                    dispatch_clip_grad(model.parameters(), stage.clip_grad, mode=stage.clip_mode)
+                    dispatch_clip_grad(model.parameters(), config.clip_grad, mode=config.clip_mode)
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
@@ -119,14 +116,14 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
                 if scheduler is not None:
                     scheduler.step_update(updates)
             loss_sum += loss.item() * len(targets)
-            correct += _correct(logits.detach(), targets, head_sizes)
+            correct += layout.correct(logits.detach(), targets)
             seen += len(targets)
 
         # --- validate
-        val_probs, val_rows = soft_vote([evaluated], val_loader, device, use_amp, head_sizes)
+        val_probs, val_rows = soft_vote([evaluated], val_loader, device, layout, use_amp)
         row_targets = val_targets[val_rows]
-        val_loss = log_loss(row_targets, val_probs, heads)
-        val_scores = output_scores(row_targets, val_probs, num_classes, heads)
+        val_loss = layout.log_loss(row_targets, val_probs)
+        val_scores = layout.scores(row_targets, val_probs)
         record = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
                   "val_loss": val_loss, "val_accuracy": val_scores["accuracy"], "val_macro_f1": val_scores["macro_f1"]}
         for head, head_scores in val_scores.get("heads", {}).items():
@@ -138,12 +135,12 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
                 handle.write(json.dumps(record) + "\n")
 
         # --- keep the best, decide whether to stop
-        value = record[stage.monitor]
+        value = record[config.monitor]
         if best is None:
             improved = True
         else:
             gain = best.best_value - value if lower_is_better else value - best.best_value
-            improved = gain > stage.min_delta
+            improved = gain > config.min_delta
         if improved:
             state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in kept.state_dict().items()}
             best = FitResult(best_epoch=epoch + 1, best_value=value, best_state=state, val_probs=val_probs,
@@ -153,26 +150,18 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             epochs_without_gain += 1
         per_head = "".join(f"  {head} {s['macro_f1']:.3f}" for head, s in val_scores.get("heads", {}).items())
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
-                 name, epoch + 1, stage.epochs, record["train_loss"], val_loss, record["val_accuracy"],
+                 name, epoch + 1, config.epochs, record["train_loss"], val_loss, record["val_accuracy"],
                  record["val_macro_f1"], per_head, record["lr"], record["seconds"], "  *" if improved else "")
         if scheduler is not None:
             scheduler.step(epoch + 1, value)
-        if stage.patience and epochs_without_gain >= stage.patience:
+        if config.patience and epochs_without_gain >= config.patience:
             log.info("%s stopped early: %s did not improve by more than %g for %d epochs",
-                     name, stage.monitor, stage.min_delta, stage.patience)
+                     name, config.monitor, config.min_delta, config.patience)
             best.stopped_early = True
             break
 
     # --- finish
-    if stage.freeze_epochs:
+    if config.freeze_epochs:
         set_backbone_frozen(model, False)
     best.history = history
     return best
-
-
-def _correct(logits: torch.Tensor, targets: torch.Tensor, head_sizes: Sequence[int]) -> int:
-    """Rows predicted right: the argmax, or with heads every head's argmax."""
-    if not head_sizes:
-        return int((logits.argmax(1) == targets).sum().item())
-    hits = [block.argmax(1) == column for block, column in zip(logits.split(tuple(head_sizes), 1), targets.unbind(1))]
-    return int(torch.stack(hits, 1).all(1).sum().item())

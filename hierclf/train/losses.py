@@ -1,5 +1,5 @@
 """Losses by recipe key: cross entropy or focal, class weights, label smoothing, hard or soft
-(mixup) targets, and the weighted sum over attribute heads.
+(mixup) targets, and the weighted sum over an output's blocks (attribute heads).
 
 timm has label smoothing and soft-target cross entropy, but neither takes class weights or a
 focal term, so one loss of ours covers every combination.
@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from hierclf.errors import RecipeError
+from hierclf.layout import OutputLayout
 from hierclf.recipe import HeadConfig, LossConfig
 
 
@@ -81,15 +82,16 @@ def build_loss(setting: LossConfig, targets: np.ndarray, num_classes: int, key: 
     return FocalLoss(gamma, weight, setting.label_smoothing)
 
 
-class HeadsLoss(torch.nn.Module):
-    """The weighted sum of each attribute head's own loss over the heads' logits side by side.
+class LayoutLoss(torch.nn.Module):
+    """The weighted sum of each output block's own loss, over the blocks' logits side by side: for
+    one block, its loss; with attribute heads, every head's.
 
-    A head's weight may change by epoch (`weight_schedule`), as B-CNN shifts its loss from the
+    A block's weight may change by epoch (`weight_schedule`), as B-CNN shifts its loss from the
     coarse branches to the fine ones; `set_epoch` picks the weights of the epoch about to run."""
 
-    def __init__(self, sizes: Sequence[int], losses: Sequence[torch.nn.Module], settings: Sequence[HeadConfig]):
+    def __init__(self, layout: OutputLayout, losses: Sequence[torch.nn.Module], settings: Sequence[HeadConfig]):
         super().__init__()
-        self.sizes, self.settings = tuple(sizes), tuple(settings)
+        self.sizes, self.settings = layout.sizes, tuple(settings)
         self.losses = torch.nn.ModuleList(losses)
         self.weights = [setting.weight_at(1) for setting in self.settings]
 
@@ -98,21 +100,19 @@ class HeadsLoss(torch.nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         total = logits.new_zeros(())
-        # targets: a value per head, or (mixup) each head's class probabilities side by side
+        # targets: a class per block (N×H), or (mixup) each block's class probabilities side by side
         columns = targets.split(self.sizes, 1) if targets.is_floating_point() else targets.unbind(1)
-        for weight, loss, head_logits, head_targets in zip(self.weights, self.losses, logits.split(self.sizes, 1),
-                                                           columns):
+        for weight, loss, block_logits, block_targets in zip(self.weights, self.losses, logits.split(self.sizes, 1),
+                                                             columns):
             if weight:
-                total = total + weight * loss(head_logits, head_targets)
+                total = total + weight * loss(block_logits, block_targets)
         return total
 
 
-def build_stage_loss(stage: LossConfig, targets: np.ndarray, num_classes: int, key: str,
-                     heads: Sequence[tuple[str, int, HeadConfig]] = ()) -> torch.nn.Module:
-    """A stage's loss: one softmax output, or with `heads` (name, size, loss keys) one per attribute,
-    `targets` then holding one column per head."""
-    if not heads:
-        return build_loss(stage, targets, num_classes, key)
-    losses = [build_loss(setting, targets[:, column], size, f"heads.{name}")
-              for column, (name, size, setting) in enumerate(heads)]
-    return HeadsLoss([size for _, size, _ in heads], losses, [setting for _, _, setting in heads])
+def build_layout_loss(layout: OutputLayout, settings: Sequence[HeadConfig], keys: Sequence[str],
+                      targets: np.ndarray) -> LayoutLoss:
+    """A stage's loss: each block's own (its `settings`, named `keys` in messages), trained on
+    `targets` (N×H; balanced class weights count each block's column)."""
+    losses = [build_loss(setting, targets[:, column], block.size, key)
+              for column, (block, setting, key) in enumerate(zip(layout.blocks, settings, keys))]
+    return LayoutLoss(layout, losses, settings)

@@ -1,55 +1,43 @@
-"""Mixup and CutMix by timm, for one softmax or for attribute heads.
+"""Mixup and CutMix by timm, for any output layout.
 
-timm's `Mixup` mixes a batch with its reverse and returns one-hot targets mixed alike. With
-heads, it mixes the joint class (mask·6 + gender·3 + age); summing the mixed joint
-probabilities over the other heads gives each head's mixed target, the same λ throughout.
+timm's `Mixup` mixes a batch with its reverse and returns one-hot targets mixed alike. It mixes
+the joint class (for one block, the class itself; with heads, mask·6 + gender·3 + age); each
+block's marginal of the mixed joint target is that block's mixed target, the same λ throughout.
 Label smoothing stays with the loss (smoothing is linear, so mixing first changes nothing)."""
 from __future__ import annotations
-
-from typing import Sequence
 
 import torch
 from timm.data import Mixup
 
-from hierclf.recipe import StageConfig
+from hierclf.layout import OutputLayout
+from hierclf.recipe import MixConfig
+from hierclf.seeding import NumpyState
 
 
 class BatchMixer:
-    """Mixes (images, targets) in place of a batch and returns the targets as probabilities:
-    one row per image over the classes, or each head's block side by side."""
+    """Mixes the images of a batch and returns its targets as probabilities, each block's side by
+    side. timm draws λ from numpy's global generator; the mixer keeps a state of its own, seeded
+    with `seed`, so its draws repeat and nothing outside changes."""
 
-    def __init__(self, stage: StageConfig, num_classes: int, head_sizes: Sequence[int] = ()):
-        self.head_sizes = tuple(head_sizes)
-        self.num_classes = num_classes
-        self.mixup = Mixup(mixup_alpha=stage.mixup_alpha, cutmix_alpha=stage.cutmix_alpha, prob=stage.mix_prob,
-                           switch_prob=stage.mix_switch_prob, mode="batch", label_smoothing=0.0,
-                           num_classes=num_classes)
+    def __init__(self, config: MixConfig, layout: OutputLayout, seed: int):
+        self.layout = layout
+        self.random = NumpyState(seed)
+        self.mixup = Mixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, prob=config.mix_prob,
+                           switch_prob=config.mix_switch_prob, mode="batch", label_smoothing=0.0,
+                           num_classes=layout.num_joint)
 
     def __call__(self, images: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        joint = self._joint(targets)
+        joint = self.layout.joint(targets)
         even = len(images) - len(images) % 2  # timm mixes pairs; an odd last row stays itself
-        soft = torch.nn.functional.one_hot(joint, self.num_classes).float()
+        soft = torch.nn.functional.one_hot(joint, self.layout.num_joint).float()
         if even:
-            _, soft[:even] = self.mixup(images[:even], joint[:even])
-        return images, self._per_head(soft)
-
-    def _joint(self, targets: torch.Tensor) -> torch.Tensor:
-        if not self.head_sizes:
-            return targets
-        joint = torch.zeros_like(targets[:, 0])
-        for column, size in enumerate(self.head_sizes):
-            joint = joint * size + targets[:, column]
-        return joint
-
-    def _per_head(self, soft: torch.Tensor) -> torch.Tensor:
-        if not self.head_sizes:
-            return soft
-        grid = soft.view(len(soft), *self.head_sizes)
-        axes = range(1, len(self.head_sizes) + 1)
-        return torch.cat([grid.sum(dim=tuple(a for a in axes if a != axis)) for axis in axes], dim=1)
+            with self.random.active():
+                _, soft[:even] = self.mixup(images[:even], joint[:even])
+        return images, self.layout.marginals(soft)
 
 
-def build_mixer(stage: StageConfig, num_classes: int, head_sizes: Sequence[int] = ()) -> BatchMixer | None:
-    if stage.mixup_alpha > 0 or stage.cutmix_alpha > 0:
-        return BatchMixer(stage, num_classes, head_sizes)
+def build_mixer(config: MixConfig, layout: OutputLayout, seed: int) -> BatchMixer | None:
+    """A mixer when mixup or CutMix is on, else None."""
+    if config.mixup_alpha > 0 or config.cutmix_alpha > 0:
+        return BatchMixer(config, layout, seed)
     return None

@@ -1,3 +1,5 @@
+"""Sources: a CSV and its image folder, a class-per-folder tree, a folder of images, the mask
+competition's folder of people; every mistake named with its file and row."""
 import csv
 
 import numpy as np
@@ -5,8 +7,7 @@ import pytest
 from PIL import Image
 
 from conftest import CLASSES, write_csv_dataset, write_mask_dataset, write_tree_dataset
-from hierclf.data import Items, load_input_items, load_training_items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, write_digits, write_fashion_mnist
+from hierclf.data import load_input_items, load_training_items
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.data.sources import mask_factors
 from hierclf.errors import DataError, RecipeError
@@ -86,43 +87,6 @@ def test_class_tree_and_prediction_inputs(tmp_path):
     assert not unlabeled.has_labels and len(unlabeled) == 2
 
 
-def test_in_memory_arrays_grey_rgb_rgba():
-    grey = np.zeros((4, 8, 8), dtype=np.uint8)
-    items = Items.from_arrays(grey, labels=[0, 1, 1, 0], class_names=["a", "b"])
-    assert items.image(0, 3).shape == (8, 8, 3) and items.image(0, 1).shape == (8, 8, 1)
-    rgba = np.zeros((2, 8, 8, 4), dtype=np.uint8)
-    assert (Items.from_arrays(rgba).image(1, 3) == 255).all()
-    with pytest.raises(DataError, match="uint8"):
-        Items.from_arrays(grey.astype(np.float32))
-    with pytest.raises(DataError, match="label 2 is out of range 0..1"):
-        Items.from_arrays(grey, labels=[0, 1, 2, 0], class_names=["a", "b"])
-
-
-def test_builtin_digits_layout(tmp_path):
-    out = write_digits(tmp_path / "digits")
-    train = load_training_items(DataConfig(csv=str(out / "train.csv")))
-    test = load_input_items(out / "test.csv", class_names=train.class_names)
-    assert len(train) + len(test) == 1797 and test.has_labels
-    assert train.class_names == tuple("0123456789")
-    assert not set(train.ids) & set(test.ids)
-    assert Image.open(train.paths[0]).size == (8, 8)
-    assert write_digits(tmp_path / "digits") == out  # already there: kept, not rewritten
-
-
-@pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="Debian's dataset-fashion-mnist is not installed")
-def test_builtin_fashion_mnist_subset(tmp_path):
-    out = write_fashion_mnist(tmp_path / "fashion", train_limit=200, test_limit=100)
-    train = load_training_items(DataConfig(csv=str(out / "train.csv"), class_names=FASHION_MNIST_CLASSES))
-    assert len(train) == 200 and np.bincount(train.labels).min() == 20  # stratified
-    assert Image.open(train.paths[0]).size == (28, 28)
-
-
-def test_fashion_mnist_missing_says_how_to_install(tmp_path):
-    with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
-        write_fashion_mnist(tmp_path / "out", source=tmp_path / "nowhere")
-    assert not (tmp_path / "out").exists()
-
-
 def test_mask_folder_rows_attributes_and_person_groups(tmp_path):
     images = write_mask_dataset(tmp_path, people_per_kind=3, size=16)
     first = sorted(images.iterdir())[0]
@@ -185,3 +149,17 @@ def test_csv_with_one_column_per_attribute(tmp_path):
     rewrite_csv(tmp_path / "train.csv", rows)
     with pytest.raises(DataError, match="column 'mask', line 3: label 'maybe' is not a class"):
         load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), hierarchy)
+
+
+def test_an_input_csv_may_give_one_column_per_head(tmp_path):
+    from hierclf.hierarchy import Head
+
+    (tmp_path / "images").mkdir()
+    Image.new("L", (8, 8)).save(tmp_path / "images" / "0.png")
+    rewrite_csv(tmp_path / "input.csv", [["id", "mask", "gender"], ["0", "none", "1"]])
+    heads = (Head("mask", ("wear", "none")), Head("gender", ("0", "1")))
+    names = ("wear/0", "wear/1", "none/0", "none/1")
+    items = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images", heads=heads)
+    assert items.labels.tolist() == [3] and items.has_labels
+    plain = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images")
+    assert not plain.has_labels  # without heads, the columns mean nothing

@@ -1,12 +1,16 @@
-"""Losses by recipe key: focal, class weights, and the weighted sum over attribute heads."""
+"""Losses by recipe key: focal, class weights, smoothing, soft (mixed) targets, and the weighted
+sum over an output's blocks."""
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from hierclf.errors import RecipeError
+from hierclf.layout import OutputLayout
 from hierclf.recipe import HeadConfig, LossConfig
-from hierclf.train.losses import FocalLoss, HeadsLoss, build_loss, build_stage_loss, class_weight_tensor
+from hierclf.train.losses import FocalLoss, LayoutLoss, build_layout_loss, build_loss, class_weight_tensor
+
+HEADS = OutputLayout.of_heads([("mask", "abc"), ("gender", "ab"), ("age", "abc")])
 
 
 @pytest.fixture()
@@ -53,13 +57,13 @@ def test_weighted_cross_entropy_is_wired(batch):
     assert isinstance(build_loss(LossConfig(loss="focal"), targets.numpy(), 5, "coarse"), FocalLoss)
 
 
-def test_heads_loss_is_the_weighted_sum_of_each_heads_own_loss():
+def test_the_layout_loss_is_the_weighted_sum_of_each_blocks_own_loss():
     generator = torch.Generator().manual_seed(1)
     logits = torch.randn(16, 3 + 2 + 3, generator=generator)
     targets = torch.stack([torch.randint(0, size, (16,), generator=generator) for size in (3, 2, 3)], 1)
-    heads = (("mask", 3, HeadConfig(weight=1.0)), ("gender", 2, HeadConfig(weight=0.5)),
-             ("age", 3, HeadConfig(label_smoothing=0.3, weight=2.0, weight_schedule=((3, 0.0),))))
-    loss = build_stage_loss(LossConfig(), targets.numpy(), 18, "coarse", heads)
+    settings = (HeadConfig(weight=1.0), HeadConfig(weight=0.5),
+                HeadConfig(label_smoothing=0.3, weight=2.0, weight_schedule=((3, 0.0),)))
+    loss = build_layout_loss(HEADS, settings, ("heads.mask", "heads.gender", "heads.age"), targets.numpy())
     mask, gender, age = logits.split((3, 2, 3), 1)
     per_head = [F.cross_entropy(mask, targets[:, 0]), F.cross_entropy(gender, targets[:, 1]),
                 F.cross_entropy(age, targets[:, 2], label_smoothing=0.3)]
@@ -68,9 +72,43 @@ def test_heads_loss_is_the_weighted_sum_of_each_heads_own_loss():
     assert torch.allclose(loss(logits, targets), per_head[0] + 0.5 * per_head[1])
 
 
-def test_a_head_with_weight_zero_gets_no_gradient():
+def test_one_block_costs_exactly_its_own_loss(batch):
+    logits, targets = batch
+    setting = HeadConfig(loss="focal", label_smoothing=0.1)
+    loss = build_layout_loss(OutputLayout.single("abcde"), [setting], ["coarse"], targets.numpy()[:, None])
+    plain = build_loss(setting, targets.numpy(), 5, "coarse")
+    assert torch.equal(loss(logits, targets[:, None]), plain(logits, targets))
+    with pytest.raises(RecipeError, match="heads.age.class_weights has 2 numbers for 3 classes"):
+        build_layout_loss(HEADS, [HeadConfig(), HeadConfig(), HeadConfig(class_weights=(1.0, 2.0))],
+                          ["heads.mask", "heads.gender", "heads.age"], np.zeros((4, 3), dtype=np.int64))
+
+
+def test_a_block_with_weight_zero_gets_no_gradient():
     logits = torch.randn(8, 5, requires_grad=True)
     targets = torch.stack([torch.randint(0, 3, (8,)), torch.randint(0, 2, (8,))], 1)
-    loss = HeadsLoss((3, 2), [torch.nn.CrossEntropyLoss()] * 2, [HeadConfig(), HeadConfig(weight=0.0)])
+    layout = OutputLayout.of_heads([("a", "abc"), ("b", "ab")])
+    loss = LayoutLoss(layout, [torch.nn.CrossEntropyLoss()] * 2, [HeadConfig(), HeadConfig(weight=0.0)])
     loss(logits, targets).backward()
     assert logits.grad[:, :3].abs().sum() > 0 and logits.grad[:, 3:].abs().sum() == 0
+
+
+def test_soft_one_hot_targets_cost_what_their_indices_do():
+    generator = torch.Generator().manual_seed(3)
+    logits, targets = torch.randn(20, 4, generator=generator), torch.randint(0, 4, (20,), generator=generator)
+    weight = torch.tensor([1.0, 3.0, 0.5, 2.0])
+    for loss in (FocalLoss(0.0, weight, 0.1), FocalLoss(2.0, weight, 0.1), FocalLoss(0.0)):
+        assert torch.allclose(loss(logits, F.one_hot(targets, 4).float()), loss(logits, targets), atol=1e-6)
+    # a mixed row costs the same mix of its two classes' losses (cross entropy is linear in the target)
+    mixed = 0.3 * F.one_hot(targets, 4).float() + 0.7 * F.one_hot(targets.flip(0), 4).float()
+    plain = FocalLoss(0.0)
+    expected = 0.3 * F.cross_entropy(logits, targets) + 0.7 * F.cross_entropy(logits, targets.flip(0))
+    assert torch.allclose(plain(logits, mixed), expected, atol=1e-6)
+
+
+def test_label_smoothing_composes_with_mixed_targets():
+    generator = torch.Generator().manual_seed(4)
+    logits = torch.randn(10, 5, generator=generator)
+    mixed = torch.softmax(torch.randn(10, 5, generator=generator) * 3, 1)
+    smoothed = mixed * (1 - 0.2) + 0.2 / 5  # what timm's mixup_target does with smoothing 0.2
+    expected = -(smoothed * logits.log_softmax(1)).sum(1).mean()
+    assert torch.allclose(FocalLoss(0.0, None, 0.2)(logits, mixed), expected, atol=1e-6)

@@ -1,3 +1,4 @@
+"""Leakage-safe folds: stratified, grouped, and refused when too small."""
 import numpy as np
 import pytest
 

@@ -1,0 +1,134 @@
+"""TOML values into typed config objects: each value coerced to its field's type and checked
+against its bounds, with messages that name where the value came from and what is allowed."""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import operator
+import types
+import typing
+from typing import Any, Literal, Union, get_args, get_origin
+
+from hierclf.errors import RecipeError
+from hierclf.recipe import plain
+
+
+def build_config(cls: type, table: Any, name: str, source: str, overridden: typing.Collection[str] = (),
+                 inherit: Any = None) -> Any:
+    """One config object of `cls` from the table [name] of `source`; keys it does not set come from
+    `inherit` (or the defaults). A key in `overridden` came from `--set`, and its messages say so."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {show_value(table)}")
+    hints = typing.get_type_hints(cls)
+    fields = {item.name: item for item in dataclasses.fields(cls)}
+    values = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise RecipeError(f"{source}: unknown key {name}.{key}{suggest(key, fields)}; "
+                              f"allowed in [{name}]: {', '.join(fields)}")
+        where = (f"--set {name}.{key}={show_value(value)}" if f"{name}.{key}" in overridden
+                 else f"{source}: {name}.{key} = {show_value(value)}")
+        checked = coerce(value, hints[key], where)
+        check_bounds(checked, fields[key].metadata, where)
+        values[key] = checked
+    return dataclasses.replace(inherit, **values) if inherit is not None else cls(**values)
+
+
+def coerce(value: Any, kind: Any, where: str) -> Any:
+    """`value` as the type `kind` (TOML integers become floats where a float is wanted), or a
+    RecipeError naming `where` and the type expected."""
+    origin = get_origin(kind)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+    elif kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif kind is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif kind is str:
+        if isinstance(value, str):
+            return value
+    elif origin is Literal:
+        if value in get_args(kind):
+            return value
+    elif kind is Any:
+        return value
+    elif origin is dict:
+        value_kind = get_args(kind)[1]
+        if isinstance(value, dict):
+            return {str(name): coerce(item, value_kind, f"{where} ({name})") for name, item in value.items()}
+    elif origin is tuple:
+        item_kind = get_args(kind)[0]
+        if isinstance(value, (list, tuple)):
+            try:
+                return tuple(coerce(item, item_kind, where) for item in value)
+            except RecipeError:
+                pass
+    elif origin in (Union, types.UnionType):
+        for option in get_args(kind):
+            try:
+                return coerce(value, option, where)
+            except RecipeError:
+                continue
+    raise RecipeError(f"{where}: expected {describe(kind)}")
+
+
+_BOUNDS = (("lo", operator.ge, "≥"), ("hi", operator.le, "≤"), ("gt", operator.gt, ">"), ("lt", operator.lt, "<"))
+
+
+def check_bounds(value: Any, meta: typing.Mapping[str, Any], where: str) -> None:
+    """A number against its field's lo/hi (inclusive) and gt/lt (exclusive) bounds."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    for name, holds, sign in _BOUNDS:
+        bound = meta.get(name)
+        if bound is not None and not holds(value, bound):
+            raise RecipeError(f"{where}: expected a value {sign} {bound}")
+
+
+def describe(kind: Any) -> str:
+    """A type as a recipe writer reads it: 'an integer', "one of 'a', 'b'", 'a list of numbers'."""
+    origin = get_origin(kind)
+    if kind is bool:
+        return "true or false"
+    if kind is int:
+        return "an integer"
+    if kind is float:
+        return "a number"
+    if kind is str:
+        return "a string"
+    if origin is Literal:
+        return "one of " + ", ".join(repr(option) for option in get_args(kind))
+    if kind is Any:
+        return "a value"
+    if origin is tuple:
+        return f"a list of {_plural(describe(get_args(kind)[0]))}"
+    if origin is dict:
+        return f"a table whose values are each {describe(get_args(kind)[1])}"
+    if origin in (Union, types.UnionType):
+        return " or ".join(describe(option) for option in get_args(kind))
+    return str(kind)
+
+
+def _plural(description: str) -> str:
+    for article in ("an ", "a "):
+        if description.startswith(article):
+            description = description[len(article):]
+    return description.replace("integer", "integers").replace("string", "strings").replace("number", "numbers")
+
+
+def suggest(word: str, choices: typing.Iterable[str]) -> str:
+    """' (did you mean 'epochs'?)' when a choice is close to `word`, else ''."""
+    close = difflib.get_close_matches(word, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def show_value(value: Any) -> str:
+    """A value as the recipe would spell it, on one line."""
+    try:
+        return json.dumps(plain(value), ensure_ascii=False)
+    except TypeError:
+        return repr(value)

@@ -1,0 +1,131 @@
+"""Reading a recipe: a TOML file (or nested dicts) with `--set` overrides becomes a checked,
+frozen Recipe. Paths resolve to absolute ones; [fine] inherits [coarse], [fine.<name>] inherits
+[fine], [heads.<name>] inherits [coarse]'s loss keys; every key is coerced and bounded
+(`coerce`), then the cross-key rules run (`rules`)."""
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import typing
+from pathlib import Path
+from typing import Any
+
+from hierclf.coerce import build_config, show_value, suggest
+from hierclf.errors import RecipeError
+from hierclf.overrides import apply_override
+from hierclf.recipe import (NESTED_SECTIONS, SECTION_CLASSES, SECTIONS, HeadConfig, HierarchyConfig, LossConfig,
+                            Recipe, StageConfig)
+from hierclf.rules import check_recipe
+
+
+def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
+    """Read a TOML recipe and apply `section.key=value` overrides (paths in the file resolve
+    against the file's folder, paths in overrides against the working directory)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecipeError(f"recipe {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise RecipeError(f"recipe {path} cannot be read: {error}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:
+        raise RecipeError(f"{path}: not valid TOML: {error}") from None
+    return recipe_from_dict(raw, source=str(path), overrides=overrides, base=path.resolve().parent)
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typing.Sequence[str] = (),
+                     base: Path | None = None) -> Recipe:
+    """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Relative paths
+    resolve against `base` (default: the working directory), so a recipe always holds absolute
+    paths; `overrides` (`section.key=value`) are applied on top, their paths resolving against
+    the working directory, and errors in them name the --set option."""
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: expected a table of sections")
+    raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}
+    for name in NESTED_SECTIONS:
+        if isinstance(raw.get(name), dict):
+            raw[name] = {k: dict(v) if isinstance(v, dict) else v for k, v in raw[name].items()}
+    for name in raw:
+        if name not in SECTIONS:
+            raise RecipeError(f"{source}: unknown section [{name}]{suggest(name, SECTIONS)}; "
+                              f"allowed: {', '.join(SECTIONS)}")
+    for table_path, table in _tables(raw, source):
+        _resolve_paths(table, _table_class(table_path), Path.cwd() if base is None else base)
+    overridden = set()
+    for text in overrides:
+        keys = apply_override(raw, text)
+        table = raw
+        for part in keys[:-1]:
+            table = table[part]
+        _resolve_paths(table, _table_class(tuple(keys[:-1])), Path.cwd(), only=keys[-1])
+        overridden.add(".".join(keys))
+    sections = {name: _build(cls, raw.get(name, {}), name, source, overridden)
+                for name, cls in SECTION_CLASSES.items()}
+    fine_table = raw.get("fine", {})
+    group_tables = {k: v for k, v in fine_table.items() if isinstance(v, dict)}
+    fine = _build(StageConfig, {k: v for k, v in fine_table.items() if not isinstance(v, dict)}, "fine", source,
+                  overridden, inherit=sections["coarse"])
+    specialists = tuple((name, _build(StageConfig, table, f"fine.{name}", source, overridden, inherit=fine))
+                        for name, table in group_tables.items())
+    heads = _build_heads(raw.get("heads", {}), sections["hierarchy"], sections["coarse"], source, overridden)
+    recipe = Recipe(**sections, fine=fine, specialists=specialists, heads=heads)
+    check_recipe(recipe, source)
+    return recipe
+
+
+def _build(cls: type, table: Any, name: str, source: str, overridden: typing.Collection[str],
+           inherit: Any = None) -> Any:
+    built = build_config(cls, table, name, source, overridden, inherit)
+    if cls is StageConfig and isinstance(table, dict):
+        # a stage that names its own starting weights does not inherit the other kind
+        if table.get("weights") and "pretrained" not in table:
+            built = dataclasses.replace(built, pretrained=False)
+        if table.get("pretrained") and "weights" not in table:
+            built = dataclasses.replace(built, weights="")
+    return built
+
+
+def _build_heads(table: Any, hierarchy: HierarchyConfig, coarse: StageConfig, source: str,
+                 overridden: typing.Collection[str]) -> tuple[tuple[str, HeadConfig], ...]:
+    """Every attribute head's loss: [coarse]'s loss keys, then its [heads.<name>] table."""
+    if not isinstance(table, dict):
+        raise RecipeError(f"{source}: heads must be a table of [heads.<name>] tables, got {show_value(table)}")
+    for name, sub in table.items():
+        if not isinstance(sub, dict):
+            raise RecipeError(f"{source}: heads.{name} must be a table ([heads.{name}]), got {show_value(sub)}")
+        if name not in hierarchy.heads:
+            allowed = ", ".join(hierarchy.heads) if hierarchy.heads else "none (set [hierarchy] heads first)"
+            raise RecipeError(f"{source}: [heads.{name}]: there is no head {name!r}{suggest(name, hierarchy.heads)}; "
+                              f"heads are {allowed}")
+    inherited = HeadConfig(**{f.name: getattr(coarse, f.name) for f in dataclasses.fields(LossConfig)})
+    return tuple((name, build_config(HeadConfig, table.get(name, {}), f"heads.{name}", source, overridden,
+                                     inherit=inherited)) for name in hierarchy.heads)
+
+
+def _table_class(table_path: tuple[str, ...]) -> type:
+    if table_path[0] == "heads":
+        return HeadConfig
+    return StageConfig if table_path[0] == "fine" else SECTION_CLASSES[table_path[0]]
+
+
+def _tables(raw: dict[str, Any], source: str) -> list[tuple[tuple[str, ...], dict]]:
+    """Every table of the recipe with its path: ("coarse",), ("fine",), ("fine", "GROUP"), …"""
+    tables = []
+    for name, table in raw.items():
+        if not isinstance(table, dict):
+            raise RecipeError(f"{source}: {name} must be a table ([{name}]), got {show_value(table)}")
+        if name != "heads":
+            tables.append(((name,), table))
+        if name in NESTED_SECTIONS:
+            tables += [((name, sub_name), sub) for sub_name, sub in table.items() if isinstance(sub, dict)]
+    return tables
+
+
+def _resolve_paths(table: dict[str, Any], cls: type, base: Path, only: str | None = None) -> None:
+    """Path keys of `table` (all, or `only` that one) made absolute against `base`."""
+    for item in dataclasses.fields(cls):
+        value = table.get(item.name)
+        if item.metadata["path"] and (only is None or item.name == only) and isinstance(value, str) and value:
+            table[item.name] = str((base / Path(value).expanduser()).resolve())

@@ -1,0 +1,111 @@
+"""The library behind `hierclf fit-coarse` and `hierclf fit-fine`: every check first, then the
+run folder, then the stages; the combiners that learn are fit once the last stage is done."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from hierclf.data import Items, load_training_items
+from hierclf.errors import HierclfError, RecipeError, RunError
+from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
+from hierclf.models import check_arch
+from hierclf.oof import fit_combiners
+from hierclf.recipe import Recipe
+from hierclf.recipe_io import load_recipe
+from hierclf.runs import Folds, Run, recipe_differences
+from hierclf.train.kfold import TRAIN_ONLY, assign_folds
+from hierclf.train.stage import train_stage
+
+
+def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
+               items: Items | None = None) -> dict[str, Any] | None:
+    """Train the coarse stage (the flat model when the hierarchy has no groups; one head per
+    attribute with [hierarchy] heads) on every fold, or on `only_fold`. Rows come from the
+    recipe's [data], or from `items` (in-memory arrays). Returns the out-of-fold summary once
+    every fold is finished, else None."""
+    items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
+    if not items.has_labels:
+        raise HierclfError("fit_coarse needs a label for every row")
+    hierarchy = build_hierarchy(recipe.hierarchy, items.class_names)
+    items = dataclasses.replace(items, class_names=hierarchy.class_names)
+    hierarchy.combiner_for(recipe.combine.method, f'combine.method = "{recipe.combine.method}"')
+    check_arch(recipe.coarse.model, "coarse.model")
+    _check_specialist_tables(recipe, hierarchy)
+    fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
+    _check_fold(only_fold, fold_of_row)
+    run = Run.start(out, recipe, hierarchy, Folds(ids=items.ids, labels=items.labels, fold=fold_of_row))
+    summary = train_stage(run, run.coarse_stage, items, fold_of_row, only_fold)
+    if summary is not None:
+        fit_combiners(run)  # a run whose combiners need the coarse stage only (heads without specialists)
+    return summary
+
+
+def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | None = None,
+             overrides: Sequence[str] = (), items: Items | None = None) -> dict[str, dict[str, Any] | None]:
+    """Train the specialist of every group (or of `group`) in the coarse stage's folds, so their
+    out-of-fold outputs compose with the coarse stage's. A group specialist trains on its group's
+    rows only; in a run with attribute heads, each head with a [fine.<head>] table gets a
+    specialist trained on every row, whose probabilities replace that head's. `overrides` change
+    fine.* and combine.* keys of the run's recipe. Returns each specialist's OOF summary."""
+    run = Run.open(run_path)
+    recipe = run.recipe
+    if overrides:
+        recipe = load_recipe(run.recipe_path, overrides)
+        changed = recipe_differences(run.recipe, recipe)
+        if changed:
+            raise RecipeError(f"fit-fine --set may change fine.* and combine.* keys only, not {changed[0]}")
+    hierarchy = run.hierarchy
+    if hierarchy.is_flat:
+        raise RunError(f"{run.root} has {hierarchy.describe()}, so there is nothing for specialists to refine; "
+                       f"set [hierarchy] groups and fit a new run")
+    _check_specialist_tables(recipe, hierarchy)
+    chosen = _chosen_parts(hierarchy, recipe, group, run.root)
+    items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
+    run.folds.check_data(items.ids, items.labels, run.root)
+    fold_of_row = run.folds.fold
+    _check_fold(only_fold, fold_of_row)
+    stages = [hierarchy.specialist_stage(part, recipe) for part in chosen]
+    for stage in stages:  # every check before anything is written
+        check_arch(stage.config.model, f"{stage.key}.model")
+        run.check_stage(stage)
+    run = run.with_recipe(recipe)
+    summaries = {}
+    for part, stage in zip(chosen, stages):
+        run.bind_stage(stage)
+        summaries[part.name] = train_stage(run, stage, items, fold_of_row, only_fold)
+    fit_combiners(run)
+    return summaries
+
+
+def _chosen_parts(hierarchy: Hierarchy, recipe: Recipe, group: str | None, root: Path) -> list[Part]:
+    """The parts whose specialist `--group` asks for (every one without it)."""
+    noun = hierarchy.part_noun
+    parts = hierarchy.specialist_parts(recipe.specialist_names)
+    names = [part.name for part in parts]
+    if group in [part.name for part in hierarchy.parts] and group not in names:
+        raise RecipeError(f"--group {group!r}: {noun} {group!r} has no specialist; add a [fine.{group}] table to "
+                          f"the recipe, or --set fine.{group}.img_size=… (any fine.{group}.* key)")
+    if not parts:
+        every = ", ".join(part.name for part in hierarchy.parts)
+        raise RecipeError(f"{root}: no {noun} has a specialist; add a [fine.<{noun}>] table ({noun}s: {every}) or "
+                          f"--set fine.<{noun}>.<key>=…")
+    if group is not None and group not in names:
+        which = f"{noun}s" if len(parts) == len(hierarchy.parts) else f"{noun}s with a specialist"
+        raise HierclfError(f"--group {group!r}: {which} are {', '.join(names)}")
+    return [part for part in parts if group is None or part.name == group]
+
+
+def _check_specialist_tables(recipe: Recipe, hierarchy: Hierarchy) -> None:
+    noun, names = hierarchy.part_noun, [part.name for part in hierarchy.parts]
+    for name, _ in recipe.specialists:
+        if name not in names:
+            raise RecipeError(f"[fine.{name}]: there is no {noun} {name!r}; "
+                              f"{noun}s are {', '.join(names) if names else '(none)'}")
+
+
+def _check_fold(only_fold: int | None, fold_of_row: np.ndarray) -> None:
+    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
+        raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")

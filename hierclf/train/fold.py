@@ -1,0 +1,111 @@
+"""One fold of one stage: its model, its loaders, `fit`, and the files a finished fold leaves.
+
+Rows whose target is NOT_IN_STAGE (a group specialist's other classes) are neither trained nor
+scored on, but the fold's model still predicts them, so every row gets an out-of-fold output
+from every stage and the combiners can compose them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from hierclf.data import Items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.errors import RunError
+from hierclf.files import write_json, write_npz
+from hierclf.inference import soft_vote
+from hierclf.models import ModelSpec, create_model, load_weights_file, save_model
+from hierclf.runs import Run
+from hierclf.seeding import derive_seed
+from hierclf.stages import NOT_IN_STAGE, Stage
+from hierclf.train.loop import FitResult, fit
+from hierclf.train.losses import build_layout_loss
+
+log = logging.getLogger(__name__)
+
+
+def in_stage(targets: np.ndarray) -> np.ndarray:
+    """Rows a stage trains and is scored on: every block's target known."""
+    return (targets != NOT_IN_STAGE).all(1)
+
+
+def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_of_row: np.ndarray, fold: int,
+               device: torch.device) -> None:
+    """Train `stage` on every fold but `fold`, validate on `fold`, and write the fold's folder."""
+    seed = stage.config.seed + fold
+    model, spec = _build_model(run, stage, fold, seed)
+    mine = in_stage(targets)
+    train_rows = np.flatnonzero((fold_of_row != fold) & mine)
+    val_rows = np.flatnonzero((fold_of_row == fold) & mine)
+    other_rows = np.flatnonzero((fold_of_row == fold) & ~mine)
+    loaders = _Loaders(stage, spec, items, targets, seed, device)
+    log.info("%s fold %d: %d training rows, %d validation rows, %s on %s", stage.name, fold, len(train_rows),
+             len(val_rows), stage.config.model, device)
+    criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
+    folder = run.fold_dir(stage.name, fold)
+    result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, device,
+                 stage.layout, criterion, seed=derive_seed(seed, 1), metrics_path=folder / "metrics.jsonl",
+                 name=f"{stage.name} fold {fold}")
+    model.load_state_dict(result.best_state)
+    rows, probs = val_rows[result.val_rows], result.val_probs
+    if len(other_rows):
+        other_probs, order = soft_vote([model], loaders.of(other_rows), device, stage.layout, stage.config.amp)
+        rows, probs = np.concatenate([rows, other_rows[order]]), np.concatenate([probs, other_probs])
+    # the kept model on its own training rows, unaugmented: the bias/variance diagnosis compares it
+    train_probs, train_order = soft_vote([model], loaders.of(train_rows), device, stage.layout, stage.config.amp)
+    train_scores = stage.layout.scores(targets[train_rows][train_order], train_probs)
+    write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=stage.layout.stored(targets[rows]))
+    save_model(folder, model, spec, result.best_state)
+    write_json(folder / "result.json", _result(stage, fold, result, len(train_rows), len(val_rows), train_scores))
+
+
+def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
+    """The stage's model for `fold`: new, or (init_from_coarse) the same fold's coarse backbone
+    with a new head; neither the coarse model nor this one ever saw this fold's rows."""
+    config = stage.config
+    if not config.init_from_coarse:
+        return create_model(config, stage.layout, key=stage.key, separate=stage.separate, seed=seed)
+    coarse_weights = run.fold_dir("coarse", fold) / "weights.safetensors"
+    if not coarse_weights.is_file():
+        raise RunError(f"{stage.key}.init_from_coarse: coarse fold {fold} of {run.root} is not trained")
+    model, spec = create_model(dataclasses.replace(config, pretrained=False), stage.layout, key=stage.key, seed=seed)
+    load_weights_file(model, coarse_weights, f"{stage.key}.init_from_coarse", new_head=True,
+                      prefix=stage.coarse_backbone)
+    return model, spec
+
+
+class _Loaders:
+    """Loaders over any rows of a fold: augmented and sampled for training, plain otherwise."""
+
+    def __init__(self, stage: Stage, spec: ModelSpec, items: Items, targets: np.ndarray, seed: int,
+                 device: torch.device):
+        self.stage, self.spec, self.items, self.targets, self.seed, self.device = \
+            stage, spec, items, targets, seed, device
+
+    def of(self, rows: np.ndarray, training: bool = False) -> DataLoader:
+        config, spec = self.stage.config, self.spec
+        transform = build_transform(spec.img_size, spec.mean, spec.std, config.augment if training else "none",
+                                    seed=self.seed)
+        dataset = ImageDataset(self.items.subset(rows), self.targets[rows], transform, spec.in_chans)
+        # samplers balance the stage's joint classes (with heads, every combination of values)
+        return make_loader(dataset, config.batch_size, shuffle=training, workers=config.workers, device=self.device,
+                           seed=self.seed, drop_last=training and len(rows) > config.batch_size,
+                           sampler=config.sampler, class_cap=config.class_cap,
+                           sample_labels=self.stage.layout.joint(self.targets[rows]))
+
+
+def _result(stage: Stage, fold: int, result: FitResult, train_rows: int, val_rows: int,
+            train_scores: dict[str, Any]) -> dict[str, Any]:
+    """result.json: the best epoch and its validation scores, and the kept model's on its training rows."""
+    best = result.history[result.best_epoch - 1]
+    return {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+            "stopped_early": result.stopped_early, "monitor": stage.config.monitor, "best_value": result.best_value,
+            "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"],
+            "train_rows": int(train_rows), "val_rows": int(val_rows),
+            "train_accuracy": train_scores["accuracy"], "train_macro_f1": train_scores["macro_f1"],
+            **{name: value for name, value in best.items() if name.startswith("val_") and name != "val_loss"}}

@@ -1,0 +1,132 @@
+"""The `hierclf` command: what it prints, and user errors that end in one line with exit code 2."""
+import csv
+import importlib.metadata
+import subprocess
+import sys
+
+import numpy as np
+from PIL import Image
+
+from conftest import MASK_HEADS, cli, write_recipe
+from hierclf.runs import Run
+
+
+def test_console_script_and_module_entry_points():
+    scripts = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="console_scripts")}
+    assert scripts.get("hierclf") == "hierclf.cli:main"
+    done = subprocess.run([sys.executable, "-m", "hierclf", "--help"], capture_output=True, text=True)
+    assert done.returncode == 0
+    for command in ("fit-coarse", "fit-fine", "predict", "evaluate", "suggest-groups", "augment", "dataset"):
+        assert command in done.stdout
+
+
+def test_user_errors_exit_2_in_one_line_and_write_nothing(flat_run, tmp_path):
+    root, recipe, train_csv, _ = flat_run
+    seeds = root.parent / "seeds"
+    cases = [
+        (("predict", tmp_path, tmp_path, "--out", tmp_path / "p.csv"), "is not a hierclf run folder"),
+        (("predict", root, tmp_path / "missing", "--out", tmp_path / "p.csv"), "does not exist"),
+        (("predict", root, train_csv, "--out", tmp_path / "p.csv", "--tta", "hflip,spin"),
+         "--tta: unknown TTA variant 'spin'"),
+        (("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--weights", "1"),
+         "--weights has 1 numbers for 2 runs"),
+        (("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--trace"),
+         "--trace follows one run's stages"),
+        (("fit-coarse", recipe, "--out", root.parent / "data"), "is not a hierclf run folder; use a new --out"),
+        (("fit-coarse", recipe, "--out", tmp_path / "r", "--fold", "7"), "--fold 7: this run has folds 0..2"),
+        (("fit-coarse", recipe, "--out", tmp_path / "r", "--set", "coarse.model=resnet_nope"),
+         "timm has no such model"),
+        (("fit-coarse", recipe, "--out", root, "--set", "coarse.epochs=2"),
+         "made with another recipe (coarse.epochs: 10 → 2)"),
+        (("fit-coarse", recipe, "--out", seeds, "--seeds", "1,1"), "--seeds '1,1': expected distinct whole numbers"),
+        (("suggest-groups", tmp_path), "is not a hierclf run folder"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2, (args, result.output)
+        assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert not (tmp_path / "r").exists() and not (tmp_path / "p.csv").exists() and not seeds.exists()
+
+
+def test_a_bad_recipe_key_is_one_line_naming_it(tmp_path):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[data]\ncsv = "a.csv"\n[coarse]\nbatchsize = 8\n')
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1
+    assert "coarse.batchsize" in result.stderr and "batch_size" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_file_that_is_no_image_stops_the_run_before_anything_is_written(tmp_path, csv_dataset):
+    (csv_dataset.parent / "train" / "middle-007.png").write_bytes(b"not a png at all")
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)})
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2
+    assert "middle-007.png cannot be decoded" in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_image_cut_short_fails_cleanly_from_a_loader_worker(tmp_path, csv_dataset):
+    """A truncated JPEG passes the header check; decoding it in a DataLoader worker must still end
+    in one line naming the file, exit 2, and no finished fold that saw it."""
+    images = csv_dataset.parent / "train"
+    (images / "middle-007.png").unlink()
+    noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
+    Image.fromarray(noise).save(images / "middle-007.jpg", quality=95)
+    whole = (images / "middle-007.jpg").read_bytes()
+    (images / "middle-007.jpg").write_bytes(whole[: len(whole) // 2])
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1, "workers": 2})
+    done = subprocess.run([sys.executable, "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "middle-007.jpg cannot be decoded" in done.stderr
+    run = Run.open(tmp_path / "run")
+    fold_with_it = int(run.folds.fold[list(run.folds.ids).index("middle-007")])
+    assert fold_with_it not in run.finished_folds("coarse") and not run.oof_path("coarse").exists()
+
+
+def test_suggest_groups_finds_the_detail_classes_from_the_flat_run(detail_runs):
+    result = cli("suggest-groups", detail_runs / "flat")
+    assert result.exit_code == 0, result.output
+    assert 'groups = [["checked", "plain"]]' in result.stdout
+    result = cli("suggest-groups", detail_runs / "hier")
+    assert result.exit_code == 2 and "has groups patch; suggest-groups reads a flat run's" in result.stderr
+
+
+def test_predict_traces_heads_and_scores_each(mask_runs, tmp_path):
+    images = mask_runs / "data" / "images"
+    chosen = sorted(images.iterdir())[::4]
+    with (tmp_path / "input.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "mask", "gender", "age"])
+        for person in chosen:
+            gender, years = person.name.split("_")[1], int(person.name.split("_")[3])
+            age = MASK_HEADS["age"][(years >= 30) + (years >= 60)]
+            writer.writerow([f"{person.name}/mask1.png", "wear", gender, age])
+            writer.writerow([f"{person.name}/normal.png", "not_wear", gender, age])
+    result = cli("predict", mask_runs / "heads", tmp_path / "input.csv", "--images", images, "--out",
+                 tmp_path / "p.csv", "--trace")
+    assert result.exit_code == 0, result.output
+    for name in MASK_HEADS:
+        assert f"head {name}: macro-F1" in result.output
+    with (tmp_path / "p.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2 * len(chosen)
+    assert {"mask", "mask_confidence", "gender", "age", "age_by"} <= set(rows[0])
+    assert {row["age_by"] for row in rows} == {"specialist"} and {row["mask_by"] for row in rows} == {"coarse"}
+    assert all(row["label"] == f"{row['mask']}/{row['gender']}/{row['age']}" for row in rows)
+    result = cli("predict", mask_runs / "heads", tmp_path / "input.csv", "--images", images, "--out",
+                 tmp_path / "i.csv", "--index")
+    assert result.exit_code == 0, result.output
+    with (tmp_path / "i.csv").open() as handle:
+        indices = [int(row["label"]) for row in csv.DictReader(handle)]
+    assert [Run.open(mask_runs / "heads").hierarchy.class_names[i] for i in indices] == [row["label"] for row in rows]
+
+
+def test_fit_fine_prints_each_heads_report(mask_runs):
+    result = cli("fit-fine", mask_runs / "heads")  # every fold is trained: it only gathers and prints
+    assert result.exit_code == 0, result.output
+    assert "specialist 'age' out-of-fold" in result.stdout and "30-59" in result.stdout
+    result = cli("fit-coarse", mask_runs / "heads.toml", "--out", mask_runs / "heads")
+    assert "(the joint class: every head right)" in result.stdout and "head 'gender': macro-F1" in result.stdout

@@ -1,0 +1,98 @@
+"""The whole pipeline scored out-of-fold with every combiner, beside the flat model on the same folds."""
+import csv
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import PredefinedSplit, cross_val_predict
+
+from conftest import DETAIL_CLASSES, cli, write_recipe
+from hierclf.combiners import Product, Stacking, stacking_features
+from hierclf.data import load_training_items
+from hierclf.evaluate import evaluate_run, out_of_fold
+from hierclf.oof import load_oof
+from hierclf.predict import predict_items
+from hierclf.runs import Run
+
+
+@pytest.fixture(scope="module")
+def report(detail_runs):
+    result = cli("evaluate", detail_runs / "hier", "--against", detail_runs / "flat")
+    assert result.exit_code == 0, result.output
+    return evaluate_run(detail_runs / "hier", against=detail_runs / "flat")
+
+
+def test_the_specialist_at_higher_resolution_beats_the_flat_model(report, detail_runs):
+    flat = report["flat"]["macro_f1"]
+    assert flat < 0.9  # the flat model cannot see the checkerboard at 12 px
+    for combiner in ("product", "routed"):
+        assert report["pipelines"][combiner]["macro_f1"] >= flat + 0.15, (combiner, report["pipelines"][combiner])
+    assert report["routing"]["accuracy"] >= 0.9
+    assert report["pipelines"]["routed"]["specialist_share"]["patch"] == pytest.approx(0.5, abs=0.1)
+    assert report["pipelines"]["product"]["specialist_share"]["patch"] == 1.0
+    assert {"stacking", "product", "routed"} == set(report["pipelines"]) and report["chosen"] == "product"
+    for name in ("report.md", "oof-predictions.csv", "confusion.png"):
+        assert (detail_runs / "hier" / name).stat().st_size > 0
+    assert "flat (`" in (detail_runs / "hier" / "report.md").read_text()
+
+
+def test_evaluate_equals_predict_with_the_same_fold_models(report, detail_runs):
+    run = Run.open(detail_runs / "hier")
+    items = load_training_items(run.recipe.data)
+    oof = load_oof(run)
+    row_of = {image_id: row for row, image_id in enumerate(items.ids)}
+    with (detail_runs / "hier" / "oof-predictions.csv").open() as handle:
+        by_id = {row["id"]: row for row in csv.DictReader(handle)}
+    expected_product = run.hierarchy.product(oof.coarse_probs, oof.specialist_probs)
+    for fold in range(3):
+        rows = np.flatnonzero(oof.folds == fold)
+        subset = items.subset(np.asarray([row_of[i] for i in oof.ids[rows]]))
+        for combiner in ("product", "routed"):
+            predictions = predict_items(run, subset, combiner=combiner, workers=0, folds=[fold])
+            names = [DETAIL_CLASSES[label] for label in predictions.labels]
+            assert names == [by_id[i][combiner] for i in subset.ids], (fold, combiner)
+            if combiner == "product":
+                assert np.allclose(predictions.probs, expected_product[rows], atol=1e-5)
+
+
+def test_a_combiner_that_learns_is_fit_fold_by_fold(detail_runs):
+    run = Run.open(detail_runs / "hier")
+    oof = load_oof(run)
+    features = stacking_features(oof.coarse_probs, [oof.specialist_probs["patch"]])
+    reference = cross_val_predict(LogisticRegression(C=1.0, max_iter=2000), features, oof.labels,
+                                  cv=PredefinedSplit(oof.folds), method="predict_proba")
+    combined = out_of_fold(Stacking(1.0), run.hierarchy, oof)
+    assert np.allclose(combined.probs[:, np.unique(oof.labels)], reference, atol=1e-6)
+    product = out_of_fold(Product(), run.hierarchy, oof)  # learns nothing: every row at once
+    assert np.array_equal(product.probs, run.hierarchy.product(oof.coarse_probs, oof.specialist_probs))
+
+
+def test_evaluate_refuses_a_flat_run_split_differently_or_not_flat(detail_runs, tmp_path):
+    other = write_recipe(tmp_path / "other.toml", {"csv": str(detail_runs / "data" / "train.csv")},
+                         coarse={"img_size": 12, "epochs": 1}, folds={"count": 3, "seed": 5})
+    assert cli("-q", "fit-coarse", other, "--out", tmp_path / "other").exit_code == 0
+    result = cli("evaluate", detail_runs / "hier", "--against", tmp_path / "other")
+    assert result.exit_code == 2 and "split into other folds" in result.stderr
+    result = cli("evaluate", detail_runs / "flat", "--against", detail_runs / "hier")
+    assert result.exit_code == 2 and "that run has groups patch; compare against a flat run" in result.stderr
+
+
+def test_evaluate_reports_each_head_beside_the_flat_model(mask_runs):
+    report = evaluate_run(mask_runs / "heads", against=mask_runs / "flat")
+    assert set(report["pipelines"]) == {"product", "stacking"} and report["chosen"] == "product"
+    heads = report["heads"]
+    assert set(heads) == {"mask", "gender", "age"}
+    assert "specialist" in heads["age"] and "specialist" not in heads["mask"]
+    assert heads["age"]["product"] == heads["age"]["specialist"]  # the product takes age from the specialist
+    assert heads["mask"]["product"] == heads["mask"]["coarse"]
+    assert report["flat"]["macro_f1"] > 0.3 and len(report["flat"]["per_class"]) == 18
+    markdown = (mask_runs / "heads" / "report.md").read_text()
+    assert "| head | coarse macro-F1 | specialist macro-F1 |" in markdown and "| age |" in markdown
+    output = cli("evaluate", mask_runs / "heads").output
+    assert "head age" in output and "specialist" in output
+
+
+def test_a_flat_run_is_its_own_one_pipeline(flat_run):
+    report = evaluate_run(flat_run[0])
+    assert list(report["pipelines"]) == ["flat"] and report["chosen"] == "flat"
+    assert report["coarse"]["accuracy"] == pytest.approx(report["pipelines"]["flat"]["accuracy"])

@@ -1,0 +1,58 @@
+"""A run's out-of-fold outputs, aligned across stages, and the combiners fit on them once."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from hierclf.combiners import Stacking
+from hierclf.errors import RunError
+from hierclf.files import read_npz, write_npz
+from hierclf.oof import fit_combiners, load_combiner, load_oof
+from hierclf.runs import Run
+
+
+def test_every_stages_outputs_line_up_on_the_same_rows(detail_runs):
+    run = Run.open(detail_runs / "hier")
+    oof = load_oof(run)
+    coarse = read_npz(run.oof_path("coarse"))
+    assert np.array_equal(oof.ids, coarse["ids"]) and list(oof.specialist_probs) == ["patch"]
+    label_of = dict(zip(run.folds.ids, run.folds.labels))
+    assert oof.labels.tolist() == [label_of[i] for i in oof.ids]
+    assert oof.specialist_probs["patch"].shape == (len(oof.ids), 2)
+
+
+def test_the_stacking_combiner_is_fit_when_the_specialists_finish(detail_runs):
+    run = Run.open(detail_runs / "hier")
+    saved = json.loads(run.combiner_path.read_text())
+    assert list(saved) == ["stacking"] and "pickle" not in run.combiner_path.read_text()
+    oof = load_oof(run)
+    expected = Stacking(run.recipe.combine.stacking_c).fit(run.hierarchy, oof.outputs)
+    loaded = load_combiner(run, "stacking")
+    features = np.log(np.clip(np.concatenate([oof.coarse_probs, oof.specialist_probs["patch"]], 1), 1e-7, 1))
+    assert np.allclose(loaded.predict_proba(features), expected.predict_proba(features))
+
+
+def test_a_combiner_fit_on_other_outputs_is_refused_until_refit(detail_runs, tmp_path):
+    shutil.copytree(detail_runs / "hier", tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    oof = read_npz(run.oof_path("fine/patch"))
+    write_npz(run.oof_path("fine/patch"), **{**oof, "probs": oof["probs"][:, ::-1].copy()})  # a retrained stage
+    with pytest.raises(RunError, match="the stacking combiner was fit on other out-of-fold outputs or settings; "
+                                       "run `hierclf fit-fine"):
+        load_combiner(run, "stacking")
+    assert fit_combiners(run) == ["stacking"]
+    assert load_combiner(run, "stacking").coef is not None
+    run.combiner_path.unlink()
+    with pytest.raises(RunError, match="the stacking combiner is not fit yet"):
+        load_combiner(run, "stacking")
+    assert load_combiner(run, "product").name == "product"  # nothing to fit: always ready
+
+
+def test_nothing_is_fit_before_every_stage_has_its_outputs(flat_run, detail_runs, tmp_path):
+    assert fit_combiners(Run.open(flat_run[0])) == []  # a flat run has no combiner that learns
+    shutil.copytree(detail_runs / "hier", tmp_path / "run")
+    run = Run.open(tmp_path / "run")
+    run.combiner_path.unlink()
+    run.oof_path("fine/patch").unlink()
+    assert fit_combiners(run) == [] and not run.combiner_path.exists()

@@ -1,0 +1,17 @@
+"""Figures drawn without pyplot: a notebook's backend and figures are left alone."""
+import matplotlib
+import numpy as np
+from PIL import Image
+
+from hierclf.plots import save_confusion_png
+
+
+def test_the_confusion_png_is_written_without_touching_pyplot(tmp_path):
+    import matplotlib.pyplot as plt
+
+    backend, figures = matplotlib.get_backend(), plt.get_fignums()
+    save_confusion_png(tmp_path / "confusion.png", np.array([[5, 1], [0, 4]]), ("a", "b"), "title")
+    assert matplotlib.get_backend() == backend and plt.get_fignums() == figures
+    with Image.open(tmp_path / "confusion.png") as image:
+        assert image.format == "PNG" and min(image.size) > 100
+    assert [p.name for p in tmp_path.iterdir()] == ["confusion.png"]

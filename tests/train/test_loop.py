@@ -1,0 +1,185 @@
+"""`fit`: one model on one split, for any output layout; randomness from its seed alone."""
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import shape_image
+from hierclf.data import Items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.inference import soft_vote
+from hierclf.layout import OutputLayout
+from hierclf.models import classifier_modules, create_model
+from hierclf.recipe import HeadConfig, StageConfig, TrainConfig
+from hierclf.stages import single_loss
+from hierclf.train.loop import fit
+from hierclf.train.losses import build_layout_loss
+
+CPU = torch.device("cpu")
+THREE = OutputLayout.single(("left", "middle", "right"))
+
+
+def loaders(stage: StageConfig, per_class: int = 24, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(3), per_class)
+    images = np.stack([shape_image(label, rng) for label in labels])
+    items = Items.from_arrays(images, labels, ["left", "middle", "right"])
+    val = np.arange(len(labels)) % 4 == 0
+    out = []
+    for rows, training in ((np.flatnonzero(~val), True), (np.flatnonzero(val), False)):
+        transform = build_transform(stage.img_size, (0.5,), (0.5,), stage.augment if training else "none", seed=0)
+        dataset = ImageDataset(items.subset(rows), labels[rows], transform, channels=1)
+        out.append(make_loader(dataset, stage.batch_size, shuffle=training, workers=0, device=CPU))
+    return out
+
+
+def loss_of(stage, train_loader):
+    return build_layout_loss(THREE, [single_loss(stage)], ["coarse"], train_loader.dataset.targets)
+
+
+def train(stage: StageConfig, tmp_path=None):
+    model, _ = create_model(stage, THREE, seed=stage.seed)
+    train_loader, val_loader = loaders(stage)
+    metrics = None if tmp_path is None else tmp_path / "metrics.jsonl"
+    result = fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), seed=stage.seed,
+                 metrics_path=metrics)
+    return model, val_loader, result
+
+
+TINY = StageConfig(model="test_resnet", img_size=16, in_chans=1, epochs=8, batch_size=16, lr=5e-3, workers=0)
+
+
+def test_fit_learns_keeps_the_best_epoch_and_logs(tmp_path):
+    model, val_loader, result = train(TINY, tmp_path)
+    best = result.history[result.best_epoch - 1]
+    assert best["val_accuracy"] >= 0.9  # chance is 1/3
+    assert best["val_macro_f1"] == max(r["val_macro_f1"] for r in result.history)
+    # the kept weights are the best epoch's: they reproduce its validation probabilities
+    model.load_state_dict(result.best_state)
+    probs, rows = soft_vote([model], val_loader, CPU, THREE)
+    assert np.allclose(probs, result.val_probs, atol=1e-5) and np.array_equal(rows, result.val_rows)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert len(lines) == TINY.epochs
+    assert {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_macro_f1", "lr",
+            "seconds"} <= set(lines[0])
+
+
+def test_early_stopping_with_patience_and_min_delta():
+    stage = StageConfig(**{**TINY.__dict__, "lr": 1e-9, "patience": 2, "min_delta": 0.5, "epochs": 20})
+    _, _, result = train(stage)
+    assert result.stopped_early and len(result.history) == 3 and result.best_epoch == 1
+
+
+def test_same_seed_same_run_whatever_the_global_generators_hold():
+    stage = dataclasses.replace(TINY, epochs=2, augment="light", mixup_alpha=0.4, drop_rate=0.2)
+    torch.manual_seed(1)
+    np.random.seed(1)
+    first = train(stage)[2]
+    torch.manual_seed(2)
+    np.random.seed(2)
+    second = train(stage)[2]
+    strip = lambda history: [{k: v for k, v in r.items() if k != "seconds"} for r in history]  # noqa: E731
+    assert strip(first.history) == strip(second.history)
+    assert strip(train(dataclasses.replace(stage, seed=1))[2].history) != strip(first.history)
+
+
+def test_label_smoothing_keeps_the_training_loss_off_zero():
+    """With smoothing ε the best achievable loss is the entropy of the smoothed target, well above 0."""
+    plain = train(StageConfig(**{**TINY.__dict__, "epochs": 8}))[2].history[-1]["train_loss"]
+    smoothed = train(StageConfig(**{**TINY.__dict__, "epochs": 8, "label_smoothing": 0.3}))[2]
+    assert smoothed.history[-1]["train_loss"] > plain + 0.2
+    assert smoothed.history[smoothed.best_epoch - 1]["val_accuracy"] >= 0.9  # still learns
+
+
+def _linear_fit(stage: TrainConfig, rows: int = 32, batch_size: int = 32):
+    """One epoch of a BatchNorm-free linear model on fixed rows, in order: the weights it ends with.
+    `fit` takes a TrainConfig: no model, loader or loss keys are needed to train a Linear."""
+    rng = np.random.default_rng(3)
+    labels = np.arange(rows) % 3
+    items = Items.from_arrays(np.stack([shape_image(label, rng) for label in labels]), labels)
+    transform = build_transform(16, (0.5,), (0.5,))
+    train = make_loader(ImageDataset(items, labels, transform, 1), batch_size, shuffle=False, workers=0,
+                        device=CPU)
+    val = make_loader(ImageDataset(items, labels, transform, 1), 64, shuffle=False, workers=0, device=CPU)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
+    loss = build_layout_loss(THREE, [HeadConfig()], ["coarse"], labels[:, None])
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    result = fit(model, train, val, stage, CPU, THREE, loss)
+    return before, result.best_state
+
+
+def test_accumulating_four_batches_of_8_is_one_step_of_32():
+    base = dict(epochs=1, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, scheduler="none")
+    start, accumulated = _linear_fit(TrainConfig(**base, accumulate=4), batch_size=8)
+    _, whole = _linear_fit(TrainConfig(**base), batch_size=32)
+    _, four_steps = _linear_fit(TrainConfig(**base), batch_size=8)
+    for key in whole:
+        assert torch.allclose(accumulated[key], whole[key], atol=1e-6), key
+    assert not torch.allclose(four_steps["1.weight"], whole["1.weight"], atol=1e-4)  # without it: 4 steps
+    assert not torch.allclose(start["1.weight"], whole["1.weight"])
+
+
+@pytest.mark.parametrize("mode", ["norm", "value"])
+def test_gradient_clipping_bounds_the_step(mode):
+    base = dict(epochs=1, optimizer="sgd", momentum=0.0, lr=1.0, weight_decay=0.0, scheduler="none")
+    start, free = _linear_fit(TrainConfig(**base))
+    _, clipped = _linear_fit(TrainConfig(**base, clip_grad=1e-3, clip_mode=mode))
+    step = torch.cat([(clipped[k] - start[k]).flatten() for k in start])
+    free_step = torch.cat([(free[k] - start[k]).flatten() for k in start])
+    if mode == "norm":  # one SGD step of lr 1: the step is the clipped gradient
+        assert step.norm() <= 1e-3 + 1e-6 < free_step.norm()
+    else:
+        assert step.abs().max() <= 1e-3 + 1e-6 < free_step.abs().max()
+
+
+def test_compile_and_channels_last_change_speed_not_results():
+    base = dict(epochs=2, optimizer="sgd", momentum=0.0, lr=0.5, weight_decay=0.0, scheduler="none")
+    _, plain = _linear_fit(TrainConfig(**base), batch_size=8)
+    _, compiled = _linear_fit(TrainConfig(**base, compile=True), batch_size=8)
+    for key in plain:  # the compiled module trains the same parameters, and they are what is kept
+        assert torch.allclose(compiled[key], plain[key], atol=1e-5), key
+    _, _, eager = train(dataclasses.replace(TINY, epochs=2))
+    _, _, last = train(dataclasses.replace(TINY, epochs=2, channels_last=True))
+    assert np.allclose(eager.val_probs, last.val_probs, atol=3e-3)  # other kernels: rounding, grown by training
+
+
+def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_kept():
+    stage = dataclasses.replace(TINY, ema=True, ema_decay=0.9)
+    model, val_loader, result = train(stage)
+    raw = model.state_dict()
+    kept = result.best_state
+    assert any(not torch.allclose(raw[name].float(), kept[name].float()) for name in raw)
+    # the validation scores are the kept (EMA) weights' own
+    model.load_state_dict(kept)
+    probs, _ = soft_vote([model], val_loader, CPU, THREE)
+    assert np.allclose(probs, result.val_probs, atol=1e-5)
+    assert max(r["val_accuracy"] for r in result.history) >= 0.6  # chance is 1/3; the average lags in 24 steps
+
+
+def test_frozen_backbone_does_not_move_while_the_head_learns():
+    model, _ = create_model(TINY, THREE)
+    start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    train_loader, val_loader = loaders(TINY)
+    # two epochs, both frozen (the recipe refuses freeze_epochs ≥ epochs; fit itself allows it)
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2), CPU, THREE,
+        loss_of(TINY, train_loader))
+    head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+    head = {name for name, p in model.named_parameters() if id(p) in head_ids}
+    assert head == {"fc.weight", "fc.bias"}
+    for name, tensor in model.state_dict().items():
+        if name in head:
+            assert not torch.equal(tensor, start[name]), name
+        else:  # weights and BatchNorm statistics alike
+            assert torch.equal(tensor, start[name]), name
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, epochs=1), CPU, THREE, loss_of(TINY, train_loader))
+    moved = [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, start[name])]
+    assert set(moved) - head  # after the frozen epochs the backbone trains again
+
+
+def test_mixup_and_cutmix_still_learn():
+    stage = dataclasses.replace(TINY, mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1, epochs=10)
+    _, _, result = train(stage)
+    assert max(r["val_accuracy"] for r in result.history) >= 0.8  # chance is 1/3

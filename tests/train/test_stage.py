@@ -1,0 +1,59 @@
+"""A stage across folds: finished folds kept, the out-of-fold file gathered and scored."""
+import numpy as np
+import pytest
+
+from conftest import cli, write_recipe
+from hierclf.files import read_json, read_npz
+from hierclf.runs import Run
+
+
+def test_oof_covers_every_row_once_and_the_model_learns(flat_run):
+    root, _, _, result = flat_run
+    run = Run.open(root)
+    oof = read_npz(run.oof_path("coarse"))
+    assert sorted(oof["ids"]) == sorted(run.folds.ids) and len(set(oof["ids"])) == 60
+    fold_of = dict(zip(run.folds.ids, run.folds.fold))
+    assert all(fold_of[i] == f for i, f in zip(oof["ids"], oof["fold"]))
+    assert np.allclose(oof["probs"].sum(1), 1, atol=1e-4) and oof["targets"].ndim == 1  # one block: a vector
+    accuracy = (oof["probs"].argmax(1) == oof["targets"]).mean()
+    assert accuracy >= 0.8, accuracy  # chance is 1/3
+    summary = read_json(run.summary_path("coarse"))
+    assert summary["oof_accuracy"] == pytest.approx(accuracy) and len(summary["folds"]) == 3
+    assert "heads" not in summary
+    assert 0.8 <= summary["train_macro_f1"] <= 1.0 and all("train_macro_f1" in fold for fold in summary["folds"])
+    assert "coarse out-of-fold (60 rows, 3 folds)" in result.stdout and summary["diagnosis"] in result.stdout
+
+
+def test_rerun_skips_finished_folds(flat_run):
+    root, recipe, _, _ = flat_run
+    weights = Run.open(root).fold_dir("coarse", 0) / "weights.safetensors"
+    before = weights.stat().st_mtime_ns
+    result = cli("fit-coarse", recipe, "--out", root, "--set", "coarse.workers=1")  # runtime key: allowed
+    assert result.exit_code == 0
+    assert result.stderr.count("already trained; keeping it") == 3
+    assert weights.stat().st_mtime_ns == before
+
+
+def test_folds_one_at_a_time_then_the_summary(tmp_path, csv_dataset):
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1})
+    for fold in (2, 0):
+        result = cli("fit-coarse", recipe, "--out", tmp_path / "run", "--fold", fold)
+        assert result.exit_code == 0 and "run the other folds" in result.stdout
+    run = Run.open(tmp_path / "run")
+    assert run.finished_folds("coarse") == [0, 2] and not run.oof_path("coarse").exists()
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 1)
+    assert "coarse out-of-fold (60 rows, 3 folds)" in result.stdout and run.oof_path("coarse").is_file()
+
+
+def test_a_heads_stage_is_scored_jointly_and_head_by_head(mask_runs):
+    run = Run.open(mask_runs / "heads")
+    summary = read_json(run.summary_path("coarse"))
+    heads = summary["heads"]
+    # chance: 0.33 (mask), 0.5 (gender), 0.33 (age) macro-F1; 1/18 for the joint class
+    assert {name: head["size"] for name, head in heads.items()} == {"mask": 3, "gender": 2, "age": 3}
+    assert all(head["oof_macro_f1"] > 0.8 for head in heads.values()), heads
+    assert summary["oof_macro_f1"] > 0.6
+    oof = read_npz(run.oof_path("coarse"))
+    assert oof["targets"].shape == (len(oof["ids"]), 3) and oof["probs"].shape[1] == 8
+    metrics = (run.fold_dir("coarse", 0) / "metrics.jsonl").read_text()
+    assert '"val_age_macro_f1"' in metrics and '"val_mask_accuracy"' in metrics
