@@ -39,7 +39,12 @@ def key_reference_markdown() -> str:
 
 def _table(keys: list[tuple[str, Any, str]]) -> list[str]:
     return (["| key | default | meaning |", "| --- | --- | --- |"]
-            + [f"| `{name}` | `{show_value(default)}` | {doc} |" for name, default, doc in keys] + [""])
+            + [f"| `{name}` | `{show_value(default)}` | {_cell(doc)} |" for name, default, doc in keys] + [""])
+
+
+def _cell(text: str) -> str:
+    """Text inside a Markdown table cell: a bare | would end the cell."""
+    return text.replace("|", "\\|")
 
 
 def _default(item: dataclasses.Field) -> Any:
