@@ -30,7 +30,7 @@ def probs_of(rows, classes):
 def test_predict_on_training_images_equals_the_fold_models_soft_vote(flat_run, tmp_path):
     root, _, train_csv, _ = flat_run
     out = tmp_path / "train-predictions.csv"
-    result = cli("predict", root, train_csv, "--out", out, "--probs", "--workers", "0")
+    result = cli("predict", root, train_csv, "--out", out, "--probs", "--workers", "0", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "macro-F1" in result.stdout and "specialist" not in result.stdout
     rows = rows_of(out)
@@ -102,7 +102,7 @@ def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_r
     rng = np.random.default_rng(5)
     values = np.array([(m, g, a) for m in range(3) for g in range(2) for a in range(3)])
     items = Items.from_arrays(np.stack([mask_image(*row, rng) for row in values]))
-    predictions = predict_items(run, items, combiner="product", workers=0)
+    predictions = predict_items(run, items, combiner="product", workers=0, device="cpu")
     cpu = resolve_device("cpu")
     coarse = StageModels(run, run.coarse_stage, cpu, None, 64, 0).probs(items)
     age = StageModels(run, run.specialist_stages["age"], cpu, None, 64, 0).probs(items)

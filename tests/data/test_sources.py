@@ -46,7 +46,7 @@ def test_csv_integer_labels_custom_columns_and_explicit_names(tmp_path):
 @pytest.mark.parametrize("edit, message", [
     (lambda rows: [["name", "label"]] + rows[1:], "no column 'id'; columns are name, label"),
     (lambda rows: rows + [["ghost", "left"]], "no image in .* for id 'ghost'"),
-    (lambda rows: rows + [["left-000", "left"]], "line 8: id 'left-000' appears again \(first on line 2\)"),
+    (lambda rows: rows + [["left-000", "left"]], r"line 8: id 'left-000' appears again \(first on line 2\)"),
     (lambda rows: rows[:1] + [[rows[1][0], "nine"]] + rows[2:], "label 'nine' is not a class"),
     (lambda rows: rows[:1] + [[rows[1][0], ""]] + rows[2:], "has no label"),
 ])
