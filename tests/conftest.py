@@ -122,9 +122,10 @@ def write_mask_dataset(root: Path, people_per_kind: int = 4, seed: int = 0, size
 
 
 TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 10, "batch_size": 8,
-              "lr": 3e-3, "workers": 0, "scheduler": "cosine", "device": "cpu"}
+              "lr": 3e-3, "workers": 0, "scheduler": "cosine", "device": "cpu", "cache_mb": 64}
 """The tests' runs train on the CPU on every machine, so figures compared to 1e-5 mean the same on
-a GPU machine (its mixed precision would change them); `.gpu`-style checks exercise CUDA."""
+a GPU machine (its mixed precision would change them), and decode their few images once per stage
+(the cache gives the pixels decoding gives: tests/data/test_cache.py)."""
 
 
 def write_recipe(path: Path, data: dict, coarse: dict | None = None, folds: dict | None = None,
@@ -184,7 +185,7 @@ def detail_runs(tmp_path_factory):
     hier = write_recipe(root / "hier.toml", data, coarse=coarse,
                         hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
     recipe = tomllib.loads(hier.read_text())
-    recipe["fine"] = {"img_size": 48}
+    recipe["fine"] = {"img_size": 48, "epochs": 8}  # two easy classes at 48 px
     hier.write_text(tomli_w.dumps(recipe))
     for args in (("fit-coarse", root / "flat.toml", "--out", root / "flat"),
                  ("fit-coarse", hier, "--out", root / "hier"),
@@ -212,14 +213,14 @@ def mask_recipe(path: Path, images: Path, hierarchy: dict | None = None, heads: 
 @pytest.fixture(scope="session")
 def mask_runs(tmp_path_factory):
     """The mask competition's layout: a run with one head per attribute and an age specialist at
-    48 px, and the flat 18-class run on the same folds."""
+    48 px, and a flat 18-class run on the same folds (one epoch: it is only compared against)."""
     root = tmp_path_factory.mktemp("mask")
     images = write_mask_dataset(root / "data", people_per_kind=4)
     mask_recipe(root / "heads.toml", images, {"heads": MASK_HEADS}, heads={"age": {"label_smoothing": 0.1}},
                 fine={"age": {"img_size": 48}})
     mask_recipe(root / "flat.toml", images)
     for args in (("fit-coarse", root / "heads.toml", "--out", root / "heads"), ("fit-fine", root / "heads"),
-                 ("fit-coarse", root / "flat.toml", "--out", root / "flat")):
+                 ("fit-coarse", root / "flat.toml", "--out", root / "flat", "--set", "coarse.epochs=1")):
         result = cli("-q", *args)
         assert result.exit_code == 0, result.output
     return root

@@ -11,11 +11,12 @@ def arrays(per_class: int, seed: int):
     return np.stack([shape_image(label, rng) for label in labels]), labels
 
 
-def test_fit_and_predict_on_in_memory_arrays(tmp_path):
+def test_fit_and_predict_on_in_memory_arrays_with_a_hold_out(tmp_path):
     images, labels = arrays(20, seed=0)
     items = hierclf.Items.from_arrays(images, labels, ["left", "middle", "right"])
-    recipe = hierclf.recipe_from_dict({"folds": {"count": 3}, "coarse": TINY_STAGE})
+    recipe = hierclf.recipe_from_dict({"folds": {"count": 1, "holdout": 0.25}, "coarse": TINY_STAGE})
     summary = hierclf.fit_coarse(recipe, tmp_path / "run", items=items)
+    assert summary["rows"] == 15 and len(summary["folds"]) == 1  # one stratified hold-out of a quarter
     assert summary["oof_accuracy"] >= 0.8
     test_images, test_labels = arrays(10, seed=1)
     predictions = hierclf.predict_items(tmp_path / "run", hierclf.Items.from_arrays(test_images), workers=0)

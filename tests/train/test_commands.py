@@ -36,7 +36,7 @@ def test_fit_fine_refusals_change_nothing(detail_runs):
         (("fit-fine", detail_runs / "hier", "--group", "nope"), "--group 'nope': groups are patch"),
         (("fit-fine", detail_runs / "hier", "--set", "coarse.epochs=3"), "fine.* and combine.* keys only"),
         (("fit-fine", detail_runs / "hier", "--set", "fine.epochs=3"),
-         "was trained with other keys (fine.patch.epochs: 15 → 3)"),
+         "was trained with other keys (fine.patch.epochs: 8 → 3)"),
         (("fit-fine", detail_runs / "hier", "--fold", "5"), "--fold 5: this run has folds 0..2"),
     ]
     recipe_before = (detail_runs / "hier" / "recipe.toml").read_text()

@@ -73,7 +73,7 @@ def test_a_head_with_loss_weight_zero_is_never_trained(tmp_path):
 def test_one_model_per_attribute_and_a_head_specialist_from_its_own_model(tmp_path):
     images = write_mask_dataset(tmp_path / "data", people_per_kind=4)
     mask_recipe(tmp_path / "separate.toml", images, {"heads": MASK_HEADS, "separate": True},
-                fine={"age": {"init_from_coarse": True, "epochs": 4}})
+                fine={"age": {"init_from_coarse": True, "epochs": 2}})
     assert cli("-q", "fit-coarse", tmp_path / "separate.toml", "--out", tmp_path / "run", "--fold", 0).exit_code == 0
     assert cli("-q", "fit-fine", tmp_path / "run", "--fold", 0).exit_code == 0
     run = Run.open(tmp_path / "run")
