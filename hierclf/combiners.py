@@ -127,9 +127,7 @@ class Routed(Combiner):
 
     def combine(self, hierarchy: Any, coarse_probs: np.ndarray, parts: Sequence[str],
                 run_specialist: SpecialistRunner) -> Combined:
-        outcome = hierarchy.route(coarse_probs, run_specialist, threshold=self.threshold)
-        return Combined(probs=outcome.probs, labels=outcome.labels, specialist_probs=outcome.specialist_probs,
-                        ran_on=outcome.ran_on)
+        return hierarchy.route(coarse_probs, run_specialist, threshold=self.threshold)
 
 
 def stacking_features(coarse_probs: np.ndarray, specialist_probs: Sequence[np.ndarray]) -> np.ndarray:

@@ -21,13 +21,12 @@ from typing import Any, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
-from hierclf.combiners import SpecialistRunner, check_combiner_name
+from hierclf.combiners import Combined, SpecialistRunner, check_combiner_name
 from hierclf.errors import RecipeError, RunError
 from hierclf.layout import OutputLayout
 from hierclf.metrics import scores
 from hierclf.recipe import HierarchyConfig, Recipe
 from hierclf.stages import NOT_IN_STAGE, Stage, single_loss
-
 
 
 def _folder_name(name: str) -> str:
@@ -108,17 +107,6 @@ class Group:
     @property
     def folder(self) -> str:
         return _folder_name(self.name)
-
-
-@dataclass(frozen=True, eq=False)
-class Routed:
-    """Routed labels, the probabilities behind them, which rows each specialist ran on, and each
-    specialist's own probabilities (NaN on the rows it did not run on)."""
-
-    labels: np.ndarray
-    probs: np.ndarray
-    ran_on: dict[str, np.ndarray]
-    specialist_probs: dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -288,14 +276,15 @@ class GroupHierarchy:
             fine[:, members] = coarse_probs[:, [self.coarse_index(group)]] * specialist_probs[group.name]
         return fine
 
-    def route(self, coarse_probs: np.ndarray, run_specialist: SpecialistRunner, threshold: float = 0.0) -> Routed:
+    def route(self, coarse_probs: np.ndarray, run_specialist: SpecialistRunner, threshold: float = 0.0) -> Combined:
         """Hard routing. Each group's specialist runs on the rows whose coarse argmax is that group,
         and, with `threshold` > 0, also where the group's probability reaches it.
 
         A row where only its argmax group's specialist ran takes that specialist's label (or the
         singleton's, where the argmax is a single class). A row where a specialist ran on top of
         that (by the threshold) is decided by the product rule, with any group whose specialist
-        did not run on it splitting its probability evenly. `probs` is that product for every row."""
+        did not run on it splitting its probability evenly. `probs` is that product for every row;
+        each specialist's probabilities are NaN on the rows it did not run on."""
         top = coarse_probs.argmax(1)
         fine = coarse_probs[:, self.fine_to_coarse].astype(np.float64)
         labels = np.asarray(self.coarse_to_first_fine)[top]
@@ -319,7 +308,7 @@ class GroupHierarchy:
             on_top = chosen[rows]
             labels[rows[on_top]] = np.asarray(members)[local[on_top].argmax(1)]
         labels[widened] = fine[widened].argmax(1)
-        return Routed(labels=labels, probs=fine, ran_on=ran_on, specialist_probs=outputs)
+        return Combined(probs=fine, labels=labels, specialist_probs=outputs, ran_on=ran_on)
 
     def trace(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The coarse decision and its confidence; where that decision is a group, its specialist's

@@ -8,7 +8,6 @@ import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 
-
 def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
     """Accuracy and macro-F1 of label predictions."""
     labels = list(range(num_classes))

@@ -20,7 +20,6 @@ import tomli_w
 from hierclf.combiners import COMBINERS, combiner_doc
 
 
-
 def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
          gt: float | None = None, lt: float | None = None, path: bool = False,
          runtime: bool = False) -> Any:
@@ -30,6 +29,7 @@ def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = 
     if isinstance(default, dict):  # a table-valued key; a dataclass default must not be shared
         return field(default_factory=lambda: dict(default), metadata=metadata)
     return field(default=default, metadata=metadata)
+
 
 @dataclass(frozen=True)
 class DataConfig:

@@ -32,5 +32,3 @@ def test_fashion_mnist_missing_says_how_to_install(tmp_path):
     with pytest.raises(DataError, match="apt-get install -y dataset-fashion-mnist"):
         write_fashion_mnist(tmp_path / "out", source=tmp_path / "nowhere")
     assert not (tmp_path / "out").exists()
-
-

@@ -54,5 +54,3 @@ def test_augmented_copies_never_straddle_folds(tmp_path):
     plain = write_recipe(tmp_path / "plain.toml", {"csv": str(train_csv)})
     bad = runner.invoke(main, ["augment", str(plain), "--out", str(tmp_path / "other"), "--copies", "1"])
     assert bad.exit_code == 2 and "coarse.augment is \"none\"" in bad.stderr
-
-
