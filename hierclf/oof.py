@@ -55,8 +55,7 @@ def load_oof(run: Run) -> RunOOF:
 
 def oof_complete(run: Run) -> bool:
     """Whether every stage of the run has its out-of-fold file."""
-    stages = [run.coarse_stage, *run.specialist_stages.values()]
-    return all(run.oof_path(stage.name).exists() for stage in stages)
+    return all(run.oof_path(stage.name).exists() for stage in run.stages)
 
 
 def fit_combiners(run: Run) -> list[str]:
@@ -93,7 +92,7 @@ def load_combiner(run: Run, name: str) -> Combiner:
 def _fingerprint(run: Run, combiner: Combiner) -> str:
     """What a fitted combiner depends on: its settings and every stage's out-of-fold file."""
     digest = hashlib.sha256(json.dumps(combiner.settings(), sort_keys=True).encode())
-    for stage in [run.coarse_stage, *run.specialist_stages.values()]:
+    for stage in run.stages:
         path = run.oof_path(stage.name)
         digest.update(path.read_bytes() if path.exists() else b"missing")
     return digest.hexdigest()

@@ -97,11 +97,6 @@ class Run:
             write_npz(run.folds_path, ids=folds.ids, labels=folds.labels, fold=folds.fold)
         return run
 
-    def with_recipe(self, recipe: Recipe) -> "Run":
-        """The same run under an updated recipe (fit-fine --set), saved into the folder."""
-        self.save_recipe(recipe)
-        return dataclasses.replace(self, recipe=recipe)
-
     def save_recipe(self, recipe: Recipe) -> None:
         write_text(self.recipe_path, recipe.to_toml())
 
@@ -124,6 +119,11 @@ class Run:
         """The stage of each part with a specialist, by part name, in the hierarchy's order."""
         parts = self.hierarchy.specialist_parts(self.recipe.specialist_names)
         return {part.name: self.hierarchy.specialist_stage(part, self.recipe) for part in parts}
+
+    @property
+    def stages(self) -> list[Stage]:
+        """The coarse stage, then every specialist's."""
+        return [self.coarse_stage, *self.specialist_stages.values()]
 
     # --- paths
 

@@ -67,11 +67,12 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     run.folds.check_data(items.ids, items.labels, run.root)
     fold_of_row = run.folds.fold
     _check_fold(only_fold, fold_of_row)
-    stages = [hierarchy.specialist_stage(part, recipe) for part in chosen]
+    run = dataclasses.replace(run, recipe=recipe)  # the stages as the overrides set them
+    stages = [run.specialist_stages[part.name] for part in chosen]
     for stage in stages:  # every check before anything is written
         check_arch(stage.config.model, f"{stage.key}.model")
         run.check_stage(stage)
-    run = run.with_recipe(recipe)
+    run.save_recipe(recipe)
     summaries = {}
     for part, stage in zip(chosen, stages):
         run.bind_stage(stage)
