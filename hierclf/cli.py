@@ -143,7 +143,9 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
     from hierclf.metrics import report_text
     from hierclf.train.fold import in_stage
 
-    oof = read_npz(run / summary["stage"] / "oof.npz")
+    from hierclf.runs import Run
+
+    oof = read_npz(Run.open(run).oof_path(summary["stage"]))  # a flat coarse run's stage lies in that run
     heads = summary.get("heads", {})
     joint = " (the joint class: every head right)" if heads else ""
     click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds){joint}: "
@@ -229,17 +231,28 @@ def _parse_weights(text: str | None) -> list[float] | None:
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--against", type=click.Path(path_type=Path), default=None,
-              help="A flat run on the same data and folds, scored beside this one.")
-def evaluate(run: Path, against: Path | None) -> None:
-    """Score RUN's whole pipeline out-of-fold with every combiner; write report.json, report.md,
+              help="A flat run on the same data and folds, scored beside this one (default: the run's "
+                   "hierarchy.coarse_run, if it has one).")
+@click.option("--control", "controls", multiple=True, metavar="RUN[,RUN…]",
+              help="A budget-matched flat control: a flat run on the same folds (more epochs), or several "
+                   "joined by commas (more seeds), scored as one ensemble out-of-fold. Repeatable.")
+def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None:
+    """Score RUN's whole pipeline out-of-fold with every combiner, each with its training and
+    inference cost, beside the flat run and any controls; write report.json, report.md,
     oof-predictions.csv and confusion.png into RUN."""
     from hierclf.evaluate import evaluate_run, score_rows
 
-    report = evaluate_run(run, against)
-    click.echo(f"{report['rows']} rows, out-of-fold")
+    report = evaluate_run(run, against, [[Path(p) for p in control.split(",") if p] for control in controls])
+    click.echo(f"{report['rows']} rows, out-of-fold (one fold model per row; predict votes all K)")
+    base = report.get("flat", {}).get("training", {}).get("images") or None
     for name, result, chosen in score_rows(report):
-        note = f"  ({result['run']})" if name == "flat" and "run" in result else "  ← recipe's combiner" if chosen else ""
-        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{note}")
+        runs = f"  ({', '.join(result['runs'])})" if "runs" in result else ""
+        note = runs or ("  ← recipe's combiner" if chosen else "")
+        budget = f"  training ×{result['training']['images'] / base:.2f}" if base else ""
+        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{budget}  "
+                   f"inference {result['inference']['passes']:.1f} passes/image{note}")
+    for line in report["verdict"]:
+        click.echo(f"  {line}")
     if "routing" in report:
         click.echo(f"  routing accuracy {report['routing']['accuracy']:.4f} (upper bound of the routed pipeline)")
     for name, head in report.get("heads", {}).items():
@@ -279,9 +292,14 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
         click.echo(f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; "
                    f"a flat model is the right shape here (or lower --min-confusion)")
         return
+    rows = int(matrix.sum())
     for number, group in enumerate(groups, start=1):
         names = ", ".join(hierarchy.class_names[m] for m in group.members)
-        click.echo(f"  group {number}: {names}  holds {group.error_share:.0%} of the errors "
-                   f"(mutual confusion {group.confusion_rate:.1%})")
+        inside = round(group.error_share * errors)
+        click.echo(f"  group {number}: {names}  holds {group.error_share:.0%} of the errors ({inside}; mutual "
+                   f"confusion {group.confusion_rate:.1%}): a perfect specialist could win at most "
+                   f"{inside / max(rows, 1) * 100:.2f} points of accuracy")
     listed = [[hierarchy.class_names[m] for m in group.members] for group in groups]
-    click.echo("\npaste into the recipe:\n\n[hierarchy]\ngroups = " + show_value(listed))
+    click.echo("\nErrors between a group and the rest stay with the flat model. Paste into this run's recipe, "
+               "so the flat run is the coarse stage and only specialists train:\n\n[hierarchy]\ngroups = "
+               + show_value(listed) + f"\ncoarse_run = {show_value(str(run))}\n\n[fine]\ninit_from_coarse = true")

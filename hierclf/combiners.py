@@ -5,6 +5,9 @@
   (with attribute heads: the heads' outer product, a head specialist replacing its head).
 - `routed`: the coarse argmax decides; a specialist runs only on the images routed to it.
 - `stacking`: a logistic regression on the stages' log-probabilities, fit on out-of-fold outputs.
+- `blend`: with a flat run as the coarse stage, each group's final distribution is a weighted
+  geometric mean of the flat model's within-group distribution and the specialist's, the weight
+  fit per group on out-of-fold outputs; P(group) stays the flat model's.
 
 A combiner that learns (`fits`) is fit once, on a run's out-of-fold outputs, when its last stage
 finishes training, and kept as JSON in the run (combiner.json); `predict` only reads it, and
@@ -200,7 +203,73 @@ class Stacking(Combiner):
         return self
 
 
-COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking)}
+class Blend(Combiner):
+    """Per group, P(y | group) ∝ q(y)^w · s(y)^(1−w), q the flat coarse model's distribution within
+    the group and s the specialist's; w is chosen on a grid to minimise the out-of-fold log-loss
+    of the group's own rows, so a specialist that adds nothing gets w = 1 (the flat model alone)
+    and one that knows better gets w near 0."""
+
+    name = "blend"
+    summary = ("with a flat run as coarse stage (hierarchy.coarse_run): within each group, a weighted geometric "
+               "mean of the flat model's and the specialist's class probabilities, the weight fit per group on "
+               "out-of-fold outputs")
+    fits = True
+    GRID = np.linspace(0.0, 1.0, 21)
+
+    def __init__(self) -> None:
+        self.weights: dict[str, float] | None = None
+
+    def fit(self, hierarchy: Any, outputs: StageOutputs) -> "Blend":
+        self.weights = {}
+        for name, specialist in outputs.specialist_probs.items():
+            targets = hierarchy.specialist_targets(hierarchy.group(name), outputs.labels)[:, 0]
+            rows = np.flatnonzero(targets >= 0)
+            if len(rows) == 0:
+                self.weights[name] = 1.0
+                continue
+            flat, own = _log(hierarchy.within(outputs.coarse_probs[rows], name)), _log(specialist[rows])
+            losses = [-_normalised_log(w * flat + (1 - w) * own)[np.arange(len(rows)), targets[rows]].mean()
+                      for w in self.GRID]
+            self.weights[name] = float(self.GRID[int(np.argmin(losses))])
+        return self
+
+    def blended(self, hierarchy: Any, coarse_probs: np.ndarray, local: Mapping[str, np.ndarray]
+                ) -> dict[str, np.ndarray]:
+        """Each group's blended distribution over its members."""
+        if self.weights is None:
+            raise RunError("the blend combiner is not fit yet")
+        return {name: np.exp(_normalised_log(self.weights[name] * _log(hierarchy.within(coarse_probs, name))
+                                             + (1 - self.weights[name]) * _log(probs)))
+                for name, probs in local.items()}
+
+    def combine(self, hierarchy: Any, coarse_probs: np.ndarray, parts: Sequence[str],
+                run_specialist: SpecialistRunner) -> Combined:
+        local, ran_on = _everywhere(coarse_probs, parts, run_specialist)
+        probs = hierarchy.product(coarse_probs, self.blended(hierarchy, coarse_probs, local))
+        return Combined(probs=probs, labels=probs.argmax(1), specialist_probs=local, ran_on=ran_on)
+
+    def state(self) -> dict[str, Any]:
+        return {"weights": dict(self.weights or {})}
+
+    def load_state(self, state: Mapping[str, Any], source: str) -> "Blend":
+        try:
+            self.weights = {str(name): float(weight) for name, weight in state["weights"].items()}
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise RunError(f"{source} is not a blend combiner: {error}") from None
+        return self
+
+
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-7, 1.0))
+
+
+def _normalised_log(scores: np.ndarray) -> np.ndarray:
+    """Log-probabilities from unnormalised log-scores, row by row."""
+    scores = scores - scores.max(1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(1, keepdims=True))
+
+
+COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking, Blend)}
 """Every combiner by name: the recipe's combine.method, `predict --combiner`, evaluate's pipelines."""
 
 

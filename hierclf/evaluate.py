@@ -3,18 +3,23 @@
 Every number here comes from predictions on rows the predicting models never trained on: the
 coarse stage's and each specialist's out-of-fold outputs are combined row by row, and a combiner
 that learns is fit fold by fold on the other folds' rows, so its score is out-of-fold too.
+
+Each pipeline's cost stands beside its score (`hierclf.costs`), and flat controls given the same
+extra budget (more epochs, or more seeds scored as an ensemble) show whether the hierarchy beats
+what its compute would have bought the flat model.
 """
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from hierclf.combiners import COMBINERS, Combined, Combiner
+from hierclf.costs import inference_cost, training_cost
 from hierclf.errors import RunError
 from hierclf.files import read_json, read_npz, write_json, write_text
 from hierclf.hierarchy import Hierarchy
@@ -24,10 +29,22 @@ from hierclf.plots import save_confusion_png
 from hierclf.runs import Run
 
 
-def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dict[str, Any]:
-    """Score RUN's pipeline out-of-fold with every combiner that applies; write report.json,
-    report.md, oof-predictions.csv and confusion.png (of the recipe's combiner) into the run folder."""
+OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold model that did not train on it, so "
+                 "these figures estimate one fold model. `predict` soft-votes all K fold models, which "
+                 "usually scores higher, most on small data; a seed-ensemble control estimates that gain "
+                 "leak-free (ensemble_gain).")
+
+
+def evaluate_run(run_path: str | Path, against: str | Path | None = None,
+                 controls: Sequence[Sequence[str | Path]] = ()) -> dict[str, Any]:
+    """Score RUN's pipeline out-of-fold with every combiner that applies, each with its training
+    and inference cost; write report.json, report.md, oof-predictions.csv and confusion.png (of
+    the recipe's combiner) into the run folder. `against` is a flat run on the same folds (by
+    default the run's flat coarse run, if it has one); each of `controls` is one or more flat runs
+    on the same folds, scored as one soft-voting ensemble out-of-fold."""
     run = Run.open(run_path)
+    if against is None and run.coarse_source is not None:
+        against = run.coarse_source.root
     hierarchy, recipe = run.hierarchy, run.recipe
     oof = load_oof(run)
     names = hierarchy.class_names
@@ -41,14 +58,21 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None) -> dic
     combined = {name: out_of_fold(COMBINERS[name].from_config(recipe.combine), hierarchy, oof, recipe.folds.seed)
                 for name in hierarchy.combiners}
     pipelines = {}
+    trained = training_cost(run)
     for name, outcome in combined.items():
         pipelines[name] = _pipeline(oof.labels, outcome.labels, names)
+        share = {part: float(len(rows) / len(oof.ids)) for part, rows in outcome.ran_on.items()}
         if outcome.ran_on:
-            pipelines[name]["specialist_share"] = {part: float(len(rows) / len(oof.ids))
-                                                   for part, rows in outcome.ran_on.items()}
+            pipelines[name]["specialist_share"] = share
+        pipelines[name]["training"] = trained
+        pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
     report["pipelines"], report["chosen"] = pipelines, chosen
+    report["oof_estimates"] = OOF_ESTIMATES
     if against is not None:
-        report["flat"] = _flat_run_scores(run, Run.open(against), oof.ids, oof.labels, names)
+        report["flat"] = _flat_runs_scores(run, [against], oof.ids, oof.labels, names, "--against")
+    report["controls"] = [_flat_runs_scores(run, paths, oof.ids, oof.labels, names, "--control")
+                          for paths in controls]
+    report["verdict"] = verdict(report)
     predicted = {name: outcome.labels for name, outcome in combined.items()}
     write_json(run.root / "report.json", report)
     write_text(run.root / "report.md", report_markdown(report))
@@ -103,25 +127,63 @@ def _predictions_csv(ids: np.ndarray, labels: np.ndarray, folds: np.ndarray, pre
     return buffer.getvalue()
 
 
-def _flat_run_scores(run: Run, flat: Run, ids: np.ndarray, labels: np.ndarray,
-                     names: tuple[str, ...]) -> dict[str, Any]:
-    """The flat run's out-of-fold scores on the same rows, after checking it used the same folds."""
-    if not flat.hierarchy.is_flat:
-        raise RunError(f"--against {flat.root}: that run has {flat.hierarchy.describe()}; compare against a flat run")
-    if not run.folds.matches(flat.folds):
-        raise RunError(f"--against {flat.root}: it was split into other folds (different data, folds.count or "
-                       f"folds.seed); compare runs made with the same [data] and [folds]")
-    flat_oof = read_npz(flat.oof_path("coarse")) if flat.oof_path("coarse").exists() else None
-    if flat_oof is None or not np.array_equal(flat_oof["ids"], ids):
-        raise RunError(f"--against {flat.root}: its out-of-fold file is missing or incomplete; finish fit-coarse there")
-    result = _pipeline(labels, flat_oof["probs"].argmax(1), names)
-    result["run"] = str(flat.root)
+def _flat_runs_scores(run: Run, paths: Sequence[str | Path], ids: np.ndarray, labels: np.ndarray,
+                      names: tuple[str, ...], option: str) -> dict[str, Any]:
+    """One or more flat runs on the same rows and folds, their out-of-fold probabilities averaged
+    (each row is still predicted only by models that never trained on it): scores and cost. With
+    several runs, `ensemble_gain` is the ensemble's macro-F1 minus its members' mean."""
+    probs, members, cost, inference = [], [], None, {"passes": 0.0, "megapixels": 0.0}
+    for path in paths:
+        flat = Run.open(path)
+        if not flat.hierarchy.is_flat:
+            raise RunError(f"{option} {flat.root}: that run has {flat.hierarchy.describe()}; compare against a "
+                           f"flat run")
+        if not run.folds.matches(flat.folds):
+            raise RunError(f"{option} {flat.root}: it was split into other folds (different data, folds.count or "
+                           f"folds.seed); compare runs made with the same [data] and [folds]")
+        flat_oof = read_npz(flat.oof_path("coarse")) if flat.oof_path("coarse").exists() else None
+        if flat_oof is None or not np.array_equal(flat_oof["ids"], ids):
+            raise RunError(f"{option} {flat.root}: its out-of-fold file is missing or incomplete; finish fit-coarse "
+                           f"there")
+        probs.append(flat_oof["probs"])
+        members.append(scores(labels, flat_oof["probs"].argmax(1), len(names))["macro_f1"])
+        trained = training_cost(flat)
+        cost = trained if cost is None else {key: cost[key] + trained[key] for key in ("images", "megapixels",
+                                                                                       "seconds")}
+        inference = {key: value + inference_cost(flat)[key] for key, value in inference.items()}
+    result = _pipeline(labels, np.mean(probs, axis=0).argmax(1), names)
+    result.update(runs=[str(Path(path)) for path in paths], training=cost, inference=inference)
+    if len(paths) == 1:
+        result["run"] = str(Path(paths[0]))
+    else:
+        result["members_macro_f1"] = members
+        result["ensemble_gain"] = result["macro_f1"] - float(np.mean(members))
     return result
 
 
+def verdict(report: dict[str, Any]) -> list[str]:
+    """Whether the recipe's pipeline beats the flat run and each control, with the training
+    images each took relative to the flat run (when one is compared against)."""
+    chosen = report["pipelines"][report["chosen"]]
+    base = report.get("flat", {}).get("training", {}).get("images") or None
+    lines = []
+    for label, other in [("the flat run", report.get("flat"))] + [
+            (f"control {', '.join(c['runs'])}", c) for c in report.get("controls", [])]:
+        if other is None:
+            continue
+        gain = chosen["macro_f1"] - other["macro_f1"]
+        budget = (f" at {chosen['training']['images'] / base:.2f}× the flat run's training images against "
+                  f"{other['training']['images'] / base:.2f}×") if base else ""
+        lines.append(f"{report['chosen']} {'beats' if gain > 0 else 'does not beat'} {label} "
+                     f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points){budget}")
+    return lines
+
+
 def score_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any], bool]]:
-    """(name, scores, is the recipe's combiner) for the flat run compared against, then each pipeline."""
+    """(name, scores, is the recipe's combiner) for the flat run compared against, each control,
+    then each pipeline."""
     rows = [("flat", report["flat"], False)] if "flat" in report else []
+    rows += [(f"control {number}", control, False) for number, control in enumerate(report.get("controls", []), 1)]
     several = len(report["pipelines"]) > 1
     return rows + [(name, result, several and name == report["chosen"])
                    for name, result in report["pipelines"].items()]
@@ -133,10 +195,22 @@ def report_markdown(report: dict[str, Any]) -> str:
              f"{report['rows']} rows, each predicted by models that never trained on it.", ""]
     if report.get("groups"):
         lines += ["Groups: " + "; ".join(f"**{g['name']}** = {', '.join(g['classes'])}" for g in report["groups"]), ""]
-    lines += ["| pipeline | macro-F1 | accuracy |", "| --- | --- | --- |"]
+    base = report.get("flat", {}).get("training", {}).get("images") or None
+    lines += ["| pipeline | macro-F1 | accuracy | training images | × flat | training s | inference passes "
+              "per image | megapixels |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, result, chosen in score_rows(report):
-        label = f"flat (`{result['run']}`)" if name == "flat" and "run" in result else name
-        lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} |")
+        label = f"{name} (`{'`, `'.join(result['runs'])}`)" if "runs" in result else name
+        training, inference = result["training"], result["inference"]
+        ratio = f"{training['images'] / base:.2f}" if base else "–"
+        lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} "
+                     f"| {training['images']:,.0f} | {ratio} | {training['seconds']:.0f} | {inference['passes']:.2f} "
+                     f"| {inference['megapixels']:.4f} |")
+    lines += ["", report["oof_estimates"]]
+    for control in report.get("controls", []):
+        if "ensemble_gain" in control:
+            lines.append(f"The {len(control['runs'])}-run ensemble scores {control['ensemble_gain'] * 100:+.2f} "
+                         f"points over its members' mean ({', '.join(f'{f:.4f}' for f in control['members_macro_f1'])}).")
+    lines += [""] + [f"- {line}" for line in report.get("verdict", [])]
     if "heads" in report:
         lines += ["", "| head | coarse macro-F1 | specialist macro-F1 | in the product: accuracy | macro-F1 |",
                   "| --- | --- | --- | --- | --- |"]

@@ -111,10 +111,15 @@ class Group:
 
 @dataclass(frozen=True)
 class GroupHierarchy:
-    """Classes, and the groups the coarse stage merges (each group listed by class index)."""
+    """Classes, and the groups the coarse stage merges (each group listed by class index).
+
+    With `flat_coarse`, the coarse stage is a flat run's model over every class (hierarchy.coarse_run):
+    it is not retrained, a group's probability is the sum of its members', and its distribution
+    within a group stays available beside the specialist's (`within`, for the blend combiner)."""
 
     class_names: tuple[str, ...]
     groups: tuple[Group, ...] = ()
+    flat_coarse: bool = False
 
     def __post_init__(self) -> None:
         seen: dict[int, str] = {}
@@ -136,10 +141,13 @@ class GroupHierarchy:
         folders = [group.folder for group in self.groups]
         if len(set(folders)) != len(folders):
             raise RecipeError(f"hierarchy: group names {names} make the same folder names; rename one")
+        if self.flat_coarse and not self.groups:
+            raise RecipeError("hierarchy.coarse_run: a flat run as the coarse stage needs groups for specialists "
+                              "to refine; set hierarchy.groups")
 
     @classmethod
     def from_config(cls, groups: Sequence[Sequence[int | str]], group_names: Sequence[str],
-                    class_names: Sequence[str]) -> "GroupHierarchy":
+                    class_names: Sequence[str], flat_coarse: bool = False) -> "GroupHierarchy":
         """Groups given by class index or class name, as a recipe writes them."""
         index_of = {name: index for index, name in enumerate(class_names)}
         built = []
@@ -157,7 +165,7 @@ class GroupHierarchy:
             else:
                 name = "+".join(class_names[m] if 0 <= m < len(class_names) else str(m) for m in members)
             built.append(Group(name=name, members=tuple(members)))
-        return cls(class_names=tuple(class_names), groups=tuple(built))
+        return cls(class_names=tuple(class_names), groups=tuple(built), flat_coarse=flat_coarse)
 
     @property
     def num_classes(self) -> int:
@@ -217,7 +225,24 @@ class GroupHierarchy:
 
     @property
     def coarse_layout(self) -> OutputLayout:
-        return OutputLayout.single(self.coarse_names)
+        return OutputLayout.single(self.class_names if self.flat_coarse else self.coarse_names)
+
+    def group_probs(self, coarse_probs: np.ndarray) -> np.ndarray:
+        """The coarse stage's probability of each coarse class (a group or a singleton): its own
+        outputs, or with a flat coarse stage the flat probabilities summed over each group."""
+        if not self.flat_coarse:
+            return coarse_probs
+        summed = np.zeros((len(coarse_probs), len(self.coarse_to_fine)), dtype=np.float64)
+        np.add.at(summed.T, self.fine_to_coarse, np.asarray(coarse_probs, dtype=np.float64).T)
+        return summed
+
+    def within(self, coarse_probs: np.ndarray, name: str) -> np.ndarray:
+        """A flat coarse stage's distribution over group `name`'s members, given the group."""
+        if not self.flat_coarse:
+            raise RunError(f"group {name!r}: the coarse stage has no distribution within groups "
+                           f"(only a flat run as coarse stage has one)")
+        members = np.asarray(coarse_probs, dtype=np.float64)[:, list(self.group(name).members)]
+        return members / np.maximum(members.sum(1, keepdims=True), 1e-12)
 
     def group(self, name: str) -> Group:
         for group in self.groups:
@@ -230,8 +255,10 @@ class GroupHierarchy:
         return int(self.fine_to_coarse[group.members[0]])
 
     def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
-        """Coarse-stage target of each fine label (N×1)."""
-        return self.fine_to_coarse[np.asarray(labels, dtype=np.int64)][:, None]
+        """Coarse-stage target of each fine label (N×1): its coarse class, or with a flat coarse
+        stage the label itself."""
+        labels = np.asarray(labels, dtype=np.int64)
+        return (labels if self.flat_coarse else self.fine_to_coarse[labels])[:, None]
 
     def specialist_targets(self, part: Group, labels: np.ndarray) -> np.ndarray:
         """A group specialist's target of each row (N×1): the class's place among the members, or
@@ -250,11 +277,14 @@ class GroupHierarchy:
         return Stage(name=f"fine/{part.folder}", key=f"fine.{part.name}", config=config,
                      layout=OutputLayout.single(self.class_names[m] for m in part.members),
                      losses=(single_loss(config),), loss_keys=(f"fine.{part.name}",),
-                     targets=lambda labels: self.specialist_targets(part, labels))
+                     targets=lambda labels: self.specialist_targets(part, labels),
+                     coarse_rows=part.members if self.flat_coarse else ())
 
     @property
     def combiners(self) -> tuple[str, ...]:
-        return ("flat",) if self.is_flat else ("product", "routed", "stacking")
+        if self.is_flat:
+            return ("flat",)
+        return ("product", "routed", "stacking", "blend") if self.flat_coarse else ("product", "routed", "stacking")
 
     def combiner_for(self, requested: str, where: str) -> str:
         """A flat run has one pipeline, whatever the recipe's combine.method says."""
@@ -262,14 +292,16 @@ class GroupHierarchy:
         if self.is_flat:
             return "flat"
         if requested not in self.combiners:
-            raise RecipeError(f"{where}: a run with groups combines by "
-                              f"{', '.join(self.combiners)}")
+            kind = "a run with groups and a flat coarse run" if self.flat_coarse else "a run with groups"
+            raise RecipeError(f"{where}: {kind} combines by {', '.join(self.combiners)}"
+                              + ("" if self.flat_coarse else " (blend needs hierarchy.coarse_run)"))
         return requested
 
     def product(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
         """A singleton keeps its coarse probability; a group's members share the group's
         probability as its specialist splits it: P(y) = P(group of y) · P(y | group). Rows sum to
         1 when the inputs do."""
+        coarse_probs = self.group_probs(coarse_probs)
         fine = coarse_probs[:, self.fine_to_coarse].astype(np.float64)
         for group in self.groups:
             members = list(group.members)
@@ -285,6 +317,7 @@ class GroupHierarchy:
         that (by the threshold) is decided by the product rule, with any group whose specialist
         did not run on it splitting its probability evenly. `probs` is that product for every row;
         each specialist's probabilities are NaN on the rows it did not run on."""
+        coarse_probs = self.group_probs(coarse_probs)
         top = coarse_probs.argmax(1)
         fine = coarse_probs[:, self.fine_to_coarse].astype(np.float64)
         labels = np.asarray(self.coarse_to_first_fine)[top]
@@ -313,6 +346,7 @@ class GroupHierarchy:
     def trace(self, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The coarse decision and its confidence; where that decision is a group, its specialist's
         decision and confidence (empty where the specialist did not run)."""
+        coarse_probs = self.group_probs(coarse_probs)
         top = coarse_probs.argmax(1)
         names = np.asarray(self.coarse_names, dtype=object)
         specialist = np.full(len(top), "", dtype=object)
@@ -334,10 +368,10 @@ class GroupHierarchy:
                      specialist_probs: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The groups, the coarse stage's own scores, and how often it routes to the right group
         (its accuracy: it picks the right group or class, an upper bound of the routed pipeline)."""
-        coarse_top = coarse_probs.argmax(1)
+        coarse_top = self.group_probs(coarse_probs).argmax(1)
         report: dict[str, Any] = {
             "groups": [{"name": g.name, "classes": [self.class_names[m] for m in g.members]} for g in self.groups],
-            "coarse": scores(self.coarse_targets(labels)[:, 0], coarse_top, len(self.coarse_names))}
+            "coarse": scores(self.fine_to_coarse[labels], coarse_top, len(self.coarse_names))}
         if self.groups:
             report["routing"] = {"accuracy": report["coarse"]["accuracy"], "per_group": {
                 g.name: float((coarse_top[np.isin(labels, g.members)] == self.coarse_index(g)).mean())
@@ -352,13 +386,15 @@ class GroupHierarchy:
     def describe(self) -> str:
         if not self.groups:
             return f"no groups ({self.num_classes} classes)"
-        return "groups " + ", ".join(group.name for group in self.groups)
+        return "groups " + ", ".join(group.name for group in self.groups) + (
+            " over a flat coarse run" if self.flat_coarse else "")
 
     def to_json(self) -> str:
         payload: dict[str, Any] = {
             "kind": "groups",
             "class_names": list(self.class_names),
             "groups": [{"name": g.name, "members": list(g.members)} for g in self.groups],
+            "flat_coarse": self.flat_coarse,
             "coarse_names": list(self.coarse_names),
             "fine_to_coarse": self.fine_to_coarse.tolist(),
             "coarse_to_fine": [list(fines) for fines in self.coarse_to_fine],
@@ -370,7 +406,8 @@ class GroupHierarchy:
         try:
             payload = json.loads(text)
             return cls(class_names=tuple(payload["class_names"]),
-                       groups=tuple(Group(g["name"], tuple(g["members"])) for g in payload["groups"]))
+                       groups=tuple(Group(g["name"], tuple(g["members"])) for g in payload["groups"]),
+                       flat_coarse=bool(payload.get("flat_coarse", False)))
         except (ValueError, KeyError, TypeError) as error:
             raise RunError(f"{source} is not a hierarchy file: {error}") from None
 
@@ -596,6 +633,8 @@ def build_hierarchy(config: HierarchyConfig, class_names: Sequence[str]) -> Hier
     """The hierarchy a recipe's [hierarchy] describes, over the data's classes (whose names the
     hierarchy's `class_names` may replace: attribute heads name joint classes given by index)."""
     if config.heads:
+        if config.coarse_run:
+            raise RecipeError("hierarchy.coarse_run: a flat run can be the coarse stage of groups, not of heads")
         factors = FactorHierarchy.from_config(config.heads, config.separate)
         joint_indices = tuple(str(index) for index in range(len(class_names)))
         if tuple(class_names) == joint_indices and len(class_names) <= factors.num_classes:
@@ -605,7 +644,7 @@ def build_hierarchy(config: HierarchyConfig, class_names: Sequence[str]) -> Hier
                               f"({', '.join(factors.class_names[:3])}, …) but the data has {len(class_names)} "
                               f"({', '.join(class_names[:3])}, …)")
         return factors
-    return GroupHierarchy.from_config(config.groups, config.group_names, class_names)
+    return GroupHierarchy.from_config(config.groups, config.group_names, class_names, bool(config.coarse_run))
 
 
 def hierarchy_from_json(text: str, source: str = "hierarchy.json") -> Hierarchy:

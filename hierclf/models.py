@@ -189,11 +189,13 @@ def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
 
 
 def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,
-                      prefix: str = "") -> None:
+                      prefix: str = "", head_rows: Sequence[int] = ()) -> None:
     """Start from a local .safetensors or .pth file, read without unpickling arbitrary objects.
     Tensors whose shape differs (a classifier for another number of classes) are left out, and
-    with `new_head` the classifier always is. With `prefix`, only the file's tensors under it
-    are read, without it (a multi-head model's `backbone.`)."""
+    with `new_head` the classifier always is, unless `head_rows` picks the rows of the file's
+    classifier that become the new one's (a specialist starting as the flat model restricted to
+    its group). With `prefix`, only the file's tensors under it are read, without it (a
+    multi-head model's `backbone.`)."""
     if not path.is_file():
         raise RecipeError(f"{key} = '{path}': no such file")
     try:
@@ -206,6 +208,12 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
     head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
     fitting = {name: tensor for name, tensor in state.items()
                if name in own and own[name].shape == tensor.shape and not (head and name.startswith(head))}
+    if head and head_rows:
+        rows = list(head_rows)
+        for name, tensor in state.items():
+            if name.startswith(head) and name in own and len(tensor) > max(rows) and \
+                    tensor[rows].shape == own[name].shape:
+                fitting[name] = tensor[rows]
     if not fitting:
         raise RecipeError(f"{key} = '{path}': no tensor in it fits {type(model).__name__}; "
                           f"is it weights for another architecture?")

@@ -73,6 +73,10 @@ class HierarchyConfig:
             "its value names: { mask = 3, gender = 2, age = 3 }. The label is the mixed-radix number "
             "(mask·6 + gender·3 + age).")
     separate: bool = _key(False, "heads: one model per attribute instead of one backbone with a head each.")
+    coarse_run: str = _key("", "groups: a finished flat run (same data and folds) whose fold models are this run's "
+                               "coarse stage, nothing retrained: P(group) is its probabilities summed over the "
+                               "group, and the blend combiner mixes its within-group distribution with each "
+                               "specialist's. [coarse] must be that run's.", path=True)
 
 
 Optimizer = Literal["adamw", "adam", "sgd"]

@@ -8,6 +8,9 @@ Layout (see docs/run-folder.md):
     RUN/coarse/oof.npz  summary.json
     RUN/fine/<part>/stage.json  fold-K/…  oof.npz  summary.json
 
+A run whose recipe names a flat run as its coarse stage (hierarchy.coarse_run) has no coarse/
+folder: its coarse stage's paths are that run's, which is read and never written.
+
 A fold is finished when its result.json exists; it is written last. Nothing here unpickles.
 """
 from __future__ import annotations
@@ -111,6 +114,14 @@ class Run:
         return Folds(ids=saved["ids"], labels=saved["labels"], fold=saved["fold"])
 
     @cached_property
+    def coarse_source(self) -> "Run | None":
+        """The flat run whose fold models are this run's coarse stage (hierarchy.coarse_run),
+        checked against this run's classes, folds and [coarse]; None when the run trains its own."""
+        if not self.recipe.hierarchy.coarse_run:
+            return None
+        return open_coarse_run(self.recipe, self.hierarchy.class_names, self.folds)
+
+    @cached_property
     def coarse_stage(self) -> Stage:
         return self.hierarchy.coarse_stage(self.recipe)
 
@@ -144,6 +155,8 @@ class Run:
         return self.root / "combiner.json"
 
     def stage_dir(self, stage: str) -> Path:
+        if stage == "coarse" and self.coarse_source is not None:
+            return self.coarse_source.stage_dir(stage)
         return self.root / stage
 
     def fold_dir(self, stage: str, fold: int) -> Path:
@@ -182,6 +195,31 @@ class Run:
             if changed:
                 raise RunError(f"{self.stage_dir(stage.name)} was trained with other keys ({'; '.join(changed[:4])}); "
                                f"delete that folder to retrain it, or fit into a new run")
+
+
+def open_coarse_run(recipe: Recipe, class_names: typing.Sequence[str], folds: Folds) -> Run:
+    """The flat run `recipe` names as its coarse stage, refused unless it is a finished flat run
+    over the same classes and rows, split into the same folds, trained with the same [coarse]."""
+    path = Path(recipe.hierarchy.coarse_run)
+    where = f"hierarchy.coarse_run = '{path}'"
+    try:
+        source = Run.open(path)
+    except RunError as error:
+        raise RunError(f"{where}: {error}") from None
+    if not source.hierarchy.is_flat or source.hierarchy.class_names != tuple(class_names):
+        raise RunError(f"{where}: that run has {source.hierarchy.describe()}; the coarse stage must be a flat run "
+                       f"over this run's classes")
+    if not source.folds.matches(folds):
+        raise RunError(f"{where}: that run was split into other folds or rows (its folds.npz differs from this "
+                       f"run's); give both the same [data] and [folds], or fit the flat run again")
+    changed = config_differences(source.recipe.coarse, recipe.coarse, "coarse")
+    if changed:
+        raise RunError(f"{where}: [coarse] must be that run's, as it is that run's models "
+                       f"({'; '.join(changed[:3])}); copy its [coarse] table")
+    if not source.oof_path("coarse").exists():
+        raise RunError(f"{where}: that run is not finished (no coarse/oof.npz); run `hierclf fit-coarse` there "
+                       f"until every fold is trained")
+    return source
 
 
 def recipe_differences(old: Recipe, new: Recipe, sections: typing.Sequence[str] = RUN_SECTIONS) -> list[str]:

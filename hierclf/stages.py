@@ -27,7 +27,9 @@ class Stage:
     heads, each head's [heads.<name>]) and `loss_keys` the recipe keys naming them in messages.
     `targets` maps the fine labels to the stage's targets (N×H, NOT_IN_STAGE where a row is not
     the stage's). `coarse_backbone` says where, in the coarse model's weights of the same fold,
-    a backbone for this stage sits (for init_from_coarse)."""
+    a backbone for this stage sits, and `coarse_rows` which of the coarse classifier's rows start
+    this stage's head (init_from_coarse from a flat coarse stage: the group's classes), so the
+    specialist starts as the flat model's within-group distribution."""
 
     name: str
     key: str
@@ -38,6 +40,7 @@ class Stage:
     targets: Callable[[np.ndarray], np.ndarray] = field(compare=False, repr=False)
     separate: bool = False
     coarse_backbone: str = ""
+    coarse_rows: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if not len(self.losses) == len(self.loss_keys) == len(self.layout.blocks):

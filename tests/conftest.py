@@ -173,7 +173,8 @@ def flat_run(tmp_path_factory):
 def detail_runs(tmp_path_factory):
     """Images where two classes differ only in a detail that vanishes at 12 px: a flat run at
     12 px, and a hierarchical one whose coarse stage sees 12 px and whose patch specialist sees
-    48 px, on the same folds."""
+    48 px, on the same folds; `linked`, whose coarse stage is the flat run and whose specialist
+    starts from the flat model of its fold; and the flat recipe with seed 1 (`flat-seed1`)."""
     import tomli_w
     import tomllib
 
@@ -187,9 +188,15 @@ def detail_runs(tmp_path_factory):
     recipe = tomllib.loads(hier.read_text())
     recipe["fine"] = {"img_size": 48, "epochs": 8}  # two easy classes at 48 px
     hier.write_text(tomli_w.dumps(recipe))
+    recipe["hierarchy"]["coarse_run"] = str(root / "flat")
+    recipe["fine"] = {"img_size": 48, "epochs": 3, "init_from_coarse": True}
+    (root / "linked.toml").write_text(tomli_w.dumps(recipe))
     for args in (("fit-coarse", root / "flat.toml", "--out", root / "flat"),
                  ("fit-coarse", hier, "--out", root / "hier"),
-                 ("fit-fine", root / "hier")):
+                 ("fit-fine", root / "hier"),
+                 ("fit-coarse", root / "flat.toml", "--out", root / "flat-seed1", "--set", "coarse.seed=1"),
+                 ("fit-coarse", root / "linked.toml", "--out", root / "linked"),
+                 ("fit-fine", root / "linked")):
         result = cli("-q", *args)
         assert result.exit_code == 0, result.output
     return root

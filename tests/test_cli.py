@@ -96,6 +96,11 @@ def test_suggest_groups_finds_the_detail_classes_from_the_flat_run(detail_runs):
     result = cli("suggest-groups", detail_runs / "flat")
     assert result.exit_code == 0, result.output
     assert 'groups = [["checked", "plain"]]' in result.stdout
+    assert f'coarse_run = "{detail_runs / "flat"}"' in result.stdout
+    line = next(line for line in result.stdout.splitlines() if "group 1:" in line)
+    errors = int(result.stdout.split(" out-of-fold errors")[0])
+    inside = int(line.split("of the errors (")[1].split(";")[0])
+    assert 0 < inside <= errors and f"could win at most {inside / 96 * 100:.2f} points of accuracy" in line
     result = cli("suggest-groups", detail_runs / "hier")
     assert result.exit_code == 2 and "has groups patch; suggest-groups reads a flat run's" in result.stderr
 

@@ -23,12 +23,12 @@ def outputs(seed: int = 1, rows: int = 200) -> StageOutputs:
 
 
 def test_one_registry_names_every_combiner_and_the_recipe_takes_its_names():
-    assert list(COMBINERS) == ["flat", "product", "routed", "stacking"]
+    assert list(COMBINERS) == ["flat", "product", "routed", "stacking", "blend"]
     assert [cls.name for cls in COMBINERS.values()] == list(COMBINERS)
     config = CombineConfig(route_threshold=0.3, stacking_c=0.5)
     assert COMBINERS["routed"].from_config(config).threshold == 0.3
     assert COMBINERS["stacking"].from_config(config).c == 0.5
-    assert [name for name, cls in COMBINERS.items() if cls.fits] == ["stacking"]
+    assert [name for name, cls in COMBINERS.items() if cls.fits] == ["stacking", "blend"]
 
 
 def test_flat_product_and_routed_combine_without_fitting():
@@ -85,3 +85,39 @@ def test_a_corrupt_stacking_state_is_refused():
 
     with pytest.raises(RunError, match="combiner.json is not a stacking combiner"):
         Stacking().load_state({"coef": "x"}, "combiner.json")
+
+
+def test_blend_weighs_the_flat_model_against_the_specialist_by_out_of_fold_log_loss():
+    from hierclf.combiners import Blend
+
+    over_flat = GroupHierarchy.from_config([[1, 3]], ["odd"], ("a", "b", "c", "d", "e"), flat_coarse=True)
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, 400)
+    flat = random_probs(rng, 400, 5)
+    in_group = np.where(labels == 3, 1, 0)
+    knowing = np.stack([1 - in_group, in_group], axis=1) * 0.9 + 0.05  # right on every group row
+    noise = random_probs(rng, 400, 2)
+    assert Blend().fit(over_flat, StageOutputs(flat, {"odd": knowing}, labels)).weights == {"odd": 0.0}
+    # a specialist that knows nothing gets no weight: the flat model's own distribution is kept
+    flat_knowing = flat.copy()
+    flat_knowing[:, [1, 3]] = np.stack([1 - in_group, in_group], axis=1) * 0.9 * flat[:, [1, 3]].sum(1, keepdims=True) \
+        + 0.05 * flat[:, [1, 3]].sum(1, keepdims=True)
+    fitted = Blend().fit(over_flat, StageOutputs(flat_knowing, {"odd": noise}, labels))
+    assert fitted.weights == {"odd": 1.0}
+    combined = fitted.combine(over_flat, flat_knowing, ["odd"], lambda name, rows: noise[rows])
+    assert np.allclose(combined.probs, flat_knowing)
+    # in between, the weight minimises the group rows' log-loss on the grid; the state is JSON
+    half = 0.5 * knowing + 0.5 * noise
+    blend = Blend().fit(over_flat, StageOutputs(flat, {"odd": half}, labels))
+    rows = np.isin(labels, [1, 3])
+    target = (labels[rows] == 3).astype(int)
+
+    def loss(w):
+        mixed = np.exp(w * np.log(over_flat.within(flat[rows], "odd")) + (1 - w) * np.log(half[rows]))
+        mixed /= mixed.sum(1, keepdims=True)
+        return -np.log(mixed[np.arange(rows.sum()), target]).mean()
+    assert loss(blend.weights["odd"]) <= min(loss(w) for w in np.linspace(0, 1, 21)) + 1e-12
+    restored = Blend().load_state(json.loads(json.dumps(blend.state())), "combiner.json")
+    assert restored.weights == blend.weights
+    with pytest.raises(Exception, match="not a blend combiner"):
+        Blend().load_state({"weights": 3}, "combiner.json")

@@ -103,3 +103,60 @@ def test_a_flat_run_is_its_own_one_pipeline(flat_run):
     report = evaluate_run(flat_run[0])
     assert list(report["pipelines"]) == ["flat"] and report["chosen"] == "flat"
     assert report["coarse"]["accuracy"] == pytest.approx(report["pipelines"]["flat"]["accuracy"])
+
+
+def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_controls(detail_runs):
+    flat, seed1 = detail_runs / "flat", detail_runs / "flat-seed1"
+    result = cli("evaluate", detail_runs / "linked", "--control", f"{flat},{seed1}", "--control", seed1)
+    assert result.exit_code == 0, result.output
+    report = evaluate_run(detail_runs / "linked", controls=[[flat, seed1], [seed1]])
+    assert report["flat"]["run"] == str(flat)  # the coarse run is compared against by default
+    assert set(report["pipelines"]) == {"product", "routed", "stacking", "blend"}
+    blend = report["pipelines"]["blend"]
+    assert blend["macro_f1"] >= report["flat"]["macro_f1"] + 0.1, blend  # the 48 px specialist sees the patch
+    # the flat run's probabilities summed over the group are the routing decision
+    oof = load_oof(Run.open(detail_runs / "linked"))
+    flat_oof = read_npz(Run.open(flat).oof_path("coarse"))
+    assert np.array_equal(oof.coarse_probs, flat_oof["probs"])
+    assert report["routing"]["accuracy"] == pytest.approx(scores(
+        run_fine_to_coarse(detail_runs)[oof.labels], np.stack(
+            [flat_oof["probs"][:, 0], flat_oof["probs"][:, 1], flat_oof["probs"][:, 2] + flat_oof["probs"][:, 3]],
+            axis=1).argmax(1), 3)["accuracy"])
+    # cost: the pipeline's training includes the flat run's; the control of two seeds costs two flat runs
+    assert blend["training"]["images"] > report["flat"]["training"]["images"] > 0
+    ensemble, single = report["controls"]
+    assert ensemble["training"]["images"] == pytest.approx(2 * report["flat"]["training"]["images"])
+    assert ensemble["inference"]["passes"] == 6.0 and blend["inference"]["passes"] == 6.0
+    seed_oof = read_npz(Run.open(seed1).oof_path("coarse"))
+    averaged = (flat_oof["probs"] + seed_oof["probs"]) / 2
+    assert ensemble["macro_f1"] == scores(oof.labels, averaged.argmax(1), 4)["macro_f1"]
+    members = [scores(oof.labels, p.argmax(1), 4)["macro_f1"] for p in (flat_oof["probs"], seed_oof["probs"])]
+    assert ensemble["ensemble_gain"] == pytest.approx(ensemble["macro_f1"] - np.mean(members))
+    assert "ensemble_gain" not in single and single["run"] == str(seed1)
+    chosen = report["chosen"]
+    assert report["verdict"][0].startswith(f"{chosen} beats the flat run")
+    assert len(report["verdict"]) == 3 and "one fold model" in report["oof_estimates"]
+    markdown = (detail_runs / "linked" / "report.md").read_text()
+    assert "| training images | × flat |" in markdown and "one fold model" in markdown
+    assert "control 1" in result.stdout and "inference 6.0 passes/image" in result.stdout
+    assert f"{chosen} beats the flat run" in result.stdout
+
+
+def run_fine_to_coarse(detail_runs):
+    return Run.open(detail_runs / "linked").hierarchy.fine_to_coarse
+
+
+def test_a_hierarchy_that_does_not_beat_its_control_is_reported_as_such(detail_runs):
+    report = evaluate_run(detail_runs / "linked", controls=[[detail_runs / "flat"]])
+    report["controls"][0]["macro_f1"] = 1.5  # a control no pipeline can beat
+    from hierclf.evaluate import verdict
+
+    assert "does not beat control" in verdict(report)[1]
+
+
+def test_a_control_split_differently_is_refused(detail_runs, tmp_path):
+    other = write_recipe(tmp_path / "other.toml", {"csv": str(detail_runs / "data" / "train.csv")},
+                         coarse={"img_size": 12, "epochs": 1}, folds={"count": 3, "seed": 5})
+    assert cli("-q", "fit-coarse", other, "--out", tmp_path / "other").exit_code == 0
+    result = cli("evaluate", detail_runs / "linked", "--control", tmp_path / "other")
+    assert result.exit_code == 2 and "--control" in result.stderr and "split into other folds" in result.stderr

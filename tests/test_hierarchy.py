@@ -246,3 +246,46 @@ def test_factor_helpers_are_exported_from_the_package():
     assert hierclf.encode_factors([[2, 1, 0]], (3, 2, 3)).tolist() == [15]
     assert hierclf.decode_factors([15], (3, 2, 3)).tolist() == [[2, 1, 0]]
     assert hierclf.FactorHierarchy is FactorHierarchy
+
+
+FIVE_OVER_FLAT = GroupHierarchy.from_config([[1, 3]], ["odd"], ("a", "b", "c", "d", "e"), flat_coarse=True)
+
+
+def test_a_flat_coarse_stage_gives_each_group_the_sum_of_its_members():
+    rng = np.random.default_rng(0)
+    flat = random_probs(rng, 50, 5)
+    grouped = FIVE_OVER_FLAT.group_probs(flat)
+    assert np.allclose(grouped, np.stack([flat[:, 0], flat[:, 1] + flat[:, 3], flat[:, 2], flat[:, 4]], axis=1))
+    assert np.array_equal(FIVE.group_probs(grouped), grouped)  # a coarse model's own outputs stay as they are
+    within = FIVE_OVER_FLAT.within(flat, "odd")
+    assert np.allclose(within, flat[:, [1, 3]] / (flat[:, 1] + flat[:, 3])[:, None])
+    # with the specialist's own distribution the product is the same as over a coarse model's outputs
+    specialist = {"odd": random_probs(rng, 50, 2)}
+    assert np.allclose(FIVE_OVER_FLAT.product(flat, specialist), FIVE.product(grouped, specialist))
+    assert np.array_equal(FIVE_OVER_FLAT.route(flat, lambda n, rows: specialist[n][rows]).labels,
+                          FIVE.route(grouped, lambda n, rows: specialist[n][rows]).labels)
+    # with the flat model's own within-group distribution the product gives the flat model back
+    assert np.allclose(FIVE_OVER_FLAT.product(flat, {"odd": within}), flat)
+    labels = rng.integers(0, 5, 50)
+    assert np.array_equal(FIVE_OVER_FLAT.coarse_targets(labels)[:, 0], labels)
+    report = FIVE_OVER_FLAT.stage_report(labels, flat, specialist)
+    assert report["routing"]["accuracy"] == pytest.approx(float((grouped.argmax(1) == FIVE.fine_to_coarse[labels])
+                                                                .mean()))
+    with pytest.raises(Exception, match="no distribution within groups"):
+        FIVE.within(flat[:, :4], "odd")
+
+
+def test_a_flat_coarse_stage_is_kept_in_hierarchy_json_and_adds_the_blend_combiner():
+    assert hierarchy_from_json(FIVE_OVER_FLAT.to_json()) == FIVE_OVER_FLAT != FIVE
+    assert FIVE_OVER_FLAT.combiners == ("product", "routed", "stacking", "blend")
+    assert FIVE_OVER_FLAT.coarse_layout.output_names == FIVE_OVER_FLAT.class_names
+    stage = FIVE_OVER_FLAT.specialist_stage(FIVE_OVER_FLAT.group("odd"), recipe_from_dict({}))
+    assert stage.coarse_rows == (1, 3) and FIVE.specialist_stage(FIVE.group("odd"), recipe_from_dict({})).coarse_rows == ()
+    with pytest.raises(RecipeError, match="blend needs hierarchy.coarse_run"):
+        FIVE.combiner_for("blend", "--combiner 'blend'")
+    config = recipe_from_dict({"hierarchy": {"heads": {"a": 2, "b": 2}, "coarse_run": "/runs/flat"}}).hierarchy
+    with pytest.raises(RecipeError, match="coarse_run: a flat run can be the coarse stage of groups, not of heads"):
+        build_hierarchy(config, ("0", "1", "2", "3"))
+    config = recipe_from_dict({"hierarchy": {"coarse_run": "/runs/flat"}}).hierarchy
+    with pytest.raises(RecipeError, match="needs groups for specialists to refine"):
+        build_hierarchy(config, ("a", "b"))

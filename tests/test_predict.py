@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import CLASSES, cli, mask_image, write_tree_dataset
-from hierclf.data import Items
+from conftest import CLASSES, DETAIL_CLASSES, cli, mask_image, write_tree_dataset
+from hierclf.data import Items, load_input_items
 from hierclf.data.dataset import build_transform
 from hierclf.data.images import decode_image
 from hierclf.devices import resolve_device
@@ -130,3 +130,17 @@ def test_several_runs_are_soft_voted_with_weights(flat_run, tmp_path):
     assert not np.allclose(a, b, atol=1e-3)  # the seeds made different models
     both = predict_runs(runs, items, weights=[1, 3], workers=0)
     assert np.allclose(both.probs, (a + 3 * b) / 4, atol=1e-6)
+
+
+def test_a_hierarchy_over_a_flat_run_predicts_without_writing_into_either_folder(detail_runs, tmp_path):
+    data = detail_runs / "data" / "train.csv"
+    folders = (detail_runs / "linked", detail_runs / "flat")
+    before = {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*")}
+    items = load_input_items(data, DETAIL_CLASSES)
+    flat = predict_items(detail_runs / "flat", items, workers=0)
+    for combiner in ("product", "routed", "stacking", "blend"):
+        predictions = predict_items(detail_runs / "linked", items, combiner=combiner, workers=0, trace=True)
+        # P(group) is the flat run's probabilities summed over the group: the coarse confidence shows it
+        grouped = np.stack([flat.probs[:, 0], flat.probs[:, 1], flat.probs[:, 2] + flat.probs[:, 3]], axis=1)
+        assert np.allclose(predictions.trace["coarse_confidence"], grouped.max(1), atol=1e-6), combiner
+    assert {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*")} == before

@@ -64,3 +64,41 @@ def test_a_stage_folder_keeps_the_keys_it_was_trained_with(tmp_path):
     with pytest.raises(RunError, match=r"was trained with other keys \(fine.ab.seed: 0 → 5\)"):
         run.check_stage(changed)
     assert config_differences(recipe.coarse, recipe.fine, "fine") == ["fine.epochs: 10 → 3"]
+
+
+def test_a_flat_run_as_coarse_stage_is_read_where_it_lies_and_checked(detail_runs):
+    linked, flat = Run.open(detail_runs / "linked"), Run.open(detail_runs / "flat")
+    assert linked.coarse_source.root == flat.root and linked.hierarchy.flat_coarse
+    assert linked.stage_dir("coarse") == flat.stage_dir("coarse") and not (linked.root / "coarse").exists()
+    assert linked.oof_path("coarse") == flat.oof_path("coarse")
+    assert linked.coarse_stage.layout.output_names == flat.hierarchy.class_names
+
+
+def test_a_flat_coarse_run_of_other_folds_classes_or_coarse_keys_is_refused(detail_runs, tmp_path):
+    from conftest import cli
+
+    recipe = (detail_runs / "linked.toml").read_text()
+    cases = {"folds": (recipe.replace("seed = 0", "seed = 3", 1), "that run was split into other folds"),
+             "coarse": (recipe.replace("epochs = 15", "epochs = 14", 1),
+                        "[coarse] must be that run's, as it is that run's models (coarse.epochs: 15 → 14)"),
+             "hier": (recipe.replace(str(detail_runs / "flat"), str(detail_runs / "hier")),
+                      "that run has groups patch; the coarse stage must be a flat run"),
+             "missing": (recipe.replace(str(detail_runs / "flat"), str(tmp_path / "nothing")),
+                         "is not a hierclf run folder")}
+    for name, (text, message) in cases.items():
+        assert text != recipe, name
+        (tmp_path / f"{name}.toml").write_text(text)
+        result = cli("fit-coarse", tmp_path / f"{name}.toml", "--out", tmp_path / name)
+        assert result.exit_code == 2 and message in result.stderr, (name, result.output)
+        assert "hierarchy.coarse_run = " in result.stderr
+        assert not (tmp_path / name).exists(), name  # every check before the folder is made
+
+
+def test_a_flat_coarse_run_changed_after_the_fact_is_refused_when_opened(detail_runs, tmp_path):
+    import shutil
+
+    shutil.copytree(detail_runs / "linked", tmp_path / "linked")
+    saved = np.load(tmp_path / "linked" / "folds.npz")
+    np.savez(tmp_path / "linked" / "folds.npz", ids=saved["ids"], labels=saved["labels"], fold=saved["fold"][::-1])
+    with pytest.raises(RunError, match="that run was split into other folds"):
+        Run.open(tmp_path / "linked").stage_dir("coarse")

@@ -3,6 +3,7 @@ run folder, then the stages; the combiners that learn are fit once the last stag
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -10,14 +11,17 @@ import numpy as np
 
 from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError, RecipeError, RunError
+from hierclf.files import read_json
 from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
 from hierclf.models import check_arch
 from hierclf.oof import fit_combiners
 from hierclf.recipe import Recipe
 from hierclf.recipe_io import load_recipe
-from hierclf.runs import Folds, Run, recipe_differences
+from hierclf.runs import Folds, Run, open_coarse_run, recipe_differences
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
 from hierclf.train.stage import train_stage
+
+log = logging.getLogger(__name__)
 
 
 def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
@@ -25,7 +29,11 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     """Train the coarse stage (the flat model when the hierarchy has no groups; one head per
     attribute with [hierarchy] heads) on every fold, or on `only_fold`. Rows come from the
     recipe's [data], or from `items` (in-memory arrays). Returns the out-of-fold summary once
-    every fold is finished, else None."""
+    every fold is finished, else None.
+
+    With hierarchy.coarse_run, nothing is trained: the run folder is made, pointing at that flat
+    run (checked first: same classes, rows, folds and [coarse]), for `fit_fine` to add the
+    specialists; the flat run's summary is returned."""
     items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
     if not items.has_labels:
         raise HierclfError("fit_coarse needs a label for every row")
@@ -36,7 +44,14 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     _check_specialist_tables(recipe, hierarchy)
     fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
     _check_fold(only_fold, fold_of_row)
-    run = Run.start(out, recipe, hierarchy, Folds(ids=items.ids, labels=items.labels, fold=fold_of_row))
+    folds = Folds(ids=items.ids, labels=items.labels, fold=fold_of_row)
+    if recipe.hierarchy.coarse_run:
+        source = open_coarse_run(recipe, hierarchy.class_names, folds)  # every check before the folder exists
+        Run.start(out, recipe, hierarchy, folds)
+        log.info("coarse stage: the flat run %s, not retrained; `hierclf fit-fine %s` trains the specialists",
+                 source.root, out)
+        return read_json(source.summary_path("coarse"))
+    run = Run.start(out, recipe, hierarchy, folds)
     summary = train_stage(run, run.coarse_stage, items, fold_of_row, only_fold)
     if summary is not None:
         fit_combiners(run)  # a run whose combiners need the coarse stage only (heads without specialists)

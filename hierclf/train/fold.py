@@ -66,7 +66,8 @@ def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_o
 
 def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
     """The stage's model for `fold`: new, or (init_from_coarse) the same fold's coarse backbone
-    with a new head; neither the coarse model nor this one ever saw this fold's rows."""
+    with a new head, or with a flat coarse stage that model's classifier rows of the stage's
+    classes; neither the coarse model nor this one ever saw this fold's rows."""
     config = stage.config
     if not config.init_from_coarse:
         return create_model(config, stage.layout, key=stage.key, separate=stage.separate, seed=seed)
@@ -75,7 +76,7 @@ def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn
         raise RunError(f"{stage.key}.init_from_coarse: coarse fold {fold} of {run.root} is not trained")
     model, spec = create_model(dataclasses.replace(config, pretrained=False), stage.layout, key=stage.key, seed=seed)
     load_weights_file(model, coarse_weights, f"{stage.key}.init_from_coarse", new_head=True,
-                      prefix=stage.coarse_backbone)
+                      prefix=stage.coarse_backbone, head_rows=stage.coarse_rows)
     return model, spec
 
 

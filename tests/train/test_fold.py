@@ -1,5 +1,6 @@
 """One fold of one stage: the rows it trains and validates on, where its model starts, what it writes."""
 import numpy as np
+import torch
 
 from conftest import TINY_STAGE, mask_image, mask_recipe, write_csv_dataset, write_mask_dataset, write_recipe
 from conftest import MASK_HEADS, cli
@@ -119,3 +120,22 @@ def test_a_fold_writes_its_files_and_its_kept_models_training_score(flat_run):
         assert 0.8 <= result["train_macro_f1"] <= 1.0 and result["train_rows"] + result["val_rows"] == 60
         assert len((run.fold_dir("coarse", fold) / "metrics.jsonl").read_text().splitlines()) == result["epochs_run"]
     assert not list(run.root.rglob("*.tmp"))
+
+
+def test_a_specialist_starts_from_its_own_folds_flat_model_restricted_to_its_group(detail_runs):
+    from hierclf.train.fold import _build_model
+
+    run = Run.open(detail_runs / "linked")
+    stage = run.specialist_stages["patch"]
+    members = list(run.hierarchy.group("patch").members)
+    flat = {fold: load_weights(run.fold_dir("coarse", fold) / "weights.safetensors") for fold in range(3)}
+    assert run.fold_dir("coarse", 0) == detail_runs / "flat" / "coarse" / "fold-0"
+    for fold in range(3):
+        model, _ = _build_model(run, stage, fold, seed=fold)
+        state = model.state_dict()
+        assert torch.equal(state["fc.weight"], flat[fold]["fc.weight"][members])  # the flat head's group rows
+        assert torch.equal(state["fc.bias"], flat[fold]["fc.bias"][members])
+        convs = [name for name in state if name.endswith("conv1.weight")]
+        assert convs and all(torch.equal(state[name], flat[fold][name]) for name in convs)
+        other = (fold + 1) % 3
+        assert not torch.equal(state[convs[0]], flat[other][convs[0]])  # not another fold's weights

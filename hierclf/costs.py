@@ -1,0 +1,65 @@
+"""What a pipeline costs, read from its run folders, so `evaluate` can set cost beside score.
+
+Training: the images every fold's model saw (training rows × epochs run), the same weighted by
+input area (megapixels: a compute proxy across input sizes, where a 64 px image costs four
+32 px ones), and the seconds its epochs took (metrics.jsonl). Inference: the model passes and
+megapixels one test image costs `predict` (every fold model, every test-time view, and for a
+specialist the share of images a combiner runs it on).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from hierclf.files import read_json
+from hierclf.runs import Run
+from hierclf.stages import Stage
+
+
+@dataclass(frozen=True)
+class Cost:
+    images: float = 0.0
+    megapixels: float = 0.0
+    seconds: float = 0.0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.images + other.images, self.megapixels + other.megapixels, self.seconds + other.seconds)
+
+    def to_dict(self) -> dict[str, float]:
+        return {"images": self.images, "megapixels": self.megapixels, "seconds": self.seconds}
+
+
+def stage_training_cost(run: Run, stage: Stage) -> Cost:
+    """Every finished fold of `stage`: images seen, their megapixels, and the epochs' seconds."""
+    total = Cost()
+    for fold in run.finished_folds(stage.name):
+        folder = run.fold_dir(stage.name, fold)
+        result = read_json(folder / "result.json")
+        images = float(result.get("train_rows", 0) * result.get("epochs_run", 0))
+        lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
+        seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
+        total += Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
+    return total
+
+
+def training_cost(run: Run) -> dict[str, Any]:
+    """Each stage's training cost and the total: with a flat coarse run, its cost is counted, as
+    the pipeline cannot exist without it."""
+    stages = {stage.name: stage_training_cost(run, stage) for stage in run.stages}
+    total = sum(stages.values(), Cost())
+    return {"stages": {name: cost.to_dict() for name, cost in stages.items()}, **total.to_dict()}
+
+
+def inference_cost(run: Run, specialist_share: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Model passes and megapixels per test image; `specialist_share` is the share of images each
+    specialist runs on (every image where not given, as with the product)."""
+    views = 1 + len(run.recipe.predict.tta)
+    share = dict(specialist_share or {})
+    stages = [(run.coarse_stage, 1.0)] + [(stage, share.get(name, 1.0)) for name, stage in run.specialist_stages.items()]
+    passes = megapixels = 0.0
+    for stage, runs_on in stages:
+        stage_passes = len(run.finished_folds(stage.name)) * views * runs_on
+        passes += stage_passes
+        megapixels += stage_passes * stage.config.img_size ** 2 / 1e6
+    return {"passes": passes, "megapixels": megapixels}
