@@ -7,7 +7,11 @@ backbone and epochs for the three runs:
 
 - flat: one softmax over the 30 joint classes;
 - heads: one backbone, a head per attribute, joint = product of the heads;
-- separate: one model per attribute (twice the compute).
+- separate: one model per attribute (twice the compute);
+
+and the flat model's budget-matched controls for `separate`: the flat recipe with twice the
+epochs (`flat-2x-epochs`), and with a second seed (`flat-seed1`), the two flat runs scored as one
+ensemble (`flat + seed1`, out-of-fold and on the test set).
 
 Each is scored out-of-fold (joint macro-F1, and each attribute) and on the official test set,
 oriented the same way. `--turn-shares 0.714,0.143,0.143` skews the orientations as the mask
@@ -25,13 +29,16 @@ import time
 
 import numpy as np
 
+from hierclf.costs import training_cost
 from hierclf.data import Items
+from hierclf.files import read_npz
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.evaluate import evaluate_run
 from hierclf.hierarchy import FactorHierarchy
 from hierclf.metrics import scores
-from hierclf.predict import predict_items
+from hierclf.predict import predict_runs
 from hierclf.recipe_io import recipe_from_dict
+from hierclf.runs import Run
 from hierclf.train import fit_coarse
 
 from common import fashion_parser, fashion_stage
@@ -54,6 +61,12 @@ def head_scores(factors: FactorHierarchy, targets: np.ndarray, predicted: np.nda
     return factors.coarse_layout.label_scores(factors.decode(targets), factors.decode(predicted))["heads"]
 
 
+def flat_oof(paths) -> tuple[np.ndarray, np.ndarray]:
+    """Targets and out-of-fold labels of one flat run, or of several on the same folds averaged."""
+    files = [read_npz(Run.open(path).oof_path("coarse")) for path in paths]
+    return files[0]["targets"], np.mean([f["probs"] for f in files], axis=0).argmax(1)
+
+
 def main() -> None:
     parser = fashion_parser(__doc__, "runs/bench-attributes", train_limit=6000, epochs=6)
     parser.add_argument("--turn-shares", default="1,1,1", help="relative frequency of upright, turned, upside down")
@@ -69,38 +82,49 @@ def main() -> None:
     base = {"folds": {"count": args.folds, "seed": 0}, "coarse": stage}
     recipes = {"flat": recipe_from_dict(base),
                "heads": recipe_from_dict({**base, "hierarchy": {"heads": heads}}),
-               "separate": recipe_from_dict({**base, "hierarchy": {"heads": heads, "separate": True}})}
+               "separate": recipe_from_dict({**base, "hierarchy": {"heads": heads, "separate": True}}),
+               "flat-2x-epochs": recipe_from_dict({**base, "coarse": {**stage, "epochs": 2 * args.epochs}}),
+               "flat-seed1": recipe_from_dict({**base, "coarse": {**stage, "seed": 1}})}
     results = {}
     for name, recipe in recipes.items():
         started = time.perf_counter()
         fit_coarse(recipe, args.out / name, items=train)
-        seconds = time.perf_counter() - started
-        predictions = predict_items(args.out / name, test, workers=args.workers)
-        if name == "flat":
-            oof_labels = np.load(args.out / name / "coarse" / "oof.npz")
-            oof_joint = scores(oof_labels["targets"], oof_labels["probs"].argmax(1), factors.num_classes)
-            oof_heads = head_scores(factors, oof_labels["targets"], oof_labels["probs"].argmax(1))
+        results[name] = {"seconds": time.perf_counter() - started}
+    runs = {name: [args.out / name] for name in recipes} | {"flat + seed1": [args.out / "flat", args.out / "flat-seed1"]}
+    results["flat + seed1"] = {"seconds": results["flat"]["seconds"] + results["flat-seed1"]["seconds"]}
+    flat_images = training_cost(Run.open(args.out / "flat"))["images"]
+    for name, paths in runs.items():
+        predictions = predict_runs(paths, test, workers=args.workers)
+        if name in ("heads", "separate"):
+            report = evaluate_run(args.out / name, against=args.out / "flat",
+                                  controls=[[args.out / "flat-2x-epochs"], runs["flat + seed1"]])
+            oof_joint = report["pipelines"]["product"]["macro_f1"]
+            oof_heads = {head: entry["product"]["macro_f1"] for head, entry in report["heads"].items()}
+            results[name]["verdict"] = report["verdict"]
         else:
-            report = evaluate_run(args.out / name, against=args.out / "flat")
-            oof_joint = report["pipelines"]["product"]
-            oof_heads = {head: entry["product"] for head, entry in report["heads"].items()}
-        results[name] = {"seconds": seconds, "oof": oof_joint["macro_f1"],
-                         "test": scores(predictions.targets, predictions.labels, factors.num_classes)["macro_f1"],
-                         "oof_heads": {head: s["macro_f1"] for head, s in oof_heads.items()},
-                         "test_heads": {head: s["macro_f1"] for head, s in
-                                        head_scores(factors, predictions.targets, predictions.labels).items()}}
+            targets, predicted = flat_oof(paths)
+            oof_joint = scores(targets, predicted, factors.num_classes)["macro_f1"]
+            oof_heads = {head: s["macro_f1"] for head, s in head_scores(factors, targets, predicted).items()}
+        images = sum(training_cost(Run.open(path))["images"] for path in paths)
+        results[name] |= {"oof": oof_joint, "images_vs_flat": images / flat_images, "oof_heads": oof_heads,
+                          "test": scores(predictions.targets, predictions.labels, factors.num_classes)["macro_f1"],
+                          "test_heads": {head: s["macro_f1"] for head, s in
+                                         head_scores(factors, predictions.targets, predictions.labels).items()}}
     (args.out / "results.json").write_text(json.dumps({"args": vars(args) | {"out": str(args.out)},
                                                         "results": results}, indent=2) + "\n")
     counts = np.bincount(train.labels, minlength=factors.num_classes)
     print(f"\nFashion-MNIST × orientation (30 joint classes, turn shares {args.turn_shares}; joint classes "
           f"{counts.min()}–{counts.max()} rows): {len(train)} training rows, {len(test)} test rows, "
           f"{args.folds} folds, {args.model} at {args.img_size} px, {args.epochs} epochs")
-    print(f"{'run':<9} {'OOF joint F1':>12} {'test joint F1':>13} {'test garment F1':>15} "
+    print(f"{'run':<15} {'images × flat':>13} {'OOF joint F1':>12} {'test joint F1':>13} {'test garment F1':>15} "
           f"{'test orientation F1':>19} {'seconds':>8}")
     for name, result in results.items():
-        print(f"{name:<9} {result['oof']:>12.4f} {result['test']:>13.4f} {result['test_heads']['garment']:>15.4f} "
-              f"{result['test_heads']['orientation']:>19.4f} {result['seconds']:>8.0f}")
-
+        print(f"{name:<15} {result['images_vs_flat']:>13.2f} {result['oof']:>12.4f} {result['test']:>13.4f} "
+              f"{result['test_heads']['garment']:>15.4f} {result['test_heads']['orientation']:>19.4f} "
+              f"{result['seconds']:>8.0f}")
+    for name in ("heads", "separate"):
+        for line in results[name]["verdict"]:
+            print(f"{name}: {line}")
 
 if __name__ == "__main__":
     main()

@@ -32,6 +32,7 @@ from hierclf.recipe_io import recipe_from_dict
 from hierclf.train import fit_coarse, fit_fine
 
 TOPS = ["T-shirt/top", "Pullover", "Coat", "Shirt"]
+HFLIP = [{"name": "HorizontalFlip", "p": 0.5}]
 STEPS = ("flat", "control", "seed1", "hierarchical", "report")
 
 
@@ -48,6 +49,9 @@ def main() -> None:
     parser.add_argument("--fine-img-size", type=int, default=64)
     parser.add_argument("--fine-epochs", type=int, default=3)
     parser.add_argument("--fine-lr", type=float, default=1e-3)
+    parser.add_argument("--fine-augment", default="none", help="a preset, or hflip: a horizontal flip half the time")
+    parser.add_argument("--hier-out", default="hierarchical", help="the hierarchical run's folder under --out")
+    parser.add_argument("--fold", type=int, default=None, help="train the specialist on this fold only (to explore)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     steps = args.step or list(STEPS)
@@ -69,9 +73,10 @@ def main() -> None:
             **base, "coarse": {**stage, "epochs": args.epochs},
             "hierarchy": {"groups": [TOPS], "group_names": ["tops"], "coarse_run": str(args.out / "flat")},
             "fine": {"tops": {"img_size": args.fine_img_size, "epochs": args.fine_epochs, "lr": args.fine_lr,
-                              "warmup_epochs": 0, "init_from_coarse": True}}})
-        fit_coarse(recipe, args.out / "hierarchical", items=items)
-        fit_fine(args.out / "hierarchical", items=items)
+                              "warmup_epochs": 0, "augment": HFLIP if args.fine_augment == "hflip" else args.fine_augment,
+                              "init_from_coarse": True}}})
+        fit_coarse(recipe, args.out / args.hier_out, items=items)
+        fit_fine(args.out / args.hier_out, items=items, only_fold=args.fold)
     if "report" in steps:
         report(args, flat_runs)
 

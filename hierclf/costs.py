@@ -4,7 +4,8 @@ Training: the images every fold's model saw (training rows × epochs run), the s
 input area (megapixels: a compute proxy across input sizes, where a 64 px image costs four
 32 px ones), and the seconds its epochs took (metrics.jsonl). Inference: the model passes and
 megapixels one test image costs `predict` (every fold model, every test-time view, and for a
-specialist the share of images a combiner runs it on).
+specialist the share of images a combiner runs it on). A stage of separate models (one per
+attribute head) counts each of its models.
 """
 from __future__ import annotations
 
@@ -30,13 +31,19 @@ class Cost:
         return {"images": self.images, "megapixels": self.megapixels, "seconds": self.seconds}
 
 
+def _models(stage: Stage) -> int:
+    """Models one fold of the stage trains and runs: one per head with separate models."""
+    return len(stage.layout.blocks) if stage.separate else 1
+
+
 def stage_training_cost(run: Run, stage: Stage) -> Cost:
-    """Every finished fold of `stage`: images seen, their megapixels, and the epochs' seconds."""
+    """Every finished fold of `stage`: images seen (by each of its models), their megapixels, and
+    the epochs' seconds."""
     total = Cost()
     for fold in run.finished_folds(stage.name):
         folder = run.fold_dir(stage.name, fold)
         result = read_json(folder / "result.json")
-        images = float(result.get("train_rows", 0) * result.get("epochs_run", 0))
+        images = float(result.get("train_rows", 0) * result.get("epochs_run", 0) * _models(stage))
         lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
         seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
         total += Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
@@ -59,7 +66,7 @@ def inference_cost(run: Run, specialist_share: Mapping[str, float] | None = None
     stages = [(run.coarse_stage, 1.0)] + [(stage, share.get(name, 1.0)) for name, stage in run.specialist_stages.items()]
     passes = megapixels = 0.0
     for stage, runs_on in stages:
-        stage_passes = len(run.finished_folds(stage.name)) * views * runs_on
+        stage_passes = len(run.finished_folds(stage.name)) * views * runs_on * _models(stage)
         passes += stage_passes
         megapixels += stage_passes * stage.config.img_size ** 2 / 1e6
     return {"passes": passes, "megapixels": megapixels}

@@ -38,3 +38,24 @@ def test_inference_cost_counts_fold_models_views_and_the_share_a_specialist_runs
     routed = inference_cost(run, {"patch": 0.5})
     assert routed["passes"] == pytest.approx(4.5)
     assert inference_cost(Run.open(detail_runs / "flat"))["passes"] == 3.0
+
+
+def test_a_stage_of_separate_models_counts_each_model(tmp_path):
+    import numpy as np
+
+    from conftest import TINY_STAGE
+    from hierclf.data import Items
+    from hierclf.recipe_io import recipe_from_dict
+    from hierclf.train import fit_coarse
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(4), 9)
+    images = rng.integers(0, 255, size=(36, 16, 16), dtype=np.uint8)
+    items = Items.from_arrays(images, labels, tuple(str(i) for i in range(4)))
+    for name, separate in (("shared", False), ("separate", True)):
+        recipe = recipe_from_dict({"folds": {"count": 3}, "coarse": {**TINY_STAGE, "epochs": 1},
+                                   "hierarchy": {"heads": {"a": 2, "b": 2}, "separate": separate}})
+        fit_coarse(recipe, tmp_path / name, items=items)
+    shared, separate = (training_cost(Run.open(tmp_path / name)) for name in ("shared", "separate"))
+    assert separate["images"] == 2 * shared["images"] == 2 * 24 * 3
+    assert inference_cost(Run.open(tmp_path / "separate"))["passes"] == 6.0
