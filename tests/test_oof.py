@@ -56,3 +56,23 @@ def test_nothing_is_fit_before_every_stage_has_its_outputs(flat_run, detail_runs
     run.combiner_path.unlink()
     run.oof_path("fine/patch").unlink()
     assert fit_combiners(run) == [] and not run.combiner_path.exists()
+
+
+def test_the_blend_weight_is_fit_on_the_out_of_fold_outputs_alone(detail_runs, tmp_path):
+    from hierclf.combiners import Blend
+
+    run = Run.open(detail_runs / "linked")
+    saved = json.loads(run.combiner_path.read_text())
+    assert set(saved) == {"stacking", "blend"}
+    expected = Blend().fit(run.hierarchy, load_oof(run).outputs).weights
+    assert saved["blend"]["state"]["weights"] == expected and 0.0 <= expected["patch"] <= 1.0
+    assert load_combiner(run, "blend").weights == expected
+    # other out-of-fold outputs (the specialist's, here reversed within the group) give another weight
+    shutil.copytree(detail_runs / "linked", tmp_path / "linked")
+    copy = Run.open(tmp_path / "linked")
+    oof = read_npz(copy.oof_path("fine/patch"))
+    write_npz(copy.oof_path("fine/patch"), **{**oof, "probs": oof["probs"][:, ::-1].copy()})
+    with pytest.raises(RunError, match="the blend combiner was fit on other out-of-fold outputs"):
+        load_combiner(copy, "blend")
+    fit_combiners(copy)
+    assert load_combiner(copy, "blend").weights == {"patch": 1.0}  # a specialist that is always wrong: none
