@@ -20,7 +20,8 @@ $(STAMP): setup.cfg pyproject.toml
 test: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests
 
-# The flat model, the groups its errors suggest, the hierarchical model, both scored side by side.
+# The flat model, the groups its errors suggest, the hierarchical model, both scored side by side;
+# then the hierarchy over the flat run (the flat run as coarse stage, the blend combiner).
 demo: $(STAMP)
 	$(PY) -m hierclf dataset digits data/digits
 	$(PY) -m hierclf -q fit-coarse recipes/digits.toml --out runs/digits
@@ -30,6 +31,10 @@ demo: $(STAMP)
 	$(PY) -m hierclf -q fit-fine runs/digits-hierarchical
 	$(PY) -m hierclf evaluate runs/digits-hierarchical --against runs/digits
 	$(PY) -m hierclf predict runs/digits-hierarchical data/digits/test.csv --out runs/digits-hierarchical/test-predictions.csv
+	$(PY) -m hierclf -q fit-coarse recipes/digits-over-flat.toml --out runs/digits-over-flat
+	$(PY) -m hierclf -q fit-fine runs/digits-over-flat
+	$(PY) -m hierclf evaluate runs/digits-over-flat
+	$(PY) -m hierclf predict runs/digits-over-flat data/digits/test.csv --out runs/digits-over-flat/test-predictions.csv
 
 # Speed against a bare PyTorch loop, prediction, scale and K-fold (needs dataset-fashion-mnist).
 bench: $(STAMP)

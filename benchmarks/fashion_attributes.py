@@ -90,7 +90,8 @@ def main() -> None:
         started = time.perf_counter()
         fit_coarse(recipe, args.out / name, items=train)
         results[name] = {"seconds": time.perf_counter() - started}
-    runs = {name: [args.out / name] for name in recipes} | {"flat + seed1": [args.out / "flat", args.out / "flat-seed1"]}
+    runs = {name: [args.out / name] for name in recipes}
+    runs["flat + seed1"] = [args.out / "flat", args.out / "flat-seed1"]
     results["flat + seed1"] = {"seconds": results["flat"]["seconds"] + results["flat-seed1"]["seconds"]}
     flat_images = training_cost(Run.open(args.out / "flat"))["images"]
     for name, paths in runs.items():

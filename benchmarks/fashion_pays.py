@@ -9,12 +9,18 @@ Four runs share the rows and the folds:
   two-model seed ensemble out-of-fold (twice the flat budget);
 - `hierarchical`: the flat run as the coarse stage (no coarse training), and a specialist for
   tops {T-shirt/top, Pullover, Coat, Shirt} started from the flat model of its own fold, at
-  `--fine-img-size`, for `--fine-epochs`.
+  `--fine-img-size` (40 px), for `--fine-epochs` (5) at `--fine-lr` (2e-3), flipped
+  horizontally half the time.
 
-Each step trains only what its run folder does not hold yet, so steps can run one at a time:
+`report` scores every pipeline out-of-fold with its cost and on the official 10,000 test images,
+and splits each one's out-of-fold errors into choosing the group and choosing within it. Each
+step trains only what its run folder does not hold yet, so steps can run one at a time (each
+process on one core: OMP_NUM_THREADS=1 taskset -c N, so two steps can share the 2 cores):
 
     python benchmarks/fashion_pays.py --step flat --step control --step seed1
     python benchmarks/fashion_pays.py --step hierarchical --step report
+
+`--fold 0 --hier-out NAME` trains one fold's specialist only, to compare settings cheaply.
 """
 from __future__ import annotations
 
@@ -23,15 +29,22 @@ import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.evaluate import evaluate_run
+from hierclf.combiners import COMBINERS
+from hierclf.evaluate import evaluate_run, out_of_fold
+from hierclf.files import read_npz
 from hierclf.metrics import scores
 from hierclf.predict import predict_items, predict_runs
+from hierclf.oof import load_oof
 from hierclf.recipe_io import recipe_from_dict
+from hierclf.runs import Run
 from hierclf.train import fit_coarse, fit_fine
 
 TOPS = ["T-shirt/top", "Pullover", "Coat", "Shirt"]
+SHOES = ["Sandal", "Sneaker", "Ankle boot"]
 HFLIP = [{"name": "HorizontalFlip", "p": 0.5}]
 STEPS = ("flat", "control", "seed1", "hierarchical", "report")
 
@@ -46,10 +59,12 @@ def main() -> None:
     parser.add_argument("--control-epochs", type=int, default=9, help="the budget-matched control's epochs")
     parser.add_argument("--model", default="test_resnet")
     parser.add_argument("--img-size", type=int, default=32)
-    parser.add_argument("--fine-img-size", type=int, default=64)
-    parser.add_argument("--fine-epochs", type=int, default=3)
-    parser.add_argument("--fine-lr", type=float, default=1e-3)
-    parser.add_argument("--fine-augment", default="none", help="a preset, or hflip: a horizontal flip half the time")
+    parser.add_argument("--fine-img-size", type=int, default=40)
+    parser.add_argument("--fine-epochs", type=int, default=5)
+    parser.add_argument("--fine-lr", type=float, default=2e-3)
+    parser.add_argument("--fine-augment", default="hflip", help="a preset, or hflip: a horizontal flip half the time")
+    parser.add_argument("--fine-key", action="append", default=[], metavar="KEY=VALUE",
+                        help="another [fine.tops] key, as label_smoothing=0.1 (repeatable; to explore)")
     parser.add_argument("--hier-out", default="hierarchical", help="the hierarchical run's folder under --out")
     parser.add_argument("--fold", type=int, default=None, help="train the specialist on this fold only (to explore)")
     args = parser.parse_args()
@@ -73,8 +88,9 @@ def main() -> None:
             **base, "coarse": {**stage, "epochs": args.epochs},
             "hierarchy": {"groups": [TOPS], "group_names": ["tops"], "coarse_run": str(args.out / "flat")},
             "fine": {"tops": {"img_size": args.fine_img_size, "epochs": args.fine_epochs, "lr": args.fine_lr,
-                              "warmup_epochs": 0, "augment": HFLIP if args.fine_augment == "hflip" else args.fine_augment,
-                              "init_from_coarse": True}}})
+                              "warmup_epochs": 0,
+                              "augment": HFLIP if args.fine_augment == "hflip" else args.fine_augment,
+                              "init_from_coarse": True, **dict(_key_value(text) for text in args.fine_key)}}})
         fit_coarse(recipe, args.out / args.hier_out, items=items)
         fit_fine(args.out / args.hier_out, items=items, only_fold=args.fold)
     if "report" in steps:
@@ -82,19 +98,60 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, flat_runs: dict) -> None:
-    """Every pipeline out-of-fold (with cost) and on the official 10,000 test images."""
+    """Every pipeline out-of-fold (with its cost) and on the official 10,000 test images, and where
+    each one's errors are: choosing the group (routing) or choosing within tops."""
     out = args.out
-    evaluated = evaluate_run(out / "hierarchical", against=out / "flat",
-                             controls=[[out / "control"], [out / "flat", out / "seed1"]])
+    controls = [[out / "control"], [out / "flat", out / "seed1"]]
+    evaluated = evaluate_run(out / args.hier_out, against=out / "flat", controls=controls)
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
-    test_f1 = {name: _f1(predict_items(out / name, test)) for name in flat_runs}
-    test_f1["flat + seed1"] = _f1(predict_runs([out / "flat", out / "seed1"], test))
-    for combiner in evaluated["pipelines"]:
-        test_f1[combiner] = _f1(predict_items(out / "hierarchical", test, combiner=combiner))
-    (out / "results.json").write_text(json.dumps({"evaluate": evaluated, "test_macro_f1": test_f1}, indent=2) + "\n")
-    print(f"\n{'pipeline':<16} {'OOF macro-F1':>13} {'test macro-F1':>14}")
-    for name, value in test_f1.items():
-        print(f"{name:<16} {'':>13} {value:>14.4f}")
+    hierarchy = Run.open(out / args.hier_out).hierarchy
+    oof = load_oof(Run.open(out / args.hier_out))
+    rows = {}
+    for name, paths in (("flat", [out / "flat"]), ("control (9 epochs)", [out / "control"]),
+                        ("flat + seed1", [out / "flat", out / "seed1"])):
+        result = (evaluated["flat"] if name == "flat" else
+                  evaluated["controls"][0 if name.startswith("control") else 1])
+        predictions = predict_runs(paths, test, workers=0)
+        oof_labels = np.mean([read_npz(Run.open(p).oof_path("coarse"))["probs"] for p in paths], axis=0).argmax(1)
+        rows[name] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
+    for combiner, result in evaluated["pipelines"].items():
+        predictions = predict_items(out / args.hier_out, test, combiner=combiner, workers=0)
+        oof_labels = out_of_fold(COMBINERS[combiner].from_config(Run.open(out / args.hier_out).recipe.combine),
+                                 hierarchy, oof).labels
+        rows[f"hierarchy, {combiner}"] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
+    flat = evaluated["flat"]["training"]
+    (out / "results.json").write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
+                                                  "flat_training": flat}, indent=2) + "\n")
+    print(f"\n{'pipeline':<22} {'OOF F1':>7} {'test F1':>7} {'test-OOF':>8} {'images':>6} {'MPix':>5} {'seconds':>7} "
+          f"{'passes':>6} {'group acc':>9} {'in tops':>7} {'in shoes':>8}")
+    for name, row in rows.items():
+        print(f"{name:<22} {row['oof']:>7.4f} {row['test']:>7.4f} {row['test'] - row['oof']:>+8.4f} "
+              f"{row['images'] / flat['images']:>5.2f}x {row['megapixels'] / flat['megapixels']:>4.2f}x "
+              f"{row['seconds'] / flat['seconds']:>6.2f}x {row['passes']:>6.1f} {row['group_accuracy']:>9.4f} "
+              f"{row['within']['tops']:>7.4f} {row['within']['shoes']:>8.4f}")
+    for line in evaluated["verdict"]:
+        print(line)
+
+
+def _row(result: dict, predictions, hierarchy, labels: np.ndarray, oof_labels: np.ndarray) -> dict:
+    """Scores, cost, and the out-of-fold split of errors: the right group (tops, shoes and each
+    other class), and within tops and within shoes given the right group."""
+    group_of = {name: index for index, name in enumerate(FASHION_MNIST_CLASSES)}
+    coarse = np.arange(10)
+    for members in (TOPS, SHOES):
+        coarse[[group_of[m] for m in members]] = group_of[members[0]]
+    right_group = coarse[oof_labels] == coarse[labels]
+    within = {}
+    for name, members in (("tops", TOPS), ("shoes", SHOES)):
+        mine = np.isin(labels, [group_of[m] for m in members]) & right_group
+        within[name] = float((oof_labels[mine] == labels[mine]).mean())
+    return {"oof": result["macro_f1"], "test": _f1(predictions), **result["training"],
+            "passes": result["inference"]["passes"], "group_accuracy": float(right_group.mean()), "within": within}
+
+
+def _key_value(text: str) -> tuple[str, object]:
+    key, value = text.split("=", 1)
+    return key, json.loads(value)
 
 
 def _f1(predictions) -> float:

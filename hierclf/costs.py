@@ -63,7 +63,8 @@ def inference_cost(run: Run, specialist_share: Mapping[str, float] | None = None
     specialist runs on (every image where not given, as with the product)."""
     views = 1 + len(run.recipe.predict.tta)
     share = dict(specialist_share or {})
-    stages = [(run.coarse_stage, 1.0)] + [(stage, share.get(name, 1.0)) for name, stage in run.specialist_stages.items()]
+    stages = [(run.coarse_stage, 1.0)]
+    stages += [(stage, share.get(name, 1.0)) for name, stage in run.specialist_stages.items()]
     passes = megapixels = 0.0
     for stage, runs_on in stages:
         stage_passes = len(run.finished_folds(stage.name)) * views * runs_on * _models(stage)

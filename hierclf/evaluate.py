@@ -208,8 +208,9 @@ def report_markdown(report: dict[str, Any]) -> str:
     lines += ["", report["oof_estimates"]]
     for control in report.get("controls", []):
         if "ensemble_gain" in control:
+            members = ", ".join(f"{f1:.4f}" for f1 in control["members_macro_f1"])
             lines.append(f"The {len(control['runs'])}-run ensemble scores {control['ensemble_gain'] * 100:+.2f} "
-                         f"points over its members' mean ({', '.join(f'{f:.4f}' for f in control['members_macro_f1'])}).")
+                         f"points over its members' mean ({members}).")
     lines += [""] + [f"- {line}" for line in report.get("verdict", [])]
     if "heads" in report:
         lines += ["", "| head | coarse macro-F1 | specialist macro-F1 | in the product: accuracy | macro-F1 |",

@@ -280,7 +280,8 @@ def test_a_flat_coarse_stage_is_kept_in_hierarchy_json_and_adds_the_blend_combin
     assert FIVE_OVER_FLAT.combiners == ("product", "routed", "stacking", "blend")
     assert FIVE_OVER_FLAT.coarse_layout.output_names == FIVE_OVER_FLAT.class_names
     stage = FIVE_OVER_FLAT.specialist_stage(FIVE_OVER_FLAT.group("odd"), recipe_from_dict({}))
-    assert stage.coarse_rows == (1, 3) and FIVE.specialist_stage(FIVE.group("odd"), recipe_from_dict({})).coarse_rows == ()
+    assert stage.coarse_rows == (1, 3)
+    assert FIVE.specialist_stage(FIVE.group("odd"), recipe_from_dict({})).coarse_rows == ()
     with pytest.raises(RecipeError, match="blend needs hierarchy.coarse_run"):
         FIVE.combiner_for("blend", "--combiner 'blend'")
     config = recipe_from_dict({"hierarchy": {"heads": {"a": 2, "b": 2}, "coarse_run": "/runs/flat"}}).hierarchy
