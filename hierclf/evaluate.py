@@ -132,7 +132,7 @@ def _flat_runs_scores(run: Run, paths: Sequence[str | Path], ids: np.ndarray, la
     """One or more flat runs on the same rows and folds, their out-of-fold probabilities averaged
     (each row is still predicted only by models that never trained on it): scores and cost. With
     several runs, `ensemble_gain` is the ensemble's macro-F1 minus its members' mean."""
-    probs, members, cost, inference = [], [], None, {"passes": 0.0, "megapixels": 0.0}
+    probs, members, trained, inference = [], [], [], []
     for path in paths:
         flat = Run.open(path)
         if not flat.hierarchy.is_flat:
@@ -147,18 +147,23 @@ def _flat_runs_scores(run: Run, paths: Sequence[str | Path], ids: np.ndarray, la
                            f"there")
         probs.append(flat_oof["probs"])
         members.append(scores(labels, flat_oof["probs"].argmax(1), len(names))["macro_f1"])
-        trained = training_cost(flat)
-        cost = trained if cost is None else {key: cost[key] + trained[key] for key in ("images", "megapixels",
-                                                                                       "seconds")}
-        inference = {key: value + inference_cost(flat)[key] for key, value in inference.items()}
+        trained.append(training_cost(flat))
+        inference.append(inference_cost(flat))
     result = _pipeline(labels, np.mean(probs, axis=0).argmax(1), names)
-    result.update(runs=[str(Path(path)) for path in paths], training=cost, inference=inference)
+    result.update(runs=[str(Path(path)) for path in paths],
+                  training=_summed(trained, ("images", "megapixels", "seconds")),
+                  inference=_summed(inference, ("passes", "megapixels")))
     if len(paths) == 1:
         result["run"] = str(Path(paths[0]))
     else:
         result["members_macro_f1"] = members
         result["ensemble_gain"] = result["macro_f1"] - float(np.mean(members))
     return result
+
+
+def _summed(costs: Sequence[dict[str, Any]], keys: Sequence[str]) -> dict[str, float]:
+    """The costs of several runs, added key by key (an ensemble costs all of its runs)."""
+    return {key: float(sum(cost[key] for cost in costs)) for key in keys}
 
 
 def verdict(report: dict[str, Any]) -> list[str]:
