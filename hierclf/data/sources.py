@@ -42,7 +42,10 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
         raise DataError(f"{where} holds no images")
     if not items.has_labels:
         row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
-        raise DataError(f"{where}: image {items.ids[row]!r} has no label")
+        line = f", line {row + 2}" if data.csv and not data.mask_images else ""
+        raise DataError(f"{where}{line}: image {str(items.ids[row])!r} has no label")
+    if factors is None:
+        _check_every_class_has_rows(items, where)
     check_images(items.paths)
     return items
 
@@ -84,10 +87,10 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
     if missing:
         raise DataError(f"{csv_path}: no column {missing[0]!r}; columns are {', '.join(header)} "
                         f"(set data.id_column / data.label_column)")
-    ids = [row[id_column].strip() for row in rows]
+    ids = [row[id_column] for row in rows]  # exactly as written: an id may begin or end with a space
     first_line: dict[str, int] = {}
     for line, image_id in enumerate(ids, start=2):
-        if not image_id:
+        if not image_id.strip():
             raise DataError(f"{csv_path}, line {line}: empty {id_column!r}")
         if image_id in first_line:
             raise DataError(f"{csv_path}, line {line}: id {image_id!r} appears again (first on line "
@@ -242,8 +245,12 @@ def _parse_labels(values: list[str], class_names: Sequence[str] | None,
     """Labels as class indices. A value is a class name, or a class index when names are numbers."""
     if class_names is None:
         given = [value for value in values if value]
-        if all(value.isdigit() for value in given):
-            top = max((int(value) for value in given), default=-1)
+        if given and all(value.lstrip("-").isdigit() for value in given):
+            for row, value in enumerate(values):
+                if value.startswith("-"):
+                    raise DataError(f"{where}, line {row + 2}: label {value!r} is negative; integer labels are "
+                                    f"class indices 0, 1, 2, …")
+            top = max(int(value) for value in given)
             class_names = tuple(str(index) for index in range(top + 1))
         else:
             class_names = tuple(sorted(set(given)))
@@ -260,6 +267,18 @@ def _parse_labels(values: list[str], class_names: Sequence[str] | None,
             raise DataError(f"{where}, line {row + 2}: label {value!r} is not a class; expected one of "
                             f"{_preview(class_names)} or an index 0..{len(class_names) - 1}")
     return labels, tuple(class_names)
+
+
+def _check_every_class_has_rows(items: Items, where: str) -> None:
+    """Refuse training classes without a single image: integer labels that skip indices (0, 1, 2, 7
+    makes classes 3 to 6 empty) or data.class_names naming a class the data lacks."""
+    counts = np.bincount(items.labels, minlength=len(items.class_names))
+    empty = [name for name, count in zip(items.class_names, counts) if count == 0]
+    if empty:
+        raise DataError(f"{where}: class{'es' if len(empty) > 1 else ''} {_preview(empty)} "
+                        f"{'have' if len(empty) > 1 else 'has'} no image; every class needs training rows "
+                        f"(integer labels are the indices 0..{len(items.class_names) - 1}: relabel them, or give "
+                        f"data.class_names)")
 
 
 def _preview(names: Sequence[str], limit: int = 12) -> str:

@@ -48,7 +48,7 @@ def test_csv_integer_labels_custom_columns_and_explicit_names(tmp_path):
     (lambda rows: rows + [["ghost", "left"]], "no image in .* for id 'ghost'"),
     (lambda rows: rows + [["left-000", "left"]], r"line 8: id 'left-000' appears again \(first on line 2\)"),
     (lambda rows: rows[:1] + [[rows[1][0], "nine"]] + rows[2:], "label 'nine' is not a class"),
-    (lambda rows: rows[:1] + [[rows[1][0], ""]] + rows[2:], "has no label"),
+    (lambda rows: rows[:1] + [[rows[1][0], ""]] + rows[2:], "train.csv, line 2: image 'left-000' has no label$"),
 ])
 def test_csv_errors_name_the_culprit(tmp_path, edit, message):
     train_csv = write_csv_dataset(tmp_path, per_class=2)
@@ -163,3 +163,33 @@ def test_an_input_csv_may_give_one_column_per_head(tmp_path):
     assert items.labels.tolist() == [3] and items.has_labels
     plain = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images")
     assert not plain.has_labels  # without heads, the columns mean nothing
+
+
+@pytest.mark.parametrize("labels, message", [
+    ({2: "-1"}, r"line 2: label '-1' is negative; integer labels are class indices"),
+    ({2: "7", 3: "7"}, r"classes '3', '4', '5', '6' have no image; every class needs training rows"),
+])
+def test_integer_labels_that_are_negative_or_skip_classes_are_refused(tmp_path, labels, message):
+    train_csv = write_csv_dataset(tmp_path, per_class=3, label_as_name=False)
+    rows = list(csv.reader(train_csv.open()))
+    for line, value in labels.items():
+        rows[line - 1][1] = value
+    rewrite_csv(train_csv, rows)
+    with pytest.raises(DataError, match=message):
+        load_training_items(DataConfig(csv=str(train_csv)))
+
+
+def test_a_class_named_but_without_images_is_refused(tmp_path):
+    train_csv = write_csv_dataset(tmp_path, per_class=2)
+    with pytest.raises(DataError, match="class 'up' has no image"):
+        load_training_items(DataConfig(csv=str(train_csv), class_names=(*CLASSES, "up")))
+
+
+def test_ids_are_kept_exactly_as_written(tmp_path):
+    train_csv = write_csv_dataset(tmp_path, per_class=2)
+    (tmp_path / "train" / "left-000.png").rename(tmp_path / "train" / " left-000.png")
+    rows = list(csv.reader(train_csv.open()))
+    rows[1][0] = " left-000"
+    rewrite_csv(train_csv, rows)
+    items = load_training_items(DataConfig(csv=str(train_csv)))
+    assert items.ids[0] == " left-000" and items.paths[0].endswith("/ left-000.png")
