@@ -637,8 +637,12 @@ def build_hierarchy(config: HierarchyConfig, class_names: Sequence[str]) -> Hier
             raise RecipeError("hierarchy.coarse_run: a flat run can be the coarse stage of groups, not of heads")
         factors = FactorHierarchy.from_config(config.heads, config.separate)
         joint_indices = tuple(str(index) for index in range(len(class_names)))
-        if tuple(class_names) == joint_indices and len(class_names) <= factors.num_classes:
-            return factors  # rows labelled by joint index (in-memory arrays): the heads name the classes
+        if tuple(class_names) == joint_indices:  # rows labelled by joint index (in-memory arrays)
+            if len(class_names) != factors.num_classes:
+                raise RecipeError(f"hierarchy.heads make {factors.num_classes} joint classes (the product of the "
+                                  f"head sizes) but the data's labels run 0..{len(class_names) - 1}; every joint "
+                                  f"class needs rows, and no label may pass {factors.num_classes - 1}")
+            return factors  # the heads name the classes
         if tuple(class_names) != factors.class_names:
             raise RecipeError(f"hierarchy.heads make {factors.num_classes} classes "
                               f"({', '.join(factors.class_names[:3])}, …) but the data has {len(class_names)} "

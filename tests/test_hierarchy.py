@@ -235,7 +235,9 @@ def test_build_hierarchy_checks_the_datas_classes():
     config = recipe_from_dict({"hierarchy": {"heads": {"a": 2, "b": 2}}}).hierarchy
     assert isinstance(build_hierarchy(config, ("0", "1", "2", "3")), FactorHierarchy)
     named = recipe_from_dict({"hierarchy": {"heads": {"a": ["x", "y"], "b": 2}}}).hierarchy
-    assert build_hierarchy(named, ("0", "1", "2")).class_names[0] == "x/0"  # joint indices take the heads' names
+    assert build_hierarchy(named, ("0", "1", "2", "3")).class_names[0] == "x/0"  # joint indices take the heads' names
+    with pytest.raises(RecipeError, match=r"hierarchy.heads make 4 joint classes .* but the data's labels run 0..2"):
+        build_hierarchy(named, ("0", "1", "2"))  # the heads' product must be the classes: no empty joint class
     with pytest.raises(RecipeError, match="hierarchy.heads make 4 classes .* but the data has 3"):
         build_hierarchy(named, ("a", "b", "c"))
 

@@ -7,6 +7,7 @@ found here, before any training starts, and reported naming the file and the row
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 from typing import Sequence
 
@@ -17,6 +18,8 @@ from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.errors import DataError, RecipeError
 from hierclf.hierarchy import FactorHierarchy, Head
 from hierclf.recipe import DataConfig, HierarchyConfig
+
+log = logging.getLogger(__name__)
 
 
 def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None) -> Items:
@@ -44,8 +47,7 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
         row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
         line = f", line {row + 2}" if data.csv and not data.mask_images else ""
         raise DataError(f"{where}{line}: image {str(items.ids[row])!r} has no label")
-    if factors is None:
-        _check_every_class_has_rows(items, where)
+    _check_every_class_has_rows(items, where, joint=factors is not None)
     check_images(items.paths)
     return items
 
@@ -269,12 +271,18 @@ def _parse_labels(values: list[str], class_names: Sequence[str] | None,
     return labels, tuple(class_names)
 
 
-def _check_every_class_has_rows(items: Items, where: str) -> None:
+def _check_every_class_has_rows(items: Items, where: str, joint: bool) -> None:
     """Refuse training classes without a single image: integer labels that skip indices (0, 1, 2, 7
-    makes classes 3 to 6 empty) or data.class_names naming a class the data lacks."""
+    makes classes 3 to 6 empty) or data.class_names naming a class the data lacks. With attribute
+    heads (`joint`) an empty combination is only named: each head still learns its values from
+    the other rows, and their product predicts it."""
     counts = np.bincount(items.labels, minlength=len(items.class_names))
     empty = [name for name, count in zip(items.class_names, counts) if count == 0]
-    if empty:
+    if empty and joint:
+        log.warning("%s: joint class%s %s %s no training row; the heads' product can still predict %s", where,
+                    "es" if len(empty) > 1 else "", _preview(empty), "have" if len(empty) > 1 else "has",
+                    "them" if len(empty) > 1 else "it")
+    elif empty:
         raise DataError(f"{where}: class{'es' if len(empty) > 1 else ''} {_preview(empty)} "
                         f"{'have' if len(empty) > 1 else 'has'} no image; every class needs training rows "
                         f"(integer labels are the indices 0..{len(items.class_names) - 1}: relabel them, or give "

@@ -193,3 +193,14 @@ def test_ids_are_kept_exactly_as_written(tmp_path):
     rewrite_csv(train_csv, rows)
     items = load_training_items(DataConfig(csv=str(train_csv)))
     assert items.ids[0] == " left-000" and items.paths[0].endswith("/ left-000.png")
+
+
+def test_an_empty_joint_class_of_attribute_heads_is_named(tmp_path, caplog):
+    import logging
+
+    train_csv = write_csv_dataset(tmp_path, per_class=2, label_as_name=False)  # labels 0..2 of 4 joint classes
+    heads = HierarchyConfig(heads={"a": 2, "b": 2})
+    with caplog.at_level(logging.WARNING, logger="hierclf"):
+        items = load_training_items(DataConfig(csv=str(train_csv)), heads)
+    assert len(items.class_names) == 4
+    assert "joint class '3' has no training row; the heads' product can still predict it" in caplog.text
