@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from hierclf.coerce import show_value
-from hierclf.errors import RunError
+from hierclf.errors import RecipeError, RunError
 from hierclf.files import read_json, read_npz, write_json, write_npz, write_text
-from hierclf.hierarchy import Hierarchy, hierarchy_from_json
+from hierclf.hierarchy import Hierarchy, build_hierarchy, hierarchy_from_json
 from hierclf.recipe import RUN_SECTIONS, Recipe, StageConfig
 from hierclf.recipe_io import load_recipe
 from hierclf.stages import Stage
@@ -71,7 +71,9 @@ class Run:
                 raise RunError(f"{root} is not a hierclf run folder (no {name})")
         hierarchy_path = root / "hierarchy.json"
         hierarchy = hierarchy_from_json(hierarchy_path.read_text(encoding="utf-8"), str(hierarchy_path))
-        return cls(root=root, recipe=load_recipe(root / "recipe.toml"), hierarchy=hierarchy)
+        recipe = load_recipe(root / "recipe.toml")
+        _check_same_hierarchy(recipe, hierarchy, root)
+        return cls(root=root, recipe=recipe, hierarchy=hierarchy)
 
     @classmethod
     def start(cls, root: str | Path, recipe: Recipe, hierarchy: Hierarchy, folds: Folds) -> "Run":
@@ -195,6 +197,20 @@ class Run:
             if changed:
                 raise RunError(f"{self.stage_dir(stage.name)} was trained with other keys ({'; '.join(changed[:4])}); "
                                f"delete that folder to retrain it, or fit into a new run")
+
+
+def _check_same_hierarchy(recipe: Recipe, hierarchy: Hierarchy, root: Path) -> None:
+    """Refuse a run whose recipe.toml was edited to another hierarchy than the one its stages were
+    trained for (hierarchy.json)."""
+    try:
+        described = build_hierarchy(recipe.hierarchy, hierarchy.class_names)
+    except RecipeError as error:
+        described = None
+        reason = str(error)
+    if described != hierarchy:
+        now = described.describe() if described is not None else reason
+        raise RunError(f"{root}: recipe.toml's [hierarchy] ({now}) is not the hierarchy this run was made for "
+                       f"(hierarchy.json: {hierarchy.describe()}); restore recipe.toml, or fit a new run")
 
 
 def open_coarse_run(recipe: Recipe, class_names: typing.Sequence[str], folds: Folds) -> Run:

@@ -102,3 +102,21 @@ def test_a_flat_coarse_run_changed_after_the_fact_is_refused_when_opened(detail_
     np.savez(tmp_path / "linked" / "folds.npz", ids=saved["ids"], labels=saved["labels"], fold=saved["fold"][::-1])
     with pytest.raises(RunError, match="that run was split into other folds"):
         Run.open(tmp_path / "linked").stage_dir("coarse")
+
+
+def test_a_recipe_edited_to_another_hierarchy_is_refused(detail_runs, tmp_path):
+    import shutil
+
+    from conftest import cli
+
+    shutil.copytree(detail_runs / "hier", tmp_path / "hier")
+    recipe = tmp_path / "hier" / "recipe.toml"
+    recipe.write_text(recipe.read_text().replace('group_names = [\n    "patch",\n]', 'group_names = [\n    "other",\n]'))
+    result = cli("fit-fine", tmp_path / "hier")
+    assert result.exit_code == 2, result.output
+    assert "recipe.toml's [hierarchy] (groups other) is not the hierarchy this run was made for " \
+           "(hierarchy.json: groups patch)" in result.stderr
+    recipe.write_text(recipe.read_text().replace('"checked"', '"nowhere"'))
+    result = cli("predict", tmp_path / "hier", detail_runs / "data" / "train.csv", "--out", tmp_path / "p.csv")
+    assert result.exit_code == 2 and "unknown class 'nowhere'" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
