@@ -17,6 +17,10 @@ class RunError(HierclfError):
     """A run folder that is missing, incomplete, or made for another recipe or hierarchy."""
 
 
+class TrainingError(HierclfError):
+    """Training that cannot go on as the recipe sets it (a loss that became NaN or infinite)."""
+
+
 def user_message(error: BaseException) -> str:
     """The one line to show for `error`.
 

@@ -76,9 +76,20 @@ def save_weights(path: Path, state_dict: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors, refused when any holds NaN or infinity (a model that would
+    predict NaN for every image)."""
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except FileNotFoundError:
         raise RunError(f"{path} is missing") from None
     except (OSError, SafetensorError) as error:
         raise RunError(f"{path} cannot be read: {error}") from None
+    check_finite(tensors, str(path))
+    return tensors
+
+
+def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise RunError(f"{source}: tensor {name!r} holds NaN or infinite values, so these weights cannot "
+                           f"predict; train them again or use others")

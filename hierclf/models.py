@@ -19,7 +19,7 @@ import torch
 from timm.data import resolve_model_data_config
 
 from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.files import load_weights, read_json, save_weights, write_text
+from hierclf.files import check_finite, load_weights, read_json, save_weights, write_text
 from hierclf.layout import OutputLayout
 from hierclf.recipe import ModelConfig
 from hierclf.seeding import torch_seeded
@@ -202,6 +202,7 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
         state = timm.models.load_state_dict(str(path), weights_only=True)
     except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
         raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
+    check_finite(state, f"{key} = '{path}'")
     if prefix:
         state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
     own = model.state_dict()

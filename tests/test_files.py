@@ -50,3 +50,15 @@ def test_missing_and_broken_files_are_run_errors(tmp_path):
     (tmp_path / "w.safetensors").write_bytes(b"garbage")
     with pytest.raises(RunError, match="cannot be read"):
         load_weights(tmp_path / "w.safetensors")
+
+
+def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
+    import torch
+
+    from hierclf.errors import RunError
+    from hierclf.files import load_weights, save_weights
+
+    save_weights(tmp_path / "w.safetensors", {"fc.weight": torch.tensor([[1.0, float("nan")]]),
+                                              "steps": torch.tensor([3])})
+    with pytest.raises(RunError, match=r"w.safetensors: tensor 'fc.weight' holds NaN or infinite values"):
+        load_weights(tmp_path / "w.safetensors")

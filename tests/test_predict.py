@@ -144,3 +144,18 @@ def test_a_hierarchy_over_a_flat_run_predicts_without_writing_into_either_folder
         grouped = np.stack([flat.probs[:, 0], flat.probs[:, 1], flat.probs[:, 2] + flat.probs[:, 3]], axis=1)
         assert np.allclose(predictions.trace["coarse_confidence"], grouped.max(1), atol=1e-6), combiner
     assert {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*")} == before
+
+
+def test_a_fold_with_nan_weights_is_refused_not_predicted(flat_run, tmp_path):
+    import shutil
+
+    from hierclf.files import load_weights, save_weights
+
+    shutil.copytree(flat_run[0], tmp_path / "run")
+    weights = tmp_path / "run" / "coarse" / "fold-1" / "weights.safetensors"
+    state = load_weights(weights)
+    state["fc.bias"][0] = float("nan")
+    save_weights(weights, state)
+    result = cli("predict", tmp_path / "run", flat_run[2], "--out", tmp_path / "p.csv", "--workers", "0")
+    assert result.exit_code == 2 and "fold-1/weights.safetensors: tensor 'fc.bias' holds NaN" in result.stderr
+    assert not (tmp_path / "p.csv").exists()

@@ -15,6 +15,7 @@ from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hierclf.errors import TrainingError
 from hierclf.inference import autocast, soft_vote
 from hierclf.layout import OutputLayout
 from hierclf.models import set_backbone_frozen
@@ -115,7 +116,11 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
                     ema.update(model, step=updates)
                 if scheduler is not None:
                     scheduler.step_update(updates)
-            loss_sum += loss.item() * len(targets)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingError(f"{name} epoch {epoch + 1}, batch {batch}: the loss is {value}; training "
+                                    f"diverged (lower lr, set clip_grad, or check the images)")
+            loss_sum += value * len(targets)
             correct += layout.correct(logits.detach(), targets)
             seen += len(targets)
 

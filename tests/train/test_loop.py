@@ -183,3 +183,15 @@ def test_mixup_and_cutmix_still_learn():
     stage = dataclasses.replace(TINY, mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1, epochs=10)
     _, _, result = train(stage)
     assert max(r["val_accuracy"] for r in result.history) >= 0.8  # chance is 1/3
+
+
+def test_a_loss_that_becomes_nan_stops_training_naming_the_epoch_and_batch():
+    from hierclf.errors import TrainingError
+
+    stage = dataclasses.replace(TINY, epochs=2)
+    model, _ = create_model(stage, THREE, seed=0)
+    train_loader, val_loader = loaders(stage)
+    with torch.no_grad():
+        next(model.parameters()).fill_(float("nan"))
+    with pytest.raises(TrainingError, match=r"coarse fold 0 epoch 1, batch 1: the loss is nan; training diverged"):
+        fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), name="coarse fold 0")
