@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hierclf.errors import RunError
+
+
+TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
+"""The name `atomic_path` gives a file while it is written: .<name>.<pid>.<random>.tmp"""
 
 
 @contextmanager
@@ -30,6 +35,33 @@ def atomic_path(path: Path) -> Iterator[Path]:
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def is_temporary(path: Path) -> bool:
+    """A file `atomic_path` was writing: never part of what a folder holds."""
+    return TEMPORARY.match(path.name) is not None
+
+
+def sweep_temporary(root: Path) -> list[Path]:
+    """Delete the temporary files under `root` left by writers that no longer run (a process
+    killed mid-write); a live writer's are kept. Returns what was deleted."""
+    swept = []
+    for path in root.rglob(".*.tmp") if root.is_dir() else ():
+        match = TEMPORARY.match(path.name)
+        if match and path.is_file() and not _running(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            swept.append(path)
+    return swept
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def write_text(path: Path, text: str) -> None:

@@ -16,6 +16,7 @@ A fold is finished when its result.json exists; it is written last. Nothing here
 from __future__ import annotations
 
 import dataclasses
+import logging
 import typing
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,11 +27,13 @@ import numpy as np
 
 from hierclf.coerce import show_value
 from hierclf.errors import RecipeError, RunError
-from hierclf.files import read_json, read_npz, write_json, write_npz, write_text
+from hierclf.files import is_temporary, read_json, read_npz, sweep_temporary, write_json, write_npz, write_text
 from hierclf.hierarchy import Hierarchy, build_hierarchy, hierarchy_from_json
 from hierclf.recipe import RUN_SECTIONS, Recipe, StageConfig
 from hierclf.recipe_io import load_recipe
 from hierclf.stages import Stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -92,15 +95,21 @@ class Run:
                 existing.folds.check_data(folds.ids, folds.labels, root)
                 if not np.array_equal(existing.folds.fold, folds.fold):
                     raise RunError(f"{root} was split into other folds; use a new --out folder")
-        elif root.exists() and any(root.iterdir()):
+        elif root.exists() and any(not is_temporary(entry) for entry in root.iterdir()):
             raise RunError(f"{root} exists and is not a hierclf run folder; use a new --out folder")
         run = cls(root=root, recipe=recipe, hierarchy=hierarchy)
+        run.sweep()
         root.mkdir(parents=True, exist_ok=True)
         run.save_recipe(recipe)
         write_text(run.hierarchy_path, hierarchy.to_json())
         if not run.folds_path.exists():
             write_npz(run.folds_path, ids=folds.ids, labels=folds.labels, fold=folds.fold)
         return run
+
+    def sweep(self) -> None:
+        """Delete the temporary files a killed writer left in the run folder."""
+        for path in sweep_temporary(self.root):
+            log.info("removed %s, left by a process killed while writing it", path)
 
     def save_recipe(self, recipe: Recipe) -> None:
         write_text(self.recipe_path, recipe.to_toml())

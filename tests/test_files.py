@@ -62,3 +62,22 @@ def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
                                               "steps": torch.tensor([3])})
     with pytest.raises(RunError, match=r"w.safetensors: tensor 'fc.weight' holds NaN or infinite values"):
         load_weights(tmp_path / "w.safetensors")
+
+
+def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_path):
+    import subprocess
+    import sys
+
+    from hierclf.files import is_temporary, sweep_temporary
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "fold-0").mkdir()
+    left = tmp_path / "fold-0" / f".weights.safetensors.{dead}.0123abcd.tmp"
+    live = tmp_path / f".oof.npz.{os.getpid()}.89abcdef.tmp"
+    other = tmp_path / ".notes.tmp"
+    for path in (left, live, other):
+        path.write_text("x")
+    assert is_temporary(left) and is_temporary(live) and not is_temporary(other)
+    assert sweep_temporary(tmp_path) == [left]
+    assert not left.exists() and live.exists() and other.exists()

@@ -120,3 +120,17 @@ def test_a_recipe_edited_to_another_hierarchy_is_refused(detail_runs, tmp_path):
     result = cli("predict", tmp_path / "hier", detail_runs / "data" / "train.csv", "--out", tmp_path / "p.csv")
     assert result.exit_code == 2 and "unknown class 'nowhere'" in result.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_stray_temporary_file_neither_decides_what_a_folder_is_nor_stays(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "run").mkdir()
+    stray = tmp_path / "run" / f".recipe.toml.{dead}.0123abcd.tmp"
+    stray.write_text("half")
+    start(tmp_path / "run")  # the folder holds nothing but a killed writer's leftover: a new run may start there
+    assert not stray.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["folds.npz", "hierarchy.json", "recipe.toml"]

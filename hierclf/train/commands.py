@@ -88,6 +88,7 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
         check_arch(stage.config.model, f"{stage.key}.model")
         run.check_stage(stage)
     run.save_recipe(recipe)
+    run.sweep()
     summaries = {}
     for part, stage in zip(chosen, stages):
         run.bind_stage(stage)
