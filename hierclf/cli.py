@@ -17,6 +17,10 @@ class _Group(click.Group):
         except HierclfError as error:
             click.echo(f"hierclf: error: {user_message(error)}", err=True)
             ctx.exit(2)
+        except OSError as error:  # the machine refused a read or write the checks could not foresee
+            where = f" ({error.filename})" if error.filename else ""
+            click.echo(f"hierclf: error: {error.strerror or error}{where}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -102,8 +106,10 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
     """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
     copy in its original's fold: point data.csv at OUT/train.csv."""
     from hierclf.data.offline import augment_dataset
+    from hierclf.files import check_writable
     from hierclf.recipe_io import load_recipe
 
+    check_writable(out, "--out", folder=True)
     result = augment_dataset(load_recipe(recipe, overrides), out, copies, classes, preset, seed)
     click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
                f"({result['classes']} classes) to {result['csv']}")
@@ -191,10 +197,12 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
+    from hierclf.files import check_writable
     from hierclf.metrics import report_text, scores
     from hierclf.predict import predict_runs, write_predictions
     from hierclf.runs import Run
 
+    check_writable(out, "--out")  # before any work
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,

@@ -21,7 +21,7 @@ from sklearn.model_selection import StratifiedKFold
 from hierclf.combiners import COMBINERS, Combined, Combiner
 from hierclf.costs import inference_cost, training_cost
 from hierclf.errors import RunError
-from hierclf.files import read_json, read_npz, write_json, write_text
+from hierclf.files import check_writable, read_json, read_npz, write_json, write_text
 from hierclf.hierarchy import Hierarchy
 from hierclf.metrics import confusion, most_confused, per_class, scores
 from hierclf.oof import RunOOF, load_oof
@@ -43,6 +43,7 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
     default the run's flat coarse run, if it has one); each of `controls` is one or more flat runs
     on the same folds, scored as one soft-voting ensemble out-of-fold."""
     run = Run.open(run_path)
+    check_writable(run.root, "run folder", folder=True)  # evaluate writes its report there
     if against is None and run.coarse_source is not None:
         against = run.coarse_source.root
     hierarchy, recipe = run.hierarchy, run.recipe

@@ -64,6 +64,28 @@ def _running(pid: int) -> bool:
     return True
 
 
+def check_writable(path: Path, option: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output `path` (a file, or with `folder` a folder) that cannot
+    be written: a folder where a file is wanted or the reverse, a path under a file, or a place
+    the user may not write (tried by creating and deleting a file there, which also catches what
+    permission bits do not: a read-only or immutable mount, root's immutable folders)."""
+    where = f"{option} {path}"
+    if path.exists() and path.is_dir() != folder:
+        wanted, found = ("folder", "file") if folder else ("file", "folder")
+        raise RunError(f"{where}: that is a {found}; give a {wanted} path")
+    existing = path if folder and path.is_dir() else path.parent
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RunError(f"{where}: {existing} is a file, so nothing can be written under it")
+    probe = existing / f".hierclf-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        probe.unlink()
+    except OSError as error:
+        raise RunError(f"{where}: cannot write in {existing} ({error.strerror})") from None
+
+
 def write_text(path: Path, text: str) -> None:
     with atomic_path(path) as temporary:
         temporary.write_text(text, encoding="utf-8")

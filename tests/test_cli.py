@@ -1,6 +1,7 @@
 """The `hierclf` command: what it prints, and user errors that end in one line with exit code 2."""
 import csv
 import importlib.metadata
+import re
 import subprocess
 import sys
 
@@ -141,3 +142,59 @@ def test_fit_fine_prints_each_heads_report(mask_runs):
     assert "specialist 'age' out-of-fold" in result.stdout and "30-59" in result.stdout
     result = cli("fit-coarse", mask_runs / "heads.toml", "--out", mask_runs / "heads")
     assert "(the joint class: every head right)" in result.stdout and "head 'gender': macro-F1" in result.stdout
+
+
+def unwritable(folder):
+    """Make `folder` refuse new files (permission bits, or for root an immutable attribute), and
+    the function that undoes it; skip where neither works on this machine."""
+    import os
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    folder.chmod(0o555)
+    probe = folder / "probe"
+    try:
+        probe.touch()
+    except OSError:
+        return lambda: folder.chmod(0o755)
+    probe.unlink()
+    folder.chmod(0o755)
+    if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode == 0:
+        return lambda: subprocess.run(["chattr", "-i", str(folder)], check=True)
+    pytest.skip("cannot make a folder unwritable here (root without chattr)")
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(flat_run, tmp_path):
+    run, recipe, train_csv, _ = flat_run
+    (tmp_path / "a-file").write_text("x")
+    (tmp_path / "a-folder").mkdir()
+    cases = [
+        (("predict", run, train_csv, "--out", tmp_path / "a-folder"), "--out .*a-folder: that is a folder"),
+        (("predict", run, train_csv, "--out", tmp_path / "a-file" / "p.csv"), "a-file is a file, so nothing"),
+        (("fit-coarse", recipe, "--out", tmp_path / "a-file"), "--out .*a-file: that is a file; give a folder"),
+        (("fit-coarse", recipe, "--out", tmp_path / "a-file" / "run"), "a-file is a file, so nothing"),
+    ]
+    for args, message in cases:
+        result = cli(*args)
+        assert result.exit_code == 2 and re.search(message, result.stderr), (args, result.output)
+        assert "Traceback" not in result.output
+    locked = tmp_path / "locked"
+    undo = unwritable(locked)
+    try:
+        for args in (("predict", run, train_csv, "--out", locked / "p.csv"),
+                     ("fit-coarse", recipe, "--out", locked / "run")):
+            result = cli(*args)
+            assert result.exit_code == 2 and f"cannot write in {locked}" in result.stderr, result.output
+    finally:
+        undo()
+    assert list(locked.iterdir()) == []
+    import shutil
+
+    shutil.copytree(run, tmp_path / "copy")
+    undo = unwritable(tmp_path / "copy")  # a rerun into a run folder that cannot be written
+    try:
+        for args in (("evaluate", tmp_path / "copy"), ("fit-coarse", recipe, "--out", tmp_path / "copy")):
+            result = cli(*args)
+            assert result.exit_code == 2 and f"cannot write in {tmp_path / 'copy'}" in result.stderr, result.output
+    finally:
+        undo()

@@ -11,7 +11,7 @@ import numpy as np
 
 from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.files import read_json
+from hierclf.files import check_writable, read_json
 from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
 from hierclf.models import check_arch
 from hierclf.oof import fit_combiners
@@ -34,6 +34,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     With hierarchy.coarse_run, nothing is trained: the run folder is made, pointing at that flat
     run (checked first: same classes, rows, folds and [coarse]), for `fit_fine` to add the
     specialists; the flat run's summary is returned."""
+    check_writable(Path(out), "--out", folder=True)
     items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
     if not items.has_labels:
         raise HierclfError("fit_coarse needs a label for every row")
@@ -66,6 +67,7 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     specialist trained on every row, whose probabilities replace that head's. `overrides` change
     fine.* and combine.* keys of the run's recipe. Returns each specialist's OOF summary."""
     run = Run.open(run_path)
+    check_writable(run.root, "run folder", folder=True)
     recipe = run.recipe
     if overrides:
         recipe = load_recipe(run.recipe_path, overrides)
