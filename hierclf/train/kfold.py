@@ -2,6 +2,7 @@
 of one image, photos of one person) never sit on both sides of a split."""
 from __future__ import annotations
 
+import logging
 from collections import Counter
 
 import numpy as np
@@ -11,6 +12,8 @@ from hierclf.errors import DataError
 from hierclf.recipe import FoldsConfig
 
 TRAIN_ONLY = -1
+
+log = logging.getLogger(__name__)
 
 
 def assign_folds(targets: np.ndarray, groups: np.ndarray, folds: FoldsConfig,
@@ -45,3 +48,19 @@ def _check_enough(targets: np.ndarray, groups: np.ndarray, splits: int, folds: F
     group_count = len(np.unique(groups))
     if group_count < splits:
         raise DataError(f"{what} needs at least {splits} distinct groups; the data has {group_count}")
+    if group_count < len(groups):
+        _warn_of_grouped_classes(targets, groups, splits, what, class_names)
+
+
+def _warn_of_grouped_classes(targets: np.ndarray, groups: np.ndarray, splits: int, what: str,
+                             class_names: tuple[str, ...]) -> None:
+    """A class whose rows all sit in fewer groups than there are folds cannot be in every fold's
+    training and validation rows: some fold trains without it, or validates none of it. Said
+    loudly, naming the class and its groups, as the data may still be what the user means."""
+    for label in np.unique(targets):
+        held_by = np.unique(groups[targets == label])
+        if len(held_by) < splits:
+            shown = ", ".join(repr(str(group)) for group in held_by[:3]) + (", …" if len(held_by) > 3 else "")
+            log.warning("%s: every image of class %r is in %s group (%s), so some fold trains without it or "
+                        "validates none of it; its out-of-fold score will mislead (check data.group_column)",
+                        what, class_names[label], f"only {len(held_by)}" if len(held_by) > 1 else "one", shown)

@@ -42,3 +42,16 @@ def test_too_few_rows_or_groups_is_a_clear_error():
         assign_folds(targets, np.arange(13).astype(str), FoldsConfig(count=5), NAMES)
     with pytest.raises(DataError, match="at least 5 distinct groups; the data has 2"):
         assign_folds(np.array([0, 1] * 10), np.array(["x", "y"] * 10), FoldsConfig(count=5), NAMES)
+
+
+def test_a_class_held_by_fewer_groups_than_folds_is_named_loudly(caplog):
+    import logging
+
+    targets = np.repeat([0, 1, 2], 12)
+    groups = np.asarray([f"g{row // 2}" for row in range(36)], dtype=object)
+    groups[targets == 2] = "one-source"  # every image of class 2 from one source
+    with caplog.at_level(logging.WARNING, logger="hierclf"):
+        fold = assign_folds(targets, groups, FoldsConfig(count=3), ("a", "b", "c"))
+    assert "every image of class 'c' is in one group ('one-source'), so some fold trains without it" in caplog.text
+    assert "class 'a'" not in caplog.text
+    assert len(np.unique(fold[targets == 2])) == 1  # what it warns of: one fold validates all of class c
