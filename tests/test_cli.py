@@ -198,3 +198,21 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(flat_run, tm
             assert result.exit_code == 2 and f"cannot write in {tmp_path / 'copy'}" in result.stderr, result.output
     finally:
         undo()
+
+
+def test_a_decompression_bomb_ends_clean_in_training_and_in_predict(flat_run, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from conftest import write_csv_dataset, write_recipe
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=4)
+    Image.new("L", (120, 100)).save(tmp_path / "data" / "train" / "left-001.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 12,000 pixels: a bomb at this limit
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 1})
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "left-001.png is too large to decode safely" in result.stderr, result.output
+    assert not (tmp_path / "run").exists()
+    result = cli("predict", flat_run[0], train_csv, "--out", tmp_path / "p.csv", "--workers", "2")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("hierclf: error: image ") and "too large to decode safely" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "p.csv").exists()

@@ -18,14 +18,14 @@ class _Resized(Dataset):
     """Rows decoded and resized to the input size, a batch at a time, as uint8."""
 
     def __init__(self, items: Items, size: int, channels: int):
-        self.items, self.channels = items, channels
+        self.items, self.channels, self.size = items, channels, size
         self.resize = A.Resize(size, size)
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitems__(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        pixels = [self.resize(image=self.items.image(row, self.channels))["image"] for row in rows]
+        pixels = [self.resize(image=self.items.image(row, self.channels, 2 * self.size))["image"] for row in rows]
         return np.asarray(rows), np.stack(pixels)
 
 

@@ -22,6 +22,7 @@ class ImageTransform:
     def __init__(self, img_size: int, mean: Sequence[float], std: Sequence[float],
                  augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None):
         self.size = img_size
+        self.decode_side = 2 * img_size  # files may be decoded reduced to twice the input size, no smaller
         transforms = augment_transforms(augment, channels=len(mean))
         self.augmenting = bool(transforms)
         self.pipeline = A.Compose([A.Resize(img_size, img_size), *transforms], seed=seed)
@@ -71,12 +72,14 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, row: int) -> tuple[torch.Tensor, torch.Tensor, int]:
         """The image, its targets (one per output block) and its row."""
-        return self.transform(self.items.image(row, self.channels))["image"], torch.as_tensor(self.targets[row]), row
+        pixels = self.items.image(row, self.channels, self.transform.decode_side)
+        return self.transform(pixels)["image"], torch.as_tensor(self.targets[row]), row
 
     def __getitems__(self, rows: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A whole batch: images, targets and rows, stacked (the loader's collate passes it on)."""
         rows = np.asarray(rows)
-        pixels = np.stack([self.transform.pixels(self.items.image(row, self.channels)) for row in rows])
+        side = self.transform.decode_side
+        pixels = np.stack([self.transform.pixels(self.items.image(row, self.channels, side)) for row in rows])
         return self.transform.to_tensor(pixels), torch.from_numpy(self.targets[rows]), torch.from_numpy(rows)
 
 

@@ -17,11 +17,21 @@ def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def decode_image(path: str | Path, channels: int = 3) -> np.ndarray:
+def decode_image(path: str | Path, channels: int = 3, max_side: int | None = None) -> np.ndarray:
     """H×W×channels uint8. Grey, palette, alpha, 16-bit and float images all come out alike:
-    alpha is composited onto white, high bit depths are scaled to 0..255, EXIF rotation applied."""
+    alpha is composited onto white, high bit depths are scaled to 0..255, EXIF rotation applied.
+
+    With `max_side`, an image larger than that is decoded reduced, by a whole factor that keeps
+    both sides at least `max_side`: a JPEG in Pillow's draft mode (its decoder skips the detail),
+    any other format box-reduced right after decoding, before any conversion copies it. A
+    photo of 12,000 px thus costs the memory of a small one when the network wants 224 px."""
     with _opened(path) as image:
+        if max_side and image.format == "JPEG" and image.mode in ("RGB", "L"):
+            image.draft(image.mode, (max_side, max_side))
         image.load()
+        factor = min(image.size) // max_side if max_side else 1
+        if factor >= 2:
+            image = image.reduce(factor)
         return to_uint8(ImageOps.exif_transpose(image), channels)
 
 
@@ -45,6 +55,8 @@ def _opened(path: str | Path) -> Iterator[Image.Image]:
         raise DataError(f"image {path} does not exist") from None
     except UnidentifiedImageError:
         raise DataError(f"image {path} cannot be decoded (not an image format Pillow reads)") from None
+    except Image.DecompressionBombError as error:
+        raise DataError(f"image {path} is too large to decode safely ({error})") from None
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"image {path} cannot be decoded ({error})") from None
 

@@ -56,10 +56,11 @@ class Items:
         return Items(ids=self.ids[rows], labels=self.labels[rows], class_names=self.class_names,
                      paths=pick(self.paths), images=pick(self.images), groups=pick(self.groups))
 
-    def image(self, row: int, channels: int) -> np.ndarray:
-        """H×W×channels uint8 pixels of one row."""
+    def image(self, row: int, channels: int, max_side: int | None = None) -> np.ndarray:
+        """H×W×channels uint8 pixels of one row; a file larger than `max_side` may be decoded
+        reduced (see `decode_image`)."""
         if self.paths is not None:
-            return decode_image(self.paths[row], channels)
+            return decode_image(self.paths[row], channels, max_side)
         pixels = self.images[row]
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]

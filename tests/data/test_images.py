@@ -54,3 +54,26 @@ def test_corrupt_and_missing_images_name_the_file(tmp_path):
         decode_image(truncated)
     with pytest.raises(DataError, match="gone.png does not exist"):
         decode_image(tmp_path / "gone.png")
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".png"])
+def test_a_large_image_is_decoded_reduced_but_never_below_the_asked_side(tmp_path, suffix):
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, size=(50, 60, 3), dtype=np.uint8)
+    large = np.asarray(Image.fromarray(base).resize((1200, 1000), Image.NEAREST))
+    Image.fromarray(large).save(tmp_path / f"large{suffix}", quality=95)
+    full = decode_image(tmp_path / f"large{suffix}")
+    reduced = decode_image(tmp_path / f"large{suffix}", max_side=100)
+    assert full.shape == (1000, 1200, 3)
+    assert 100 <= min(reduced.shape[:2]) < 200 and reduced.shape[0] * 6 == reduced.shape[1] * 5
+    shrunk = np.asarray(Image.fromarray(full).resize(reduced.shape[1::-1], Image.BOX), dtype=np.float64)
+    assert np.abs(shrunk - reduced).mean() < 12  # the same picture, smaller
+    small = decode_image(tmp_path / f"large{suffix}", max_side=800)  # 1000 // 800 = 1: nothing to gain
+    assert min(small.shape[:2]) >= 800
+
+
+def test_a_decompression_bomb_names_the_file(tmp_path, monkeypatch):
+    Image.new("L", (120, 100)).save(tmp_path / "bomb.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 12,000 pixels: over twice the limit, as a real bomb is
+    with pytest.raises(DataError, match=r"image .*bomb.png is too large to decode safely \(Image size"):
+        decode_image(tmp_path / "bomb.png")
