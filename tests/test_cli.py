@@ -72,25 +72,36 @@ def test_a_file_that_is_no_image_stops_the_run_before_anything_is_written(tmp_pa
     assert not (tmp_path / "run").exists()
 
 
-def test_an_image_cut_short_fails_cleanly_from_a_loader_worker(tmp_path, csv_dataset):
-    """A truncated JPEG passes the header check; decoding it in a DataLoader worker process must
-    still end the real process in one line naming the file, exit 2, and no finished fold that saw it."""
+def test_an_image_cut_short_stops_the_run_before_anything_is_written(tmp_path, csv_dataset):
+    """A truncated JPEG passes a header check; every image is decoded before the run folder is
+    made, here in DataLoader worker processes, and the real process must still end in one line
+    naming the file, exit 2, with nothing written."""
     images = csv_dataset.parent / "train"
     (images / "middle-007.png").unlink()
     noise = np.random.default_rng(0).integers(0, 255, (64, 64), dtype=np.uint8)
     Image.fromarray(noise).save(images / "middle-007.jpg", quality=95)
     whole = (images / "middle-007.jpg").read_bytes()
-    (images / "middle-007.jpg").write_bytes(whole[: len(whole) // 2])
+    (images / "middle-007.jpg").write_bytes(whole[: len(whole) * 6 // 10])
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)},
-                          coarse={"epochs": 1, "workers": 2, "cache_mb": 0})  # decoded by the training loader
-    done = subprocess.run([sys.executable, "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out",
+                          coarse={"epochs": 1, "workers": 2, "cache_mb": 0})  # checked by 2 loader workers
+    done = subprocess.run([sys.executable, "-W", "ignore", "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out",
                            str(tmp_path / "run")], capture_output=True, text=True)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
     assert "middle-007.jpg cannot be decoded" in done.stderr
-    run = Run.open(tmp_path / "run")
-    fold_with_it = int(run.folds.fold[list(run.folds.ids).index("middle-007")])
-    assert fold_with_it not in run.finished_folds("coarse") and not run.oof_path("coarse").exists()
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_weights_file_that_cannot_load_writes_nothing_and_the_fixed_rerun_works(tmp_path, csv_dataset):
+    (tmp_path / "evil.pth").write_bytes(b"\x80\x04\x95not a state dict")
+    for bad, message in ((tmp_path / "missing.safetensors", "missing.safetensors': no such file"),
+                         (tmp_path / "evil.pth", "evil.pth': cannot read weights")):
+        recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"weights": str(bad)})
+        result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+        assert result.exit_code == 2 and message in result.stderr, result.output
+        assert not (tmp_path / "run").exists()
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
 
 
 def test_suggest_groups_finds_the_detail_classes_from_the_flat_run(detail_runs):

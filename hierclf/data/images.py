@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -35,13 +35,28 @@ def decode_image(path: str | Path, channels: int = 3, max_side: int | None = Non
         return to_uint8(ImageOps.exif_transpose(image), channels)
 
 
-def check_images(paths: Iterable[str]) -> None:
-    """Read every file's header before training starts, so a file that is no image stops the
-    run at once rather than folds later. (A file cut short past its header is still caught,
-    cleanly, when it is decoded.)"""
-    for path in paths:
-        with _opened(path) as image:
-            image.verify()
+def check_images(paths: Sequence[str], workers: int = 0) -> None:
+    """Decode every file before training starts (reduced: a JPEG at an eighth of its size, which
+    still reads all of it), so a file that is no image, is cut short or is too large stops the
+    command before anything is written, rather than a fold later. `workers` processes share it."""
+    from torch.utils.data import DataLoader
+
+    for _ in DataLoader(_Decoded(list(paths)), batch_size=64, num_workers=workers, collate_fn=len):
+        pass
+
+
+class _Decoded:
+    """Each file decoded and dropped: a dataset whose only job is to fail on a bad file."""
+
+    def __init__(self, paths: list[str]):
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int) -> int:
+        decode_image(self.paths[row], channels=1, max_side=8)
+        return row
 
 
 @contextmanager

@@ -22,10 +22,11 @@ from hierclf.recipe import DataConfig, HierarchyConfig
 log = logging.getLogger(__name__)
 
 
-def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None) -> Items:
-    """The labelled rows a recipe's [data] section points at. With attribute heads in
-    `hierarchy`, the classes are the heads' combinations, and a CSV may give one column per
-    head (named as the heads) instead of the joint label."""
+def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None, workers: int = 0) -> Items:
+    """The labelled rows a recipe's [data] section points at, every image decoded once to check
+    it (in `workers` processes). With attribute heads in `hierarchy`, the classes are the heads'
+    combinations, and a CSV may give one column per head (named as the heads) instead of the
+    joint label."""
     factors = FactorHierarchy.from_config(hierarchy.heads) if hierarchy is not None and hierarchy.heads else None
     class_names = factors.class_names if factors is not None else data.class_names or None
     where = data.csv or data.folder or data.mask_images
@@ -48,7 +49,8 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
         line = f", line {row + 2}" if data.csv and not data.mask_images else ""
         raise DataError(f"{where}{line}: image {str(items.ids[row])!r} has no label")
     _check_every_class_has_rows(items, where, joint=factors is not None)
-    check_images(items.paths)
+    if items.paths is not None:
+        check_images(items.paths, workers)
     return items
 
 

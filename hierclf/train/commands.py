@@ -13,11 +13,12 @@ from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.files import check_writable, read_json
 from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
-from hierclf.models import check_arch
+from hierclf.models import check_arch, create_model
 from hierclf.oof import fit_combiners
 from hierclf.recipe import Recipe
 from hierclf.recipe_io import load_recipe
 from hierclf.runs import Folds, Run, open_coarse_run, recipe_differences
+from hierclf.stages import Stage
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
 from hierclf.train.stage import train_stage
 
@@ -35,7 +36,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     run (checked first: same classes, rows, folds and [coarse]), for `fit_fine` to add the
     specialists; the flat run's summary is returned."""
     check_writable(Path(out), "--out", folder=True)
-    items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
+    items = load_training_items(recipe.data, recipe.hierarchy, recipe.coarse.workers) if items is None else items
     if not items.has_labels:
         raise HierclfError("fit_coarse needs a label for every row")
     hierarchy = build_hierarchy(recipe.hierarchy, items.class_names)
@@ -43,6 +44,8 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     hierarchy.combiner_for(recipe.combine.method, f'combine.method = "{recipe.combine.method}"')
     check_arch(recipe.coarse.model, "coarse.model")
     _check_specialist_tables(recipe, hierarchy)
+    if not recipe.hierarchy.coarse_run:
+        _check_model(hierarchy.coarse_stage(recipe))
     fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
     _check_fold(only_fold, fold_of_row)
     folds = Folds(ids=items.ids, labels=items.labels, fold=fold_of_row)
@@ -80,7 +83,7 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
                        f"set [hierarchy] groups and fit a new run")
     _check_specialist_tables(recipe, hierarchy)
     chosen = _chosen_parts(hierarchy, recipe, group, run.root)
-    items = load_training_items(recipe.data, recipe.hierarchy) if items is None else items
+    items = load_training_items(recipe.data, recipe.hierarchy, recipe.fine.workers) if items is None else items
     run.folds.check_data(items.ids, items.labels, run.root)
     fold_of_row = run.folds.fold
     _check_fold(only_fold, fold_of_row)
@@ -89,6 +92,8 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     for stage in stages:  # every check before anything is written
         check_arch(stage.config.model, f"{stage.key}.model")
         run.check_stage(stage)
+        if not stage.config.init_from_coarse:
+            _check_model(stage)
     run.save_recipe(recipe)
     run.sweep()
     summaries = {}
@@ -115,6 +120,12 @@ def _chosen_parts(hierarchy: Hierarchy, recipe: Recipe, group: str | None, root:
         which = f"{noun}s" if len(parts) == len(hierarchy.parts) else f"{noun}s with a specialist"
         raise HierclfError(f"--group {group!r}: {which} are {', '.join(names)}")
     return [part for part in parts if group is None or part.name == group]
+
+
+def _check_model(stage: Stage) -> None:
+    """Build the stage's model once, so a weights file that is missing, unreadable or for another
+    architecture is refused before the run folder is written to."""
+    create_model(stage.config, stage.layout, key=stage.key, separate=stage.separate, seed=0)
 
 
 def _check_specialist_tables(recipe: Recipe, hierarchy: Hierarchy) -> None:
