@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +56,61 @@ def sweep_temporary(root: Path) -> list[Path]:
     return swept
 
 
+LOCK = ".lock"
+"""The file that holds a folder for one writer: {"pid", "host", "what", "since"}."""
+
+
+@contextmanager
+def holding(folder: Path, what: str) -> Iterator[None]:
+    """Hold `folder` for this process while the block runs, so a second writer (another command
+    on the same run, on this machine or another sharing the folder) stops at once, naming the
+    holder, instead of training the same thing twice into the same files. A lock whose holder
+    was on this machine and no longer runs (killed) is taken over."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    mine = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
+            "since": time.strftime("%Y-%m-%d %H:%M:%S")}
+    while True:
+        try:
+            handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _lock_holder(path)
+            killed = holder.get("host") == mine["host"] and not _running(int(holder.get("pid", -1)))
+            unwritten = not holder and _age(path) > 10  # its writer died between creating and filling it
+            if killed or unwritten:
+                path.unlink(missing_ok=True)  # take it over
+                continue
+            raise RunError(f"{folder} is in use: {holder.get('what', 'another command')} (pid {holder.get('pid')} "
+                           f"on {holder.get('host')}, since {holder.get('since')}); wait for it to finish, or "
+                           f"delete {path} if that process is gone") from None
+        with os.fdopen(handle, "w") as opened:
+            json.dump(mine, opened)
+        break
+    try:
+        yield
+    finally:
+        if _lock_holder(path).get("pid") == mine["pid"]:
+            path.unlink(missing_ok=True)
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def _lock_holder(path: Path) -> dict[str, Any]:
+    try:
+        holder = json.loads(path.read_text())
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def _running(pid: int) -> bool:
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -81,3 +81,29 @@ def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_pat
     assert is_temporary(left) and is_temporary(live) and not is_temporary(other)
     assert sweep_temporary(tmp_path) == [left]
     assert not left.exists() and live.exists() and other.exists()
+
+
+def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_over(tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from hierclf.files import LOCK, holding
+
+    with holding(tmp_path / "fold-0", "training coarse fold 0"):
+        holder = json.loads((tmp_path / "fold-0" / LOCK).read_text())
+        assert holder["pid"] == os.getpid() and holder["what"] == "training coarse fold 0"
+        with pytest.raises(RunError, match=rf"fold-0 is in use: training coarse fold 0 \(pid {os.getpid()} on "):
+            with holding(tmp_path / "fold-0", "another"):
+                pass
+    assert not (tmp_path / "fold-0" / LOCK).exists()  # released
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True).stdout)
+    (tmp_path / "fold-0" / LOCK).write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "what": "x"}))
+    with holding(tmp_path / "fold-0", "mine"):  # the holder was killed: taken over
+        assert json.loads((tmp_path / "fold-0" / LOCK).read_text())["what"] == "mine"
+    (tmp_path / "fold-0" / LOCK).write_text(json.dumps({"pid": dead, "host": "elsewhere", "what": "x"}))
+    with pytest.raises(RunError, match="pid .* on elsewhere"):  # another machine's process: cannot tell, refused
+        with holding(tmp_path / "fold-0", "mine"):
+            pass

@@ -11,7 +11,7 @@ from hierclf.data import Items
 from hierclf.data.cache import cached_items
 from hierclf.devices import resolve_device
 from hierclf.errors import RunError
-from hierclf.files import read_json, read_npz, write_json, write_npz
+from hierclf.files import holding, read_json, read_npz, write_json, write_npz
 from hierclf.metrics import bias_variance
 from hierclf.runs import Run
 from hierclf.stages import Stage
@@ -38,7 +38,9 @@ def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
         device = resolve_device(config.device)
         for fold in folds:
-            train_fold(run, stage, images, targets, fold_of_row, fold, device)
+            with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
+                if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
+                    train_fold(run, stage, images, targets, fold_of_row, fold, device)
     return gather_oof(run, stage, items, targets, fold_of_row)
 
 

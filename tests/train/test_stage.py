@@ -57,3 +57,18 @@ def test_a_heads_stage_is_scored_jointly_and_head_by_head(mask_runs):
     assert oof["targets"].shape == (len(oof["ids"]), 3) and oof["probs"].shape[1] == 8
     metrics = (run.fold_dir("coarse", 0) / "metrics.jsonl").read_text()
     assert '"val_age_macro_f1"' in metrics and '"val_mask_accuracy"' in metrics
+
+
+def test_a_fold_another_command_is_training_stops_this_one_naming_it(tmp_path, csv_dataset):
+    from hierclf.files import holding
+
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", "2").exit_code == 0
+    with holding(tmp_path / "run" / "coarse" / "fold-1", "training coarse fold 1 of run (the first command)"):
+        result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2, result.output
+    assert "fold-1 is in use: training coarse fold 1 of run (the first command) (pid" in result.stderr
+    run = Run.open(tmp_path / "run")
+    assert run.finished_folds("coarse") == [0, 2]  # it trained what no one held, and stopped at the held fold
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0  # released: the rest trains
+    assert run.finished_folds("coarse") == [0, 1, 2]
