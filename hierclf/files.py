@@ -24,6 +24,9 @@ from hierclf.errors import RunError
 TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
 """The name `atomic_path` gives a file while it is written: .<name>.<pid>.<random>.tmp"""
 
+LOCK = ".lock"
+"""The file that holds a folder for one writer: {"pid", "host", "what", "since"}."""
+
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
@@ -45,19 +48,21 @@ def is_temporary(path: Path) -> bool:
 
 
 def sweep_temporary(root: Path) -> list[Path]:
-    """Delete the temporary files under `root` left by writers that no longer run (a process
-    killed mid-write); a live writer's are kept. Returns what was deleted."""
+    """Delete what processes killed under `root` left behind: files they were writing, and the
+    locks they held on this machine; a live process's are kept. Returns what was deleted."""
     swept = []
     for path in root.rglob(".*.tmp") if root.is_dir() else ():
         match = TEMPORARY.match(path.name)
         if match and path.is_file() and not _running(int(match.group(1))):
             path.unlink(missing_ok=True)
             swept.append(path)
+    host = socket.gethostname()
+    for path in root.rglob(LOCK) if root.is_dir() else ():
+        holder = _lock_holder(path)
+        if holder.get("host") == host and not _running(int(holder.get("pid", -1))):
+            path.unlink(missing_ok=True)
+            swept.append(path)
     return swept
-
-
-LOCK = ".lock"
-"""The file that holds a folder for one writer: {"pid", "host", "what", "since"}."""
 
 
 @contextmanager

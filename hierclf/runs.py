@@ -107,9 +107,9 @@ class Run:
         return run
 
     def sweep(self) -> None:
-        """Delete the temporary files a killed writer left in the run folder."""
+        """Delete the temporary files and locks killed processes left in the run folder."""
         for path in sweep_temporary(self.root):
-            log.info("removed %s, left by a process killed while writing it", path)
+            log.info("removed %s, left by a process that was killed", path)
 
     def save_recipe(self, recipe: Recipe) -> None:
         write_text(self.recipe_path, recipe.to_toml())

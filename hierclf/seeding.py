@@ -28,6 +28,12 @@ class NumpyState:
     def __init__(self, seed: int):
         self._state = np.random.RandomState(seed % 2**32).get_state()
 
+    def get_state(self) -> tuple:
+        return self._state
+
+    def set_state(self, state: tuple) -> None:
+        self._state = state
+
     @contextmanager
     def active(self) -> Iterator[None]:
         outside = np.random.get_state()

@@ -28,6 +28,9 @@ from hierclf.train.losses import build_layout_loss
 
 log = logging.getLogger(__name__)
 
+RESUME = "resume.safetensors"
+"""A fold's training state after its last finished epoch, while the fold is unfinished."""
+
 
 def in_stage(targets: np.ndarray) -> np.ndarray:
     """Rows a stage trains and is scored on: every block's target known."""
@@ -50,7 +53,7 @@ def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_o
     folder = run.fold_dir(stage.name, fold)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, device,
                  stage.layout, criterion, seed=derive_seed(seed, 1), metrics_path=folder / "metrics.jsonl",
-                 name=f"{stage.name} fold {fold}")
+                 name=f"{stage.name} fold {fold}", resume_path=folder / RESUME)
     model.load_state_dict(result.best_state)
     rows, probs = val_rows[result.val_rows], result.val_probs
     if len(other_rows):
@@ -62,6 +65,7 @@ def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_o
     write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=stage.layout.stored(targets[rows]))
     save_model(folder, model, spec, result.best_state)
     write_json(folder / "result.json", _result(stage, fold, result, len(train_rows), len(val_rows), train_scores))
+    (folder / RESUME).unlink(missing_ok=True)  # the fold is finished: nothing to resume
 
 
 def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn.Module, ModelSpec]:

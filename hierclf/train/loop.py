@@ -23,6 +23,9 @@ from hierclf.recipe import TrainConfig
 from hierclf.seeding import torch_seeded
 from hierclf.train.losses import LayoutLoss
 from hierclf.train.mixing import build_mixer
+from hierclf.train.checkpoint import (Checkpoint, load_checkpoint, numpy_state, numpy_state_back, optimizer_parts,
+                                      python_random_state, python_random_state_back, restore_optimizer,
+                                      save_checkpoint)
 from hierclf.train.optim import build_optimizer, build_scheduler
 
 log = logging.getLogger(__name__)
@@ -43,7 +46,7 @@ class FitResult:
 
 def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
         device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int = 0,
-        metrics_path: Path | None = None, name: str = "") -> FitResult:
+        metrics_path: Path | None = None, name: str = "", resume_path: Path | None = None) -> FitResult:
     """Train `model` for up to `config.epochs`, validating after each epoch; the epoch with the
     best `config.monitor` wins. With `metrics_path`, one JSON line per epoch is written there.
 
@@ -51,14 +54,19 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     class's, and with several blocks each block's are logged beside them. With `config.ema`, the
     moving average is what is validated and kept; with `config.freeze_epochs`, only the
     classifier trains in the first epochs. What draws from torch's global generator (dropout) or
-    numpy's (mixup) is seeded with `seed` and leaves both generators as they were."""
+    numpy's (mixup) is seeded with `seed` and leaves both generators as they were.
+
+    With `resume_path`, the whole training state is saved there after every epoch but the last
+    (`hierclf.train.checkpoint`), and a fit that finds one there resumes after its epoch: with
+    the loader in the main process (workers = 0) it ends exactly as an uninterrupted fit."""
     with torch_seeded(seed):
-        return _fit(model, train_loader, val_loader, config, device, layout, criterion, seed, metrics_path, name)
+        return _fit(model, train_loader, val_loader, config, device, layout, criterion, seed, metrics_path, name,
+                    resume_path)
 
 
 def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
          device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int, metrics_path: Path | None,
-         name: str) -> FitResult:
+         name: str, resume_path: Path | None) -> FitResult:
     # --- set-up
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
@@ -75,15 +83,20 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     lower_is_better = config.monitor.endswith("loss")
     val_targets = np.asarray(val_loader.dataset.targets)
-    if metrics_path is not None:
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text("")
     best: FitResult | None = None
     epochs_without_gain = 0
     updates = 0
     history: list[dict] = []
+    saved = load_checkpoint(resume_path) if resume_path is not None else None
+    if saved is not None:
+        best, epochs_without_gain, updates, history = _restore(saved, model, ema, optimizer, scheduler, scaler, mixer,
+                                                               train_loader)
+        log.info("%s: resuming after epoch %d of %d", name, saved.epoch, config.epochs)
+    if metrics_path is not None:  # the epochs done so far, once each
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text("".join(json.dumps(record) + "\n" for record in history))
 
-    for epoch in range(config.epochs):
+    for epoch in range(len(history), config.epochs):
         # --- train one epoch
         started = time.perf_counter()
         criterion.set_epoch(epoch + 1)
@@ -159,7 +172,11 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
                  record["val_macro_f1"], per_head, record["lr"], record["seconds"], "  *" if improved else "")
         if scheduler is not None:
             scheduler.step(epoch + 1, value)
-        if config.patience and epochs_without_gain >= config.patience:
+        stopping = config.patience and epochs_without_gain >= config.patience
+        if resume_path is not None and not stopping and epoch + 1 < config.epochs:
+            save_checkpoint(resume_path, _checkpoint(epoch + 1, model, ema, best, optimizer, scheduler, scaler, mixer,
+                                                     train_loader, history, epochs_without_gain, updates))
+        if stopping:
             log.info("%s stopped early: %s did not improve by more than %g for %d epochs",
                      name, config.monitor, config.min_delta, config.patience)
             best.stopped_early = True
@@ -170,3 +187,74 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
         set_backbone_frozen(model, False)
     best.history = history
     return best
+
+
+def _augmentation(loader: DataLoader) -> list:
+    """The albumentations pipeline the training loader draws augmentations from, and each of its
+    transforms, nested ones included: each keeps generators of its own."""
+    pipeline = getattr(getattr(getattr(loader, "dataset", None), "transform", None), "pipeline", None)
+    found, waiting = [], [pipeline] if pipeline is not None else []
+    while waiting:
+        transform = waiting.pop(0)
+        if hasattr(transform, "random_generator") and hasattr(transform, "py_random"):
+            found.append(transform)
+        waiting.extend(getattr(transform, "transforms", []) or [])
+    return found
+
+
+def _checkpoint(epochs_done: int, model: torch.nn.Module, ema: ModelEmaV3 | None, best: FitResult,
+                optimizer: torch.optim.Optimizer, scheduler, scaler: torch.amp.GradScaler, mixer,
+                train_loader: DataLoader, history: list[dict], epochs_without_gain: int, updates: int) -> Checkpoint:
+    """Everything the next epoch depends on, after `epochs_done` epochs."""
+    tensors = {f"model/{key}": value for key, value in model.state_dict().items()}
+    tensors.update({f"best/{key}": value for key, value in best.best_state.items()})
+    tensors.update(best_val_probs=torch.from_numpy(np.ascontiguousarray(best.val_probs)),
+                   best_val_rows=torch.from_numpy(np.ascontiguousarray(best.val_rows)))
+    if ema is not None:
+        tensors.update({f"ema/{key}": value for key, value in ema.module.state_dict().items()})
+    optimizer_tensors, optimizer_numbers = optimizer_parts(optimizer)
+    tensors.update(optimizer_tensors)
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors.update({f"rng/cuda/{index}": state for index, state in enumerate(torch.cuda.get_rng_state_all())})
+    if train_loader.generator is not None:
+        tensors["rng/loader"] = train_loader.generator.get_state()
+    augmentation = _augmentation(train_loader)
+    state = {"history": history, "best_epoch": best.best_epoch, "best_value": best.best_value,
+             "epochs_without_gain": epochs_without_gain, "updates": updates, "optimizer": optimizer_numbers,
+             "scheduler": scheduler.state_dict() if scheduler is not None else None,
+             "scaler": scaler.state_dict() if scaler.is_enabled() else None,
+             "mixer": numpy_state(mixer.random.get_state()) if mixer is not None else None,
+             "augmentation": [{"numpy": transform.random_generator.bit_generator.state,
+                               "python": python_random_state(transform.py_random.getstate())}
+                              for transform in augmentation]}
+    return Checkpoint(epoch=epochs_done, tensors=tensors, state=state)
+
+
+def _restore(saved: Checkpoint, model: torch.nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
+             scheduler, scaler: torch.amp.GradScaler, mixer, train_loader: DataLoader
+             ) -> tuple[FitResult, int, int, list[dict]]:
+    """Put every piece back as it was after `saved.epoch` epochs."""
+    state = saved.state
+    model.load_state_dict(saved.group("model"))
+    if ema is not None:
+        ema.module.load_state_dict(saved.group("ema"))
+    restore_optimizer(optimizer, saved)
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    if mixer is not None and state["mixer"] is not None:
+        mixer.random.set_state(numpy_state_back(state["mixer"]))
+    for transform, generators in zip(_augmentation(train_loader), state["augmentation"]):
+        transform.random_generator.bit_generator.state = generators["numpy"]
+        transform.py_random.setstate(python_random_state_back(generators["python"]))
+    torch.set_rng_state(saved.tensors["rng/torch"])
+    cuda = saved.group("rng/cuda")
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([cuda[str(index)] for index in range(len(cuda))])
+    if train_loader.generator is not None and "rng/loader" in saved.tensors:
+        train_loader.generator.set_state(saved.tensors["rng/loader"])
+    best = FitResult(best_epoch=state["best_epoch"], best_value=state["best_value"], best_state=saved.group("best"),
+                     val_probs=saved.tensors["best_val_probs"].numpy(), val_rows=saved.tensors["best_val_rows"].numpy())
+    return best, state["epochs_without_gain"], state["updates"], state["history"]

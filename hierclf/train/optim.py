@@ -104,3 +104,10 @@ class PlateauSchedule:
     def step(self, epoch: int, metric: float | None = None) -> None:
         if epoch > self.warmup_epochs:
             self.plateau.step(metric)
+
+    def state_dict(self) -> dict:
+        return {"plateau": self.plateau.state_dict(), "base_lrs": self.base_lrs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.plateau.load_state_dict(state["plateau"])
+        self.base_lrs = list(state["base_lrs"])

@@ -195,3 +195,40 @@ def test_a_loss_that_becomes_nan_stops_training_naming_the_epoch_and_batch():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"coarse fold 0 epoch 1, batch 1: the loss is nan; training diverged"):
         fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), name="coarse fold 0")
+
+
+def test_a_fit_stopped_after_an_epoch_resumes_from_its_checkpoint_and_ends_the_same(tmp_path, monkeypatch):
+    import hierclf.train.loop as loop
+
+    stage = dataclasses.replace(TINY, epochs=4, augment="light", mixup_alpha=0.4, drop_rate=0.2, ema=True,
+                                ema_decay=0.9, scheduler="plateau")
+
+    def run(resume):
+        model, _ = create_model(stage, THREE, seed=0)
+        train_loader, val_loader = loaders(stage)
+        return fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), seed=5,
+                   metrics_path=tmp_path / f"{resume.stem}.jsonl", resume_path=resume)
+
+    whole = run(tmp_path / "whole.safetensors")
+    saving = loop.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, checkpoint):
+        saving(path, checkpoint)
+        if checkpoint.epoch == 2:
+            raise Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        run(tmp_path / "cut.safetensors")
+    monkeypatch.setattr(loop, "save_checkpoint", saving)
+    resumed = run(tmp_path / "cut.safetensors")  # starts at epoch 3
+    assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in whole.history], abs=1e-6)
+    assert resumed.best_epoch == whole.best_epoch
+    assert np.allclose(resumed.val_probs, whole.val_probs, atol=1e-6)
+    assert all(torch.allclose(resumed.best_state[k].float(), whole.best_state[k].float(), atol=1e-6)
+               for k in whole.best_state)
+    lines = (tmp_path / "cut.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]  # each epoch once

@@ -72,3 +72,68 @@ def test_a_fold_another_command_is_training_stops_this_one_naming_it(tmp_path, c
     assert run.finished_folds("coarse") == [0, 2]  # it trained what no one held, and stopped at the held fold
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0  # released: the rest trains
     assert run.finished_folds("coarse") == [0, 1, 2]
+
+
+def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_file(tmp_path):
+    """SIGKILL a real fit-coarse mid-epoch, while a file may be being written, and between folds;
+    each rerun resumes (the finished folds kept, an unfinished one from its last epoch) and the
+    last ends with the out-of-fold file an uninterrupted run writes, no temporary file left, and
+    every file readable."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_csv_dataset
+    from hierclf.files import load_weights
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=60)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 6})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
+    run_dir = tmp_path / "cut"
+
+    def lines(fold):
+        path = run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl"
+        return len(path.read_text().splitlines()) if path.exists() else 0
+
+    def writing():
+        return any(run_dir.rglob(".*.tmp"))
+
+    moments = [lambda: lines(0) >= 2,                                       # inside fold 0's third epoch
+               lambda: writing() or (run_dir / "coarse" / "fold-0" / "result.json").exists(),  # a write, else a fold's end
+               lambda: lines(1) >= 1,                                       # fold 1 under way
+               lambda: (run_dir / "coarse" / "fold-1" / "result.json").exists()]  # between folds 1 and 2
+    command = [sys.executable, "-W", "ignore", "-m", "hierclf", "fit-coarse", str(recipe), "--out", str(run_dir)]
+    logs = []
+    for moment in moments:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while not moment() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        logs.append(process.communicate()[1])
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert any("coarse fold 0: resuming after epoch" in log for log in logs), logs  # not started over
+    whole, cut = Run.open(tmp_path / "whole"), Run.open(run_dir)
+    expected, got = read_npz(whole.oof_path("coarse")), read_npz(cut.oof_path("coarse"))
+    assert np.array_equal(expected["ids"], got["ids"])
+    assert np.allclose(expected["probs"], got["probs"], atol=1e-5)
+    assert not list(run_dir.rglob("*.tmp")) and not list(run_dir.rglob("resume.safetensors"))
+    assert not list(run_dir.rglob(".lock"))
+    for path in run_dir.rglob("*"):
+        if path.suffix == ".json":
+            read_json(path)
+        elif path.suffix == ".npz":
+            read_npz(path)
+        elif path.suffix == ".safetensors":
+            load_weights(path)
+        elif path.suffix == ".jsonl":
+            [json.loads(line) for line in path.read_text().splitlines()]
+    for fold in range(3):  # every epoch logged once, resumed or not
+        epochs = [json.loads(line)["epoch"] for line in
+                  (run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == list(range(1, 7)), (fold, epochs)
