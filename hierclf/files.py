@@ -3,6 +3,7 @@ object arrays, safetensors weights. A killed process never leaves a half-written
 nothing read here is ever unpickled."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -21,8 +22,14 @@ from safetensors.torch import load_file, save_file
 from hierclf.errors import RunError
 
 
-TEMPORARY = re.compile(r"^\..+\.(\d+)\.[0-9a-f]{8}\.tmp$")
-"""The name `atomic_path` gives a file while it is written: .<name>.<pid>.<random>.tmp"""
+TEMPORARY = re.compile(r"^\..+\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{8}\.tmp$")
+"""The name `atomic_path` gives a file while it is written: .<name>.<host>-<pid>.<random>.tmp,
+<host> a short hash of the machine's name (run folders may be shared between machines)."""
+
+HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+STALE_ELSEWHERE = 24 * 3600
+"""Seconds after which another machine's temporary file counts as left by a killed writer."""
 
 LOCK = ".lock"
 """The file that holds a folder for one writer: {"pid", "host", "what", "since"}."""
@@ -32,7 +39,7 @@ LOCK = ".lock"
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it only when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    temporary = path.parent / f".{path.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours the umask
     try:
         yield Path(temporary)
@@ -49,11 +56,15 @@ def is_temporary(path: Path) -> bool:
 
 def sweep_temporary(root: Path) -> list[Path]:
     """Delete what processes killed under `root` left behind: files they were writing, and the
-    locks they held on this machine; a live process's are kept. Returns what was deleted."""
+    locks they held on this machine; a live process's are kept (another machine's temporary
+    files only go after a day, as its processes cannot be seen from here). Returns what was deleted."""
     swept = []
     for path in root.rglob(".*.tmp") if root.is_dir() else ():
         match = TEMPORARY.match(path.name)
-        if match and path.is_file() and not _running(int(match.group(1))):
+        if not match or not path.is_file():
+            continue
+        mine = match.group(1) == HOST
+        if (mine and not _running(int(match.group(2)))) or (not mine and _age(path) > STALE_ELSEWHERE):
             path.unlink(missing_ok=True)
             swept.append(path)
     host = socket.gethostname()

@@ -68,19 +68,22 @@ def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_pat
     import subprocess
     import sys
 
-    from hierclf.files import is_temporary, sweep_temporary
+    from hierclf.files import HOST, STALE_ELSEWHERE, is_temporary, sweep_temporary
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     (tmp_path / "fold-0").mkdir()
-    left = tmp_path / "fold-0" / f".weights.safetensors.{dead}.0123abcd.tmp"
-    live = tmp_path / f".oof.npz.{os.getpid()}.89abcdef.tmp"
+    left = tmp_path / "fold-0" / f".weights.safetensors.{HOST}-{dead}.0123abcd.tmp"
+    live = tmp_path / f".oof.npz.{HOST}-{os.getpid()}.89abcdef.tmp"
+    elsewhere = tmp_path / f".oof.npz.0000beef-{dead}.89abcdef.tmp"  # another machine's: its pid means nothing here
+    old_elsewhere = tmp_path / f".val.npz.0000beef-{dead}.89abcdef.tmp"
     other = tmp_path / ".notes.tmp"
-    for path in (left, live, other):
+    for path in (left, live, elsewhere, old_elsewhere, other):
         path.write_text("x")
-    assert is_temporary(left) and is_temporary(live) and not is_temporary(other)
-    assert sweep_temporary(tmp_path) == [left]
-    assert not left.exists() and live.exists() and other.exists()
+    os.utime(old_elsewhere, (0, os.path.getmtime(old_elsewhere) - STALE_ELSEWHERE - 60))
+    assert is_temporary(left) and is_temporary(live) and is_temporary(elsewhere) and not is_temporary(other)
+    assert sorted(sweep_temporary(tmp_path)) == sorted([left, old_elsewhere])
+    assert not left.exists() and live.exists() and elsewhere.exists() and other.exists()
 
 
 def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_over(tmp_path):

@@ -111,7 +111,8 @@ def test_a_recipe_edited_to_another_hierarchy_is_refused(detail_runs, tmp_path):
 
     shutil.copytree(detail_runs / "hier", tmp_path / "hier")
     recipe = tmp_path / "hier" / "recipe.toml"
-    recipe.write_text(recipe.read_text().replace('group_names = [\n    "patch",\n]', 'group_names = [\n    "other",\n]'))
+    text = recipe.read_text()
+    recipe.write_text(text.replace('group_names = [\n    "patch",\n]', 'group_names = [\n    "other",\n]'))
     result = cli("fit-fine", tmp_path / "hier")
     assert result.exit_code == 2, result.output
     assert "recipe.toml's [hierarchy] (groups other) is not the hierarchy this run was made for " \
@@ -129,7 +130,9 @@ def test_a_stray_temporary_file_neither_decides_what_a_folder_is_nor_stays(tmp_p
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     (tmp_path / "run").mkdir()
-    stray = tmp_path / "run" / f".recipe.toml.{dead}.0123abcd.tmp"
+    from hierclf.files import HOST
+
+    stray = tmp_path / "run" / f".recipe.toml.{HOST}-{dead}.0123abcd.tmp"
     stray.write_text("half")
     start(tmp_path / "run")  # the folder holds nothing but a killed writer's leftover: a new run may start there
     assert not stray.exists()

@@ -101,9 +101,9 @@ def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_fi
     def writing():
         return any(run_dir.rglob(".*.tmp"))
 
-    moments = [lambda: lines(0) >= 2,                                       # inside fold 0's third epoch
-               lambda: writing() or (run_dir / "coarse" / "fold-0" / "result.json").exists(),  # a write, else a fold's end
-               lambda: lines(1) >= 1,                                       # fold 1 under way
+    moments = [lambda: lines(0) >= 2,  # inside fold 0's third epoch
+               lambda: writing() or (run_dir / "coarse" / "fold-0" / "result.json").exists(),  # mid-write, or later
+               lambda: lines(1) >= 1,  # fold 1 under way
                lambda: (run_dir / "coarse" / "fold-1" / "result.json").exists()]  # between folds 1 and 2
     command = [sys.executable, "-W", "ignore", "-m", "hierclf", "fit-coarse", str(recipe), "--out", str(run_dir)]
     logs = []
