@@ -25,7 +25,7 @@ _EXPORTS = {
     "assign_folds": "hierclf.train", "evaluate_run": "hierclf.evaluate", "suggest_groups": "hierclf.hierarchy",
     "predict_items": "hierclf.predict", "predict_runs": "hierclf.predict", "write_predictions": "hierclf.predict",
     "Predictions": "hierclf.predict", "Run": "hierclf.runs", "OutputLayout": "hierclf.layout",
-    "COMBINERS": "hierclf.combiners",
+    "COMBINERS": "hierclf.combiners", "HierarchicalClassifier": "hierclf.estimator",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -1,0 +1,159 @@
+"""`HierarchicalClassifier`: the library as a scikit-learn estimator, for notebooks, pipelines,
+`cross_val_score` and `GridSearchCV`. It builds a recipe and calls `fit_coarse`, `fit_fine` and
+`predict_items`: no second code path.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.preprocessing import LabelEncoder
+from sklearn.utils.validation import check_is_fitted
+
+from hierclf.data import Items
+from hierclf.data.images import check_images
+from hierclf.errors import HierclfError, RecipeError
+from hierclf.recipe import SECTIONS, Recipe, plain
+from hierclf.recipe_io import load_recipe, recipe_from_dict
+
+
+class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
+    """A flat or hierarchical image classifier, trained with leakage-safe K-fold.
+
+    Parameters
+    ----------
+    recipe : path to a TOML recipe, a dict of its tables, a `Recipe`, or None (the defaults).
+        Its [data] section is ignored: the rows are `fit`'s X and y.
+    groups : groups of confusable classes, each a list of class labels as they appear in y
+        (hierarchy.groups), or None.
+    heads : attribute heads ({name: size or value names}, hierarchy.heads), or None.
+    overrides : {"coarse.lr": 0.01, …}: recipe keys set on top. `set_params(coarse__lr=0.01)`
+        (and so `GridSearchCV` over `coarse__lr`) lands here.
+    random_state : seeds the folds and every stage; nothing else draws randomness.
+    run_dir : the run folder to train into; None trains into a temporary folder, removed when the
+        estimator is garbage-collected.
+    combiner : the combiner `predict_proba` uses (default: the recipe's combine.method).
+    device : where training and prediction run ("cpu", "cuda", "auto").
+
+    Attributes after `fit`: `classes_` (the labels of y, any type, sorted as LabelEncoder sorts
+    them), `run_dir_` (the run folder).
+
+    X is an array of uint8 images, N×H×W or N×H×W×C, or a sequence of image file paths.
+    `predict_proba` returns float64 rows over `classes_` summing to 1: the soft vote of the K fold
+    models (and specialists) through the combiner, exactly `predict_items` on the run.
+
+    What does not hold: scikit-learn's `check_estimator` expects tabular X of floats, which an
+    image classifier does not take, and each `fit` trains K models (seconds to hours), so
+    `GridSearchCV` multiplies real training time by its grid and splits.
+    """
+
+    def __init__(self, recipe: str | Path | Mapping[str, Any] | Recipe | None = None,
+                 groups: Sequence[Sequence[Any]] | None = None, heads: Mapping[str, Any] | None = None,
+                 overrides: Mapping[str, Any] | None = None, random_state: int = 0,
+                 run_dir: str | Path | None = None, combiner: str | None = None, device: str = "auto"):
+        self.recipe = recipe
+        self.groups = groups
+        self.heads = heads
+        self.overrides = overrides
+        self.random_state = random_state
+        self.run_dir = run_dir
+        self.combiner = combiner
+        self.device = device
+
+    # --- scikit-learn's parameter protocol, with recipe keys as section__key
+
+    def set_params(self, **params: Any) -> "HierarchicalClassifier":
+        """Estimator parameters, or recipe keys as `section__key` (`coarse__lr`,
+        `fine__tops__img_size`), which go into `overrides`."""
+        keys = {name: value for name, value in params.items() if name.split("__", 1)[0] in SECTIONS}
+        if keys:
+            merged = dict(self.overrides or {})
+            merged.update({name.replace("__", "."): value for name, value in keys.items()})
+            self.overrides = merged
+        rest = {name: value for name, value in params.items() if name not in keys}
+        return super().set_params(**rest) if rest else self
+
+    # --- fitting and predicting
+
+    def fit(self, X: Any, y: Sequence[Any]) -> "HierarchicalClassifier":
+        from hierclf.train import fit_coarse, fit_fine
+
+        encoder = LabelEncoder().fit(np.asarray(y))
+        self.classes_ = encoder.classes_
+        names = [str(label) for label in self.classes_]
+        if len(set(names)) != len(names):
+            raise HierclfError(f"labels {list(self.classes_)} do not stay apart as text; use distinct labels")
+        items = _items(X, encoder.transform(np.asarray(y)), names)
+        recipe = self._build_recipe(names)
+        if self.run_dir is None:
+            folder = Path(tempfile.mkdtemp(prefix="hierclf-"))
+            weakref.finalize(self, shutil.rmtree, str(folder), True)  # gone with the estimator
+            run_dir = folder / "run"
+        else:
+            run_dir = Path(self.run_dir)
+        fit_coarse(recipe, run_dir, items=items)
+        if recipe.hierarchy.groups or recipe.specialists:
+            fit_fine(run_dir, items=items)
+        self.run_dir_ = run_dir
+        return self
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        from hierclf.predict import predict_items
+
+        check_is_fitted(self, "run_dir_")
+        items = _items(X, None, [str(label) for label in self.classes_])
+        predictions = predict_items(self.run_dir_, items, combiner=self.combiner, workers=0, device=self.device)
+        return np.asarray(predictions.probs, dtype=np.float64)
+
+    def predict(self, X: Any) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+    # --- the recipe this estimator trains with
+
+    def _build_recipe(self, class_names: list[str]) -> Recipe:
+        tables = _recipe_tables(self.recipe)
+        tables.pop("data", None)
+        tables.setdefault("data", {})["class_names"] = class_names
+        hierarchy = tables.setdefault("hierarchy", {})
+        if self.groups is not None:
+            hierarchy["groups"] = [[str(label) for label in group] for group in self.groups]
+        if self.heads is not None:
+            hierarchy["heads"] = dict(self.heads)
+        for name, value in (self.overrides or {}).items():
+            *path, key = name.split(".")
+            table = tables
+            for part in path:
+                table = table.setdefault(part, {})
+            table[key] = value
+        tables.setdefault("folds", {})["seed"] = self.random_state
+        return recipe_from_dict(tables, source="HierarchicalClassifier").with_seed(self.random_state)
+
+
+def _recipe_tables(recipe: str | Path | Mapping[str, Any] | Recipe | None) -> dict[str, Any]:
+    """The recipe's tables as plain nested dicts, keys left at their defaults omitted."""
+    if recipe is None:
+        return {}
+    if isinstance(recipe, (str, Path)):
+        recipe = load_recipe(recipe)
+    if isinstance(recipe, Recipe):
+        return plain(recipe.to_dict())
+    if isinstance(recipe, Mapping):
+        return copy.deepcopy(dict(recipe))
+    raise RecipeError(f"recipe: expected a path, a dict of tables or a Recipe, got {type(recipe).__name__}")
+
+
+def _items(X: Any, labels: np.ndarray | None, class_names: list[str]) -> Items:
+    """Rows from an image array or a sequence of image paths."""
+    if isinstance(X, np.ndarray) and X.dtype != object and X.ndim >= 3:
+        return Items.from_arrays(X, labels, class_names)
+    paths = [str(path) for path in X]
+    check_images(paths)
+    label_array = np.full(len(paths), -1, dtype=np.int64) if labels is None else np.asarray(labels, dtype=np.int64)
+    return Items(ids=np.asarray([str(index) for index in range(len(paths))]), labels=label_array,
+                 class_names=tuple(class_names), paths=np.asarray(paths))
