@@ -257,8 +257,8 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
         runs = f"  ({', '.join(result['runs'])})" if "runs" in result else ""
         note = runs or ("  ← recipe's combiner" if chosen else "")
         budget = f"  training ×{result['training']['images'] / base:.2f}" if base else ""
-        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}{budget}  "
-                   f"inference {result['inference']['passes']:.1f} passes/image{note}")
+        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
+                   f"ECE {result['ece']:.4f}{budget}  inference {result['inference']['passes']:.1f} passes/image{note}")
     for line in report["verdict"]:
         click.echo(f"  {line}")
     if "routing" in report:

@@ -23,7 +23,7 @@ from hierclf.costs import inference_cost, training_cost
 from hierclf.errors import RunError
 from hierclf.files import check_writable, read_json, read_npz, write_json, write_text
 from hierclf.hierarchy import Hierarchy
-from hierclf.metrics import confusion, most_confused, per_class, scores
+from hierclf.metrics import calibration, confusion, most_confused, per_class, scores
 from hierclf.oof import RunOOF, load_oof
 from hierclf.plots import save_confusion_png
 from hierclf.runs import Run
@@ -62,6 +62,7 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
     trained = training_cost(run)
     for name, outcome in combined.items():
         pipelines[name] = _pipeline(oof.labels, outcome.labels, names)
+        pipelines[name].update(calibration(oof.labels, outcome.probs))
         share = {part: float(len(rows) / len(oof.ids)) for part, rows in outcome.ran_on.items()}
         if outcome.ran_on:
             pipelines[name]["specialist_share"] = share
@@ -146,11 +147,12 @@ def _flat_runs_scores(run: Run, paths: Sequence[str | Path], ids: np.ndarray, la
         if flat_oof is None or not np.array_equal(flat_oof["ids"], ids):
             raise RunError(f"{option} {flat.root}: its out-of-fold file is missing or incomplete; finish fit-coarse "
                            f"there")
-        probs.append(flat_oof["probs"])
+        probs.append(flat_oof["probs"].astype(np.float64))
         members.append(scores(labels, flat_oof["probs"].argmax(1), len(names))["macro_f1"])
         trained.append(training_cost(flat))
         inference.append(inference_cost(flat))
     result = _pipeline(labels, np.mean(probs, axis=0).argmax(1), names)
+    result.update(calibration(labels, np.mean(probs, axis=0)))
     result.update(runs=[str(Path(path)) for path in paths],
                   training=_summed(trained, ("images", "megapixels", "seconds")),
                   inference=_summed(inference, ("passes", "megapixels")))
@@ -202,16 +204,17 @@ def report_markdown(report: dict[str, Any]) -> str:
     if report.get("groups"):
         lines += ["Groups: " + "; ".join(f"**{g['name']}** = {', '.join(g['classes'])}" for g in report["groups"]), ""]
     base = report.get("flat", {}).get("training", {}).get("images") or None
-    lines += ["| pipeline | macro-F1 | accuracy | training images | × flat | training s | inference passes "
-              "per image | megapixels |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["| pipeline | macro-F1 | accuracy | ECE | NLL | training images | × flat | training s | inference "
+              "passes per image | megapixels |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, result, chosen in score_rows(report):
         label = f"{name} (`{'`, `'.join(result['runs'])}`)" if "runs" in result else name
         training, inference = result["training"], result["inference"]
         ratio = f"{training['images'] / base:.2f}" if base else "–"
         lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} "
-                     f"| {training['images']:,.0f} | {ratio} | {training['seconds']:.0f} | {inference['passes']:.2f} "
+                     f"| {result['ece']:.4f} | {result['nll']:.4f} | {training['images']:,.0f} | {ratio} | {training['seconds']:.0f} | {inference['passes']:.2f} "
                      f"| {inference['megapixels']:.4f} |")
-    lines += ["", report["oof_estimates"]]
+    lines += ["", "ECE: expected calibration error (15 bins of top probability); NLL: mean negative "
+                  "log-likelihood of the true class. Both out-of-fold; lower is better.", "", report["oof_estimates"]]
     for control in report.get("controls", []):
         if "ensemble_gain" in control:
             members = ", ".join(f"{f1:.4f}" for f1 in control["members_macro_f1"])

@@ -15,6 +15,23 @@ def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> di
             "macro_f1": float(f1_score(targets, predictions, labels=labels, average="macro", zero_division=0))}
 
 
+def calibration(targets: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """How far probabilities are from frequencies: the expected calibration error (rows binned by
+    their top probability into `bins` equal widths of (0, 1]; the row-weighted mean of each bin's
+    |accuracy − mean confidence|) and the negative log-likelihood of the true class."""
+    targets = np.asarray(targets)
+    probs = np.asarray(probs, dtype=np.float64)
+    confidence, predicted = probs.max(1), probs.argmax(1)
+    correct = (predicted == targets).astype(np.float64)
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # (k/bins, (k+1)/bins] → k
+    ece = 0.0
+    for k in np.unique(which):
+        rows = which == k
+        ece += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
+    nll = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-15, 1.0)).mean()
+    return {"ece": float(ece), "nll": float(nll)}
+
+
 def report_text(targets: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]) -> str:
     """Per-class precision, recall and F1, as scikit-learn prints them."""
     return classification_report(targets, predictions, labels=list(range(len(class_names))),

@@ -133,6 +133,11 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     members = [scores(oof.labels, p.argmax(1), 4)["macro_f1"] for p in (flat_oof["probs"], seed_oof["probs"])]
     assert ensemble["ensemble_gain"] == pytest.approx(ensemble["macro_f1"] - np.mean(members))
     assert "ensemble_gain" not in single and single["run"] == str(seed1)
+    from hierclf.metrics import calibration
+
+    assert report["flat"]["ece"] == pytest.approx(calibration(oof.labels, flat_oof["probs"])["ece"])
+    assert ensemble["nll"] == pytest.approx(calibration(oof.labels, averaged)["nll"])
+    assert 0 <= blend["ece"] <= 1 and blend["nll"] > 0
     chosen = report["chosen"]
     assert report["verdict"][0].startswith(f"{chosen} beats the flat run")
     assert len(report["verdict"]) == 3 and "one fold model" in report["oof_estimates"]

@@ -26,3 +26,18 @@ def test_the_bias_variance_line_reads_each_regime():
     assert "bias:" in bias_variance(0.7, 0.7)
     assert "both bias and variance" in bias_variance(0.85, 0.6)
     assert "neither" in bias_variance(0.98, 0.96)
+
+
+def test_calibration_error_and_log_likelihood_by_their_standard_definitions():
+    from hierclf.metrics import calibration
+
+    # four rows: confidences 0.9, 0.9 (one right, one wrong), 0.6 (right), 0.35 of three classes (wrong)
+    probs = np.array([[0.9, 0.05, 0.05], [0.9, 0.05, 0.05], [0.2, 0.6, 0.2], [0.35, 0.33, 0.32]])
+    targets = np.array([0, 1, 1, 2])
+    # bins of width 1/15: 0.9 → (0.8667, 0.9333], 0.6 → (0.5333, 0.6], 0.35 → (0.3333, 0.4]
+    expected_ece = 2 / 4 * abs(0.5 - 0.9) + 1 / 4 * abs(1.0 - 0.6) + 1 / 4 * abs(0.0 - 0.35)
+    expected_nll = -np.mean(np.log([0.9, 0.05, 0.6, 0.32]))
+    result = calibration(targets, probs)
+    assert result["ece"] == pytest.approx(expected_ece) and result["nll"] == pytest.approx(expected_nll)
+    perfect = calibration(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
+    assert perfect["ece"] == 0.0 and perfect["nll"] == pytest.approx(0.0)
