@@ -18,14 +18,15 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
+from hierclf.calibration import calibration_report
 from hierclf.combiners import COMBINERS, Combined, Combiner
 from hierclf.costs import inference_cost, training_cost
 from hierclf.errors import RunError
 from hierclf.files import check_writable, read_json, read_npz, write_json, write_text
 from hierclf.hierarchy import Hierarchy
-from hierclf.metrics import calibration, confusion, most_confused, per_class, scores
+from hierclf.metrics import calibration, confusion, most_confused, per_class, reliability, scores
 from hierclf.oof import RunOOF, load_oof
-from hierclf.plots import save_confusion_png
+from hierclf.plots import save_confusion_png, save_reliability_png
 from hierclf.runs import Run
 
 
@@ -38,10 +39,11 @@ OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold mode
 def evaluate_run(run_path: str | Path, against: str | Path | None = None,
                  controls: Sequence[Sequence[str | Path]] = ()) -> dict[str, Any]:
     """Score RUN's pipeline out-of-fold with every combiner that applies, each with its training
-    and inference cost; write report.json, report.md, oof-predictions.csv and confusion.png (of
-    the recipe's combiner) into the run folder. `against` is a flat run on the same folds (by
-    default the run's flat coarse run, if it has one); each of `controls` is one or more flat runs
-    on the same folds, scored as one soft-voting ensemble out-of-fold."""
+    and inference cost and its calibration; write report.json, report.md, oof-predictions.csv,
+    and confusion.png and reliability.png (of the recipe's combiner) into the run folder.
+    `against` is a flat run on the same folds (by default the run's flat coarse run, if it has
+    one); each of `controls` is one or more flat runs on the same folds, scored as one
+    soft-voting ensemble out-of-fold."""
     run = Run.open(run_path)
     check_writable(run.root, "run folder", folder=True)  # evaluate writes its report there
     if against is None and run.coarse_source is not None:
@@ -70,6 +72,7 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
         pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
     report["pipelines"], report["chosen"] = pipelines, chosen
     report["oof_estimates"] = OOF_ESTIMATES
+    report["calibration"] = calibration_report(run)
     if against is not None:
         report["flat"] = _flat_runs_scores(run, [against], oof.ids, oof.labels, names, "--against")
     report["controls"] = [_flat_runs_scores(run, paths, oof.ids, oof.labels, names, "--control")
@@ -81,6 +84,8 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
     write_text(run.root / "oof-predictions.csv", _predictions_csv(oof.ids, oof.labels, oof.folds, predicted, names))
     matrix = confusion(oof.labels, predicted[chosen], len(names))
     save_confusion_png(run.root / "confusion.png", matrix, names, f"{run.root.name}: {chosen}, out-of-fold")
+    save_reliability_png(run.root / "reliability.png", reliability(oof.labels, combined[chosen].probs),
+                         f"{run.root.name}: {chosen}, out-of-fold (ECE {pipelines[chosen]['ece']:.4f})")
     return report
 
 
@@ -211,8 +216,8 @@ def report_markdown(report: dict[str, Any]) -> str:
         training, inference = result["training"], result["inference"]
         ratio = f"{training['images'] / base:.2f}" if base else "–"
         lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} "
-                     f"| {result['ece']:.4f} | {result['nll']:.4f} | {training['images']:,.0f} | {ratio} | {training['seconds']:.0f} | {inference['passes']:.2f} "
-                     f"| {inference['megapixels']:.4f} |")
+                     f"| {result['ece']:.4f} | {result['nll']:.4f} | {training['images']:,.0f} | {ratio} "
+                     f"| {training['seconds']:.0f} | {inference['passes']:.2f} | {inference['megapixels']:.4f} |")
     lines += ["", "ECE: expected calibration error (15 bins of top probability); NLL: mean negative "
                   "log-likelihood of the true class. Both out-of-fold; lower is better.", "", report["oof_estimates"]]
     for control in report.get("controls", []):
@@ -221,6 +226,15 @@ def report_markdown(report: dict[str, Any]) -> str:
             lines.append(f"The {len(control['runs'])}-run ensemble scores {control['ensemble_gain'] * 100:+.2f} "
                          f"points over its members' mean ({members}).")
     lines += [""] + [f"- {line}" for line in report.get("verdict", [])]
+    if report.get("calibration"):
+        lines += ["", "Temperature scaling (combine.calibrate), fit on each stage's out-of-fold outputs:", "",
+                  "| stage | output | temperature | NLL before | NLL after | ECE before | ECE after |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
+        for stage, blocks in report["calibration"].items():
+            for block, entry in blocks.items():
+                lines.append(f"| {stage} | {block} | {entry['temperature']:.3f} | {entry['before']['nll']:.4f} | "
+                             f"{entry['after']['nll']:.4f} | {entry['before']['ece']:.4f} | "
+                             f"{entry['after']['ece']:.4f} |")
     if "heads" in report:
         lines += ["", "| head | coarse macro-F1 | specialist macro-F1 | in the product: accuracy | macro-F1 |",
                   "| --- | --- | --- | --- | --- |"]

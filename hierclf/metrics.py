@@ -15,21 +15,28 @@ def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> di
             "macro_f1": float(f1_score(targets, predictions, labels=labels, average="macro", zero_division=0))}
 
 
-def calibration(targets: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, float]:
-    """How far probabilities are from frequencies: the expected calibration error (rows binned by
-    their top probability into `bins` equal widths of (0, 1]; the row-weighted mean of each bin's
-    |accuracy − mean confidence|) and the negative log-likelihood of the true class."""
-    targets = np.asarray(targets)
+def reliability(targets: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, np.ndarray]:
+    """Rows binned by their top probability into `bins` equal widths of (0, 1]: each bin's row
+    count, accuracy and mean confidence (0 where a bin is empty)."""
     probs = np.asarray(probs, dtype=np.float64)
-    confidence, predicted = probs.max(1), probs.argmax(1)
-    correct = (predicted == targets).astype(np.float64)
+    confidence = probs.max(1)
+    correct = (probs.argmax(1) == np.asarray(targets)).astype(np.float64)
     which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)  # (k/bins, (k+1)/bins] → k
-    ece = 0.0
-    for k in np.unique(which):
-        rows = which == k
-        ece += rows.mean() * abs(correct[rows].mean() - confidence[rows].mean())
-    nll = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-15, 1.0)).mean()
-    return {"ece": float(ece), "nll": float(nll)}
+    counts = np.bincount(which, minlength=bins).astype(np.float64)
+    shown = np.maximum(counts, 1)
+    return {"counts": counts, "accuracy": np.bincount(which, correct, minlength=bins) / shown,
+            "confidence": np.bincount(which, confidence, minlength=bins) / shown}
+
+
+def calibration(targets: np.ndarray, probs: np.ndarray, bins: int = 15) -> dict[str, float]:
+    """How far probabilities are from frequencies: the expected calibration error (the
+    row-weighted mean, over `reliability`'s bins, of |accuracy − mean confidence|) and the
+    negative log-likelihood of the true class."""
+    binned = reliability(targets, probs, bins)
+    ece = float((binned["counts"] * np.abs(binned["accuracy"] - binned["confidence"])).sum() / len(targets))
+    probs = np.asarray(probs, dtype=np.float64)
+    nll = -np.log(np.clip(probs[np.arange(len(targets)), np.asarray(targets)], 1e-15, 1.0)).mean()
+    return {"ece": ece, "nll": float(nll)}
 
 
 def report_text(targets: np.ndarray, predictions: np.ndarray, class_names: Sequence[str]) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from hierclf.calibration import calibrated, fit_calibration
 from hierclf.combiners import COMBINERS, Combiner, StageOutputs
 from hierclf.errors import RunError
 from hierclf.files import read_json, read_npz, write_text
@@ -41,6 +42,7 @@ class RunOOF:
 def load_oof(run: Run) -> RunOOF:
     """Every stage's out-of-fold probabilities: the coarse stage's, and each specialist's."""
     coarse = _stage_oof(run, "coarse", "fit-coarse")
+    coarse["probs"] = calibrated(run, run.coarse_stage, coarse["probs"])
     label_of = dict(zip(run.folds.ids.tolist(), run.folds.labels.tolist()))
     labels = np.asarray([label_of[i] for i in coarse["ids"].tolist()], dtype=np.int64)
     specialists = {}
@@ -49,7 +51,7 @@ def load_oof(run: Run) -> RunOOF:
         if not np.array_equal(oof["ids"], coarse["ids"]):
             raise RunError(f"{run.stage_dir(stage.name)}/oof.npz covers other rows than the coarse stage's; "
                            f"retrain that specialist")
-        specialists[name] = oof["probs"]
+        specialists[name] = calibrated(run, stage, oof["probs"])
     return RunOOF(ids=coarse["ids"], folds=coarse["fold"], outputs=StageOutputs(coarse["probs"], specialists, labels))
 
 
@@ -61,8 +63,12 @@ def oof_complete(run: Run) -> bool:
 def fit_combiners(run: Run) -> list[str]:
     """Fit every combiner of the run that learns, on its out-of-fold outputs, into combiner.json;
     returns their names (none until every stage has its out-of-fold file)."""
+    if not oof_complete(run):
+        return []
+    if run.recipe.combine.calibrate:
+        fit_calibration(run)  # first: the combiners are fit on the calibrated outputs
     learning = [name for name in run.hierarchy.combiners if COMBINERS[name].fits]
-    if not learning or not oof_complete(run):
+    if not learning:
         return []
     oof = load_oof(run)
     payload = {}
@@ -92,6 +98,8 @@ def load_combiner(run: Run, name: str) -> Combiner:
 def _fingerprint(run: Run, combiner: Combiner) -> str:
     """What a fitted combiner depends on: its settings and every stage's out-of-fold file."""
     digest = hashlib.sha256(json.dumps(combiner.settings(), sort_keys=True).encode())
+    if run.recipe.combine.calibrate:  # fit on calibrated outputs: the temperatures are part of its input
+        digest.update(run.calibration_path.read_bytes() if run.calibration_path.exists() else b"uncalibrated")
     for stage in run.stages:
         path = run.oof_path(stage.name)
         digest.update(path.read_bytes() if path.exists() else b"missing")

@@ -31,3 +31,28 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
     figure.tight_layout()
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
+
+
+def save_reliability_png(path: Path, binned: dict[str, np.ndarray], title: str) -> None:
+    """A reliability diagram: each confidence bin's accuracy against the diagonal of perfect
+    calibration, and below it how many rows each bin holds."""
+    bins = len(binned["counts"])
+    centres = (np.arange(bins) + 0.5) / bins
+    used = binned["counts"] > 0
+    figure = Figure(figsize=(5, 5.6))
+    top, bottom = figure.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(centres[used], binned["accuracy"][used], width=1 / bins, edgecolor="black", label="accuracy")
+    top.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+    top.scatter(binned["confidence"][used], binned["accuracy"][used], color="tab:red", s=12, zorder=3,
+                label="mean confidence")
+    top.set_xlim(0, 1)
+    top.set_ylim(0, 1)
+    top.set_ylabel("accuracy")
+    top.set_title(title, fontsize=10)
+    top.legend(loc="upper left", fontsize=8)
+    bottom.bar(centres, binned["counts"], width=1 / bins, color="tab:grey")
+    bottom.set_xlabel("top probability")
+    bottom.set_ylabel("rows")
+    figure.tight_layout()
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from hierclf.calibration import calibrated
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
@@ -102,9 +103,9 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
 
     coarse = models(run.coarse_stage)
     specialists = {name: models(stage) for name, stage in run.specialist_stages.items()}
-    coarse_probs = coarse.probs(items)
-    outcome = combining.combine(hierarchy, coarse_probs, list(specialists),
-                                lambda name, rows: specialists[name].probs(items.subset(rows)))
+    coarse_probs = calibrated(run, run.coarse_stage, coarse.probs(items))
+    outcome = combining.combine(hierarchy, coarse_probs, list(specialists), lambda name, rows: calibrated(
+        run, run.specialist_stages[name], specialists[name].probs(items.subset(rows))))
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)
     known = items.labels != UNKNOWN_LABEL
     targets[known] = items.labels[known]

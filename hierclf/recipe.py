@@ -250,6 +250,9 @@ class CombineConfig:
                                        "least this, and the product decides there; 0 routes by the argmax alone.",
                                   lo=0.0, hi=1.0)
     stacking_c: float = _key(1.0, "stacking: inverse regularisation strength C of the logistic regression.", gt=0.0)
+    calibrate: bool = _key(False, "Temperature-scale each stage's probabilities, one temperature per output block "
+                                  "fit on its out-of-fold outputs (calibration.json) when the last stage finishes; "
+                                  "the combiners, evaluate and predict then use the scaled ones.")
 
 
 @dataclass(frozen=True)

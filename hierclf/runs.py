@@ -165,6 +165,10 @@ class Run:
     def combiner_path(self) -> Path:
         return self.root / "combiner.json"
 
+    @property
+    def calibration_path(self) -> Path:
+        return self.root / "calibration.json"
+
     def stage_dir(self, stage: str) -> Path:
         if stage == "coarse" and self.coarse_source is not None:
             return self.coarse_source.stage_dir(stage)

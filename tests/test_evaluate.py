@@ -138,6 +138,7 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     assert report["flat"]["ece"] == pytest.approx(calibration(oof.labels, flat_oof["probs"])["ece"])
     assert ensemble["nll"] == pytest.approx(calibration(oof.labels, averaged)["nll"])
     assert 0 <= blend["ece"] <= 1 and blend["nll"] > 0
+    assert (detail_runs / "linked" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     chosen = report["chosen"]
     assert report["verdict"][0].startswith(f"{chosen} beats the flat run")
     assert len(report["verdict"]) == 3 and "one fold model" in report["oof_estimates"]

@@ -1,0 +1,55 @@
+"""Temperature scaling of each stage, fit on its out-of-fold outputs."""
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from hierclf.calibration import fit_temperature, scaled
+from hierclf.data import load_input_items
+from hierclf.errors import RunError
+from hierclf.files import read_npz
+from hierclf.metrics import calibration
+from hierclf.predict import predict_items
+from hierclf.runs import Run
+
+
+def test_an_over_confident_model_is_softened_and_its_log_likelihood_improves():
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 4, 2000)
+    logits = rng.normal(0, 1, (2000, 4))
+    logits[np.arange(2000), targets] += 1.0  # right about 60 % of the time…
+    honest = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    over_confident = scaled(honest, 1 / 4)  # …but four times too sure of itself
+    temperature = fit_temperature(over_confident, targets)
+    assert temperature == pytest.approx(4.0, rel=0.15)
+    before, after = calibration(targets, over_confident), calibration(targets, scaled(over_confident, temperature))
+    assert after["nll"] < before["nll"] - 0.3 and after["ece"] < before["ece"] / 3
+    assert np.array_equal(scaled(over_confident, temperature).argmax(1), over_confident.argmax(1))
+
+
+def test_a_calibrated_run_fits_temperatures_on_its_out_of_fold_outputs_and_predict_applies_them(flat_run, tmp_path):
+    run_dir, recipe, train_csv, _ = flat_run
+    shutil.copytree(run_dir, tmp_path / "run")
+    result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--set", "combine.calibrate=true")
+    assert result.exit_code == 0, result.output  # every fold kept: only the calibration is fit
+    run = Run.open(tmp_path / "run")
+    saved = json.loads(run.calibration_path.read_text())
+    oof = read_npz(run.oof_path("coarse"))
+    expected = fit_temperature(oof["probs"], oof["targets"])
+    assert saved["coarse"]["temperatures"] == [pytest.approx(expected)]
+    items = load_input_items(train_csv, run.hierarchy.class_names)
+    plain = predict_items(run_dir, items, workers=0, device="cpu")
+    calibrated = predict_items(run, items, workers=0, device="cpu")
+    assert np.allclose(calibrated.probs, scaled(plain.probs, expected), atol=1e-5)
+    assert np.array_equal(calibrated.labels, plain.labels)
+    report = cli("evaluate", tmp_path / "run")
+    assert report.exit_code == 0 and "Temperature scaling" in (tmp_path / "run" / "report.md").read_text()
+    entry = json.loads((tmp_path / "run" / "report.json").read_text())["calibration"]["coarse"]
+    block = next(iter(entry.values()))
+    assert block["after"]["nll"] <= block["before"]["nll"] + 1e-9
+    # out-of-fold outputs changed since: the temperatures are refused until refit
+    np.savez(run.oof_path("coarse"), **{**oof, "probs": oof["probs"][::-1].copy()})
+    with pytest.raises(RunError, match="the calibration of stage coarse was fit on other out-of-fold outputs"):
+        predict_items(Run.open(tmp_path / "run"), items, workers=0, device="cpu")
