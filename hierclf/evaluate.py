@@ -24,6 +24,7 @@ from hierclf.costs import inference_cost, training_cost
 from hierclf.errors import RunError
 from hierclf.files import check_writable, read_json, read_npz, write_json, write_text
 from hierclf.hierarchy import Hierarchy
+from hierclf.html_report import report_html
 from hierclf.metrics import calibration, confusion, most_confused, per_class, reliability, scores
 from hierclf.oof import RunOOF, load_oof
 from hierclf.plots import save_confusion_png, save_reliability_png
@@ -40,7 +41,8 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
                  controls: Sequence[Sequence[str | Path]] = ()) -> dict[str, Any]:
     """Score RUN's pipeline out-of-fold with every combiner that applies, each with its training
     and inference cost and its calibration; write report.json, report.md, oof-predictions.csv,
-    and confusion.png and reliability.png (of the recipe's combiner) into the run folder.
+    confusion.png and reliability.png (of the recipe's combiner), and report.html, all of it on
+    one self-contained page, into the run folder.
     `against` is a flat run on the same folds (by default the run's flat coarse run, if it has
     one); each of `controls` is one or more flat runs on the same folds, scored as one
     soft-voting ensemble out-of-fold."""
@@ -84,8 +86,11 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
     write_text(run.root / "oof-predictions.csv", _predictions_csv(oof.ids, oof.labels, oof.folds, predicted, names))
     matrix = confusion(oof.labels, predicted[chosen], len(names))
     save_confusion_png(run.root / "confusion.png", matrix, names, f"{run.root.name}: {chosen}, out-of-fold")
-    save_reliability_png(run.root / "reliability.png", reliability(oof.labels, combined[chosen].probs),
+    binned = reliability(oof.labels, combined[chosen].probs)
+    save_reliability_png(run.root / "reliability.png", binned,
                          f"{run.root.name}: {chosen}, out-of-fold (ECE {pipelines[chosen]['ece']:.4f})")
+    write_text(run.root / "report.html", report_html(run, report, oof.ids, oof.labels, predicted[chosen], binned,
+                                                     matrix))
     return report
 
 

@@ -2,6 +2,7 @@
 backend and figure list stay as the user set them."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Sequence
 
@@ -11,7 +12,23 @@ from matplotlib.figure import Figure
 from hierclf.files import atomic_path
 
 
+def save_png(path: Path, figure: Figure) -> None:
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)
+
+
+def png_bytes(figure: Figure, dpi: int = 90) -> bytes:
+    """The figure as PNG bytes, for a report that embeds its images."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
 def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:
+    save_png(path, confusion_figure(matrix, class_names, title))
+
+
+def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
     """A row-normalised confusion matrix (recall on the diagonal), with the counts written in."""
     rates = matrix / np.maximum(matrix.sum(1, keepdims=True), 1)
     size = max(4.0, 0.45 * len(class_names) + 2)
@@ -29,11 +46,14 @@ def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str
                       color="white" if rates[true, predicted] > 0.5 else "black")
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    return figure
 
 
 def save_reliability_png(path: Path, binned: dict[str, np.ndarray], title: str) -> None:
+    save_png(path, reliability_figure(binned, title))
+
+
+def reliability_figure(binned: dict[str, np.ndarray], title: str) -> Figure:
     """A reliability diagram: each confidence bin's accuracy against the diagonal of perfect
     calibration, and below it how many rows each bin holds."""
     bins = len(binned["counts"])
@@ -54,5 +74,26 @@ def save_reliability_png(path: Path, binned: dict[str, np.ndarray], title: str) 
     bottom.set_xlabel("top probability")
     bottom.set_ylabel("rows")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
+    return figure
+
+
+def learning_curves_figure(histories: dict[int, list[dict]], title: str) -> Figure:
+    """Each fold's training and validation loss, and validation macro-F1, by epoch."""
+    figure = Figure(figsize=(8, 3.2))
+    losses, scores = figure.subplots(1, 2)
+    for fold, history in sorted(histories.items()):
+        epochs = [record["epoch"] for record in history]
+        line, = losses.plot(epochs, [record["val_loss"] for record in history], label=f"fold {fold} validation")
+        losses.plot(epochs, [record["train_loss"] for record in history], linestyle=":", color=line.get_color(),
+                    label=f"fold {fold} training")
+        scores.plot(epochs, [record["val_macro_f1"] for record in history], color=line.get_color(),
+                    label=f"fold {fold}")
+    losses.set_xlabel("epoch")
+    losses.set_ylabel("loss")
+    losses.legend(fontsize=7)
+    scores.set_xlabel("epoch")
+    scores.set_ylabel("validation macro-F1")
+    scores.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -22,7 +22,8 @@ from hierclf.recipe import DataConfig, HierarchyConfig
 log = logging.getLogger(__name__)
 
 
-def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None, workers: int = 0) -> Items:
+def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None, workers: int = 0,
+                        check_files: bool = True) -> Items:
     """The labelled rows a recipe's [data] section points at, every image decoded once to check
     it (in `workers` processes). With attribute heads in `hierarchy`, the classes are the heads'
     combinations, and a CSV may give one column per head (named as the heads) instead of the
@@ -49,7 +50,7 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
         line = f", line {row + 2}" if data.csv and not data.mask_images else ""
         raise DataError(f"{where}{line}: image {str(items.ids[row])!r} has no label")
     _check_every_class_has_rows(items, where, joint=factors is not None)
-    if items.paths is not None:
+    if check_files and items.paths is not None:
         check_images(items.paths, workers)
     return items
 
