@@ -57,10 +57,28 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
     click.echo(f"{name}: {out}/train.csv, {out}/test.csv")
 
 
+class _FoldChoice(click.ParamType):
+    """A fold number, or "next"."""
+
+    name = "fold"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "next":
+            return value
+        if str(value).isdigit():
+            return int(value)
+        self.fail(f"{value!r}: expected a fold number or next", param, ctx)
+
+
+_FOLD = _FoldChoice()
+
+
 @main.command("fit-coarse")
 @click.argument("recipe", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Run folder to write.")
-@click.option("--fold", type=click.IntRange(min=0), default=None, help="Train only this fold (folds can run on separate machines).")
+@click.option("--fold", type=_FOLD, default=None, metavar="K|next",
+              help="Train only fold K; or next: every unfinished fold no other process holds, so workers on "
+                   "several machines sharing the run folder split the folds between them.")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key (repeatable).")
 @click.option("--seeds", default=None, metavar="0,1,2",
               help="Train one run per seed, OUT/seed-<n>, for an ensemble: predict OUT/seed-0 OUT/seed-1 … INPUT.")
@@ -76,7 +94,12 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
     for run_recipe, run_out in runs:
         summary = fit_coarse(run_recipe, run_out, only_fold=fold)
         if summary is None:
-            click.echo(f"fold {fold} of {run_out} trained; run the other folds, then this command again for the summary")
+            if fold == "next":
+                click.echo(f"the folds of {run_out} no other worker held are trained; the last worker to finish "
+                           f"writes the summary (or run this command again)")
+            else:
+                click.echo(f"fold {fold} of {run_out} trained; run the other folds, then this command again for the "
+                           f"summary")
             continue
         title = "coarse" if seeds is None else f"coarse, seed {run_recipe.coarse.seed} ({run_out})"
         _echo_stage_summary(title, summary, run_out)
@@ -120,7 +143,7 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
 @main.command("fit-fine")
 @click.argument("runs", metavar="RUN...", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--group", default=None, help="Train only this group's specialist.")
-@click.option("--fold", type=click.IntRange(min=0), default=None, help="Train only this fold.")
+@click.option("--fold", type=_FOLD, default=None, metavar="K|next", help="Train only fold K, or next (see fit-coarse).")
 @click.option("--set", "overrides", multiple=True, metavar="fine.KEY=VALUE",
               help="Override a fine.* (or fine.GROUP.*) key of the run's recipe (repeatable).")
 def fit_fine_command(runs: tuple[Path, ...], group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
@@ -136,7 +159,8 @@ def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tup
     summaries = fit_fine(run, group=group, only_fold=fold, overrides=overrides)
     for name, summary in summaries.items():
         if summary is None:
-            click.echo(f"{name}: fold {fold} trained; run the other folds, then this command again for the summary")
+            click.echo(f"{name}: fold {fold} trained; run the other folds (or let the other workers finish), "
+                       f"then this command again for the summary")
         else:
             _echo_stage_summary(f"specialist {name!r}", summary, run)
 

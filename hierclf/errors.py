@@ -17,6 +17,10 @@ class RunError(HierclfError):
     """A run folder that is missing, incomplete, or made for another recipe or hierarchy."""
 
 
+class InUseError(RunError):
+    """A fold another process is training (its lock is held)."""
+
+
 class TrainingError(HierclfError):
     """Training that cannot go on as the recipe sets it (a loss that became NaN or infinite)."""
 

@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hierclf.errors import RunError
+from hierclf.errors import InUseError, RunError
 
 
 TEMPORARY = re.compile(r"^\..+\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -81,7 +81,8 @@ def holding(folder: Path, what: str) -> Iterator[None]:
     """Hold `folder` for this process while the block runs, so a second writer (another command
     on the same run, on this machine or another sharing the folder) stops at once, naming the
     holder, instead of training the same thing twice into the same files. A lock whose holder
-    was on this machine and no longer runs (killed) is taken over."""
+    was on this machine and no longer runs (killed) is taken over, and so is another machine's
+    once nothing in the folder has been written for `_stale_after()` seconds."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
@@ -93,10 +94,11 @@ def holding(folder: Path, what: str) -> Iterator[None]:
             holder = _lock_holder(path)
             killed = holder.get("host") == mine["host"] and not _running(int(holder.get("pid", -1)))
             unwritten = not holder and _age(path) > 10  # its writer died between creating and filling it
-            if killed or unwritten:
+            silent = holder.get("host") != mine["host"] and _quiet_for(folder) > _stale_after()
+            if killed or unwritten or silent:
                 path.unlink(missing_ok=True)  # take it over
                 continue
-            raise RunError(f"{folder} is in use: {holder.get('what', 'another command')} (pid {holder.get('pid')} "
+            raise InUseError(f"{folder} is in use: {holder.get('what', 'another command')} (pid {holder.get('pid')} "
                            f"on {holder.get('host')}, since {holder.get('since')}); wait for it to finish, or "
                            f"delete {path} if that process is gone") from None
         with os.fdopen(handle, "w") as opened:
@@ -107,6 +109,22 @@ def holding(folder: Path, what: str) -> Iterator[None]:
     finally:
         if _lock_holder(path).get("pid") == mine["pid"]:
             path.unlink(missing_ok=True)
+
+
+def _stale_after() -> float:
+    """Seconds without a write in a held folder after which another machine's holder counts as
+    dead: HIERCLF_STALE_LOCK_SECONDS, else 6 hours (longer than an epoch should ever take, as a
+    training fold writes its metrics.jsonl every epoch)."""
+    return float(os.environ.get("HIERCLF_STALE_LOCK_SECONDS", 6 * 3600))
+
+
+def _quiet_for(folder: Path) -> float:
+    """Seconds since anything in `folder` was last written: the holder's heartbeat."""
+    try:
+        newest = max(entry.stat().st_mtime for entry in folder.iterdir())
+    except (OSError, ValueError):
+        return 0.0
+    return time.time() - newest
 
 
 def _age(path: Path) -> float:

@@ -86,7 +86,7 @@ def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_pat
     assert not left.exists() and live.exists() and elsewhere.exists() and other.exists()
 
 
-def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_over(tmp_path):
+def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_over(tmp_path, monkeypatch):
     import json
     import socket
     import subprocess
@@ -107,6 +107,11 @@ def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_
     with holding(tmp_path / "fold-0", "mine"):  # the holder was killed: taken over
         assert json.loads((tmp_path / "fold-0" / LOCK).read_text())["what"] == "mine"
     (tmp_path / "fold-0" / LOCK).write_text(json.dumps({"pid": dead, "host": "elsewhere", "what": "x"}))
-    with pytest.raises(RunError, match="pid .* on elsewhere"):  # another machine's process: cannot tell, refused
+    with pytest.raises(RunError, match="pid .* on elsewhere"):  # another machine's, still writing: refused
         with holding(tmp_path / "fold-0", "mine"):
             pass
+    for entry in (tmp_path / "fold-0").iterdir():  # …until its folder has been silent for the stale time
+        os.utime(entry, (0, os.path.getmtime(entry) - 3600))
+    monkeypatch.setenv("HIERCLF_STALE_LOCK_SECONDS", "600")
+    with holding(tmp_path / "fold-0", "mine"):
+        assert json.loads((tmp_path / "fold-0" / LOCK).read_text())["what"] == "mine"

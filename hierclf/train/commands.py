@@ -20,7 +20,7 @@ from hierclf.recipe_io import load_recipe
 from hierclf.runs import Folds, Run, open_coarse_run, recipe_differences
 from hierclf.stages import Stage
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
-from hierclf.train.stage import train_stage
+from hierclf.train.stage import NEXT, train_stage
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +136,6 @@ def _check_specialist_tables(recipe: Recipe, hierarchy: Hierarchy) -> None:
                               f"{noun}s are {', '.join(names) if names else '(none)'}")
 
 
-def _check_fold(only_fold: int | None, fold_of_row: np.ndarray) -> None:
-    if only_fold is not None and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
+def _check_fold(only_fold: int | str | None, fold_of_row: np.ndarray) -> None:
+    if only_fold not in (None, NEXT) and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
         raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")

@@ -10,7 +10,7 @@ import numpy as np
 from hierclf.data import Items
 from hierclf.data.cache import cached_items
 from hierclf.devices import resolve_device
-from hierclf.errors import RunError
+from hierclf.errors import InUseError, RunError
 from hierclf.files import holding, read_json, read_npz, write_json, write_npz
 from hierclf.metrics import bias_variance
 from hierclf.runs import Run
@@ -21,14 +21,20 @@ from hierclf.train.kfold import TRAIN_ONLY
 log = logging.getLogger(__name__)
 
 
+NEXT = "next"
+"""`--fold next`: claim the unfinished folds no other process holds, one after another."""
+
+
 def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
-                only_fold: int | None = None) -> dict[str, Any] | None:
+                only_fold: int | str | None = None) -> dict[str, Any] | None:
     """Train every unfinished fold of `stage` (or only `only_fold`); a finished fold (result.json
-    present) is kept. Returns the out-of-fold summary once every fold is finished, else None."""
+    present) is kept. With `only_fold = NEXT`, a fold another process holds is left to it, so
+    workers started on several machines share the folds between them. Returns the out-of-fold
+    summary once every fold is finished (the last worker gathers it), else None."""
     targets = stage.targets(items.labels)
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
     folds = []
-    for fold in ([only_fold] if only_fold is not None else all_folds):
+    for fold in (all_folds if only_fold in (None, NEXT) else [only_fold]):
         if run.fold_finished(stage.name, fold):
             log.info("%s fold %d is already trained; keeping it", stage.name, fold)
         else:
@@ -38,9 +44,14 @@ def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
         device = resolve_device(config.device)
         for fold in folds:
-            with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
-                if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
-                    train_fold(run, stage, images, targets, fold_of_row, fold, device)
+            try:
+                with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
+                    if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
+                        train_fold(run, stage, images, targets, fold_of_row, fold, device)
+            except InUseError as error:
+                if only_fold != NEXT:
+                    raise
+                log.info("%s; leaving it to that process", error)
     return gather_oof(run, stage, items, targets, fold_of_row)
 
 

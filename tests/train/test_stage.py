@@ -137,3 +137,40 @@ def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_fi
         epochs = [json.loads(line)["epoch"] for line in
                   (run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
         assert epochs == list(range(1, 7)), (fold, epochs)
+
+
+def test_workers_with_fold_next_share_the_folds_and_take_over_a_killed_ones(tmp_path):
+    """Three workers on one run folder: the first is killed inside its fold; two more, started
+    together with --fold next, train every fold exactly once between them (the killed one's
+    resumed) and the out-of-fold file is written."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import write_csv_dataset
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=40)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 4})
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "-W", "ignore", "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out",
+               str(run_dir), "--fold", "next"]
+    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metrics = run_dir / "coarse" / "fold-0" / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while (not metrics.exists() or not metrics.read_text().strip()) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(first.pid, signal.SIGKILL)  # it dies holding fold 0
+    first.wait()
+    workers = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [worker.communicate(timeout=300) for worker in workers]
+    assert all(worker.returncode == 0 for worker in workers), outputs
+    run = Run.open(run_dir)
+    assert run.finished_folds("coarse") == [0, 1, 2] and run.oof_path("coarse").exists()
+    for fold in range(3):
+        epochs = [json.loads(line)["epoch"] for line in
+                  (run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
+        assert epochs == [1, 2, 3, 4], (fold, epochs)  # trained once, by one worker
+    assert not list(run_dir.rglob(".lock"))
