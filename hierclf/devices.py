@@ -1,9 +1,16 @@
-"""Choosing where tensors live."""
+"""Choosing where tensors live, and how many threads a process uses."""
 from __future__ import annotations
+
+import logging
+import os
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
 from hierclf.errors import HierclfError
+
+log = logging.getLogger(__name__)
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -19,3 +26,31 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "mps" and not torch.backends.mps.is_available():
         raise HierclfError("device = 'mps' but MPS is not available (use 'auto' or 'cpu')")
     return torch.device(name)
+
+
+def thread_count(requested: int = 0) -> int | None:
+    """The torch threads a training process should use: `requested`, or when several processes
+    share the machine (torchrun's LOCAL_WORLD_SIZE, or HIERCLF_PROCESSES_PER_MACHINE) its share of
+    the cores; None leaves torch's default. Processes that each take every core slow each other
+    down several times over."""
+    if requested:
+        return requested
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("HIERCLF_PROCESSES_PER_MACHINE") or 1)
+    if sharing <= 1:
+        return None
+    return max(1, (os.cpu_count() or 1) // sharing)
+
+
+@contextmanager
+def torch_threads(count: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to `count` inside the block (said in the log), and restored."""
+    if count is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    log.info("torch threads: %d (of %d cores)", count, os.cpu_count() or 1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

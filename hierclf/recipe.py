@@ -210,6 +210,10 @@ class LoaderConfig:
     cache_mb: int = _key(0, "Decode and resize every image once, before the first fold, and keep them in memory as "
                             "uint8 when they fit in this many MiB (images × img_size² × in_chans bytes); 0 decodes "
                             "each image every epoch.", lo=0, runtime=True)
+    threads: int = _key(0, "torch threads of this training process; 0: torch's default, or, when several processes "
+                           "share the machine (torchrun's LOCAL_WORLD_SIZE, or HIERCLF_PROCESSES_PER_MACHINE), the "
+                           "machine's cores divided among them, so they do not slow each other down.", lo=0,
+                        runtime=True)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import numpy as np
 
 from hierclf.data import Items
 from hierclf.data.cache import cached_items
-from hierclf.devices import resolve_device
+from hierclf.devices import resolve_device, thread_count, torch_threads
 from hierclf.errors import InUseError, RunError
 from hierclf.files import holding, read_json, read_npz, write_json, write_npz
 from hierclf.metrics import bias_variance
@@ -43,16 +43,23 @@ def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
         config = stage.config
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
         device = resolve_device(config.device)
-        for fold in folds:
-            try:
-                with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
-                    if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
-                        train_fold(run, stage, images, targets, fold_of_row, fold, device)
-            except InUseError as error:
-                if only_fold != NEXT:
-                    raise
-                log.info("%s; leaving it to that process", error)
+        with torch_threads(thread_count(config.threads)):
+            _train_folds(run, stage, images, targets, fold_of_row, folds, device, only_fold)
     return gather_oof(run, stage, items, targets, fold_of_row)
+
+
+def _train_folds(run: Run, stage: Stage, images: Items, targets: np.ndarray, fold_of_row: np.ndarray,
+                 folds: list[int], device, only_fold: int | str | None) -> None:
+    """Each fold in turn, held by its lock; with NEXT, a fold another process holds is skipped."""
+    for fold in folds:
+        try:
+            with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
+                if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
+                    train_fold(run, stage, images, targets, fold_of_row, fold, device)
+        except InUseError as error:
+            if only_fold != NEXT:
+                raise
+            log.info("%s; leaving it to that process", error)
 
 
 def gather_oof(run: Run, stage: Stage, items: Items, targets: np.ndarray,

@@ -174,3 +174,16 @@ def test_workers_with_fold_next_share_the_folds_and_take_over_a_killed_ones(tmp_
                   (run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl").read_text().splitlines()]
         assert epochs == [1, 2, 3, 4], (fold, epochs)  # trained once, by one worker
     assert not list(run_dir.rglob(".lock"))
+
+
+def test_a_stage_trains_with_the_threads_its_recipe_gives(tmp_path, csv_dataset, monkeypatch):
+    import torch
+
+    import hierclf.train.stage as stage_module
+
+    seen = []
+    monkeypatch.setattr(stage_module, "train_fold", lambda *args: seen.append(torch.get_num_threads()))
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1, "threads": 1})
+    before = torch.get_num_threads()
+    cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run")
+    assert seen == [1, 1, 1] and torch.get_num_threads() == before  # each fold on one thread, then restored
