@@ -105,6 +105,17 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
         _echo_stage_summary(title, summary, run_out)
 
 
+def _parse_shard(text: str | None) -> tuple[int, int] | None:
+    from hierclf.errors import HierclfError
+
+    if text is None:
+        return None
+    shard, _, shards = text.partition("/")
+    if not (shard.isdigit() and shards.isdigit() and int(shard) < int(shards)):
+        raise HierclfError(f"--shard {text!r}: expected I/N with 0 <= I < N, as 0/4")
+    return int(shard), int(shards)
+
+
 def _parse_seeds(text: str) -> list[int]:
     from hierclf.errors import HierclfError
 
@@ -215,25 +226,38 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--shard", default=None, metavar="I/N",
+              help="Predict every N-th image from the I-th (0-based) into OUT.part-I-of-N; the shard that finds "
+                   "every part written joins them into OUT in input order. Run the N shards anywhere.")
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
             combiner: str | None, trace: bool, tta: str | None, weights: str | None, batch_size: int, workers: int,
-            device: str) -> None:
+            device: str, shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
     from hierclf.files import check_writable
     from hierclf.metrics import report_text, scores
-    from hierclf.predict import predict_runs, write_predictions
+    from hierclf.predict import merge_shards, predict_runs, shard_part, write_predictions
     from hierclf.runs import Run
 
     check_writable(out, "--out")  # before any work
+    part = _parse_shard(shard)
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
                              images, hierarchy.label_heads)
     variants = None if tta is None else [] if tta.strip() == "none" else [v.strip() for v in tta.split(",")]
+    if part is not None:
+        items = items.subset(list(range(part[0], len(items), part[1])))
     predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, batch_size=batch_size,
                                workers=workers, device=device, trace=trace, tta=variants)
+    if part is not None:
+        write_predictions(shard_part(out, *part), predictions, with_probs=probs, label_index=label_index)
+        click.echo(f"wrote shard {part[0]} of {part[1]}: {len(predictions.ids)} predictions to "
+                   f"{shard_part(out, *part)}")
+        if merge_shards(out, part[1]):
+            click.echo(f"every shard is written: joined them into {out}")
+        return
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
     for name, count in (predictions.specialist_rows or {}).items():

@@ -167,3 +167,23 @@ def write_predictions(path: Path, predictions: Predictions, with_probs: bool = F
                           f"{value:.6f}" if isinstance(value, (float, np.floating)) else value)
         writer.writerow(values)
     write_text(path, buffer.getvalue())
+
+
+def shard_part(out: Path, shard: int, shards: int) -> Path:
+    """Where shard `shard` of `shards` writes its rows: OUT.part-<shard>-of-<shards>."""
+    return out.with_name(f"{out.name}.part-{shard}-of-{shards}")
+
+
+def merge_shards(out: Path, shards: int) -> bool:
+    """Once every shard's part exists, join them into `out` in input order (shard i holds rows
+    i, i + n, i + 2n, …) and delete the parts; True when merged."""
+    parts = [shard_part(out, shard, shards) for shard in range(shards)]
+    if not all(part.exists() for part in parts):
+        return False
+    lines = [part.read_text(encoding="utf-8").splitlines(keepends=True) for part in parts]
+    header, bodies = lines[0][0], [part_lines[1:] for part_lines in lines]
+    merged = [header] + [bodies[row % shards][row // shards] for row in range(sum(len(body) for body in bodies))]
+    write_text(out, "".join(merged))
+    for part in parts:
+        part.unlink(missing_ok=True)
+    return True

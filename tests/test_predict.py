@@ -159,3 +159,18 @@ def test_a_fold_with_nan_weights_is_refused_not_predicted(flat_run, tmp_path):
     result = cli("predict", tmp_path / "run", flat_run[2], "--out", tmp_path / "p.csv", "--workers", "0")
     assert result.exit_code == 2 and "fold-1/weights.safetensors: tensor 'fc.bias' holds NaN" in result.stderr
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_three_shards_merged_equal_the_unsharded_predictions(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    whole = cli("predict", run, train_csv, "--out", tmp_path / "whole.csv", "--probs", "--workers", "0")
+    assert whole.exit_code == 0, whole.output
+    for shard in (2, 0, 1):  # in any order; the last to finish joins them
+        result = cli("predict", run, train_csv, "--out", tmp_path / "sharded.csv", "--probs", "--workers", "0",
+                     "--shard", f"{shard}/3")
+        assert result.exit_code == 0, result.output
+        assert ("joined them into" in result.stdout) == (shard == 1)
+    assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.csv", "whole.csv"]  # parts removed
+    result = cli("predict", run, train_csv, "--out", tmp_path / "x.csv", "--shard", "3/3")
+    assert result.exit_code == 2 and "--shard '3/3': expected I/N with 0 <= I < N" in result.stderr
