@@ -133,9 +133,19 @@ class Routed(Combiner):
         return hierarchy.route(coarse_probs, run_specialist, threshold=self.threshold)
 
 
+def _log(probs: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(probs, 1e-7, 1.0))
+
+
+def _normalised_log(scores: np.ndarray) -> np.ndarray:
+    """Log-probabilities from unnormalised log-scores, row by row."""
+    scores = scores - scores.max(1, keepdims=True)
+    return scores - np.log(np.exp(scores).sum(1, keepdims=True))
+
+
 def stacking_features(coarse_probs: np.ndarray, specialist_probs: Sequence[np.ndarray]) -> np.ndarray:
     """Log-probabilities of every stage side by side: the logistic regression's input."""
-    return np.log(np.clip(np.concatenate([coarse_probs, *specialist_probs], axis=1), 1e-7, 1.0))
+    return _log(np.concatenate([coarse_probs, *specialist_probs], axis=1))
 
 
 class Stacking(Combiner):
@@ -257,16 +267,6 @@ class Blend(Combiner):
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise RunError(f"{source} is not a blend combiner: {error}") from None
         return self
-
-
-def _log(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, 1e-7, 1.0))
-
-
-def _normalised_log(scores: np.ndarray) -> np.ndarray:
-    """Log-probabilities from unnormalised log-scores, row by row."""
-    scores = scores - scores.max(1, keepdims=True)
-    return scores - np.log(np.exp(scores).sum(1, keepdims=True))
 
 
 COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking, Blend)}
