@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -10,12 +11,19 @@ import click
 from hierclf.errors import HierclfError, user_message
 
 
+def _launched_rank() -> int:
+    """This process's rank among those torchrun started (0 without torchrun): rank 0 reports for all."""
+    return int(os.environ.get("RANK", 0) or 0)
+
+
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except HierclfError as error:
-            click.echo(f"hierclf: error: {user_message(error)}", err=True)
+            if not getattr(error, "mirrored", False):  # rank 0's own error, which rank 0 has reported
+                rank = _launched_rank()
+                click.echo(f"hierclf: error: {f'rank {rank}: ' if rank else ''}{user_message(error)}", err=True)
             ctx.exit(2)
         except OSError as error:  # the machine refused a read or write the checks could not foresee
             where = f" ({error.filename})" if error.filename else ""
@@ -36,7 +44,7 @@ def main(quiet: bool) -> None:
     handler.set_name("hierclf-cli")
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.setLevel(logging.WARNING if quiet or _launched_rank() else logging.INFO)
 
 
 @main.command()
@@ -93,6 +101,8 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
                                                   for seed in _parse_seeds(seeds)]
     for run_recipe, run_out in runs:
         summary = fit_coarse(run_recipe, run_out, only_fold=fold)
+        if _launched_rank():
+            continue
         if summary is None:
             if fold == "next":
                 click.echo(f"the folds of {run_out} no other worker held are trained; the last worker to finish "
@@ -168,6 +178,8 @@ def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tup
     from hierclf.train import fit_fine
 
     summaries = fit_fine(run, group=group, only_fold=fold, overrides=overrides)
+    if _launched_rank():
+        return
     for name, summary in summaries.items():
         if summary is None:
             click.echo(f"{name}: fold {fold} trained; run the other folds (or let the other workers finish), "

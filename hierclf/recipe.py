@@ -188,13 +188,17 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
                                       "with amp; results equal up to rounding.", runtime=True)
     compile: bool = _key(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "
                                 "C++ compiler on CPU); results equal up to rounding.", runtime=True)
+    sync_batchnorm: bool = _key(False, "With several processes (torchrun): batch-norm statistics over the global "
+                                       "batch instead of each process's share (torch's SyncBatchNorm; CUDA only).")
 
 
 @dataclass(frozen=True)
 class LoaderConfig:
     """How training rows reach the model: batches, augmentation, sampling, decoding."""
 
-    batch_size: int = _key(32, "Images per forward pass.", lo=1, hi=65536)
+    batch_size: int = _key(32, "Images per forward pass, over every process: under torchrun each of its N "
+                               "processes takes batch_size / N of them (a multiple of N), so a recipe trains "
+                               "alike on one process or N.", lo=1, hi=65536)
     augment: Augment = _key("none", "Training augmentation (albumentations): a preset (light: small shifts, "
                                     "rotations and lighting; heavy: flips, affine, colour, blur or noise, dropout; "
                                     "document: what scans and phone photos of pages show: 90° turns, small "

@@ -1,16 +1,18 @@
 """From rows to batches: decoding, albumentations transforms, and a DataLoader."""
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, Mapping, Sequence
 
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, RandomSampler
 
 from hierclf.data.augment import augment_transforms
 from hierclf.data.items import UNKNOWN_LABEL, Items
-from hierclf.data.sampling import build_sampler
+from hierclf.data.sampling import ShardSampler, build_sampler
+from hierclf.seeding import derive_seed
 
 
 class ImageTransform:
@@ -92,10 +94,12 @@ def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
 
 def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
                 seed: int = 0, drop_last: bool = False, sampler: str = "shuffle", class_cap: int = 0,
-                sample_labels: np.ndarray | None = None) -> DataLoader:
+                sample_labels: np.ndarray | None = None, shard: tuple[int, int] = (0, 1)) -> DataLoader:
     """A loader over `dataset`. With `shuffle`, `sampler`/`class_cap` may replace plain shuffling
     (balanced classes, at most class_cap rows per class), by the classes `sample_labels` gives
-    each row."""
+    each row. With `shard` = (rank, world), this process's share when `world` processes train
+    together: of each batch of `batch_size` × world rows one process would draw, or of the rows
+    in order when not shuffling (for a gather in row order)."""
     generator = torch.Generator()
     generator.manual_seed(seed)
     chosen = None
@@ -103,11 +107,19 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, worker
         if sample_labels is None:
             raise ValueError(f"sampler {sampler!r} with class_cap {class_cap} needs each row's class (sample_labels)")
         chosen = build_sampler(sampler, class_cap, sample_labels, generator)
+    rank, world = shard
+    if world > 1:
+        if shuffle:
+            base = chosen if chosen is not None else RandomSampler(dataset, generator=generator)
+            chosen = ShardSampler(base, rank, world, drop_to=batch_size * world if drop_last else 0)
+        else:
+            chosen = range(rank, len(dataset), world)
+        drop_last = False  # ShardSampler has cut the order to whole batches already
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and chosen is None, sampler=chosen,
                       num_workers=workers,
                       pin_memory=device.type == "cuda", drop_last=drop_last,
-                      persistent_workers=workers > 0, worker_init_fn=_seed_worker, generator=generator,
-                      collate_fn=_batched)
+                      persistent_workers=workers > 0, worker_init_fn=partial(_seed_worker, rank=rank),
+                      generator=generator, collate_fn=_batched)
 
 
 def _batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
@@ -115,8 +127,10 @@ def _batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     return batch
 
 
-def _seed_worker(worker_id: int) -> None:
+def _seed_worker(worker_id: int, rank: int = 0) -> None:
     """Each worker starts with a copy of the transform's random state; give each its own,
-    derived from the loader's seed, so augmentation differs across workers yet reproduces."""
+    derived from the loader's seed (and the process's rank: processes training together share
+    that seed), so augmentation differs across workers yet reproduces."""
     info = torch.utils.data.get_worker_info()
-    info.dataset.transform.set_random_seed(info.seed % 2**32)
+    seed = info.seed if rank == 0 else derive_seed(info.seed, rank)
+    info.dataset.transform.set_random_seed(seed % 2**32)

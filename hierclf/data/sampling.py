@@ -43,3 +43,27 @@ def build_sampler(kind: str, cap: int, labels: np.ndarray, generator: torch.Gene
     if cap:
         return ClassCapSampler(labels, cap, generator)
     return None
+
+
+class ShardSampler(Sampler[int]):
+    """One process's share of a training epoch when several train together: every process draws
+    the same order from `base` (one seed), and takes every `world`-th row of it from its `rank`,
+    so the processes' batches together are the batch one process would have drawn. With
+    `drop_to` (the global batch, when the last short batch is dropped) the order is cut to a
+    multiple of it; otherwise it is padded from its start to a multiple of `world`, so every
+    process takes as many batches and none waits for the others' gradients in vain."""
+
+    def __init__(self, base: Sampler[int], rank: int, world: int, drop_to: int = 0):
+        self.base, self.rank, self.world, self.drop_to = base, rank, world, drop_to
+
+    def _total(self) -> int:
+        drawn = len(self.base)
+        return drawn // self.drop_to * self.drop_to if self.drop_to else -(-drawn // self.world) * self.world
+
+    def __len__(self) -> int:
+        return self._total() // self.world
+
+    def __iter__(self) -> Iterator[int]:
+        # a generator: the base draws when the loader asks for the first batch, as it does unsharded
+        order = np.resize(np.fromiter(self.base, dtype=np.int64), self._total())
+        yield from order[self.rank::self.world].tolist()

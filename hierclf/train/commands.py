@@ -10,6 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from hierclf.data import Items, load_training_items
+from hierclf.devices import resolve_device
+from hierclf.distributed import Processes, join
 from hierclf.errors import HierclfError, RecipeError, RunError
 from hierclf.files import check_writable, read_json
 from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
@@ -34,8 +36,27 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
 
     With hierarchy.coarse_run, nothing is trained: the run folder is made, pointing at that flat
     run (checked first: same classes, rows, folds and [coarse]), for `fit_fine` to add the
-    specialists; the flat run's summary is returned."""
-    check_writable(Path(out), "--out", folder=True)
+    specialists; the flat run's summary is returned.
+
+    Under torchrun, every process trains each fold together (`hierclf.distributed`): rank 0
+    checks and writes the run folder, the others then open it."""
+    processes = join()
+    run, items = processes.main_first(lambda: _start_coarse(recipe, Path(out), only_fold, items, processes),
+                                      lambda: _follow(Run.open(out), items, recipe.coarse.workers))
+    if recipe.hierarchy.coarse_run:
+        log.info("coarse stage: the flat run %s, not retrained; `hierclf fit-fine %s` trains the specialists",
+                 run.coarse_source.root, out)
+        return read_json(run.coarse_source.summary_path("coarse"))
+    summary = train_stage(run, run.coarse_stage, items, run.folds.fold, only_fold, processes)
+    if summary is not None:  # a run whose combiners need the coarse stage only (heads without specialists)
+        processes.from_main(lambda: fit_combiners(run))
+    return summary
+
+
+def _start_coarse(recipe: Recipe, out: Path, only_fold: int | None, items: Items | None,
+                  processes: Processes) -> tuple[Run, Items]:
+    """Every check, then the run folder."""
+    check_writable(out, "--out", folder=True)
     items = load_training_items(recipe.data, recipe.hierarchy, recipe.coarse.workers) if items is None else items
     if not items.has_labels:
         raise HierclfError("fit_coarse needs a label for every row")
@@ -45,21 +66,15 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     check_arch(recipe.coarse.model, "coarse.model")
     _check_specialist_tables(recipe, hierarchy)
     if not recipe.hierarchy.coarse_run:
-        _check_model(hierarchy.coarse_stage(recipe))
+        stage = hierarchy.coarse_stage(recipe)
+        _check_model(stage)
+        _check_processes(stage, processes)
     fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
     _check_fold(only_fold, fold_of_row)
     folds = Folds(ids=items.ids, labels=items.labels, fold=fold_of_row)
     if recipe.hierarchy.coarse_run:
-        source = open_coarse_run(recipe, hierarchy.class_names, folds)  # every check before the folder exists
-        Run.start(out, recipe, hierarchy, folds)
-        log.info("coarse stage: the flat run %s, not retrained; `hierclf fit-fine %s` trains the specialists",
-                 source.root, out)
-        return read_json(source.summary_path("coarse"))
-    run = Run.start(out, recipe, hierarchy, folds)
-    summary = train_stage(run, run.coarse_stage, items, fold_of_row, only_fold)
-    if summary is not None:
-        fit_combiners(run)  # a run whose combiners need the coarse stage only (heads without specialists)
-    return summary
+        open_coarse_run(recipe, hierarchy.class_names, folds)  # every check before the folder exists
+    return Run.start(out, recipe, hierarchy, folds), items
 
 
 def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | None = None,
@@ -68,7 +83,24 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
     out-of-fold outputs compose with the coarse stage's. A group specialist trains on its group's
     rows only; in a run with attribute heads, each head with a [fine.<head>] table gets a
     specialist trained on every row, whose probabilities replace that head's. `overrides` change
-    fine.* and combine.* keys of the run's recipe. Returns each specialist's OOF summary."""
+    fine.* and combine.* keys of the run's recipe. Returns each specialist's OOF summary.
+
+    Under torchrun, as `fit_coarse`: rank 0 checks and writes, every process trains."""
+    processes = join()
+    run, chosen, items = processes.main_first(
+        lambda: _start_fine(run_path, group, only_fold, overrides, items, processes),
+        lambda: _follow_fine(Run.open(run_path), group, items))
+    summaries = {}
+    for part, stage in chosen:
+        processes.from_main(lambda: run.bind_stage(stage))
+        summaries[part.name] = train_stage(run, stage, items, run.folds.fold, only_fold, processes)
+    processes.from_main(lambda: fit_combiners(run))
+    return summaries
+
+
+def _start_fine(run_path: str | Path, group: str | None, only_fold: int | None, overrides: Sequence[str],
+                items: Items | None, processes: Processes) -> tuple[Run, list[tuple[Part, Stage]], Items]:
+    """Every check, then the recipe with its overrides saved into the run."""
     run = Run.open(run_path)
     check_writable(run.root, "run folder", folder=True)
     recipe = run.recipe
@@ -82,26 +114,38 @@ def fit_fine(run_path: str | Path, group: str | None = None, only_fold: int | No
         raise RunError(f"{run.root} has {hierarchy.describe()}, so there is nothing for specialists to refine; "
                        f"set [hierarchy] groups and fit a new run")
     _check_specialist_tables(recipe, hierarchy)
-    chosen = _chosen_parts(hierarchy, recipe, group, run.root)
+    run = dataclasses.replace(run, recipe=recipe)  # the stages as the overrides set them
+    chosen = _chosen_stages(run, group)
     items = load_training_items(recipe.data, recipe.hierarchy, recipe.fine.workers) if items is None else items
     run.folds.check_data(items.ids, items.labels, run.root)
-    fold_of_row = run.folds.fold
-    _check_fold(only_fold, fold_of_row)
-    run = dataclasses.replace(run, recipe=recipe)  # the stages as the overrides set them
-    stages = [run.specialist_stages[part.name] for part in chosen]
-    for stage in stages:  # every check before anything is written
+    _check_fold(only_fold, run.folds.fold)
+    for _, stage in chosen:  # every check before anything is written
         check_arch(stage.config.model, f"{stage.key}.model")
         run.check_stage(stage)
         if not stage.config.init_from_coarse:
             _check_model(stage)
+        _check_processes(stage, processes)
     run.save_recipe(recipe)
     run.sweep()
-    summaries = {}
-    for part, stage in zip(chosen, stages):
-        run.bind_stage(stage)
-        summaries[part.name] = train_stage(run, stage, items, fold_of_row, only_fold)
-    fit_combiners(run)
-    return summaries
+    return run, chosen, items
+
+
+def _follow_fine(run: Run, group: str | None, items: Items | None) -> tuple[Run, list[tuple[Part, Stage]], Items]:
+    """What a process other than rank 0 needs once rank 0 has checked and saved the recipe."""
+    return run, _chosen_stages(run, group), _follow(run, items, run.recipe.fine.workers)[1]
+
+
+def _follow(run: Run, items: Items | None, workers: int) -> tuple[Run, Items]:
+    """The run rank 0 has checked and written, and its rows, for the other processes: their
+    images are not decoded again to check them."""
+    if items is None:
+        items = load_training_items(run.recipe.data, run.recipe.hierarchy, workers, check_files=False)
+    return run, dataclasses.replace(items, class_names=run.hierarchy.class_names)
+
+
+def _chosen_stages(run: Run, group: str | None) -> list[tuple[Part, Stage]]:
+    return [(part, run.specialist_stages[part.name])
+            for part in _chosen_parts(run.hierarchy, run.recipe, group, run.root)]
 
 
 def _chosen_parts(hierarchy: Hierarchy, recipe: Recipe, group: str | None, root: Path) -> list[Part]:
@@ -126,6 +170,20 @@ def _check_model(stage: Stage) -> None:
     """Build the stage's model once, so a weights file that is missing, unreadable or for another
     architecture is refused before the run folder is written to."""
     create_model(stage.config, stage.layout, key=stage.key, separate=stage.separate, seed=0)
+
+
+def _check_processes(stage: Stage, processes: Processes) -> None:
+    """Under torchrun: a global batch the processes can share, and SyncBatchNorm only on CUDA."""
+    if not processes.active:
+        return
+    config = stage.config
+    if config.batch_size % processes.world:
+        raise RecipeError(f"{stage.key}.batch_size = {config.batch_size} is the batch of all {processes.world} "
+                          f"processes together; make it a multiple of {processes.world}")
+    device = processes.device(resolve_device(config.device))
+    if config.sync_batchnorm and device.type != "cuda":
+        raise RecipeError(f"{stage.key}.sync_batchnorm: torch's SyncBatchNorm runs on CUDA only, and this stage "
+                          f"trains on {device.type}; set it to false")
 
 
 def _check_specialist_tables(recipe: Recipe, hierarchy: Hierarchy) -> None:

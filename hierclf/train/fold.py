@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.distributed import Processes
 from hierclf.errors import RunError
 from hierclf.files import write_json, write_npz
 from hierclf.inference import soft_vote
@@ -38,30 +39,36 @@ def in_stage(targets: np.ndarray) -> np.ndarray:
 
 
 def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_of_row: np.ndarray, fold: int,
-               device: torch.device) -> None:
-    """Train `stage` on every fold but `fold`, validate on `fold`, and write the fold's folder."""
+               device: torch.device, processes: Processes = Processes()) -> None:
+    """Train `stage` on every fold but `fold`, validate on `fold`, and write the fold's folder.
+    With several `processes`, each trains on its share of every batch and predicts its share of
+    the rows; rank 0 writes the folder."""
     seed = stage.config.seed + fold
     model, spec = _build_model(run, stage, fold, seed)
     mine = in_stage(targets)
     train_rows = np.flatnonzero((fold_of_row != fold) & mine)
     val_rows = np.flatnonzero((fold_of_row == fold) & mine)
     other_rows = np.flatnonzero((fold_of_row == fold) & ~mine)
-    loaders = _Loaders(stage, spec, items, targets, seed, device)
-    log.info("%s fold %d: %d training rows, %d validation rows, %s on %s", stage.name, fold, len(train_rows),
-             len(val_rows), stage.config.model, device)
+    loaders = _Loaders(stage, spec, items, targets, seed, device, processes)
+    log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
+             len(val_rows), stage.config.model, device,
+             f", {processes.world} processes, each {stage.config.batch_size // processes.world} images of every "
+             f"batch" if processes.active else "")
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
     folder = run.fold_dir(stage.name, fold)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, device,
                  stage.layout, criterion, seed=derive_seed(seed, 1), metrics_path=folder / "metrics.jsonl",
-                 name=f"{stage.name} fold {fold}", resume_path=folder / RESUME)
+                 name=f"{stage.name} fold {fold}", resume_path=folder / RESUME, processes=processes)
     model.load_state_dict(result.best_state)
     rows, probs = val_rows[result.val_rows], result.val_probs
     if len(other_rows):
-        other_probs, order = soft_vote([model], loaders.of(other_rows), device, stage.layout, stage.config.amp)
+        other_probs, order = loaders.predict(model, other_rows)
         rows, probs = np.concatenate([rows, other_rows[order]]), np.concatenate([probs, other_probs])
     # the kept model on its own training rows, unaugmented: the bias/variance diagnosis compares it
-    train_probs, train_order = soft_vote([model], loaders.of(train_rows), device, stage.layout, stage.config.amp)
+    train_probs, train_order = loaders.predict(model, train_rows)
     train_scores = stage.layout.scores(targets[train_rows][train_order], train_probs)
+    if not processes.is_main:
+        return
     write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=stage.layout.stored(targets[rows]))
     save_model(folder, model, spec, result.best_state)
     write_json(folder / "result.json", _result(stage, fold, result, len(train_rows), len(val_rows), train_scores))
@@ -85,23 +92,32 @@ def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn
 
 
 class _Loaders:
-    """Loaders over any rows of a fold: augmented and sampled for training, plain otherwise."""
+    """Loaders over any rows of a fold: augmented and sampled for training, plain otherwise; each
+    process's share of them when several train together."""
 
     def __init__(self, stage: Stage, spec: ModelSpec, items: Items, targets: np.ndarray, seed: int,
-                 device: torch.device):
-        self.stage, self.spec, self.items, self.targets, self.seed, self.device = \
-            stage, spec, items, targets, seed, device
+                 device: torch.device, processes: Processes):
+        self.stage, self.spec, self.items, self.targets, self.seed, self.device, self.processes = \
+            stage, spec, items, targets, seed, device, processes
 
     def of(self, rows: np.ndarray, training: bool = False) -> DataLoader:
-        config, spec = self.stage.config, self.spec
+        config, spec, processes = self.stage.config, self.spec, self.processes
         transform = build_transform(spec.img_size, spec.mean, spec.std, config.augment if training else "none",
-                                    seed=self.seed)
+                                    seed=processes.seed(self.seed))
         dataset = ImageDataset(self.items.subset(rows), self.targets[rows], transform, spec.in_chans)
+        # the loader's own seed is the same on every process: they draw one order and share it;
         # samplers balance the stage's joint classes (with heads, every combination of values)
-        return make_loader(dataset, config.batch_size, shuffle=training, workers=config.workers, device=self.device,
+        return make_loader(dataset, config.batch_size // processes.world if training else config.batch_size,
+                           shuffle=training, workers=config.workers, device=self.device,
                            seed=self.seed, drop_last=training and len(rows) > config.batch_size,
                            sampler=config.sampler, class_cap=config.class_cap,
-                           sample_labels=self.stage.layout.joint(self.targets[rows]))
+                           sample_labels=self.stage.layout.joint(self.targets[rows]),
+                           shard=(processes.rank, processes.world))
+
+    def predict(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`model`'s probabilities for `rows`, and the position in `rows` of each, on every process."""
+        probs, order = soft_vote([model], self.of(rows), self.device, self.stage.layout, self.stage.config.amp)
+        return self.processes.gather_rows(probs, order)
 
 
 def _result(stage: Stage, fold: int, result: FitResult, train_rows: int, val_rows: int,

@@ -2,6 +2,7 @@
 log, keep the best, stop early), finish."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -15,6 +16,7 @@ from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from hierclf.distributed import Processes
 from hierclf.errors import TrainingError
 from hierclf.inference import autocast, soft_vote
 from hierclf.layout import OutputLayout
@@ -46,7 +48,8 @@ class FitResult:
 
 def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
         device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int = 0,
-        metrics_path: Path | None = None, name: str = "", resume_path: Path | None = None) -> FitResult:
+        metrics_path: Path | None = None, name: str = "", resume_path: Path | None = None,
+        processes: Processes = Processes()) -> FitResult:
     """Train `model` for up to `config.epochs`, validating after each epoch; the epoch with the
     best `config.monitor` wins. With `metrics_path`, one JSON line per epoch is written there.
 
@@ -58,27 +61,35 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
 
     With `resume_path`, the whole training state is saved there after every epoch but the last
     (`hierclf.train.checkpoint`), and a fit that finds one there resumes after its epoch: with
-    the loader in the main process (workers = 0) it ends exactly as an uninterrupted fit."""
-    with torch_seeded(seed):
+    the loader in the main process (workers = 0) it ends exactly as an uninterrupted fit.
+
+    With several `processes` (torchrun), each runs this on its share of every batch (the
+    loaders' shards) and of the validation rows; gradients are averaged in DistributedDataParallel
+    and the epoch's sums and validation outputs joined, so every process logs the same scores
+    and takes the same best-epoch and stopping decisions. Rank 0 alone writes the files."""
+    with torch_seeded(processes.seed(seed)):
         return _fit(model, train_loader, val_loader, config, device, layout, criterion, seed, metrics_path, name,
-                    resume_path)
+                    resume_path, processes)
 
 
 def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader, config: TrainConfig,
          device: torch.device, layout: OutputLayout, criterion: LayoutLoss, seed: int, metrics_path: Path | None,
-         name: str, resume_path: Path | None) -> FitResult:
+         name: str, resume_path: Path | None, processes: Processes) -> FitResult:
     # --- set-up
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
+    if config.sync_batchnorm:
+        processes.sync_batchnorm(model)
     optimizer = build_optimizer(model, config)
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
     scheduler = build_scheduler(optimizer, config, updates_per_epoch=steps_per_epoch)
     criterion = criterion.to(device)
-    mixer = build_mixer(config, layout, seed)
+    mixer = build_mixer(config, layout, processes.seed(seed))
     ema = ModelEmaV3(model, decay=config.ema_decay, use_warmup=config.ema_warmup) if config.ema else None
     forward = torch.compile(model) if config.compile else model  # shares the model's parameters
     kept = ema.module if ema is not None else model  # the weights validated and saved
-    evaluated = kept if ema is not None else forward
+    evaluated = kept if ema is not None or processes.active else forward
+    together, together_frozen = None, None  # DistributedDataParallel, and whether it was built frozen
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
     lower_is_better = config.monitor.endswith("loss")
@@ -90,8 +101,10 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
     saved = load_checkpoint(resume_path) if resume_path is not None else None
     if saved is not None:
         best, epochs_without_gain, updates, history = _restore(saved, model, ema, optimizer, scheduler, scaler, mixer,
-                                                               train_loader)
+                                                               train_loader, own_draws=processes.is_main)
         log.info("%s: resuming after epoch %d of %d", name, saved.epoch, config.epochs)
+    if not processes.is_main:
+        metrics_path = resume_path = None  # read the checkpoint, as every process does; write nothing
     if metrics_path is not None:  # the epochs done so far, once each
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text("".join(json.dumps(record) + "\n" for record in history))
@@ -101,23 +114,32 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
         started = time.perf_counter()
         criterion.set_epoch(epoch + 1)
         model.train()
+        frozen = epoch < config.freeze_epochs
         if config.freeze_epochs:
-            set_backbone_frozen(model, epoch < config.freeze_epochs)
+            set_backbone_frozen(model, frozen)
+        if processes.active and frozen != together_frozen:
+            # it averages the gradients of the parameters that train when it is built
+            together, together_frozen = processes.wrap(model, device), frozen
+            forward = torch.compile(together) if config.compile else together
         loss_sum, correct, seen = 0.0, 0, 0
         optimizer.zero_grad(set_to_none=True)
-        batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{config.epochs}", leave=False, disable=None)
+        batches = tqdm(train_loader, desc=f"{name} epoch {epoch + 1}/{config.epochs}", leave=False,
+                       disable=None if processes.is_main else True)
         for batch, (images, targets, _) in enumerate(batches, start=1):
             images = images.to(device, non_blocking=True, memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
             # mixed images learn mixed targets; accuracy is still counted against the true ones
             images, learned = mixer(images, targets) if mixer is not None else (images, targets)
-            with autocast(device, use_amp):
-                logits = forward(images)
-                loss = criterion(logits.float(), learned)
             # each batch adds its share of the step's mean loss; the step comes after `accumulate`
             # batches, or after the epoch's last (a short last group then counts for less)
-            scaler.scale(loss / config.accumulate).backward()
-            if batch % config.accumulate == 0 or batch == len(train_loader):
+            stepping = batch % config.accumulate == 0 or batch == len(train_loader)
+            # processes average their gradients only before a step, not after every batch
+            with together.no_sync() if together is not None and not stepping else contextlib.nullcontext():
+                with autocast(device, use_amp):
+                    logits = forward(images)
+                    loss = criterion(logits.float(), learned)
+                scaler.scale(loss / config.accumulate).backward()
+            if stepping:
                 if config.clip_grad:
                     scaler.unscale_(optimizer)
                     dispatch_clip_grad(model.parameters(), config.clip_grad, mode=config.clip_mode)
@@ -129,16 +151,18 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
                     ema.update(model, step=updates)
                 if scheduler is not None:
                     scheduler.step_update(updates)
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingError(f"{name} epoch {epoch + 1}, batch {batch}: the loss is {value}; training "
-                                    f"diverged (lower lr, set clip_grad, or check the images)")
-            loss_sum += value * len(targets)
-            correct += layout.correct(logits.detach(), targets)
-            seen += len(targets)
+            # summed over the processes every batch, so all of them stop together on a bad loss
+            batch_loss, batch_correct, batch_seen = processes.all_sum(
+                [loss.item() * len(targets), layout.correct(logits.detach(), targets), len(targets)])
+            if not math.isfinite(batch_loss):
+                raise TrainingError(f"{name} epoch {epoch + 1}, batch {batch}: the loss is {batch_loss / batch_seen}; "
+                                    f"training diverged (lower lr, set clip_grad, or check the images)")
+            loss_sum += batch_loss
+            correct += int(batch_correct)
+            seen += int(batch_seen)
 
         # --- validate
-        val_probs, val_rows = soft_vote([evaluated], val_loader, device, layout, use_amp)
+        val_probs, val_rows = processes.gather_rows(*soft_vote([evaluated], val_loader, device, layout, use_amp))
         row_targets = val_targets[val_rows]
         val_loss = layout.log_loss(row_targets, val_probs)
         val_scores = layout.scores(row_targets, val_probs)
@@ -232,9 +256,11 @@ def _checkpoint(epochs_done: int, model: torch.nn.Module, ema: ModelEmaV3 | None
 
 
 def _restore(saved: Checkpoint, model: torch.nn.Module, ema: ModelEmaV3 | None, optimizer: torch.optim.Optimizer,
-             scheduler, scaler: torch.amp.GradScaler, mixer, train_loader: DataLoader
+             scheduler, scaler: torch.amp.GradScaler, mixer, train_loader: DataLoader, own_draws: bool = True
              ) -> tuple[FitResult, int, int, list[dict]]:
-    """Put every piece back as it was after `saved.epoch` epochs."""
+    """Put every piece back as it was after `saved.epoch` epochs. Without `own_draws` (a process
+    other than rank 0, which saved the file) the augmentation, mixup and dropout generators keep
+    their fresh seeds: rank 0's would make every process draw alike."""
     state = saved.state
     model.load_state_dict(saved.group("model"))
     if ema is not None:
@@ -244,6 +270,18 @@ def _restore(saved: Checkpoint, model: torch.nn.Module, ema: ModelEmaV3 | None, 
         scheduler.load_state_dict(state["scheduler"])
     if state["scaler"] is not None:
         scaler.load_state_dict(state["scaler"])
+    if own_draws:
+        _restore_draws(saved, mixer, train_loader)
+    if train_loader.generator is not None and "rng/loader" in saved.tensors:
+        train_loader.generator.set_state(saved.tensors["rng/loader"])
+    best = FitResult(best_epoch=state["best_epoch"], best_value=state["best_value"], best_state=saved.group("best"),
+                     val_probs=saved.tensors["best_val_probs"].numpy(), val_rows=saved.tensors["best_val_rows"].numpy())
+    return best, state["epochs_without_gain"], state["updates"], state["history"]
+
+
+def _restore_draws(saved: Checkpoint, mixer, train_loader: DataLoader) -> None:
+    """The generators of augmentation, mixup and dropout as they were after `saved.epoch` epochs."""
+    state = saved.state
     if mixer is not None and state["mixer"] is not None:
         mixer.random.set_state(numpy_state_back(state["mixer"]))
     for transform, generators in zip(_augmentation(train_loader), state["augmentation"]):
@@ -253,8 +291,3 @@ def _restore(saved: Checkpoint, model: torch.nn.Module, ema: ModelEmaV3 | None, 
     cuda = saved.group("rng/cuda")
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([cuda[str(index)] for index in range(len(cuda))])
-    if train_loader.generator is not None and "rng/loader" in saved.tensors:
-        train_loader.generator.set_state(saved.tensors["rng/loader"])
-    best = FitResult(best_epoch=state["best_epoch"], best_value=state["best_value"], best_state=saved.group("best"),
-                     val_probs=saved.tensors["best_val_probs"].numpy(), val_rows=saved.tensors["best_val_rows"].numpy())
-    return best, state["epochs_without_gain"], state["updates"], state["history"]

@@ -10,6 +10,7 @@ import numpy as np
 from hierclf.data import Items
 from hierclf.data.cache import cached_items
 from hierclf.devices import resolve_device, thread_count, torch_threads
+from hierclf.distributed import Processes
 from hierclf.errors import InUseError, RunError
 from hierclf.files import holding, read_json, read_npz, write_json, write_npz
 from hierclf.metrics import bias_variance
@@ -26,36 +27,43 @@ NEXT = "next"
 
 
 def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
-                only_fold: int | str | None = None) -> dict[str, Any] | None:
+                only_fold: int | str | None = None, processes: Processes = Processes()) -> dict[str, Any] | None:
     """Train every unfinished fold of `stage` (or only `only_fold`); a finished fold (result.json
     present) is kept. With `only_fold = NEXT`, a fold another process holds is left to it, so
     workers started on several machines share the folds between them. Returns the out-of-fold
-    summary once every fold is finished (the last worker gathers it), else None."""
+    summary once every fold is finished (the last worker gathers it), else None.
+
+    With several `processes` (torchrun), they train each fold together; rank 0 reads which folds
+    are finished, holds each fold's lock and writes the out-of-fold files."""
     targets = stage.targets(items.labels)
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
-    folds = []
-    for fold in (all_folds if only_fold in (None, NEXT) else [only_fold]):
-        if run.fold_finished(stage.name, fold):
-            log.info("%s fold %d is already trained; keeping it", stage.name, fold)
-        else:
-            folds.append(fold)
+    folds = processes.from_main(lambda: _unfinished(run, stage, all_folds if only_fold in (None, NEXT) else [only_fold]))
     if folds:  # decode (and cache) only when some fold trains
         config = stage.config
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
-        device = resolve_device(config.device)
+        device = processes.device(resolve_device(config.device))
         with torch_threads(thread_count(config.threads)):
-            _train_folds(run, stage, images, targets, fold_of_row, folds, device, only_fold)
-    return gather_oof(run, stage, items, targets, fold_of_row)
+            _train_folds(run, stage, images, targets, fold_of_row, folds, device, only_fold, processes)
+    return processes.from_main(lambda: gather_oof(run, stage, items, targets, fold_of_row))
+
+
+def _unfinished(run: Run, stage: Stage, folds: list[int]) -> list[int]:
+    finished = [fold for fold in folds if run.fold_finished(stage.name, fold)]
+    for fold in finished:
+        log.info("%s fold %d is already trained; keeping it", stage.name, fold)
+    return [fold for fold in folds if fold not in finished]
 
 
 def _train_folds(run: Run, stage: Stage, images: Items, targets: np.ndarray, fold_of_row: np.ndarray,
-                 folds: list[int], device, only_fold: int | str | None) -> None:
+                 folds: list[int], device, only_fold: int | str | None, processes: Processes) -> None:
     """Each fold in turn, held by its lock; with NEXT, a fold another process holds is skipped."""
     for fold in folds:
+        what = f"training {stage.name} fold {fold} of {run.root}"
         try:
-            with holding(run.fold_dir(stage.name, fold), f"training {stage.name} fold {fold} of {run.root}"):
-                if not run.fold_finished(stage.name, fold):  # another process may have finished it meanwhile
-                    train_fold(run, stage, images, targets, fold_of_row, fold, device)
+            with processes.held_by_main(lambda: holding(run.fold_dir(stage.name, fold), what)):
+                # another worker may have finished it meanwhile
+                if not processes.from_main(lambda: run.fold_finished(stage.name, fold)):
+                    train_fold(run, stage, images, targets, fold_of_row, fold, device, processes)
         except InUseError as error:
             if only_fold != NEXT:
                 raise
