@@ -42,6 +42,7 @@ bench: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_predict.py --rounds 3
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_scale.py
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_kfold.py
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_ddp.py
 
 docs: $(STAMP)
 	$(PY) docs/update_reference.py

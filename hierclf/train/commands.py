@@ -41,8 +41,10 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     Under torchrun, every process trains each fold together (`hierclf.distributed`): rank 0
     checks and writes the run folder, the others then open it."""
     processes = join()
+    # every process was given the same recipe, runtime keys (the device) included: it is the run's
     run, items = processes.main_first(lambda: _start_coarse(recipe, Path(out), only_fold, items, processes),
-                                      lambda: _follow(Run.open(out), items, recipe.coarse.workers))
+                                      lambda: _follow(dataclasses.replace(Run.open(out), recipe=recipe), items,
+                                                      recipe.coarse.workers))
     if recipe.hierarchy.coarse_run:
         log.info("coarse stage: the flat run %s, not retrained; `hierclf fit-fine %s` trains the specialists",
                  run.coarse_source.root, out)

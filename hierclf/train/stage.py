@@ -37,7 +37,8 @@ def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
     are finished, holds each fold's lock and writes the out-of-fold files."""
     targets = stage.targets(items.labels)
     all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
-    folds = processes.from_main(lambda: _unfinished(run, stage, all_folds if only_fold in (None, NEXT) else [only_fold]))
+    asked = all_folds if only_fold in (None, NEXT) else [only_fold]
+    folds = processes.from_main(lambda: _unfinished(run, stage, asked))
     if folds:  # decode (and cache) only when some fold trains
         config = stage.config
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
