@@ -173,3 +173,37 @@ def test_an_error_on_rank_0_stops_every_process_with_one_message(tmp_path):
     assert lines == ["hierclf: error: coarse.batch_size = 7 is the batch of all 2 processes together; "
                      "make it a multiple of 2"]
     assert not (tmp_path / "run").exists()
+
+
+def test_a_fold_cut_short_resumes_under_torchrun_on_every_process(tmp_path, monkeypatch):
+    """One process stops after epoch 2 of fold 0 (its resume.safetensors written); two processes
+    under torchrun then resume from it, each loading rank 0's file, and end as one uninterrupted
+    process does."""
+    import hierclf.train.loop as loop
+
+    data = write_csv_dataset(tmp_path / "data", per_class=16)
+    recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(data)},
+                          coarse={"model": "test_vit", "epochs": 4, "batch_size": 8}, folds={"count": 2, "seed": 0})
+    assert cli("fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
+    saving = loop.save_checkpoint
+
+    class Killed(Exception):
+        pass
+
+    def save_then_die(path, checkpoint):
+        saving(path, checkpoint)
+        if checkpoint.epoch == 2:
+            raise Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    with pytest.raises(Killed):
+        cli("fit-coarse", recipe, "--out", tmp_path / "cut")
+    assert (tmp_path / "cut" / "coarse" / "fold-0" / "resume.safetensors").is_file()
+    resumed = _torchrun("fit-coarse", str(recipe), "--out", str(tmp_path / "cut"))
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stderr.count("coarse fold 0: resuming after epoch 2 of 4") == 1
+    lines = (tmp_path / "cut" / "coarse" / "fold-0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]
+    whole, cut = np.load(tmp_path / "whole" / "coarse" / "oof.npz"), np.load(tmp_path / "cut" / "coarse" / "oof.npz")
+    assert np.abs(whole["probs"] - cut["probs"]).max() < 1e-3
+    assert not (tmp_path / "cut" / "coarse" / "fold-0" / "resume.safetensors").exists()
