@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
@@ -30,20 +29,21 @@ MEAN, STD = 0.5, 0.5
 
 
 def bare(args: argparse.Namespace) -> None:
-    """The hand-written loop, in this process (one of torchrun's, or alone): prints each epoch's
-    seconds as JSON from rank 0."""
+    """The hand-written loop (benchmarks/speed_train.py's) in this process, one of torchrun's or
+    alone: prints each epoch's seconds as JSON from rank 0."""
     import timm
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from hierclf.data.builtin import read_fashion_mnist
+    from hierclf.recipe import StageConfig
+    from speed_train import bare_fit
 
     world = int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         dist.init_process_group("gloo")
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-    rank = dist.get_rank() if world > 1 else 0
     images, labels, _ = read_fashion_mnist("train", limit=args.rows)
     pixels = torch.as_tensor(images).unsqueeze(1).float().div_(255)
     pixels = torch.nn.functional.interpolate(pixels, size=(args.img_size,) * 2, mode="bilinear", antialias=True)
@@ -52,36 +52,16 @@ def bare(args: argparse.Namespace) -> None:
     train, val = TensorDataset(pixels[:cut], targets[:cut]), TensorDataset(pixels[cut:], targets[cut:])
     torch.manual_seed(0)
     model = timm.create_model(args.model, num_classes=10, in_chans=1)
-    trained = DistributedDataParallel(model) if world > 1 else model
     sampler = DistributedSampler(train, shuffle=True, drop_last=True, seed=0) if world > 1 else None
     loader = DataLoader(train, batch_size=args.batch_size // world, sampler=sampler, shuffle=sampler is None,
                         drop_last=True)
     val_loader = DataLoader(val, batch_size=args.batch_size,
                             sampler=DistributedSampler(val, shuffle=False) if world > 1 else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=5e-4)
-    criterion = torch.nn.CrossEntropyLoss()
-    seconds = []
-    for epoch in range(args.epochs):
-        started = time.perf_counter()
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        trained.train()
-        for batch, target in loader:
-            optimizer.zero_grad(set_to_none=True)
-            loss = criterion(trained(batch), target)
-            loss.backward()
-            optimizer.step()
-            loss.item()
-        model.eval()
-        correct = torch.zeros(1)
-        with torch.inference_mode():
-            for batch, target in val_loader:
-                correct += (model(batch).argmax(1) == target).sum()
-        if world > 1:
-            dist.all_reduce(correct)
-        seconds.append(time.perf_counter() - started)
-    if rank == 0:
-        print(json.dumps({"seconds": seconds, "val_accuracy": float(correct) / len(val)}))
+    stage = StageConfig(lr=3e-3, weight_decay=5e-4, epochs=args.epochs)
+    seconds = bare_fit(model, loader, val_loader, stage, torch.device("cpu"),
+                       trained=DistributedDataParallel(model) if world > 1 else None)
+    if world <= 1 or dist.get_rank() == 0:
+        print(json.dumps({"seconds": seconds}))
     if world > 1:
         dist.destroy_process_group()
 
@@ -132,27 +112,24 @@ def main() -> None:
                        "lr": 3e-3, "weight_decay": 5e-4, "epochs": args.epochs, "workers": 0, "cache_mb": 512,
                        "device": "cpu"}}))
         epochs: dict[tuple[str, int], list[float]] = {}
-        accuracy: dict[tuple[str, int], float] = {}
         for count in (1, args.processes):
             out = root / f"run-{count}"
             _run(_launch(["-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out", str(out)], count))
             metrics = (out / "coarse" / "fold-0" / "metrics.jsonl").read_text()
             records = [json.loads(line) for line in metrics.splitlines()]
             epochs["hierclf", count] = [record["seconds"] for record in records]
-            accuracy["hierclf", count] = records[-1]["val_accuracy"]
             bare_run = _run(_launch([__file__, "--bare", "--rows", str(args.rows), "--epochs", str(args.epochs),
                                      "--model", args.model, "--img-size", str(args.img_size),
                                      "--batch-size", str(args.batch_size)], count))
-            result = json.loads(bare_run.stdout.strip().splitlines()[-1])
-            epochs["bare", count], accuracy["bare", count] = result["seconds"], result["val_accuracy"]
+            epochs["bare", count] = json.loads(bare_run.stdout.strip().splitlines()[-1])["seconds"]
 
     many = args.processes
     print(f"{args.model} at {args.img_size} px, global batch {args.batch_size}, {args.rows * 4 // 5} training rows, "
           f"{args.epochs} epochs, {os.cpu_count()} cores, torch {torch.__version__}")
-    print("| pipeline | processes | seconds per epoch | last val accuracy |")
-    print("| --- | --- | --- | --- |")
+    print("| pipeline | processes | seconds per epoch |")
+    print("| --- | --- | --- |")
     for (name, count), seconds in epochs.items():
-        print(f"| {name} | {count} | {_median_after_first(seconds):.2f} | {accuracy[name, count]:.4f} |")
+        print(f"| {name} | {count} | {_median_after_first(seconds):.2f} |")
     for name in ("hierclf", "bare"):
         speedup = _median_after_first(epochs[name, 1]) / _median_after_first(epochs[name, many])
         print(f"{name}: {many} processes are {speedup:.2f}× as fast as one")

@@ -40,17 +40,24 @@ MEAN, STD = (0.5,), (0.5,)
 
 
 def bare_fit(model: torch.nn.Module, train: DataLoader, val: DataLoader, stage: StageConfig,
-             device: torch.device) -> None:
-    """The hand-written loop: AdamW, cross entropy, an accuracy pass over validation per epoch."""
+             device: torch.device, trained: torch.nn.Module | None = None) -> list[float]:
+    """The hand-written loop: AdamW, cross entropy, an accuracy pass over validation per epoch;
+    `trained` is the model as DistributedDataParallel wraps it, under torchrun. Returns the
+    seconds of each epoch."""
     model.to(device)
+    trained = trained if trained is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
     criterion = torch.nn.CrossEntropyLoss()
-    for _ in range(stage.epochs):
-        model.train()
+    seconds = []
+    for epoch in range(stage.epochs):
+        started = time.perf_counter()
+        if hasattr(train.sampler, "set_epoch"):  # a DistributedSampler
+            train.sampler.set_epoch(epoch)
+        trained.train()
         for images, targets in train:
             images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
             optimizer.zero_grad(set_to_none=True)
-            loss = criterion(model(images), targets)
+            loss = criterion(trained(images), targets)
             loss.backward()
             optimizer.step()
             loss.item()
@@ -59,6 +66,8 @@ def bare_fit(model: torch.nn.Module, train: DataLoader, val: DataLoader, stage: 
         with torch.inference_mode():
             for images, targets in val:
                 correct += (model(images.to(device)).argmax(1).cpu() == targets).sum().item()
+        seconds.append(time.perf_counter() - started)
+    return seconds
 
 
 class JpegFiles(Dataset):

@@ -231,3 +231,22 @@ def mask_runs(tmp_path_factory):
         result = cli("-q", *args)
         assert result.exit_code == 0, result.output
     return root
+
+
+class Killed(Exception):
+    """A training process killed just after it saved its state."""
+
+
+def kill_after_saving(monkeypatch, epoch: int) -> None:
+    """Every fit from now on raises Killed right after writing its checkpoint of `epoch`, as a
+    process killed then would leave it (monkeypatch.undo() ends it)."""
+    import hierclf.train.loop as loop
+
+    saving = loop.save_checkpoint
+
+    def save_then_die(path, checkpoint):
+        saving(path, checkpoint)
+        if checkpoint.epoch == epoch:
+            raise Killed
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import cli, write_csv_dataset, write_recipe
+from conftest import Killed, cli, kill_after_saving, write_csv_dataset, write_recipe
 from hierclf.data.dataset import make_loader
 from hierclf.data.sampling import ShardSampler
 from hierclf.distributed import Processes
@@ -179,23 +179,11 @@ def test_a_fold_cut_short_resumes_under_torchrun_on_every_process(tmp_path, monk
     """One process stops after epoch 2 of fold 0 (its resume.safetensors written); two processes
     under torchrun then resume from it, each loading rank 0's file, and end as one uninterrupted
     process does."""
-    import hierclf.train.loop as loop
-
     data = write_csv_dataset(tmp_path / "data", per_class=16)
     recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(data)},
                           coarse={"model": "test_vit", "epochs": 4, "batch_size": 8}, folds={"count": 2, "seed": 0})
     assert cli("fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
-    saving = loop.save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(path, checkpoint):
-        saving(path, checkpoint)
-        if checkpoint.epoch == 2:
-            raise Killed
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_after_saving(monkeypatch, epoch=2)
     with pytest.raises(Killed):
         cli("fit-coarse", recipe, "--out", tmp_path / "cut")
     assert (tmp_path / "cut" / "coarse" / "fold-0" / "resume.safetensors").is_file()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import shape_image
+from conftest import Killed, kill_after_saving, shape_image
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.inference import soft_vote
@@ -198,8 +198,6 @@ def test_a_loss_that_becomes_nan_stops_training_naming_the_epoch_and_batch():
 
 
 def test_a_fit_stopped_after_an_epoch_resumes_from_its_checkpoint_and_ends_the_same(tmp_path, monkeypatch):
-    import hierclf.train.loop as loop
-
     stage = dataclasses.replace(TINY, epochs=4, augment="light", mixup_alpha=0.4, drop_rate=0.2, ema=True,
                                 ema_decay=0.9, scheduler="plateau")
 
@@ -210,20 +208,10 @@ def test_a_fit_stopped_after_an_epoch_resumes_from_its_checkpoint_and_ends_the_s
                    metrics_path=tmp_path / f"{resume.stem}.jsonl", resume_path=resume)
 
     whole = run(tmp_path / "whole.safetensors")
-    saving = loop.save_checkpoint
-
-    class Killed(Exception):
-        pass
-
-    def save_then_die(path, checkpoint):
-        saving(path, checkpoint)
-        if checkpoint.epoch == 2:
-            raise Killed
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    kill_after_saving(monkeypatch, epoch=2)
     with pytest.raises(Killed):
         run(tmp_path / "cut.safetensors")
-    monkeypatch.setattr(loop, "save_checkpoint", saving)
+    monkeypatch.undo()
     resumed = run(tmp_path / "cut.safetensors")  # starts at epoch 3
     assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in whole.history], abs=1e-6)
     assert resumed.best_epoch == whole.best_epoch
