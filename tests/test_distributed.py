@@ -195,3 +195,30 @@ def test_a_fold_cut_short_resumes_under_torchrun_on_every_process(tmp_path, monk
     whole, cut = np.load(tmp_path / "whole" / "coarse" / "oof.npz"), np.load(tmp_path / "cut" / "coarse" / "oof.npz")
     assert np.abs(whole["probs"] - cut["probs"]).max() < 1e-3
     assert not (tmp_path / "cut" / "coarse" / "fold-0" / "resume.safetensors").exists()
+
+
+def test_two_machines_meet_through_a_rendezvous_and_train_as_one_process(tmp_path):
+    """`torchrun --nnodes 2 --rdzv-backend c10d --rdzv-endpoint …` started twice, as on two
+    machines sharing the run folder (here both on this one, one process each): they train the
+    fold together, the second machine prints nothing, and the result is one process's."""
+    import socket
+
+    data = write_csv_dataset(tmp_path / "data", per_class=16)
+    recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(data)},
+                          coarse={"model": "test_vit", "epochs": 3, "batch_size": 8}, folds={"count": 2, "seed": 0})
+    assert cli("fit-coarse", recipe, "--out", tmp_path / "one").exit_code == 0
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+    machines = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
+                                  "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+                                  "--rdzv-id", "test", "-m", "hierclf", "fit-coarse", str(recipe), "--out",
+                                  str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=env) for _ in range(2)]
+    outputs = [machine.communicate(timeout=600) for machine in machines]
+    assert [machine.returncode for machine in machines] == [0, 0], outputs
+    reports = [stdout.count("out-of-fold (") + stderr.count("coarse fold 0: ") for stdout, stderr in outputs]
+    assert sorted(reports) == [0, 2]  # the machine with rank 0 reports; the other is silent
+    alone, together = np.load(tmp_path / "one" / "coarse" / "oof.npz"), np.load(tmp_path / "two" / "coarse" / "oof.npz")
+    assert np.abs(alone["probs"] - together["probs"]).max() < 1e-3
