@@ -126,6 +126,10 @@ class OptimizerConfig:
 
     optimizer: Optimizer = _key("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
     lr: float = _key(1e-3, "Peak learning rate.", gt=0.0, lt=10.0)
+    lr_base_batch: int = _key(0, "0: lr is used as written, whatever the batch. Else lr is the rate for a step of "
+                                 "this many images, scaled to the stage's step (batch_size × accumulate): linearly "
+                                 "for sgd, by the square root for adam and adamw, as timm's lr_base_size does.",
+                              lo=0)
     weight_decay: float = _key(1e-4, "Weight decay.", lo=0.0, lt=1.0)
     momentum: float = _key(0.9, "Momentum of sgd (Nesterov); 0 is plain SGD.", lo=0.0, lt=1.0)
     backbone_lr: float = _key(1.0, "The backbone's learning rate as a multiple of lr (the heads get lr): below 1 "

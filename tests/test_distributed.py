@@ -128,11 +128,12 @@ def test_two_processes_under_torchrun_train_as_one_process_does(tmp_path):
     """The coarse stage and a specialist trained by `torchrun --nproc-per-node 2` (gloo) and by one
     process at the same global batch: the same out-of-fold probabilities within 1e-3, the same
     best epoch and validation scores every epoch, and the run folder written once. Freezing,
-    accumulation, balanced sampling with a class cap and the validation split all take part."""
+    accumulation, balanced sampling with a class cap, the learning rate scaled to the step's
+    images (all processes' together) and the validation split all take part."""
     data = write_csv_dataset(tmp_path / "data", per_class=32)
     recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(data)},
                           coarse={"model": "test_vit", "epochs": 6, "batch_size": 8, "accumulate": 2,
-                                  "freeze_epochs": 1, "sampler": "balanced", "class_cap": 24},
+                                  "freeze_epochs": 1, "sampler": "balanced", "class_cap": 24, "lr_base_batch": 8},
                           folds={"count": 2, "seed": 0}, hierarchy={"groups": [["middle", "right"]]})
     one, two = tmp_path / "one", tmp_path / "two"
     assert cli("fit-coarse", recipe, "--out", one).exit_code == 0
@@ -147,6 +148,7 @@ def test_two_processes_under_torchrun_train_as_one_process_does(tmp_path):
         assert output.stdout.count("out-of-fold (") == 1
         assert output.stderr.count("fold 0: 48 training rows") + output.stderr.count("fold 0: 32 training rows") == 1
         assert "2 processes, each 4 images of every batch" in output.stderr
+        assert "lr 0.00424 for steps of 16 images (lr 0.003 at 8)" in output.stderr
     for stage in ("coarse", "fine/middle+right"):
         alone, together = np.load(one / stage / "oof.npz"), np.load(two / stage / "oof.npz")
         assert (alone["ids"] == together["ids"]).all()

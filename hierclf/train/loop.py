@@ -28,7 +28,7 @@ from hierclf.train.mixing import build_mixer
 from hierclf.train.checkpoint import (Checkpoint, load_checkpoint, numpy_state, numpy_state_back, optimizer_parts,
                                       python_random_state, python_random_state_back, restore_optimizer,
                                       save_checkpoint)
-from hierclf.train.optim import build_optimizer, build_scheduler
+from hierclf.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,11 @@ def _fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoade
     model.to(device, memory_format=memory_format)
     if config.sync_batchnorm:
         processes.sync_batchnorm(model)
-    optimizer = build_optimizer(model, config)
+    images_per_step = (train_loader.batch_size or 0) * processes.world * config.accumulate
+    optimizer = build_optimizer(model, config, images_per_step)
+    if config.lr_base_batch:
+        log.info("%s: lr %.3g for steps of %d images (lr %g at %d)", name, scaled_lr(config, images_per_step),
+                 images_per_step, config.lr, config.lr_base_batch)
     steps_per_epoch = math.ceil(len(train_loader) / config.accumulate)
     scheduler = build_scheduler(optimizer, config, updates_per_epoch=steps_per_epoch)
     criterion = criterion.to(device)

@@ -1,6 +1,8 @@
 """Optimiser and learning-rate schedule of a stage, built by timm's factories."""
 from __future__ import annotations
 
+import math
+
 import torch
 from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
@@ -10,20 +12,32 @@ from hierclf.models import classifier_modules
 from hierclf.recipe import OptimizerConfig, TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimizerConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_step: int = 0) -> torch.optim.Optimizer:
     """timm leaves biases and norm weights out of weight decay, as it should. timm's `sgd` is
     Nesterov SGD, which needs momentum; with momentum 0 the stage gets plain SGD (`momentum`
-    in timm's names is SGD without Nesterov). With `backbone_lr` ≠ 1 the backbone's groups start
-    at lr × backbone_lr; the schedules scale every group from its own start."""
+    in timm's names is SGD without Nesterov). The peak rate is `scaled_lr`. With `backbone_lr`
+    ≠ 1 the backbone's groups start at that rate × backbone_lr; the schedules scale every group
+    from its own start."""
     opt, extra = config.optimizer, {}
     if config.optimizer == "sgd":
         opt, extra = ("sgd" if config.momentum > 0 else "momentum"), {"momentum": config.momentum}
-    grouping = _backbone_lr_groups(config) if config.backbone_lr != 1.0 else None
-    return create_optimizer_v2(model, opt=opt, lr=config.lr, weight_decay=config.weight_decay,
+    lr = scaled_lr(config, images_per_step)
+    grouping = _backbone_lr_groups(config, lr) if config.backbone_lr != 1.0 else None
+    return create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=config.weight_decay,
                                param_group_fn=grouping, **extra)
 
 
-def _backbone_lr_groups(config: OptimizerConfig):
+def scaled_lr(config: OptimizerConfig, images_per_step: int) -> float:
+    """The peak learning rate for steps of `images_per_step` images: `lr` as written, or with
+    `lr_base_batch` scaled from that many images to these, linearly for SGD and by the square
+    root for Adam's kind (whose updates do not grow with the gradient's size)."""
+    if not config.lr_base_batch or not images_per_step:
+        return config.lr
+    ratio = images_per_step / config.lr_base_batch
+    return config.lr * (ratio if config.optimizer == "sgd" else math.sqrt(ratio))
+
+
+def _backbone_lr_groups(config: OptimizerConfig, lr: float):
     """timm's weight-decay groups, each split into backbone and head, the backbone's at a lower lr."""
     def groups(model: torch.nn.Module) -> list[dict]:
         head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
@@ -33,7 +47,7 @@ def _backbone_lr_groups(config: OptimizerConfig):
             for is_head in (False, True):
                 chosen = [p for p in group["params"] if (id(p) in head_ids) == is_head]
                 if chosen:
-                    rate = config.lr * (1.0 if is_head else config.backbone_lr)
+                    rate = lr * (1.0 if is_head else config.backbone_lr)
                     result.append({**group, "params": chosen, "lr": rate})
         return result
     return groups

@@ -1,4 +1,6 @@
 """The optimiser and its schedule, by timm's factories, stepped per update."""
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -87,3 +89,16 @@ def test_backbone_lr_gives_the_backbone_its_own_rate():
     decayed = [group["weight_decay"] for group in optimizer.param_groups]
     assert 0.0 in decayed and stage.weight_decay in decayed  # timm's no-decay split survives
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+def test_lr_base_batch_scales_the_rate_to_the_step_only_when_the_recipe_asks():
+    linear = torch.nn.Linear(2, 2)
+    assert build_optimizer(linear, TrainConfig(lr=0.1), images_per_step=512).param_groups[0]["lr"] == 0.1
+    sgd = TrainConfig(optimizer="sgd", lr=0.1, lr_base_batch=128)
+    assert build_optimizer(linear, sgd, images_per_step=512).param_groups[0]["lr"] == pytest.approx(0.4)  # linear
+    adamw = TrainConfig(lr=1e-3, lr_base_batch=128)
+    assert build_optimizer(linear, adamw, images_per_step=512).param_groups[0]["lr"] == pytest.approx(2e-3)  # sqrt
+    model, _ = create_model(StageConfig(model="test_resnet", in_chans=1), OutputLayout.single(("a", "b", "c")))
+    halved = dataclasses.replace(adamw, backbone_lr=0.5)
+    rates = sorted({round(group["lr"], 9) for group in build_optimizer(model, halved, 32).param_groups})
+    assert rates == [2.5e-4, 5e-4]  # the head at the scaled rate, the backbone at half of it
