@@ -126,6 +126,23 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
     return int(shard), int(shards)
 
 
+def _torchrun_shard(part: tuple[int, int] | None, device: str) -> tuple[tuple[int, int] | None, str]:
+    """Under torchrun each process predicts the shard of its rank (RANK of WORLD_SIZE), on its own
+    GPU when there are GPUs; the last to finish joins the parts, as with --shard."""
+    from hierclf.errors import HierclfError
+
+    world = int(os.environ.get("WORLD_SIZE", 1) or 1)
+    if world <= 1:
+        return part, device
+    if part is not None:
+        raise HierclfError("--shard: under torchrun each process predicts the shard of its rank; leave --shard out")
+    import torch
+
+    if device in ("auto", "cuda") and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0) or 0)}"
+    return (_launched_rank(), world), device
+
+
 def _parse_seeds(text: str) -> list[int]:
     from hierclf.errors import HierclfError
 
@@ -240,7 +257,8 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
 @click.option("--shard", default=None, metavar="I/N",
               help="Predict every N-th image from the I-th (0-based) into OUT.part-I-of-N; the shard that finds "
-                   "every part written joins them into OUT in input order. Run the N shards anywhere.")
+                   "every part written joins them into OUT in input order. Run the N shards anywhere; under "
+                   "torchrun each process takes the shard of its rank.")
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
             combiner: str | None, trace: bool, tta: str | None, weights: str | None, batch_size: int, workers: int,
             device: str, shard: str | None) -> None:
@@ -253,7 +271,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     from hierclf.runs import Run
 
     check_writable(out, "--out")  # before any work
-    part = _parse_shard(shard)
+    part, device = _torchrun_shard(_parse_shard(shard), device)
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,

@@ -77,14 +77,15 @@ def sweep_temporary(root: Path) -> list[Path]:
 
 
 @contextmanager
-def holding(folder: Path, what: str) -> Iterator[None]:
+def holding(folder: Path, what: str, lock: str = LOCK) -> Iterator[None]:
     """Hold `folder` for this process while the block runs, so a second writer (another command
     on the same run, on this machine or another sharing the folder) stops at once, naming the
     holder, instead of training the same thing twice into the same files. A lock whose holder
     was on this machine and no longer runs (killed) is taken over, and so is another machine's
-    once nothing in the folder has been written for `_stale_after()` seconds."""
+    once nothing in the folder has been written for `_stale_after()` seconds. Another `lock`
+    name holds one thing in the folder, not all of it."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK
+    path = folder / lock
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
             "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     while True:

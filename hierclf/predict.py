@@ -18,8 +18,8 @@ from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.devices import resolve_device
-from hierclf.errors import HierclfError, RunError
-from hierclf.files import write_text
+from hierclf.errors import HierclfError, InUseError, RunError
+from hierclf.files import holding, write_text
 from hierclf.inference import soft_vote
 from hierclf.models import ModelSpec, load_model
 from hierclf.oof import load_combiner
@@ -176,14 +176,21 @@ def shard_part(out: Path, shard: int, shards: int) -> Path:
 
 def merge_shards(out: Path, shards: int) -> bool:
     """Once every shard's part exists, join them into `out` in input order (shard i holds rows
-    i, i + n, i + 2n, …) and delete the parts; True when merged."""
+    i, i + n, i + 2n, …) and delete the parts; True when this call merged them. Shards that
+    finish together race here: one holds the join (a lock beside `out`), the others leave it."""
     parts = [shard_part(out, shard, shards) for shard in range(shards)]
     if not all(part.exists() for part in parts):
         return False
-    lines = [part.read_text(encoding="utf-8").splitlines(keepends=True) for part in parts]
-    header, bodies = lines[0][0], [part_lines[1:] for part_lines in lines]
-    merged = [header] + [bodies[row % shards][row // shards] for row in range(sum(len(body) for body in bodies))]
-    write_text(out, "".join(merged))
-    for part in parts:
-        part.unlink(missing_ok=True)
+    try:
+        with holding(out.parent, f"joining the shards of {out}", lock=f".{out.name}.joining"):
+            if not all(part.exists() for part in parts):
+                return False  # another shard has joined them meanwhile
+            lines = [part.read_text(encoding="utf-8").splitlines(keepends=True) for part in parts]
+            header, bodies = lines[0][0], [part_lines[1:] for part_lines in lines]
+            total = sum(len(body) for body in bodies)
+            write_text(out, "".join([header] + [bodies[row % shards][row // shards] for row in range(total)]))
+            for part in parts:
+                part.unlink(missing_ok=True)
+    except InUseError:
+        return False  # another shard is joining them now
     return True

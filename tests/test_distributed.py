@@ -224,3 +224,17 @@ def test_two_machines_meet_through_a_rendezvous_and_train_as_one_process(tmp_pat
     assert sorted(reports) == [0, 2]  # the machine with rank 0 reports; the other is silent
     alone, together = np.load(tmp_path / "one" / "coarse" / "oof.npz"), np.load(tmp_path / "two" / "coarse" / "oof.npz")
     assert np.abs(alone["probs"] - together["probs"]).max() < 1e-3
+
+
+def test_predict_under_torchrun_shards_the_input_by_rank_and_joins_it(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    assert cli("predict", run, train_csv, "--out", tmp_path / "whole.csv", "--probs", "--workers", "0").exit_code == 0
+    done = _torchrun("predict", str(run), str(train_csv), "--out", str(tmp_path / "split.csv"), "--probs",
+                     "--workers", "0")
+    assert done.returncode == 0, done.stderr
+    assert "wrote shard 0 of 2" in done.stdout and "wrote shard 1 of 2" in done.stdout
+    assert done.stdout.count("joined them into") == 1
+    assert (tmp_path / "split.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["split.csv", "whole.csv"]
+    both = _torchrun("predict", str(run), str(train_csv), "--out", str(tmp_path / "x.csv"), "--shard", "0/2")
+    assert "hierclf: error: --shard: under torchrun each process predicts the shard of its rank" in both.stderr

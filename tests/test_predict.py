@@ -174,3 +174,19 @@ def test_three_shards_merged_equal_the_unsharded_predictions(flat_run, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.csv", "whole.csv"]  # parts removed
     result = cli("predict", run, train_csv, "--out", tmp_path / "x.csv", "--shard", "3/3")
     assert result.exit_code == 2 and "--shard '3/3': expected I/N with 0 <= I < N" in result.stderr
+
+
+def test_shards_finishing_together_join_once(tmp_path):
+    """While one shard holds the join, another that finds every part written leaves it; once
+    joined, a late caller finds nothing left to join."""
+    from hierclf.files import holding
+    from hierclf.predict import merge_shards, shard_part
+
+    out = tmp_path / "preds.csv"
+    for shard, rows in enumerate((["a,0\n", "c,0\n"], ["b,1\n"])):
+        shard_part(out, shard, 2).write_text("id,label\n" + "".join(rows))
+    with holding(tmp_path, "joining", lock=".preds.csv.joining"):
+        assert not merge_shards(out, 2) and not out.exists()
+    assert merge_shards(out, 2)
+    assert out.read_text() == "id,label\na,0\nb,1\nc,0\n"
+    assert not merge_shards(out, 2) and sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]
