@@ -129,18 +129,19 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 def _torchrun_shard(part: tuple[int, int] | None, device: str) -> tuple[tuple[int, int] | None, str]:
     """Under torchrun each process predicts the shard of its rank (RANK of WORLD_SIZE), on its own
     GPU when there are GPUs; the last to finish joins the parts, as with --shard."""
+    from hierclf.devices import resolve_device
+    from hierclf.distributed import launched
     from hierclf.errors import HierclfError
 
-    world = int(os.environ.get("WORLD_SIZE", 1) or 1)
-    if world <= 1:
+    processes = launched()
+    if not processes.active:
         return part, device
     if part is not None:
         raise HierclfError("--shard: under torchrun each process predicts the shard of its rank; leave --shard out")
-    import torch
-
-    if device in ("auto", "cuda") and torch.cuda.is_available():
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0) or 0)}"
-    return (_launched_rank(), world), device
+    resolved = resolve_device(device)
+    if resolved.type == "cuda":
+        device = str(processes.device(resolved))
+    return (processes.rank, processes.world), device
 
 
 def _parse_seeds(text: str) -> list[int]:

@@ -146,21 +146,28 @@ class Processes:
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
+def launched() -> Processes:
+    """The processes torchrun started, as its environment says (WORLD_SIZE, RANK, LOCAL_RANK),
+    without joining them: enough for work that exchanges nothing, as predicting a shard each.
+    Without torchrun, one process."""
+    env = os.environ
+    return Processes(rank=int(env.get("RANK", 0) or 0), world=int(env.get("WORLD_SIZE", 1) or 1),
+                     local_rank=int(env.get("LOCAL_RANK", 0) or 0))
+
+
 def join() -> Processes:
-    """The processes torchrun started (its WORLD_SIZE, RANK and LOCAL_RANK), their process group
-    joined on first use: gloo for tensors on the CPU, NCCL for tensors on CUDA. Without torchrun,
-    one process."""
-    world = int(os.environ.get("WORLD_SIZE", 1) or 1)
-    if world <= 1:
-        return Processes()
-    local_rank = int(os.environ.get("LOCAL_RANK", 0) or 0)
+    """The processes torchrun started, their process group joined on first use: gloo for tensors
+    on the CPU, NCCL for tensors on CUDA. Without torchrun, one process."""
+    processes = launched()
+    if not processes.active:
+        return processes
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(local_rank)
+            torch.cuda.set_device(processes.local_rank)
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
                                 timeout=TIMEOUT)
         atexit.register(_leave)
-    return Processes(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local_rank)
+    return Processes(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=processes.local_rank)
 
 
 def _leave() -> None:

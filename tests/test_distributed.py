@@ -114,10 +114,16 @@ def test_sync_batchnorm_keeps_the_weights_names():
     assert list(model.state_dict()) == names  # saved weights load into a plain model
 
 
+def _torchrun_command(*args: str, launch: tuple[str, ...] = ("--standalone", "--nproc-per-node", "2")) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "hierclf", *args]
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1"}
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                           "-m", "hierclf", *args], capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(_torchrun_command(*args), capture_output=True, text=True, env=_env(), timeout=600)
 
 
 def _files(root: Path) -> list[str]:
@@ -212,12 +218,11 @@ def test_two_machines_meet_through_a_rendezvous_and_train_as_one_process(tmp_pat
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-    machines = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-                                  "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
-                                  "--rdzv-id", "test", "-m", "hierclf", "fit-coarse", str(recipe), "--out",
-                                  str(tmp_path / "two")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=env) for _ in range(2)]
+    launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+              f"127.0.0.1:{port}", "--rdzv-id", "test")
+    command = _torchrun_command("fit-coarse", str(recipe), "--out", str(tmp_path / "two"), launch=launch)
+    machines = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+                for _ in range(2)]
     outputs = [machine.communicate(timeout=600) for machine in machines]
     assert [machine.returncode for machine in machines] == [0, 0], outputs
     reports = [stdout.count("out-of-fold (") + stderr.count("coarse fold 0: ") for stdout, stderr in outputs]

@@ -134,7 +134,8 @@ def _start_fine(run_path: str | Path, group: str | None, only_fold: int | None, 
 
 def _follow_fine(run: Run, group: str | None, items: Items | None) -> tuple[Run, list[tuple[Part, Stage]], Items]:
     """What a process other than rank 0 needs once rank 0 has checked and saved the recipe."""
-    return run, _chosen_stages(run, group), _follow(run, items, run.recipe.fine.workers)[1]
+    run, items = _follow(run, items, run.recipe.fine.workers)
+    return run, _chosen_stages(run, group), items
 
 
 def _follow(run: Run, items: Items | None, workers: int) -> tuple[Run, Items]:
