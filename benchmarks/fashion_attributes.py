@@ -29,16 +29,16 @@ import time
 
 import numpy as np
 
-from hierclf.costs import training_cost
+from hierclf.report.costs import training_cost
 from hierclf.data import Items
-from hierclf.files import read_npz
+from hierclf.run.files import read_npz
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.evaluate import evaluate_run
-from hierclf.hierarchy import FactorHierarchy
+from hierclf.report.evaluate import evaluate_run
+from hierclf.hierarchy.kinds import FactorHierarchy
 from hierclf.metrics import scores
-from hierclf.predict import predict_runs
-from hierclf.recipe_io import recipe_from_dict
-from hierclf.runs import Run
+from hierclf.predict.pipeline import predict_runs
+from hierclf.recipe.reading import recipe_from_dict
+from hierclf.run.folder import Run
 from hierclf.train import fit_coarse
 
 from common import fashion_parser, fashion_stage

@@ -33,14 +33,14 @@ import numpy as np
 
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.combiners import COMBINERS
-from hierclf.evaluate import evaluate_run, out_of_fold
-from hierclf.files import read_npz
+from hierclf.combine.combiners import COMBINERS
+from hierclf.report.evaluate import evaluate_run, out_of_fold
+from hierclf.run.files import read_npz
 from hierclf.metrics import scores
-from hierclf.predict import predict_items, predict_runs
-from hierclf.oof import load_oof
-from hierclf.recipe_io import recipe_from_dict
-from hierclf.runs import Run
+from hierclf.predict.pipeline import predict_items, predict_runs
+from hierclf.run.outputs import load_oof
+from hierclf.recipe.reading import recipe_from_dict
+from hierclf.run.folder import Run
 from hierclf.train import fit_coarse, fit_fine
 
 TOPS = ["T-shirt/top", "Pullover", "Coat", "Shirt"]

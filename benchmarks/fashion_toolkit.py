@@ -17,8 +17,8 @@ from pathlib import Path
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.metrics import scores
-from hierclf.predict import predict_items, predict_runs
-from hierclf.recipe_io import recipe_from_dict
+from hierclf.predict.pipeline import predict_items, predict_runs
+from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
 from common import fashion_parser, fashion_stage

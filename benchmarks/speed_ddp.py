@@ -37,7 +37,7 @@ def bare(args: argparse.Namespace) -> None:
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
     from hierclf.data.builtin import read_fashion_mnist
-    from hierclf.recipe import StageConfig
+    from hierclf.recipe.schema import StageConfig
     from speed_train import bare_fit
 
     world = int(os.environ.get("WORLD_SIZE", 1))

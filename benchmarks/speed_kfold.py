@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.recipe_io import recipe_from_dict
+from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
 

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from hierclf.data import load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.predict import predict_items
-from hierclf.recipe_io import recipe_from_dict
+from hierclf.predict.pipeline import predict_items
+from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse, fit_fine
 
 

@@ -23,8 +23,8 @@ from PIL import Image
 
 from hierclf.data import Items, load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.predict import predict_items, write_predictions
-from hierclf.recipe_io import recipe_from_dict
+from hierclf.predict.pipeline import predict_items, write_predictions
+from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
 

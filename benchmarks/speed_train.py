@@ -31,8 +31,8 @@ from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.cache import cached_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, StageConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, StageConfig
 from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
 

@@ -1,7 +1,7 @@
 """Regenerate the key tables of docs/recipes.md from the code (run by `make docs`)."""
 from pathlib import Path
 
-from hierclf.reference import key_reference_markdown
+from hierclf.recipe.reference import key_reference_markdown
 
 page = Path(__file__).with_name("recipes.md")
 text = page.read_text()

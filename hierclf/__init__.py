@@ -16,16 +16,16 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "HierclfError": "hierclf.errors",
-    "GroupHierarchy": "hierclf.hierarchy", "FactorHierarchy": "hierclf.hierarchy",
-    "encode_factors": "hierclf.hierarchy", "decode_factors": "hierclf.hierarchy",
-    "Recipe": "hierclf.recipe", "StageConfig": "hierclf.recipe", "load_recipe": "hierclf.recipe_io",
-    "recipe_from_dict": "hierclf.recipe_io",
+    "GroupHierarchy": "hierclf.hierarchy.kinds", "FactorHierarchy": "hierclf.hierarchy.kinds",
+    "encode_factors": "hierclf.hierarchy.kinds", "decode_factors": "hierclf.hierarchy.kinds",
+    "Recipe": "hierclf.recipe.schema", "StageConfig": "hierclf.recipe.schema", "load_recipe": "hierclf.recipe.reading",
+    "recipe_from_dict": "hierclf.recipe.reading",
     "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",
     "fit": "hierclf.train", "fit_coarse": "hierclf.train", "fit_fine": "hierclf.train",
-    "assign_folds": "hierclf.train", "evaluate_run": "hierclf.evaluate", "suggest_groups": "hierclf.hierarchy",
-    "predict_items": "hierclf.predict", "predict_runs": "hierclf.predict", "write_predictions": "hierclf.predict",
-    "Predictions": "hierclf.predict", "Run": "hierclf.runs", "OutputLayout": "hierclf.layout",
-    "COMBINERS": "hierclf.combiners", "HierarchicalClassifier": "hierclf.estimator",
+    "assign_folds": "hierclf.train", "evaluate_run": "hierclf.report.evaluate", "suggest_groups": "hierclf.hierarchy.kinds",
+    "predict_items": "hierclf.predict.pipeline", "predict_runs": "hierclf.predict.pipeline", "write_predictions": "hierclf.predict.pipeline",
+    "Predictions": "hierclf.predict.pipeline", "Run": "hierclf.run.folder", "OutputLayout": "hierclf.hierarchy.layout",
+    "COMBINERS": "hierclf.combine.combiners", "HierarchicalClassifier": "hierclf.estimator",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -93,7 +93,7 @@ _FOLD = _FoldChoice()
 def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...],
                        seeds: str | None) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
-    from hierclf.recipe_io import load_recipe
+    from hierclf.recipe.reading import load_recipe
     from hierclf.train import fit_coarse
 
     loaded = load_recipe(recipe, overrides)
@@ -129,8 +129,8 @@ def _parse_shard(text: str | None) -> tuple[int, int] | None:
 def _torchrun_shard(part: tuple[int, int] | None, device: str) -> tuple[tuple[int, int] | None, str]:
     """Under torchrun each process predicts the shard of its rank (RANK of WORLD_SIZE), on its own
     GPU when there are GPUs; the last to finish joins the parts, as with --shard."""
-    from hierclf.devices import resolve_device
-    from hierclf.distributed import launched
+    from hierclf.runtime.devices import resolve_device
+    from hierclf.runtime.processes import launched
     from hierclf.errors import HierclfError
 
     processes = launched()
@@ -168,8 +168,8 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
     """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
     copy in its original's fold: point data.csv at OUT/train.csv."""
     from hierclf.data.offline import augment_dataset
-    from hierclf.files import check_writable
-    from hierclf.recipe_io import load_recipe
+    from hierclf.run.files import check_writable
+    from hierclf.recipe.reading import load_recipe
 
     check_writable(out, "--out", folder=True)
     result = augment_dataset(load_recipe(recipe, overrides), out, copies, classes, preset, seed)
@@ -209,12 +209,12 @@ def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tup
 def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
     """The stage's out-of-fold scores, each fold's, the bias/variance line, and a per-class report
     of each output block (with attribute heads, each head's): all from its summary.json and oof.npz."""
-    from hierclf.files import read_npz
-    from hierclf.layout import OutputLayout
+    from hierclf.run.files import read_npz
+    from hierclf.hierarchy.layout import OutputLayout
     from hierclf.metrics import report_text
     from hierclf.train.fold import in_stage
 
-    from hierclf.runs import Run
+    from hierclf.run.folder import Run
 
     oof = read_npz(Run.open(run).oof_path(summary["stage"]))  # a flat coarse run's stage lies in that run
     heads = summary.get("heads", {})
@@ -266,10 +266,10 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
-    from hierclf.files import check_writable
+    from hierclf.run.files import check_writable
     from hierclf.metrics import report_text, scores
-    from hierclf.predict import merge_shards, predict_runs, shard_part, write_predictions
-    from hierclf.runs import Run
+    from hierclf.predict.pipeline import merge_shards, predict_runs, shard_part, write_predictions
+    from hierclf.run.folder import Run
 
     check_writable(out, "--out")  # before any work
     part, device = _torchrun_shard(_parse_shard(shard), device)
@@ -327,7 +327,7 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
     """Score RUN's whole pipeline out-of-fold with every combiner, each with its training and
     inference cost, beside the flat run and any controls; write report.json, report.md,
     oof-predictions.csv and confusion.png into RUN."""
-    from hierclf.evaluate import evaluate_run, score_rows
+    from hierclf.report.evaluate import evaluate_run, score_rows
 
     report = evaluate_run(run, against, [[Path(p) for p in control.split(",") if p] for control in controls])
     click.echo(f"{report['rows']} rows, out-of-fold (one fold model per row; predict votes all K)")
@@ -359,12 +359,12 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
               show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
-    from hierclf.coerce import show_value
+    from hierclf.recipe.coerce import show_value
     from hierclf.errors import RunError
-    from hierclf.hierarchy import suggest_groups
+    from hierclf.hierarchy.kinds import suggest_groups
     from hierclf.metrics import confusion
-    from hierclf.oof import load_oof
-    from hierclf.runs import Run
+    from hierclf.run.outputs import load_oof
+    from hierclf.run.folder import Run
 
     opened = Run.open(run)
     hierarchy = opened.hierarchy

@@ -19,8 +19,8 @@ from sklearn.utils.validation import check_is_fitted
 from hierclf.data import Items
 from hierclf.data.images import check_images
 from hierclf.errors import HierclfError, RecipeError
-from hierclf.recipe import SECTIONS, Recipe, plain
-from hierclf.recipe_io import load_recipe, recipe_from_dict
+from hierclf.recipe.schema import SECTIONS, Recipe, plain
+from hierclf.recipe.reading import load_recipe, recipe_from_dict
 
 
 class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
@@ -104,7 +104,7 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        from hierclf.predict import predict_items
+        from hierclf.predict.pipeline import predict_items
 
         check_is_fitted(self, "run_dir_")
         items = _items(X, None, [str(label) for label in self.classes_])

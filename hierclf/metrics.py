@@ -1,5 +1,5 @@
 """Scores of labels (scikit-learn's), always over the full list of classes so a class absent from a fold
-still counts. How a model's output becomes labels is the layout's (`hierclf.layout`)."""
+still counts. How a model's output becomes labels is the layout's (`hierclf.hierarchy.layout`)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from hierclf.calibration import fit_temperature, scaled
+from hierclf.run.calibration import fit_temperature, scaled
 from hierclf.data import load_input_items
 from hierclf.errors import RunError
-from hierclf.files import read_npz
+from hierclf.run.files import read_npz
 from hierclf.metrics import calibration
-from hierclf.predict import predict_items
-from hierclf.runs import Run
+from hierclf.predict.pipeline import predict_items
+from hierclf.run.folder import Run
 
 
 def test_an_over_confident_model_is_softened_and_its_log_likelihood_improves():

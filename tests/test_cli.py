@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import MASK_HEADS, cli, write_recipe
-from hierclf.runs import Run
+from hierclf.run.folder import Run
 
 
 def test_console_script_and_module_entry_points():

@@ -3,9 +3,9 @@ from typing import Literal, Union
 
 import pytest
 
-from hierclf.coerce import build_config, check_bounds, coerce, describe, show_value, suggest
+from hierclf.recipe.coerce import build_config, check_bounds, coerce, describe, show_value, suggest
 from hierclf.errors import RecipeError
-from hierclf.recipe import StageConfig
+from hierclf.recipe.schema import StageConfig
 
 
 def test_values_are_coerced_to_their_fields_types():

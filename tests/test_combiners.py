@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from hierclf.combiners import COMBINERS, Flat, Product, Routed, Stacking, StageOutputs, stacking_features
-from hierclf.hierarchy import FactorHierarchy, GroupHierarchy
-from hierclf.recipe import CombineConfig
+from hierclf.combine.combiners import COMBINERS, Flat, Product, Routed, Stacking, StageOutputs, stacking_features
+from hierclf.hierarchy.kinds import FactorHierarchy, GroupHierarchy
+from hierclf.recipe.schema import CombineConfig
 
 FIVE = GroupHierarchy.from_config([[1, 3]], ["odd"], ("a", "b", "c", "d", "e"))
 
@@ -88,7 +88,7 @@ def test_a_corrupt_stacking_state_is_refused():
 
 
 def test_blend_weighs_the_flat_model_against_the_specialist_by_out_of_fold_log_loss():
-    from hierclf.combiners import Blend
+    from hierclf.combine.combiners import Blend
 
     over_flat = GroupHierarchy.from_config([[1, 3]], ["odd"], ("a", "b", "c", "d", "e"), flat_coarse=True)
     rng = np.random.default_rng(3)

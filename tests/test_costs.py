@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from hierclf.costs import inference_cost, stage_training_cost, training_cost
-from hierclf.files import read_json
-from hierclf.runs import Run
+from hierclf.report.costs import inference_cost, stage_training_cost, training_cost
+from hierclf.run.files import read_json
+from hierclf.run.folder import Run
 
 
 def test_training_cost_counts_every_folds_images_pixels_and_seconds(detail_runs):
@@ -45,7 +45,7 @@ def test_a_stage_of_separate_models_counts_each_model(tmp_path):
 
     from conftest import TINY_STAGE
     from hierclf.data import Items
-    from hierclf.recipe_io import recipe_from_dict
+    from hierclf.recipe.reading import recipe_from_dict
     from hierclf.train import fit_coarse
 
     rng = np.random.default_rng(0)

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from hierclf.devices import resolve_device
+from hierclf.runtime.devices import resolve_device
 from hierclf.errors import HierclfError
 
 
@@ -25,7 +25,7 @@ def test_processes_sharing_a_machine_take_their_share_of_the_cores(monkeypatch, 
 
     import torch
 
-    from hierclf.devices import thread_count, torch_threads
+    from hierclf.runtime.devices import thread_count, torch_threads
 
     monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.delenv("HIERCLF_PROCESSES_PER_MACHINE", raising=False)

@@ -15,7 +15,7 @@ import torch
 from conftest import Killed, cli, kill_after_saving, write_csv_dataset, write_recipe
 from hierclf.data.dataset import make_loader
 from hierclf.data.sampling import ShardSampler
-from hierclf.distributed import Processes
+from hierclf.runtime.processes import Processes
 from hierclf.errors import HierclfError, RecipeError
 
 
@@ -77,7 +77,7 @@ def test_unshuffled_shards_cover_every_row_once():
 def test_a_global_batch_the_processes_cannot_share_and_sync_batchnorm_on_cpu_are_refused():
     from types import SimpleNamespace
 
-    from hierclf.recipe import StageConfig
+    from hierclf.recipe.schema import StageConfig
     from hierclf.train.commands import _check_processes
 
     def stage(**keys):  # what the check reads of a stage

@@ -7,14 +7,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from conftest import DETAIL_CLASSES, cli, write_recipe
-from hierclf.combiners import Product, Stacking, stacking_features
+from hierclf.combine.combiners import Product, Stacking, stacking_features
 from hierclf.data import load_training_items
-from hierclf.evaluate import evaluate_run, out_of_fold
-from hierclf.files import read_npz
+from hierclf.report.evaluate import evaluate_run, out_of_fold
+from hierclf.run.files import read_npz
 from hierclf.metrics import scores
-from hierclf.oof import load_oof
-from hierclf.predict import predict_items
-from hierclf.runs import Run
+from hierclf.run.outputs import load_oof
+from hierclf.predict.pipeline import predict_items
+from hierclf.run.folder import Run
 
 
 @pytest.fixture(scope="module")
@@ -155,7 +155,7 @@ def run_fine_to_coarse(detail_runs):
 def test_a_hierarchy_that_does_not_beat_its_control_is_reported_as_such(detail_runs):
     report = evaluate_run(detail_runs / "linked", controls=[[detail_runs / "flat"]])
     report["controls"][0]["macro_f1"] = 1.5  # a control no pipeline can beat
-    from hierclf.evaluate import verdict
+    from hierclf.report.evaluate import verdict
 
     assert "does not beat control" in verdict(report)[1]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hierclf.errors import RunError
-from hierclf.files import atomic_path, load_weights, read_json, read_npz, save_weights, write_json, write_npz
+from hierclf.run.files import atomic_path, load_weights, read_json, read_npz, save_weights, write_json, write_npz
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -56,7 +56,7 @@ def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
     import torch
 
     from hierclf.errors import RunError
-    from hierclf.files import load_weights, save_weights
+    from hierclf.run.files import load_weights, save_weights
 
     save_weights(tmp_path / "w.safetensors", {"fc.weight": torch.tensor([[1.0, float("nan")]]),
                                               "steps": torch.tensor([3])})
@@ -68,7 +68,7 @@ def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_pat
     import subprocess
     import sys
 
-    from hierclf.files import HOST, STALE_ELSEWHERE, is_temporary, sweep_temporary
+    from hierclf.run.files import HOST, STALE_ELSEWHERE, is_temporary, sweep_temporary
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
@@ -92,7 +92,7 @@ def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_
     import subprocess
     import sys
 
-    from hierclf.files import LOCK, holding
+    from hierclf.run.files import LOCK, holding
 
     with holding(tmp_path / "fold-0", "training coarse fold 0"):
         holder = json.loads((tmp_path / "fold-0" / LOCK).read_text())

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 
 from hierclf.errors import RecipeError
-from hierclf.hierarchy import (FactorHierarchy, GroupHierarchy, build_hierarchy, decode_factors, encode_factors,
+from hierclf.hierarchy.kinds import (FactorHierarchy, GroupHierarchy, build_hierarchy, decode_factors, encode_factors,
                                hierarchy_from_json, suggest_groups)
-from hierclf.recipe_io import recipe_from_dict
-from hierclf.stages import NOT_IN_STAGE
+from hierclf.recipe.reading import recipe_from_dict
+from hierclf.hierarchy.stage import NOT_IN_STAGE
 
 NAMES = tuple(f"c{i}" for i in range(17))
 # five classes; coarse classes: 0, {1, 3} = "odd", 2, 4

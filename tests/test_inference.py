@@ -5,11 +5,11 @@ import torch
 from conftest import shape_image
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.inference import soft_vote
-from hierclf.layout import OutputLayout
-from hierclf.models import create_model
-from hierclf.recipe import StageConfig
-from hierclf.tta import View
+from hierclf.models.inference import soft_vote
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import create_model
+from hierclf.recipe.schema import StageConfig
+from hierclf.data.tta import View
 
 CPU = torch.device("cpu")
 ABC = OutputLayout.single(("a", "b", "c"))

@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from hierclf.hierarchy import encode_factors
-from hierclf.layout import Block, OutputLayout
+from hierclf.hierarchy.kinds import encode_factors
+from hierclf.hierarchy.layout import Block, OutputLayout
 
 HEADS = OutputLayout.of_heads([("mask", ("wear", "incorrect", "none")), ("gender", ("m", "f")),
                                ("age", ("young", "middle", "old"))])

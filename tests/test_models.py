@@ -4,9 +4,9 @@ import torch
 from safetensors.torch import save_file
 
 from hierclf.errors import RecipeError
-from hierclf.layout import OutputLayout
-from hierclf.models import classifier_modules, create_model, load_model, load_weights_file, save_model
-from hierclf.recipe import StageConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import classifier_modules, create_model, load_model, load_weights_file, save_model
+from hierclf.recipe.schema import StageConfig
 
 STAGE = StageConfig(model="test_resnet", img_size=16, in_chans=3)
 ABC = OutputLayout.single(("a", "b", "c"))

@@ -5,11 +5,11 @@ import shutil
 import numpy as np
 import pytest
 
-from hierclf.combiners import Stacking
+from hierclf.combine.combiners import Stacking
 from hierclf.errors import RunError
-from hierclf.files import read_npz, write_npz
-from hierclf.oof import fit_combiners, load_combiner, load_oof
-from hierclf.runs import Run
+from hierclf.run.files import read_npz, write_npz
+from hierclf.run.outputs import fit_combiners, load_combiner, load_oof
+from hierclf.run.folder import Run
 
 
 def test_every_stages_outputs_line_up_on_the_same_rows(detail_runs):
@@ -59,7 +59,7 @@ def test_nothing_is_fit_before_every_stage_has_its_outputs(flat_run, detail_runs
 
 
 def test_the_blend_weight_is_fit_on_the_out_of_fold_outputs_alone(detail_runs, tmp_path):
-    from hierclf.combiners import Blend
+    from hierclf.combine.combiners import Blend
 
     run = Run.open(detail_runs / "linked")
     saved = json.loads(run.combiner_path.read_text())

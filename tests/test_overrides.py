@@ -2,8 +2,8 @@
 import pytest
 
 from hierclf.errors import RecipeError
-from hierclf.overrides import apply_override, parse_override
-from hierclf.recipe_io import load_recipe
+from hierclf.recipe.overrides import apply_override, parse_override
+from hierclf.recipe.reading import load_recipe
 
 HEADS = '[hierarchy]\nheads = { mask = ["wear", "incorrect", "not_wear"], gender = 2, age = 3 }\n'
 

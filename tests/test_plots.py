@@ -3,7 +3,7 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from hierclf.plots import save_confusion_png
+from hierclf.report.plots import save_confusion_png
 
 
 def test_the_confusion_png_is_written_without_touching_pyplot(tmp_path):
@@ -21,7 +21,7 @@ def test_the_reliability_diagram_is_written_from_the_bins(tmp_path):
     import matplotlib.pyplot as plt
 
     from hierclf.metrics import reliability
-    from hierclf.plots import save_reliability_png
+    from hierclf.report.plots import save_reliability_png
 
     figures = plt.get_fignums()
     probs = np.array([[0.9, 0.1], [0.8, 0.2], [0.3, 0.7], [0.45, 0.55]])

@@ -10,12 +10,12 @@ from conftest import CLASSES, DETAIL_CLASSES, cli, mask_image, write_tree_datase
 from hierclf.data import Items, load_input_items
 from hierclf.data.dataset import build_transform
 from hierclf.data.images import decode_image
-from hierclf.devices import resolve_device
+from hierclf.runtime.devices import resolve_device
 from hierclf.errors import RecipeError
-from hierclf.hierarchy import encode_factors
-from hierclf.models import load_model
-from hierclf.predict import StageModels, predict_items, predict_runs
-from hierclf.runs import Run
+from hierclf.hierarchy.kinds import encode_factors
+from hierclf.models.factory import load_model
+from hierclf.predict.pipeline import StageModels, predict_items, predict_runs
+from hierclf.run.folder import Run
 
 
 def rows_of(path):
@@ -149,7 +149,7 @@ def test_a_hierarchy_over_a_flat_run_predicts_without_writing_into_either_folder
 def test_a_fold_with_nan_weights_is_refused_not_predicted(flat_run, tmp_path):
     import shutil
 
-    from hierclf.files import load_weights, save_weights
+    from hierclf.run.files import load_weights, save_weights
 
     shutil.copytree(flat_run[0], tmp_path / "run")
     weights = tmp_path / "run" / "coarse" / "fold-1" / "weights.safetensors"
@@ -179,8 +179,8 @@ def test_three_shards_merged_equal_the_unsharded_predictions(flat_run, tmp_path)
 def test_shards_finishing_together_join_once(tmp_path):
     """While one shard holds the join, another that finds every part written leaves it; once
     joined, a late caller finds nothing left to join."""
-    from hierclf.files import holding
-    from hierclf.predict import merge_shards, shard_part
+    from hierclf.run.files import holding
+    from hierclf.predict.pipeline import merge_shards, shard_part
 
     out = tmp_path / "preds.csv"
     for shard, rows in enumerate((["a,0\n", "c,0\n"], ["b,1\n"])):

@@ -4,9 +4,9 @@ import tomllib
 
 import pytest
 
-from hierclf.recipe import (LoaderConfig, LossConfig, MixConfig, ModelConfig, OptimizerConfig, Recipe, ScheduleConfig,
+from hierclf.recipe.schema import (LoaderConfig, LossConfig, MixConfig, ModelConfig, OptimizerConfig, Recipe, ScheduleConfig,
                             StageConfig, TrainConfig)
-from hierclf.recipe_io import recipe_from_dict
+from hierclf.recipe.reading import recipe_from_dict
 
 
 def test_configs_are_frozen_with_documented_defaults():

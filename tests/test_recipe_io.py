@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from hierclf.errors import RecipeError
-from hierclf.recipe import Recipe, StageConfig
-from hierclf.recipe_io import load_recipe, recipe_from_dict
-from hierclf.runs import recipe_differences
+from hierclf.recipe.schema import Recipe, StageConfig
+from hierclf.recipe.reading import load_recipe, recipe_from_dict
+from hierclf.run.folder import recipe_differences
 
 REPO = Path(__file__).resolve().parents[1]
 HEADS = '[hierarchy]\nheads = { mask = ["wear", "incorrect", "not_wear"], gender = 2, age = 3 }\n'

@@ -1,8 +1,8 @@
 """The key tables of docs/recipes.md come from the schema."""
 from pathlib import Path
 
-from hierclf.recipe import StageConfig
-from hierclf.reference import STAGE_SLICES, key_reference, key_reference_markdown
+from hierclf.recipe.schema import StageConfig
+from hierclf.recipe.reference import STAGE_SLICES, key_reference, key_reference_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 

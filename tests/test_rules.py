@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 from hierclf.errors import RecipeError
-from hierclf.recipe_io import load_recipe, recipe_from_dict
+from hierclf.recipe.reading import load_recipe, recipe_from_dict
 
 HEADS = '[hierarchy]\nheads = { mask = ["wear", "incorrect", "not_wear"], gender = 2, age = 3 }\n'
 

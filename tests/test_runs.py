@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from hierclf.errors import RunError
-from hierclf.hierarchy import GroupHierarchy
-from hierclf.recipe_io import recipe_from_dict
-from hierclf.runs import Folds, Run, config_differences
+from hierclf.hierarchy.kinds import GroupHierarchy
+from hierclf.recipe.reading import recipe_from_dict
+from hierclf.run.folder import Folds, Run, config_differences
 
 CLASSES = ("a", "b", "c")
 FOLDS = Folds(ids=np.array(["x", "y", "z"]), labels=np.array([0, 1, 2]), fold=np.array([0, 1, 0]))
@@ -130,7 +130,7 @@ def test_a_stray_temporary_file_neither_decides_what_a_folder_is_nor_stays(tmp_p
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
     (tmp_path / "run").mkdir()
-    from hierclf.files import HOST
+    from hierclf.run.files import HOST
 
     stray = tmp_path / "run" / f".recipe.toml.{HOST}-{dead}.0123abcd.tmp"
     stray.write_text("half")

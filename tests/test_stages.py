@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, LossConfig, StageConfig
-from hierclf.stages import Stage, single_loss
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, LossConfig, StageConfig
+from hierclf.hierarchy.stage import Stage, single_loss
 
 
 def test_a_single_blocks_loss_is_the_stages_own_at_weight_one():

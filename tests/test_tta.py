@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from hierclf.errors import RecipeError
-from hierclf.tta import VIEWS, View, parse_view
+from hierclf.data.tta import VIEWS, View, parse_view
 
 
 def test_each_view_transforms_a_batch():

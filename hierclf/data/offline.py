@@ -20,7 +20,7 @@ from hierclf.data.augment import augment_transforms
 from hierclf.data.items import Items
 from hierclf.data.sources import load_training_items
 from hierclf.errors import DataError, HierclfError, RecipeError
-from hierclf.recipe import Augment, Recipe
+from hierclf.recipe.schema import Augment, Recipe
 
 
 def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:

@@ -16,8 +16,8 @@ import numpy as np
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.errors import DataError, RecipeError
-from hierclf.hierarchy import FactorHierarchy, Head
-from hierclf.recipe import DataConfig, HierarchyConfig
+from hierclf.hierarchy.kinds import FactorHierarchy, Head
+from hierclf.recipe.schema import DataConfig, HierarchyConfig
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from hierclf.errors import RunError
-from hierclf.files import atomic_path
+from hierclf.run.files import atomic_path
 
 
 @dataclass

@@ -10,17 +10,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from hierclf.data import Items, load_training_items
-from hierclf.devices import resolve_device
-from hierclf.distributed import Processes, join
+from hierclf.runtime.devices import resolve_device
+from hierclf.runtime.processes import Processes, join
 from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.files import check_writable, read_json
-from hierclf.hierarchy import Hierarchy, Part, build_hierarchy
-from hierclf.models import check_arch, create_model
-from hierclf.oof import fit_combiners
-from hierclf.recipe import Recipe
-from hierclf.recipe_io import load_recipe
-from hierclf.runs import Folds, Run, open_coarse_run, recipe_differences
-from hierclf.stages import Stage
+from hierclf.run.files import check_writable, read_json
+from hierclf.hierarchy.kinds import Hierarchy, Part, build_hierarchy
+from hierclf.models.factory import check_arch, create_model
+from hierclf.run.outputs import fit_combiners
+from hierclf.recipe.schema import Recipe
+from hierclf.recipe.reading import load_recipe
+from hierclf.run.folder import Folds, Run, open_coarse_run, recipe_differences
+from hierclf.hierarchy.stage import Stage
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
 from hierclf.train.stage import NEXT, train_stage
 
@@ -38,7 +38,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | None = None,
     run (checked first: same classes, rows, folds and [coarse]), for `fit_fine` to add the
     specialists; the flat run's summary is returned.
 
-    Under torchrun, every process trains each fold together (`hierclf.distributed`): rank 0
+    Under torchrun, every process trains each fold together (`hierclf.runtime.processes`): rank 0
     checks and writes the run folder, the others then open it."""
     processes = join()
     # every process was given the same recipe, runtime keys (the device) included: it is the run's

@@ -16,14 +16,14 @@ from torch.utils.data import DataLoader
 
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.distributed import Processes
+from hierclf.runtime.processes import Processes
 from hierclf.errors import RunError
-from hierclf.files import write_json, write_npz
-from hierclf.inference import soft_vote
-from hierclf.models import ModelSpec, create_model, load_weights_file, save_model
-from hierclf.runs import Run
+from hierclf.run.files import write_json, write_npz
+from hierclf.models.inference import soft_vote
+from hierclf.models.factory import ModelSpec, create_model, load_weights_file, save_model
+from hierclf.run.folder import Run
 from hierclf.seeding import derive_seed
-from hierclf.stages import NOT_IN_STAGE, Stage
+from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage
 from hierclf.train.loop import FitResult, fit
 from hierclf.train.losses import build_layout_loss
 

@@ -9,7 +9,7 @@ import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from hierclf.errors import DataError
-from hierclf.recipe import FoldsConfig
+from hierclf.recipe.schema import FoldsConfig
 
 TRAIN_ONLY = -1
 

@@ -16,12 +16,12 @@ from timm.utils import ModelEmaV3, dispatch_clip_grad
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from hierclf.distributed import Processes
+from hierclf.runtime.processes import Processes
 from hierclf.errors import TrainingError
-from hierclf.inference import autocast, soft_vote
-from hierclf.layout import OutputLayout
-from hierclf.models import set_backbone_frozen
-from hierclf.recipe import TrainConfig
+from hierclf.models.inference import autocast, soft_vote
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import set_backbone_frozen
+from hierclf.recipe.schema import TrainConfig
 from hierclf.seeding import torch_seeded
 from hierclf.train.losses import LayoutLoss
 from hierclf.train.mixing import build_mixer

@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from sklearn.utils.class_weight import compute_class_weight
 
 from hierclf.errors import RecipeError
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, LossConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, LossConfig
 
 
 class FocalLoss(torch.nn.Module):

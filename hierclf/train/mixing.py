@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 from timm.data import Mixup
 
-from hierclf.layout import OutputLayout
-from hierclf.recipe import MixConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import MixConfig
 from hierclf.seeding import NumpyState
 
 

@@ -8,8 +8,8 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
-from hierclf.models import classifier_modules
-from hierclf.recipe import OptimizerConfig, TrainConfig
+from hierclf.models.factory import classifier_modules
+from hierclf.recipe.schema import OptimizerConfig, TrainConfig
 
 
 def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_step: int = 0) -> torch.optim.Optimizer:

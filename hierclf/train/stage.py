@@ -9,13 +9,13 @@ import numpy as np
 
 from hierclf.data import Items
 from hierclf.data.cache import cached_items
-from hierclf.devices import resolve_device, thread_count, torch_threads
-from hierclf.distributed import Processes
+from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
+from hierclf.runtime.processes import Processes
 from hierclf.errors import InUseError, RunError
-from hierclf.files import holding, read_json, read_npz, write_json, write_npz
+from hierclf.run.files import holding, read_json, read_npz, write_json, write_npz
 from hierclf.metrics import bias_variance
-from hierclf.runs import Run
-from hierclf.stages import Stage
+from hierclf.run.folder import Run
+from hierclf.hierarchy.stage import Stage
 from hierclf.train.fold import in_stage, train_fold
 from hierclf.train.kfold import TRAIN_ONLY
 

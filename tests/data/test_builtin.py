@@ -6,7 +6,7 @@ from PIL import Image
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, write_digits, write_fashion_mnist
 from hierclf.errors import DataError
-from hierclf.recipe import DataConfig
+from hierclf.recipe.schema import DataConfig
 
 
 def test_builtin_digits_layout(tmp_path):

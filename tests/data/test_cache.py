@@ -7,7 +7,7 @@ from conftest import write_csv_dataset
 from hierclf.data import load_training_items
 from hierclf.data.cache import cached_items
 from hierclf.data.dataset import ImageDataset, build_transform
-from hierclf.recipe import DataConfig
+from hierclf.recipe.schema import DataConfig
 
 
 def test_cached_rows_give_the_batches_decoded_rows_give(tmp_path, caplog):

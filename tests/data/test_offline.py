@@ -11,7 +11,7 @@ from hierclf.data import load_training_items
 from hierclf.data.images import decode_image
 from hierclf.data.offline import choose_classes
 from hierclf.errors import HierclfError
-from hierclf.recipe_io import load_recipe
+from hierclf.recipe.reading import load_recipe
 from hierclf.train.kfold import assign_folds
 
 

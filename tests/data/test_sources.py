@@ -11,7 +11,7 @@ from hierclf.data import load_input_items, load_training_items
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.data.sources import mask_factors
 from hierclf.errors import DataError, RecipeError
-from hierclf.recipe import DataConfig, FoldsConfig, HierarchyConfig
+from hierclf.recipe.schema import DataConfig, FoldsConfig, HierarchyConfig
 from hierclf.train.kfold import assign_folds
 
 
@@ -152,7 +152,7 @@ def test_csv_with_one_column_per_attribute(tmp_path):
 
 
 def test_an_input_csv_may_give_one_column_per_head(tmp_path):
-    from hierclf.hierarchy import Head
+    from hierclf.hierarchy.kinds import Head
 
     (tmp_path / "images").mkdir()
     Image.new("L", (8, 8)).save(tmp_path / "images" / "0.png")

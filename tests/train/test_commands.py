@@ -2,8 +2,8 @@
 import numpy as np
 
 from conftest import CLASSES, cli, mask_recipe, write_csv_dataset, write_recipe
-from hierclf.files import read_json, read_npz
-from hierclf.runs import Run
+from hierclf.run.files import read_json, read_npz
+from hierclf.run.folder import Run
 
 
 def test_grouped_rows_stay_in_one_fold_and_groups_merge_classes(tmp_path):

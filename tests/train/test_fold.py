@@ -5,11 +5,11 @@ import torch
 from conftest import TINY_STAGE, mask_image, mask_recipe, write_csv_dataset, write_mask_dataset, write_recipe
 from conftest import MASK_HEADS, cli
 from hierclf.data import Items
-from hierclf.files import load_weights, read_json, read_npz
-from hierclf.hierarchy import encode_factors
-from hierclf.models import create_model
-from hierclf.recipe_io import load_recipe, recipe_from_dict
-from hierclf.runs import Run
+from hierclf.run.files import load_weights, read_json, read_npz
+from hierclf.hierarchy.kinds import encode_factors
+from hierclf.models.factory import create_model
+from hierclf.recipe.reading import load_recipe, recipe_from_dict
+from hierclf.run.folder import Run
 from hierclf.train import fit_coarse
 
 

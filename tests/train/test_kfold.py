@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from hierclf.errors import DataError
-from hierclf.recipe import FoldsConfig
+from hierclf.recipe.schema import FoldsConfig
 from hierclf.train.kfold import TRAIN_ONLY, assign_folds
 
 NAMES = ("a", "b", "c")

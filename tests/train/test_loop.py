@@ -9,11 +9,11 @@ import torch
 from conftest import Killed, kill_after_saving, shape_image
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.inference import soft_vote
-from hierclf.layout import OutputLayout
-from hierclf.models import classifier_modules, create_model
-from hierclf.recipe import HeadConfig, StageConfig, TrainConfig
-from hierclf.stages import single_loss
+from hierclf.models.inference import soft_vote
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import classifier_modules, create_model
+from hierclf.recipe.schema import HeadConfig, StageConfig, TrainConfig
+from hierclf.hierarchy.stage import single_loss
 from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
 

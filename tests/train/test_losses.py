@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from hierclf.errors import RecipeError
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, LossConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, LossConfig
 from hierclf.train.losses import FocalLoss, LayoutLoss, build_layout_loss, build_loss, class_weight_tensor
 
 HEADS = OutputLayout.of_heads([("mask", "abc"), ("gender", "ab"), ("age", "abc")])

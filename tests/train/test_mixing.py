@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, MixConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, MixConfig
 from hierclf.train.losses import build_layout_loss
 from hierclf.train.mixing import BatchMixer, build_mixer
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from hierclf.layout import OutputLayout
-from hierclf.models import create_model
-from hierclf.recipe import StageConfig, TrainConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import create_model
+from hierclf.recipe.schema import StageConfig, TrainConfig
 from hierclf.train.optim import build_optimizer, build_scheduler
 
 

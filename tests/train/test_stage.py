@@ -3,8 +3,8 @@ import numpy as np
 import pytest
 
 from conftest import cli, write_recipe
-from hierclf.files import read_json, read_npz
-from hierclf.runs import Run
+from hierclf.run.files import read_json, read_npz
+from hierclf.run.folder import Run
 
 
 def test_oof_covers_every_row_once_and_the_model_learns(flat_run):
@@ -60,7 +60,7 @@ def test_a_heads_stage_is_scored_jointly_and_head_by_head(mask_runs):
 
 
 def test_a_fold_another_command_is_training_stops_this_one_naming_it(tmp_path, csv_dataset):
-    from hierclf.files import holding
+    from hierclf.run.files import holding
 
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1})
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", "2").exit_code == 0
@@ -87,7 +87,7 @@ def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_fi
     import time
 
     from conftest import write_csv_dataset
-    from hierclf.files import load_weights
+    from hierclf.run.files import load_weights
 
     train_csv = write_csv_dataset(tmp_path / "data", per_class=60)
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 6})

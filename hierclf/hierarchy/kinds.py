@@ -21,12 +21,12 @@ from typing import Any, Mapping, Protocol, Sequence, Union
 
 import numpy as np
 
-from hierclf.combiners import Combined, SpecialistRunner, check_combiner_name
+from hierclf.combine.combiners import Combined, SpecialistRunner, check_combiner_name
 from hierclf.errors import RecipeError, RunError
-from hierclf.layout import OutputLayout
+from hierclf.hierarchy.layout import OutputLayout
 from hierclf.metrics import scores
-from hierclf.recipe import HierarchyConfig, Recipe
-from hierclf.stages import NOT_IN_STAGE, Stage, single_loss
+from hierclf.recipe.schema import HierarchyConfig, Recipe
+from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage, single_loss
 
 
 def _folder_name(name: str) -> str:
@@ -73,7 +73,7 @@ class Hierarchy(Protocol):
 
     @property
     def combiners(self) -> tuple[str, ...]:
-        """The combiners (`hierclf.combiners`) that apply, the preferred first."""
+        """The combiners (`hierclf.combine.combiners`) that apply, the preferred first."""
 
     def combiner_for(self, requested: str, where: str) -> str:
         """The combiner to use when `requested` is asked for; refuses one that cannot apply. `where`

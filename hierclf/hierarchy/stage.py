@@ -7,16 +7,27 @@ is handling: a flat, grouped or attribute-head coarse stage and every specialist
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 
-from hierclf.layout import OutputLayout
-from hierclf.recipe import HeadConfig, LossConfig, StageConfig
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import HeadConfig, LossConfig, StageConfig
 
 NOT_IN_STAGE = -1
 """Target of a row that a stage neither trains nor is scored on (a group specialist's other classes)."""
+
+
+def in_stage(targets: np.ndarray) -> np.ndarray:
+    """Rows a stage trains and is scored on: every block's target known (targets N×H)."""
+    return (targets != NOT_IN_STAGE).all(1)
+
+
+def folder_name(name: str) -> str:
+    """A part's name as a folder name (class names may hold '/', as 'T-shirt/top')."""
+    return re.sub(r"[^\w.+-]+", "_", name).strip("._") or "group"
 
 
 @dataclass(frozen=True)

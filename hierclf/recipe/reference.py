@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from hierclf.coerce import show_value
-from hierclf.recipe import (SECTION_CLASSES, HeadConfig, LoaderConfig, LossConfig, MixConfig, ModelConfig,
+from hierclf.recipe.coerce import show_value
+from hierclf.recipe.schema import (SECTION_CLASSES, HeadConfig, LoaderConfig, LossConfig, MixConfig, ModelConfig,
                             OptimizerConfig, ScheduleConfig, StageConfig, TrainConfig)
 
 STAGE_SLICES = (("Model", ModelConfig), ("Optimiser", OptimizerConfig), ("Schedule", ScheduleConfig),

@@ -10,12 +10,12 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from hierclf.coerce import build_config, show_value, suggest
+from hierclf.recipe.coerce import build_config, show_value, suggest
 from hierclf.errors import RecipeError
-from hierclf.overrides import apply_override
-from hierclf.recipe import (NESTED_SECTIONS, SECTION_CLASSES, SECTIONS, HeadConfig, HierarchyConfig, LossConfig,
+from hierclf.recipe.overrides import apply_override
+from hierclf.recipe.schema import (NESTED_SECTIONS, SECTION_CLASSES, SECTIONS, HeadConfig, HierarchyConfig, LossConfig,
                             Recipe, StageConfig)
-from hierclf.rules import check_recipe
+from hierclf.recipe.rules import check_recipe
 
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:

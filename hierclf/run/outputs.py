@@ -9,11 +9,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hierclf.calibration import calibrated, fit_calibration
-from hierclf.combiners import COMBINERS, Combiner, StageOutputs
+from hierclf.run.calibration import calibrated, fit_calibration
+from hierclf.combine.combiners import COMBINERS, Combiner, StageOutputs
 from hierclf.errors import RunError
-from hierclf.files import read_json, read_npz, write_text
-from hierclf.runs import Run
+from hierclf.run.files import read_json, read_npz, write_text
+from hierclf.run.folder import Run
 
 log = logging.getLogger(__name__)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
-from hierclf.coerce import suggest
+from hierclf.recipe.coerce import suggest
 from hierclf.errors import RecipeError
-from hierclf.recipe import NESTED_SECTIONS, SECTIONS
+from hierclf.recipe.schema import NESTED_SECTIONS, SECTIONS
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:

@@ -18,11 +18,11 @@ import numpy as np
 from scipy.optimize import minimize_scalar
 
 from hierclf.errors import RunError
-from hierclf.files import read_json, read_npz, write_text
-from hierclf.layout import OutputLayout
+from hierclf.run.files import read_json, read_npz, write_text
+from hierclf.hierarchy.layout import OutputLayout
 from hierclf.metrics import calibration as calibration_scores
-from hierclf.runs import Run
-from hierclf.stages import NOT_IN_STAGE, Stage
+from hierclf.run.folder import Run
+from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage
 
 
 def scaled(probs: np.ndarray, temperature: float) -> np.ndarray:

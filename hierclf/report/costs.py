@@ -13,9 +13,9 @@ import json
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from hierclf.files import read_json
-from hierclf.runs import Run
-from hierclf.stages import Stage
+from hierclf.run.files import read_json
+from hierclf.run.folder import Run
+from hierclf.hierarchy.stage import Stage
 
 
 @dataclass(frozen=True)

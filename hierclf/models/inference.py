@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from hierclf.layout import OutputLayout
-from hierclf.tta import View
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.data.tta import View
 
 
 def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:

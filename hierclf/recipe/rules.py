@@ -3,12 +3,12 @@ single key's type and bounds cannot say (two data sources at once, a schedule wh
 above its peak, an augmentation list albumentations refuses, heads that never learn)."""
 from __future__ import annotations
 
-from hierclf.coerce import show_value
+from hierclf.recipe.coerce import show_value
 from hierclf.data.augment import check_augment_list
 from hierclf.errors import RecipeError
-from hierclf.hierarchy import FactorHierarchy
-from hierclf.recipe import Recipe
-from hierclf.tta import parse_view
+from hierclf.hierarchy.kinds import FactorHierarchy
+from hierclf.recipe.schema import Recipe
+from hierclf.data.tta import parse_view
 
 
 def check_recipe(recipe: Recipe, source: str) -> None:

@@ -9,7 +9,7 @@ from typing import Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from hierclf.files import atomic_path
+from hierclf.run.files import atomic_path
 
 
 def save_png(path: Path, figure: Figure) -> None:

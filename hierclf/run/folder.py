@@ -25,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.coerce import show_value
+from hierclf.recipe.coerce import show_value
 from hierclf.errors import RecipeError, RunError
-from hierclf.files import is_temporary, read_json, read_npz, sweep_temporary, write_json, write_npz, write_text
-from hierclf.hierarchy import Hierarchy, build_hierarchy, hierarchy_from_json
-from hierclf.recipe import RUN_SECTIONS, Recipe, StageConfig
-from hierclf.recipe_io import load_recipe
-from hierclf.stages import Stage
+from hierclf.run.files import is_temporary, read_json, read_npz, sweep_temporary, write_json, write_npz, write_text
+from hierclf.hierarchy.kinds import Hierarchy, build_hierarchy, hierarchy_from_json
+from hierclf.recipe.schema import RUN_SECTIONS, Recipe, StageConfig
+from hierclf.recipe.reading import load_recipe
+from hierclf.hierarchy.stage import Stage
 
 log = logging.getLogger(__name__)
 

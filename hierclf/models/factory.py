@@ -19,9 +19,9 @@ import torch
 from timm.data import resolve_model_data_config
 
 from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.files import check_finite, load_weights, read_json, save_weights, write_text
-from hierclf.layout import OutputLayout
-from hierclf.recipe import ModelConfig
+from hierclf.run.files import check_finite, load_weights, read_json, save_weights, write_text
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.recipe.schema import ModelConfig
 from hierclf.seeding import torch_seeded
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,8 @@ import numpy as np
 from PIL import Image
 
 from hierclf.errors import HierclfError
-from hierclf.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
-from hierclf.runs import Run
+from hierclf.report.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
+from hierclf.run.folder import Run
 
 THUMBNAIL = 64
 """Side of an error thumbnail, pixels: enough to see what was confused, small enough to embed."""
@@ -30,7 +30,7 @@ def report_html(run: Run, report: dict[str, Any], ids: np.ndarray, labels: np.nd
                 predicted: np.ndarray, probs_binned: dict[str, np.ndarray], matrix: np.ndarray) -> str:
     """The page for `report` (evaluate's), with the chosen pipeline's out-of-fold labels
     `predicted`, its reliability bins and confusion matrix."""
-    from hierclf.evaluate import score_rows
+    from hierclf.report.evaluate import score_rows
 
     names = tuple(report["classes"])
     chosen = report["chosen"]

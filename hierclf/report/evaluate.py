@@ -4,7 +4,7 @@ Every number here comes from predictions on rows the predicting models never tra
 coarse stage's and each specialist's out-of-fold outputs are combined row by row, and a combiner
 that learns is fit fold by fold on the other folds' rows, so its score is out-of-fold too.
 
-Each pipeline's cost stands beside its score (`hierclf.costs`), and flat controls given the same
+Each pipeline's cost stands beside its score (`hierclf.report.costs`), and flat controls given the same
 extra budget (more epochs, or more seeds scored as an ensemble) show whether the hierarchy beats
 what its compute would have bought the flat model.
 """
@@ -18,17 +18,17 @@ from typing import Any, Sequence
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from hierclf.calibration import calibration_report
-from hierclf.combiners import COMBINERS, Combined, Combiner
-from hierclf.costs import inference_cost, training_cost
+from hierclf.run.calibration import calibration_report
+from hierclf.combine.combiners import COMBINERS, Combined, Combiner
+from hierclf.report.costs import inference_cost, training_cost
 from hierclf.errors import RunError
-from hierclf.files import check_writable, read_json, read_npz, write_json, write_text
-from hierclf.hierarchy import Hierarchy
-from hierclf.html_report import report_html
+from hierclf.run.files import check_writable, read_json, read_npz, write_json, write_text
+from hierclf.hierarchy.kinds import Hierarchy
+from hierclf.report.html import report_html
 from hierclf.metrics import calibration, confusion, most_confused, per_class, reliability, scores
-from hierclf.oof import RunOOF, load_oof
-from hierclf.plots import save_confusion_png, save_reliability_png
-from hierclf.runs import Run
+from hierclf.run.outputs import RunOOF, load_oof
+from hierclf.report.plots import save_confusion_png, save_reliability_png
+from hierclf.run.folder import Run
 
 
 OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold model that did not train on it, so "

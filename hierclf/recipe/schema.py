@@ -1,9 +1,9 @@
 """The recipe schema: every key of a recipe, as typed, frozen config objects.
 
 Each config class lists its keys as dataclass fields; a field's metadata carries its
-documentation and its bounds, so validation (`hierclf.coerce`), error messages and the docs' key
-reference (`hierclf.reference`) all come from one place. Reading a TOML file into these objects
-is `hierclf.recipe_io`; the rules that tie keys together are `hierclf.rules`.
+documentation and its bounds, so validation (`hierclf.recipe.coerce`), error messages and the docs' key
+reference (`hierclf.recipe.reference`) all come from one place. Reading a TOML file into these objects
+is `hierclf.recipe.reading`; the rules that tie keys together are `hierclf.recipe.rules`.
 
 A stage's table is one flat set of keys for the user, but its class is made of slices
 (ModelConfig, TrainConfig, LoaderConfig, LossConfig), so each part of training takes only the
@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import tomli_w
 
-from hierclf.combiners import COMBINERS, combiner_doc
+from hierclf.combine.combiners import COMBINERS, combiner_doc
 
 
 def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,

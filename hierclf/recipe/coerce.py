@@ -11,7 +11,7 @@ import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
 from hierclf.errors import RecipeError
-from hierclf.recipe import plain
+from hierclf.recipe.schema import plain
 
 
 def build_config(cls: type, table: Any, name: str, source: str, overridden: typing.Collection[str] = (),

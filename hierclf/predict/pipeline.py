@@ -13,19 +13,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from hierclf.calibration import calibrated
+from hierclf.run.calibration import calibrated
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.items import UNKNOWN_LABEL
-from hierclf.devices import resolve_device
+from hierclf.runtime.devices import resolve_device
 from hierclf.errors import HierclfError, InUseError, RunError
-from hierclf.files import holding, write_text
-from hierclf.inference import soft_vote
-from hierclf.models import ModelSpec, load_model
-from hierclf.oof import load_combiner
-from hierclf.runs import Run
-from hierclf.stages import Stage
-from hierclf.tta import View, parse_view
+from hierclf.run.files import holding, write_text
+from hierclf.models.inference import soft_vote
+from hierclf.models.factory import ModelSpec, load_model
+from hierclf.run.outputs import load_combiner
+from hierclf.run.folder import Run
+from hierclf.hierarchy.stage import Stage
+from hierclf.data.tta import View, parse_view
 
 log = logging.getLogger(__name__)
 

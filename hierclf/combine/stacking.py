@@ -1,0 +1,83 @@
+"""Stacking: a multinomial logistic regression (scikit-learn) on every stage's out-of-fold
+log-probabilities, kept as plain arrays in combiner.json (nothing pickled)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import numpy as np
+
+from hierclf.combine.base import Combined, Combiner, SpecialistRunner, StageOutputs, clipped_log, everywhere
+from hierclf.errors import RunError
+
+if TYPE_CHECKING:
+    from hierclf.hierarchy.protocol import Hierarchy
+    from hierclf.recipe.schema import CombineConfig
+
+
+def stacking_features(coarse_probs: np.ndarray, specialist_probs: Sequence[np.ndarray]) -> np.ndarray:
+    """Log-probabilities of every stage side by side: the logistic regression's input."""
+    return clipped_log(np.concatenate([coarse_probs, *specialist_probs], axis=1))
+
+
+class Stacking(Combiner):
+    name = "stacking"
+    summary = "a logistic regression on the stages' out-of-fold log-probabilities"
+    needs = "stacking needs groups or heads"
+    fits = True
+
+    def __init__(self, c: float = 1.0):
+        self.c = c
+        self.coef: np.ndarray | None = None
+        self.intercept: np.ndarray | None = None
+        self.classes: np.ndarray | None = None
+        self.num_classes = 0
+
+    @classmethod
+    def from_config(cls, config: CombineConfig) -> "Stacking":
+        return cls(config.stacking_c)
+
+    def fit(self, hierarchy: Hierarchy, outputs: StageOutputs) -> "Stacking":
+        from sklearn.linear_model import LogisticRegression
+
+        features = stacking_features(outputs.coarse_probs, list(outputs.specialist_probs.values()))
+        model = LogisticRegression(C=self.c, max_iter=2000).fit(features, outputs.labels)
+        self.coef, self.intercept, self.classes = model.coef_, model.intercept_, model.classes_
+        self.num_classes = hierarchy.num_classes
+        return self
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Probabilities over all classes (a class absent when fitting gets 0)."""
+        if self.coef is None:
+            raise RunError("the stacking combiner is not fit yet")
+        scores = features @ self.coef.T + self.intercept
+        if self.coef.shape[0] == 1:  # scikit-learn's binary form: one logit for the second class
+            scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
+        scores -= scores.max(1, keepdims=True)
+        probs = np.exp(scores)
+        probs /= probs.sum(1, keepdims=True)
+        full = np.zeros((len(features), self.num_classes))
+        full[:, self.classes] = probs
+        return full
+
+    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
+                run_specialist: SpecialistRunner) -> Combined:
+        local, ran_on = everywhere(coarse_probs, parts, run_specialist)
+        probs = self.predict_proba(stacking_features(coarse_probs, [local[name] for name in parts]))
+        return Combined(probs=probs, labels=probs.argmax(1), specialist_probs=local, ran_on=ran_on)
+
+    def settings(self) -> dict[str, Any]:
+        return {"c": self.c}
+
+    def state(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes, "classes": self.classes.tolist(),
+                "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
+
+    def load_state(self, state: Mapping[str, Any], source: str) -> "Stacking":
+        try:
+            self.coef = np.asarray(state["coef"], dtype=np.float64)
+            self.intercept = np.asarray(state["intercept"], dtype=np.float64)
+            self.classes = np.asarray(state["classes"], dtype=np.int64)
+            self.num_classes = int(state["num_classes"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise RunError(f"{source} is not a stacking combiner: {error}") from None
+        return self
