@@ -1,6 +1,7 @@
 """Compare two run folders file by file: the same out-of-fold and validation outputs (to rounding),
-the same summaries, model descriptions and prediction CSVs. Used to show that a change to the code
-left what a recipe learns unchanged:
+the same summaries, model descriptions, reports and prediction CSVs, every epoch's figures but its
+seconds, and weights bit for bit. Used to show that a change to the code left what a recipe
+learns unchanged (`reference_runs.py` trains a set of runs for it):
 
     python benchmarks/compare_runs.py runs-before/digits runs-after/digits
 """
@@ -36,13 +37,18 @@ def compare_npz(before: Path, after: Path) -> list[str]:
 
 
 def compare_json(before: Path, after: Path) -> list[str]:
+    return _compare_values(json.loads(before.read_text()), json.loads(after.read_text()))
+
+
+def _compare_values(before, after) -> list[str]:
+    """Every leaf of two JSON values, floats to TOLERANCE; keys naming seconds are left out."""
     def numbers(value, path=""):
         if isinstance(value, dict):
             return {k: v for key, item in value.items() for k, v in numbers(item, f"{path}.{key}").items()}
         if isinstance(value, list):
             return {k: v for index, item in enumerate(value) for k, v in numbers(item, f"{path}[{index}]").items()}
         return {path: value}
-    old, new = numbers(json.loads(before.read_text())), numbers(json.loads(after.read_text()))
+    old, new = numbers(before), numbers(after)
     problems = [f"{key}: only before" for key in old.keys() - new.keys()]
     problems += [f"{key}: only after" for key in new.keys() - old.keys()]
     for key in old.keys() & new.keys():
@@ -73,7 +79,31 @@ def compare_csv(before: Path, after: Path) -> list[str]:
     return problems[:5]
 
 
-COMPARERS = {".npz": compare_npz, ".json": compare_json, ".jsonl": None, ".csv": compare_csv}
+def compare_weights(before: Path, after: Path) -> list[str]:
+    """Bit for bit: the same tensor names, dtypes, shapes and bytes."""
+    from safetensors.numpy import load_file
+
+    old, new = load_file(str(before)), load_file(str(after))
+    if sorted(old) != sorted(new):
+        return [f"tensors {sorted(old)[:3]}… → {sorted(new)[:3]}…"]
+    return [f"{name}: not bit-identical" for name in sorted(old)
+            if old[name].dtype != new[name].dtype or old[name].shape != new[name].shape
+            or old[name].tobytes() != new[name].tobytes()][:5]
+
+
+def compare_jsonl(before: Path, after: Path) -> list[str]:
+    """One JSON object per line (an epoch's figures), compared as `compare_json` does."""
+    old, new = before.read_text().splitlines(), after.read_text().splitlines()
+    if len(old) != len(new):
+        return [f"{len(old)} lines → {len(new)} lines"]
+    problems = []
+    for number, (a, b) in enumerate(zip(old, new), start=1):
+        problems += [f"line {number}: {problem}" for problem in _compare_values(json.loads(a), json.loads(b))]
+    return problems
+
+
+COMPARERS = {".npz": compare_npz, ".json": compare_json, ".jsonl": compare_jsonl, ".csv": compare_csv,
+             ".safetensors": compare_weights}
 
 
 def main() -> None:

@@ -34,9 +34,9 @@ from hierclf.data import Items
 from hierclf.run.files import read_npz
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.report.evaluate import evaluate_run
-from hierclf.hierarchy.kinds import FactorHierarchy
+from hierclf.hierarchy.factors import FactorHierarchy
 from hierclf.metrics import scores
-from hierclf.predict.pipeline import predict_runs
+from hierclf.predict.pipeline import Inference, predict_runs
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.run.folder import Run
 from hierclf.train import fit_coarse
@@ -95,10 +95,10 @@ def main() -> None:
     results["flat + seed1"] = {"seconds": results["flat"]["seconds"] + results["flat-seed1"]["seconds"]}
     flat_images = training_cost(Run.open(args.out / "flat"))["images"]
     for name, paths in runs.items():
-        predictions = predict_runs(paths, test, workers=args.workers)
+        predictions = predict_runs(paths, test, inference=Inference(workers=args.workers))
         if name in ("heads", "separate"):
             report = evaluate_run(args.out / name, against=args.out / "flat",
-                                  controls=[[args.out / "flat-2x-epochs"], runs["flat + seed1"]])
+                                  controls=[[args.out / "flat-2x-epochs"], runs["flat + seed1"]]).to_dict()
             oof_joint = report["pipelines"]["product"]["macro_f1"]
             oof_heads = {head: entry["product"]["macro_f1"] for head, entry in report["heads"].items()}
             results[name]["verdict"] = report["verdict"]

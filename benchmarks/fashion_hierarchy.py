@@ -19,7 +19,7 @@ from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.report.evaluate import evaluate_run
 from hierclf.metrics import scores
-from hierclf.predict.pipeline import predict_items
+from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse, fit_fine
 
@@ -73,7 +73,7 @@ def main() -> None:
     fit_coarse(hier, args.out / "hierarchical", items=items)
     fit_fine(args.out / "hierarchical", items=items)
     seconds["hierarchical"] = time.perf_counter() - started
-    report = evaluate_run(args.out / "hierarchical", against=args.out / "flat")
+    report = evaluate_run(args.out / "hierarchical", against=args.out / "flat").to_dict()
 
     test = load_input_items(data / "test.csv", FASHION_MNIST_CLASSES)
     results = {"flat": {"oof": report["flat"]["macro_f1"],
@@ -101,7 +101,7 @@ def main() -> None:
 
 
 def _test_f1(run: Path, test, combiner: str | None, workers: int) -> float:
-    predictions = predict_items(run, test, combiner=combiner, workers=workers)
+    predictions = predict_items(run, test, combiner=combiner, inference=Inference(workers=workers))
     return scores(predictions.targets, predictions.labels, len(predictions.class_names))["macro_f1"]
 
 

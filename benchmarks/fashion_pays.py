@@ -33,11 +33,11 @@ import numpy as np
 
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.combine.combiners import COMBINERS
+from hierclf.combine.registry import COMBINERS
 from hierclf.report.evaluate import evaluate_run, out_of_fold
 from hierclf.run.files import read_npz
 from hierclf.metrics import scores
-from hierclf.predict.pipeline import predict_items, predict_runs
+from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.run.outputs import load_oof
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.run.folder import Run
@@ -102,7 +102,7 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
     each one's errors are: choosing the group (routing) or choosing within tops."""
     out = args.out
     controls = [[out / "control"], [out / "flat", out / "seed1"]]
-    evaluated = evaluate_run(out / args.hier_out, against=out / "flat", controls=controls)
+    evaluated = evaluate_run(out / args.hier_out, against=out / "flat", controls=controls).to_dict()
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
     hierarchy = Run.open(out / args.hier_out).hierarchy
     oof = load_oof(Run.open(out / args.hier_out))
@@ -111,11 +111,12 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
                         ("flat + seed1", [out / "flat", out / "seed1"])):
         result = (evaluated["flat"] if name == "flat" else
                   evaluated["controls"][0 if name.startswith("control") else 1])
-        predictions = predict_runs(paths, test, workers=0)
+        predictions = predict_runs(paths, test, inference=Inference(workers=0))
         oof_labels = np.mean([read_npz(Run.open(p).oof_path("coarse"))["probs"] for p in paths], axis=0).argmax(1)
         rows[name] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
     for combiner, result in evaluated["pipelines"].items():
-        predictions = predict_items(out / args.hier_out, test, combiner=combiner, workers=0)
+        predictions = predict_items(out / args.hier_out, test, combiner=combiner,
+                                    inference=Inference(workers=0))
         oof_labels = out_of_fold(COMBINERS[combiner].from_config(Run.open(out / args.hier_out).recipe.combine),
                                  hierarchy, oof).labels
         rows[f"hierarchy, {combiner}"] = _row(result, predictions, hierarchy, oof.labels, oof_labels)

@@ -17,7 +17,7 @@ from pathlib import Path
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.metrics import scores
-from hierclf.predict.pipeline import predict_items, predict_runs
+from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
@@ -56,7 +56,7 @@ def main() -> None:
         started = time.perf_counter()
         summary = fit_coarse(recipe, out, items=train)
         seconds = time.perf_counter() - started
-        predictions = predict_items(out, test, workers=args.workers)
+        predictions = predict_items(out, test, inference=Inference(workers=args.workers))
         results[name] = {"oof": summary["oof_macro_f1"], "train": summary["train_macro_f1"],
                          "test": scores(predictions.targets, predictions.labels, 10)["macro_f1"], "seconds": seconds}
         return out
@@ -64,11 +64,11 @@ def main() -> None:
     for name, keys in VARIANTS.items():
         run(name, keys)
     started = time.perf_counter()
-    tta = predict_items(args.out / "baseline", test, workers=args.workers, tta=["hflip"])
+    tta = predict_items(args.out / "baseline", test, inference=Inference(workers=args.workers, tta=("hflip",)))
     results["baseline + TTA hflip"] = {"test": scores(tta.targets, tta.labels, 10)["macro_f1"],
                                        "seconds": time.perf_counter() - started}
     seeds = [args.out / "baseline"] + [run(f"baseline seed {seed}", {}, seed) for seed in (1, 2)]
-    vote = predict_runs(seeds, test, workers=args.workers)
+    vote = predict_runs(seeds, test, inference=Inference(workers=args.workers))
     results["3-seed ensemble"] = {"test": scores(vote.targets, vote.labels, 10)["macro_f1"],
                                   "seconds": sum(results[n]["seconds"] for n in ("baseline", "baseline seed 1",
                                                                                 "baseline seed 2"))}

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from hierclf.data import load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.predict.pipeline import predict_items
+from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse, fit_fine
 
@@ -60,8 +60,8 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, (run, combiner) in timed.items():
             started = time.perf_counter()
-            predictions = predict_items(run, items, combiner=combiner, batch_size=args.batch_size,
-                                        workers=args.workers)
+            predictions = predict_items(run, items, combiner=combiner,
+                                        inference=Inference(batch_size=args.batch_size, workers=args.workers))
             seconds[name].append(time.perf_counter() - started)
             if name == "routed":
                 routed_rows = predictions.specialist_rows["group"]

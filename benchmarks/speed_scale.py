@@ -23,7 +23,8 @@ from PIL import Image
 
 from hierclf.data import Items, load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.predict.pipeline import predict_items, write_predictions
+from hierclf.predict.output import write_predictions
+from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
@@ -42,7 +43,7 @@ def measure(run: Path, folder: Path, workers: int, batch_size: int) -> None:
     """In this (fresh) process: predict every image of `folder`, print seconds and peak memory."""
     started = time.perf_counter()
     items = load_input_items(folder, FASHION_MNIST_CLASSES)
-    predictions = predict_items(run, items, batch_size=batch_size, workers=workers)
+    predictions = predict_items(run, items, inference=Inference(batch_size=batch_size, workers=workers))
     write_predictions(folder.parent / f"{folder.name}.csv", predictions)
     seconds = time.perf_counter() - started
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB

@@ -30,9 +30,10 @@ from torchvision.transforms import v2
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.cache import cached_items
-from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.recipe.schema import HeadConfig, StageConfig
+from hierclf.runtime.processes import Placement
 from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
 
@@ -109,8 +110,8 @@ def hierclf_loaders(items: Items, train_rows: np.ndarray, val_rows: np.ndarray, 
                     device: torch.device) -> tuple[DataLoader, DataLoader]:
     def make(rows: np.ndarray, training: bool) -> DataLoader:
         dataset = ImageDataset(items.subset(rows), items.labels[rows], build_transform(stage.img_size, MEAN, STD), 1)
-        return make_loader(dataset, stage.batch_size, shuffle=training, workers=stage.workers, device=device,
-                           drop_last=training)
+        return make_loader(dataset, stage.batch_size, workers=stage.workers, device=device,
+                           order=TrainingOrder(drop_last=True) if training else None)
     return make(train_rows, True), make(val_rows, False)
 
 
@@ -173,7 +174,7 @@ def main() -> None:
                     else:
                         layout = OutputLayout.single(FASHION_MNIST_CLASSES)
                         loss = build_layout_loss(layout, [HeadConfig()], ["coarse"], labels[train_rows, None])
-                        fit(model, train, val, stage, device, layout, loss)
+                        fit(model, train, val, stage, loss, Placement(device))
                     times[loop].append(time.perf_counter() - started)
             seen = args.epochs * (len(train_rows) // args.batch_size * args.batch_size)
             speed = {loop: seen / min(seconds) for loop, seconds in times.items()}

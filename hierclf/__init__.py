@@ -15,17 +15,29 @@ _os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "HierclfError": "hierclf.errors",
-    "GroupHierarchy": "hierclf.hierarchy.kinds", "FactorHierarchy": "hierclf.hierarchy.kinds",
-    "encode_factors": "hierclf.hierarchy.kinds", "decode_factors": "hierclf.hierarchy.kinds",
-    "Recipe": "hierclf.recipe.schema", "StageConfig": "hierclf.recipe.schema", "load_recipe": "hierclf.recipe.reading",
-    "recipe_from_dict": "hierclf.recipe.reading",
+    # a recipe
+    "Recipe": "hierclf.recipe.schema", "StageConfig": "hierclf.recipe.schema",
+    "load_recipe": "hierclf.recipe.reading", "recipe_from_dict": "hierclf.recipe.reading",
+    # rows
     "Items": "hierclf.data", "load_training_items": "hierclf.data", "load_input_items": "hierclf.data",
-    "fit": "hierclf.train", "fit_coarse": "hierclf.train", "fit_fine": "hierclf.train",
-    "assign_folds": "hierclf.train", "evaluate_run": "hierclf.report.evaluate", "suggest_groups": "hierclf.hierarchy.kinds",
-    "predict_items": "hierclf.predict.pipeline", "predict_runs": "hierclf.predict.pipeline", "write_predictions": "hierclf.predict.pipeline",
-    "Predictions": "hierclf.predict.pipeline", "Run": "hierclf.run.folder", "OutputLayout": "hierclf.hierarchy.layout",
-    "COMBINERS": "hierclf.combine.combiners", "HierarchicalClassifier": "hierclf.estimator",
+    "encode_factors": "hierclf.data.labels", "decode_factors": "hierclf.data.labels",
+    # hierarchies, stages' outputs, combiners
+    "GroupHierarchy": "hierclf.hierarchy.groups", "FactorHierarchy": "hierclf.hierarchy.factors",
+    "build_hierarchy": "hierclf.hierarchy.build", "suggest_groups": "hierclf.hierarchy.suggest",
+    "OutputLayout": "hierclf.hierarchy.layout", "COMBINERS": "hierclf.combine.registry",
+    # training
+    "fit_coarse": "hierclf.train.commands", "fit_fine": "hierclf.train.commands", "fit": "hierclf.train.loop",
+    "FitRecord": "hierclf.train.record", "FitResult": "hierclf.train.state", "Placement": "hierclf.runtime.processes",
+    "assign_folds": "hierclf.train.kfold", "Run": "hierclf.run.folder",
+    # prediction
+    "predict_items": "hierclf.predict.pipeline", "predict_runs": "hierclf.predict.pipeline",
+    "Inference": "hierclf.predict.pipeline", "Predictions": "hierclf.predict.output",
+    "write_predictions": "hierclf.predict.output", "Shard": "hierclf.predict.shards",
+    "write_shard": "hierclf.predict.shards",
+    # reports
+    "evaluate_run": "hierclf.report.evaluate", "Report": "hierclf.report.report",
+    # errors, and the library as a scikit-learn estimator
+    "HierclfError": "hierclf.errors", "HierarchicalClassifier": "hierclf.estimator",
 }
 __all__ = sorted(_EXPORTS) + ["__version__"]
 

@@ -2,18 +2,19 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 from pathlib import Path
 
 import click
 
+from hierclf.combine.registry import COMBINERS
 from hierclf.errors import HierclfError, user_message
+from hierclf.runtime.launch import launched
 
 
 def _launched_rank() -> int:
     """This process's rank among those torchrun started (0 without torchrun): rank 0 reports for all."""
-    return int(os.environ.get("RANK", 0) or 0)
+    return launched().rank
 
 
 class _Group(click.Group):
@@ -115,38 +116,7 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
         _echo_stage_summary(title, summary, run_out)
 
 
-def _parse_shard(text: str | None) -> tuple[int, int] | None:
-    from hierclf.errors import HierclfError
-
-    if text is None:
-        return None
-    shard, _, shards = text.partition("/")
-    if not (shard.isdigit() and shards.isdigit() and int(shard) < int(shards)):
-        raise HierclfError(f"--shard {text!r}: expected I/N with 0 <= I < N, as 0/4")
-    return int(shard), int(shards)
-
-
-def _torchrun_shard(part: tuple[int, int] | None, device: str) -> tuple[tuple[int, int] | None, str]:
-    """Under torchrun each process predicts the shard of its rank (RANK of WORLD_SIZE), on its own
-    GPU when there are GPUs; the last to finish joins the parts, as with --shard."""
-    from hierclf.runtime.devices import resolve_device
-    from hierclf.runtime.processes import launched
-    from hierclf.errors import HierclfError
-
-    processes = launched()
-    if not processes.active:
-        return part, device
-    if part is not None:
-        raise HierclfError("--shard: under torchrun each process predicts the shard of its rank; leave --shard out")
-    resolved = resolve_device(device)
-    if resolved.type == "cuda":
-        device = str(processes.device(resolved))
-    return (processes.rank, processes.world), device
-
-
 def _parse_seeds(text: str) -> list[int]:
-    from hierclf.errors import HierclfError
-
     parts = [part.strip() for part in text.split(",") if part.strip()]
     if not parts or not all(part.isdigit() for part in parts) or len(set(parts)) < len(parts):
         raise HierclfError(f"--seeds {text!r}: expected distinct whole numbers, as 0,1,2")
@@ -167,12 +137,16 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
             overrides: tuple[str, ...]) -> None:
     """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
     copy in its original's fold: point data.csv at OUT/train.csv."""
+    from hierclf.data import load_training_items
     from hierclf.data.offline import augment_dataset
-    from hierclf.run.files import check_writable
+    from hierclf.hierarchy.build import label_attributes
     from hierclf.recipe.reading import load_recipe
+    from hierclf.run.files import check_writable
 
     check_writable(out, "--out", folder=True)
-    result = augment_dataset(load_recipe(recipe, overrides), out, copies, classes, preset, seed)
+    loaded = load_recipe(recipe, overrides)
+    items = load_training_items(loaded.data, label_attributes(loaded.hierarchy))
+    result = augment_dataset(loaded, items, out, copies, classes, preset, seed)
     click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
                f"({result['classes']} classes) to {result['csv']}")
     click.echo(f"train on it with --set data.csv={result['csv']}: each copy's group is its original's, so "
@@ -207,34 +181,10 @@ def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tup
 
 
 def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
-    """The stage's out-of-fold scores, each fold's, the bias/variance line, and a per-class report
-    of each output block (with attribute heads, each head's): all from its summary.json and oof.npz."""
-    from hierclf.run.files import read_npz
-    from hierclf.hierarchy.layout import OutputLayout
-    from hierclf.metrics import report_text
-    from hierclf.train.fold import in_stage
-
+    from hierclf.report.text import stage_summary_lines
     from hierclf.run.folder import Run
 
-    oof = read_npz(Run.open(run).oof_path(summary["stage"]))  # a flat coarse run's stage lies in that run
-    heads = summary.get("heads", {})
-    joint = " (the joint class: every head right)" if heads else ""
-    click.echo(f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds){joint}: "
-               f"macro-F1 {summary['oof_macro_f1']:.4f}  accuracy {summary['oof_accuracy']:.4f}")
-    for row in summary["folds"]:
-        click.echo(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
-                   f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
-    if "diagnosis" in summary:
-        click.echo(f"  {summary['diagnosis']}")
-    layout = OutputLayout.from_spec_fields(summary["classes"], [[name, head["size"]] for name, head in heads.items()])
-    targets = layout.columns(oof["targets"])
-    scored = in_stage(targets)
-    for column, (block, probs) in enumerate(zip(layout.blocks, layout.split(oof["probs"]))):
-        if block.name in heads:
-            head = heads[block.name]
-            click.echo(f"\nhead {block.name!r}: macro-F1 {head['oof_macro_f1']:.4f}  "
-                       f"accuracy {head['oof_accuracy']:.4f}")
-        click.echo("\n" + report_text(targets[scored, column], probs[scored].argmax(1), block.classes))
+    click.echo("\n".join(stage_summary_lines(title, summary, Run.open(run))))
 
 
 @main.command()
@@ -246,8 +196,8 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--index", "label_index", is_flag=True, help="Write the class index (0, 1, …) as the label, not its name.")
 @click.option("--combiner", default=None, metavar="NAME",
-              help="How stage outputs become labels: product, routed or stacking, as the run allows "
-                   "(default: the recipe's combine.method).")
+              help=f"How stage outputs become labels: {', '.join(COMBINERS)}, as the run allows "
+                   f"(default: the recipe's combine.method).")
 @click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
 @click.option("--tta", default=None, metavar="VARIANTS",
               help="Test-time augmentation, comma-separated: hflip, vflip, rot90, rot180, rot270, scale=F; "
@@ -266,29 +216,38 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
+    from hierclf.predict.pipeline import Inference, predict_runs
+    from hierclf.predict.shards import Shard, torchrun_shard, write_shard
     from hierclf.run.files import check_writable
-    from hierclf.metrics import report_text, scores
-    from hierclf.predict.pipeline import merge_shards, predict_runs, shard_part, write_predictions
     from hierclf.run.folder import Run
 
     check_writable(out, "--out")  # before any work
-    part, device = _torchrun_shard(_parse_shard(shard), device)
+    part, device = torchrun_shard(None if shard is None else Shard.parse(shard), device)
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
                              images, hierarchy.label_heads)
-    variants = None if tta is None else [] if tta.strip() == "none" else [v.strip() for v in tta.split(",")]
+    views = None if tta is None else () if tta.strip() == "none" else tuple(v.strip() for v in tta.split(","))
+    inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views)
     if part is not None:
-        items = items.subset(list(range(part[0], len(items), part[1])))
-    predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, batch_size=batch_size,
-                               workers=workers, device=device, trace=trace, tta=variants)
+        items = part.rows(items)
+    predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, trace=trace,
+                               inference=inference)
     if part is not None:
-        write_predictions(shard_part(out, *part), predictions, with_probs=probs, label_index=label_index)
-        click.echo(f"wrote shard {part[0]} of {part[1]}: {len(predictions.ids)} predictions to "
-                   f"{shard_part(out, *part)}")
-        if merge_shards(out, part[1]):
+        joined = write_shard(out, part, predictions, with_probs=probs, label_index=label_index)
+        click.echo(f"wrote shard {part.index} of {part.count}: {len(predictions.ids)} predictions to {part.part(out)}")
+        if joined:
             click.echo(f"every shard is written: joined them into {out}")
         return
+    _echo_predictions(input_path, out, predictions, hierarchy, probs, label_index)
+
+
+def _echo_predictions(input_path: Path, out: Path, predictions, hierarchy, probs: bool, label_index: bool) -> None:
+    """Write the CSV; say how many images each specialist ran on and, where the input has labels,
+    the scores (each head's too)."""
+    from hierclf.metrics import report_text, scores
+    from hierclf.predict.output import write_predictions
+
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
     click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
     for name, count in (predictions.specialist_rows or {}).items():
@@ -305,8 +264,6 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
 
 
 def _parse_weights(text: str | None) -> list[float] | None:
-    from hierclf.errors import HierclfError
-
     if text is None:
         return None
     try:
@@ -327,28 +284,11 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
     """Score RUN's whole pipeline out-of-fold with every combiner, each with its training and
     inference cost, beside the flat run and any controls; write report.json, report.md,
     oof-predictions.csv and confusion.png into RUN."""
-    from hierclf.report.evaluate import evaluate_run, score_rows
+    from hierclf.report.evaluate import evaluate_run
+    from hierclf.report.text import evaluation_lines
 
     report = evaluate_run(run, against, [[Path(p) for p in control.split(",") if p] for control in controls])
-    click.echo(f"{report['rows']} rows, out-of-fold (one fold model per row; predict votes all K)")
-    base = report.get("flat", {}).get("training", {}).get("images") or None
-    for name, result, chosen in score_rows(report):
-        runs = f"  ({', '.join(result['runs'])})" if "runs" in result else ""
-        note = runs or ("  ← recipe's combiner" if chosen else "")
-        budget = f"  training ×{result['training']['images'] / base:.2f}" if base else ""
-        click.echo(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
-                   f"ECE {result['ece']:.4f}{budget}  inference {result['inference']['passes']:.1f} passes/image{note}")
-    for line in report["verdict"]:
-        click.echo(f"  {line}")
-    if "routing" in report:
-        click.echo(f"  routing accuracy {report['routing']['accuracy']:.4f} (upper bound of the routed pipeline)")
-    for name, head in report.get("heads", {}).items():
-        specialist = f"  specialist {head['specialist']['macro_f1']:.4f}" if "specialist" in head else ""
-        click.echo(f"  head {name:<8} macro-F1 {head['product']['macro_f1']:.4f}  accuracy "
-                   f"{head['product']['accuracy']:.4f}  (coarse head {head['coarse']['macro_f1']:.4f}{specialist})")
-    click.echo("most confused:")
-    for pair in report["pipelines"][report["chosen"]]["most_confused"]:
-        click.echo(f"  {pair['true']} → {pair['predicted']}: {pair['count']} ({pair['share_of_errors']:.0%} of errors)")
+    click.echo("\n".join(evaluation_lines(report)))
     click.echo(f"wrote {run}/report.md, report.json, oof-predictions.csv, confusion.png")
 
 
@@ -359,12 +299,12 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
               show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
-    from hierclf.recipe.coerce import show_value
     from hierclf.errors import RunError
-    from hierclf.hierarchy.kinds import suggest_groups
+    from hierclf.hierarchy.suggest import suggest_groups
     from hierclf.metrics import confusion
-    from hierclf.run.outputs import load_oof
+    from hierclf.recipe.coerce import show_value
     from hierclf.run.folder import Run
+    from hierclf.run.outputs import load_oof
 
     opened = Run.open(run)
     hierarchy = opened.hierarchy

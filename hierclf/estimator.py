@@ -104,11 +104,12 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        from hierclf.predict.pipeline import predict_items
+        from hierclf.predict.pipeline import Inference, predict_items
 
         check_is_fitted(self, "run_dir_")
         items = _items(X, None, [str(label) for label in self.classes_])
-        predictions = predict_items(self.run_dir_, items, combiner=self.combiner, workers=0, device=self.device)
+        predictions = predict_items(self.run_dir_, items, combiner=self.combiner,
+                                    inference=Inference(workers=0, device=self.device))
         return np.asarray(predictions.probs, dtype=np.float64)
 
     def predict(self, X: Any) -> np.ndarray:

@@ -240,13 +240,13 @@ class Killed(Exception):
 def kill_after_saving(monkeypatch, epoch: int) -> None:
     """Every fit from now on raises Killed right after writing its checkpoint of `epoch`, as a
     process killed then would leave it (monkeypatch.undo() ends it)."""
-    import hierclf.train.loop as loop
+    import hierclf.train.record as record
 
-    saving = loop.save_checkpoint
+    saving = record.save_checkpoint
 
     def save_then_die(path, checkpoint):
         saving(path, checkpoint)
         if checkpoint.epoch == epoch:
             raise Killed
 
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(record, "save_checkpoint", save_then_die)

@@ -19,7 +19,8 @@ def test_fit_and_predict_on_in_memory_arrays_with_a_hold_out(tmp_path):
     assert summary["rows"] == 15 and len(summary["folds"]) == 1  # one stratified hold-out of a quarter
     assert summary["oof_accuracy"] >= 0.8
     test_images, test_labels = arrays(10, seed=1)
-    predictions = hierclf.predict_items(tmp_path / "run", hierclf.Items.from_arrays(test_images), workers=0)
+    predictions = hierclf.predict_items(tmp_path / "run", hierclf.Items.from_arrays(test_images),
+                                        inference=hierclf.Inference(workers=0))
     assert predictions.probs.shape == (30, 3) and predictions.class_names == ("left", "middle", "right")
     assert (predictions.labels == test_labels).mean() >= 0.8
 

@@ -6,7 +6,7 @@ from sklearn.base import clone
 from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from conftest import CLASSES, TINY_STAGE, shape_image
-from hierclf import HierarchicalClassifier, Items, predict_items
+from hierclf import HierarchicalClassifier, Inference, Items, predict_items
 
 RECIPE = {"folds": {"count": 2}, "coarse": {**TINY_STAGE, "epochs": 10}}
 
@@ -29,7 +29,7 @@ def test_fit_predict_and_string_labels_round_trip():
     assert model.score(X_test, y_test) >= 0.8  # chance is 1/3
     probs = model.predict_proba(X_test)
     assert probs.dtype == np.float64 and np.allclose(probs.sum(1), 1.0)
-    same = predict_items(model.run_dir_, Items.from_arrays(X_test), workers=0, device=model.device)
+    same = predict_items(model.run_dir_, Items.from_arrays(X_test), inference=Inference(workers=0, device=model.device))
     assert np.allclose(probs, same.probs)  # exactly the library's prediction on the run
     assert (model.run_dir_ / "coarse" / "oof.npz").exists()
 

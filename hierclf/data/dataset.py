@@ -1,8 +1,9 @@
 """From rows to batches: decoding, albumentations transforms, and a DataLoader."""
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import albumentations as A
 import numpy as np
@@ -53,6 +54,27 @@ class ImageTransform:
     def set_random_seed(self, seed: int) -> None:
         self.pipeline.set_random_seed(seed)
 
+    def _drawing(self) -> Iterator[Any]:
+        """The pipeline and each of its transforms, nested ones included: each keeps a numpy and a
+        Python generator of its own."""
+        waiting = [self.pipeline]
+        while waiting:
+            transform = waiting.pop(0)
+            if hasattr(transform, "random_generator") and hasattr(transform, "py_random"):
+                yield transform
+            waiting.extend(getattr(transform, "transforms", None) or [])
+
+    def random_state(self) -> list[dict[str, Any]]:
+        """The state of every generator augmentation draws from, as JSON-able values."""
+        return [{"numpy": transform.random_generator.bit_generator.state,
+                 "python": _python_state(transform.py_random.getstate())} for transform in self._drawing()]
+
+    def set_random_state(self, states: list[dict[str, Any]]) -> None:
+        """Every generator as `random_state` gave it."""
+        for transform, state in zip(self._drawing(), states):
+            transform.random_generator.bit_generator.state = state["numpy"]
+            transform.py_random.setstate(_python_state_back(state["python"]))
+
     def __repr__(self) -> str:
         return f"ImageTransform(size={self.size}, {self.pipeline!r})"
 
@@ -84,6 +106,14 @@ class ImageDataset(Dataset):
         pixels = np.stack([self.transform.pixels(self.items.image(row, self.channels, side)) for row in rows])
         return self.transform.to_tensor(pixels), torch.from_numpy(self.targets[rows]), torch.from_numpy(rows)
 
+    def random_state(self) -> list[dict[str, Any]]:
+        """What the augmentation's generators hold (a checkpoint keeps it, in the main process:
+        loader workers draw from copies seeded anew each epoch)."""
+        return self.transform.random_state()
+
+    def set_random_state(self, states: list[dict[str, Any]]) -> None:
+        self.transform.set_random_state(states)
+
 
 def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
                     augment: str | Sequence[Mapping[str, Any]] = "none", seed: int | None = None) -> ImageTransform:
@@ -92,21 +122,45 @@ def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
     return ImageTransform(img_size, mean, std, augment, seed)
 
 
-def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, workers: int, device: torch.device,
-                seed: int = 0, drop_last: bool = False, sampler: str = "shuffle", class_cap: int = 0,
-                sample_labels: np.ndarray | None = None, shard: tuple[int, int] = (0, 1)) -> DataLoader:
-    """A loader over `dataset`. With `shuffle`, `sampler`/`class_cap` may replace plain shuffling
-    (balanced classes, at most class_cap rows per class), by the classes `sample_labels` gives
-    each row. With `shard` = (rank, world), this process's share when `world` processes train
-    together: of each batch of `batch_size` × world rows one process would draw, or of the rows
-    in order when not shuffling (for a gather in row order)."""
+@dataclass(frozen=True, eq=False)
+class TrainingOrder:
+    """How a training loader orders its rows each epoch: shuffled, or by `sampler` ("balanced":
+    classes drawn equally often) and `class_cap` (at most that many rows of a class), by the
+    class `labels` gives each row; and whether a short last batch is dropped."""
+
+    sampler: str = "shuffle"
+    class_cap: int = 0
+    labels: np.ndarray | None = field(default=None, repr=False)
+    drop_last: bool = False
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, workers: int, device: torch.device, seed: int = 0,
+                order: TrainingOrder | None = None, shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """A loader over `dataset`, seeded.
+
+    Args:
+        dataset: the rows (an `ImageDataset`, or any dataset with `__getitems__`).
+        batch_size: rows per batch (under torchrun, this process's share of the global batch).
+        workers: loader worker processes; 0 decodes in this one.
+        device: where batches go (memory is pinned for CUDA).
+        seed: the seed of the loader's generator (its order) and of its workers' augmentation.
+        order: the training order (shuffled, sampled, capped); None reads the rows in order.
+        shard: (rank, world): this process's share when `world` processes train together, of
+            each batch of `batch_size` × world rows one process would draw, or of the rows in
+            order (for a gather in row order).
+
+    Returns:
+        A DataLoader of (images, targets, rows) batches."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    shuffle = order is not None
     chosen = None
-    if shuffle and (sampler != "shuffle" or class_cap):
-        if sample_labels is None:
-            raise ValueError(f"sampler {sampler!r} with class_cap {class_cap} needs each row's class (sample_labels)")
-        chosen = build_sampler(sampler, class_cap, sample_labels, generator)
+    if order is not None and (order.sampler != "shuffle" or order.class_cap):
+        if order.labels is None:
+            raise ValueError(f"sampler {order.sampler!r} with class_cap {order.class_cap} needs each row's class "
+                             f"(labels)")
+        chosen = build_sampler(order.sampler, order.class_cap, order.labels, generator)
+    drop_last = order is not None and order.drop_last
     rank, world = shard
     if world > 1:
         if shuffle:
@@ -125,6 +179,15 @@ def make_loader(dataset: ImageDataset, batch_size: int, *, shuffle: bool, worker
 def _batched(batch: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
     """ImageDataset.__getitems__ already stacks its batch."""
     return batch
+
+
+def _python_state(state: tuple) -> list:
+    """random.Random.getstate() as JSON."""
+    return [state[0], list(state[1]), state[2]]
+
+
+def _python_state_back(saved: list) -> tuple:
+    return (saved[0], tuple(saved[1]), saved[2])
 
 
 def _seed_worker(worker_id: int, rank: int = 0) -> None:

@@ -11,16 +11,17 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import albumentations as A
 from PIL import Image
 
 from hierclf.data.augment import augment_transforms
 from hierclf.data.items import Items
-from hierclf.data.sources import load_training_items
 from hierclf.errors import DataError, HierclfError, RecipeError
-from hierclf.recipe.schema import Augment, Recipe
+
+if TYPE_CHECKING:
+    from hierclf.recipe.schema import Augment, Recipe
 
 
 def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
@@ -40,10 +41,11 @@ def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
     return sorted(set(chosen))
 
 
-def augment_dataset(recipe: Recipe, out: Path, copies: int, classes: str | None = None,
+def augment_dataset(recipe: Recipe, items: Items, out: Path, copies: int, classes: str | None = None,
                     augment: Augment | None = None, seed: int = 0) -> dict[str, Any]:
-    """Write OUT/train.csv and OUT/train/: every original (copied byte for byte) and `copies`
-    augmented PNG copies of each row of `classes`, by `augment` (default: coarse.augment).
+    """Write OUT/train.csv and OUT/train/: every original of `items` (the recipe's training rows,
+    copied byte for byte) and `copies` augmented PNG copies of each row of `classes`, by
+    `augment` (default: coarse.augment).
     Columns follow the recipe's data keys; the group of a copy is its original's group (or its
     original's id), so pointing data.csv at OUT/train.csv keeps folds leak-free. OUT appears
     only when complete."""
@@ -55,7 +57,6 @@ def augment_dataset(recipe: Recipe, out: Path, copies: int, classes: str | None 
         raise HierclfError("--copies must be at least 1")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise HierclfError(f"--out {out} already exists; choose a new folder")
-    items = load_training_items(recipe.data, recipe.hierarchy)
     if items.paths is None:
         raise DataError("augment needs training images on disk")
     chosen = choose_classes(None if classes is None else classes, items.class_names)

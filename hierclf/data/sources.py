@@ -9,35 +9,44 @@ from __future__ import annotations
 import csv
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
+from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.errors import DataError, RecipeError
-from hierclf.hierarchy.kinds import FactorHierarchy, Head
-from hierclf.recipe.schema import DataConfig, HierarchyConfig
+
+if TYPE_CHECKING:
+    from hierclf.recipe.schema import DataConfig
 
 log = logging.getLogger(__name__)
 
 
-def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = None, workers: int = 0,
+def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), workers: int = 0,
                         check_files: bool = True) -> Items:
-    """The labelled rows a recipe's [data] section points at, every image decoded once to check
-    it (in `workers` processes). With attribute heads in `hierarchy`, the classes are the heads'
-    combinations, and a CSV may give one column per head (named as the heads) instead of the
-    joint label."""
-    factors = FactorHierarchy.from_config(hierarchy.heads) if hierarchy is not None and hierarchy.heads else None
-    class_names = factors.class_names if factors is not None else data.class_names or None
+    """The labelled rows a recipe's [data] section points at.
+
+    Args:
+        data: the recipe's [data] section.
+        attributes: the attributes labels combine (a recipe's heads, `label_attributes`): the
+            classes are then their combinations, and a CSV may give one column per attribute
+            (named as the attribute) instead of the joint label.
+        workers: processes that decode the images to check them.
+        check_files: decode every image once, so a bad file stops here.
+
+    Returns:
+        The rows, each with its id, label, fold group and file."""
+    class_names = joint_class_names(attributes) if attributes else data.class_names or None
     where = data.csv or data.folder or data.mask_images
     if data.mask_images:
-        items = read_mask_folder(Path(data.mask_images), data.age_bounds, factors)
+        items = read_mask_folder(Path(data.mask_images), data.age_bounds, attributes)
     elif data.csv:
         items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
                                id_column=data.id_column, label_column=data.label_column,
                                group_column=data.group_column, class_names=class_names,
-                               labels_required=True, factors=factors)
+                               labels_required=True, attributes=attributes)
     elif data.folder:
         items = read_class_tree(Path(data.folder), class_names=class_names)
     else:
@@ -49,7 +58,7 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
         row = int(np.flatnonzero(items.labels == UNKNOWN_LABEL)[0])
         line = f", line {row + 2}" if data.csv and not data.mask_images else ""
         raise DataError(f"{where}{line}: image {str(items.ids[row])!r} has no label")
-    _check_every_class_has_rows(items, where, joint=factors is not None)
+    _check_every_class_has_rows(items, where, joint=bool(attributes))
     if check_files and items.paths is not None:
         check_images(items.paths, workers)
     return items
@@ -57,14 +66,22 @@ def load_training_items(data: DataConfig, hierarchy: HierarchyConfig | None = No
 
 def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "id",
                      label_column: str = "label", images: Path | None = None,
-                     heads: Sequence[Head] = ()) -> Items:
+                     attributes: Sequence[Attribute] = ()) -> Items:
     """Rows to predict: a CSV of ids, a class-per-folder tree, or a folder of images.
-    Labels are read where the input carries them (a CSV may give one column per attribute
-    of `heads` instead), so predictions can be scored."""
-    factors = FactorHierarchy(tuple(heads)) if heads else None
+
+    Args:
+        path: the input.
+        class_names: the run's classes, in label order.
+        id_column, label_column: the CSV's columns of ids and (optional) labels.
+        images: the folder of a CSV's images (default: beside the CSV, see `default_image_dir`).
+        attributes: the attributes a CSV may give one column each instead of the label.
+
+    Returns:
+        The rows, with their labels where the input carries them, so predictions can be scored."""
     if path.is_file():
         return read_csv_items(path, images, id_column=id_column, label_column=label_column,
-                              group_column="", class_names=class_names, labels_required=False, factors=factors)
+                              group_column="", class_names=class_names, labels_required=False,
+                              attributes=attributes)
     if not path.is_dir():
         raise DataError(f"input {path} does not exist")
     entries = sorted(path.iterdir())
@@ -83,10 +100,10 @@ def default_image_dir(csv_path: Path) -> Path:
 
 def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label_column: str,
                    group_column: str, class_names: Sequence[str] | None, labels_required: bool,
-                   factors: FactorHierarchy | None = None) -> Items:
+                   attributes: Sequence[Attribute] = ()) -> Items:
     images = images or default_image_dir(csv_path)
     rows, header = _read_csv(csv_path)
-    by_head = factors is not None and label_column not in header and all(h.name in header for h in factors.heads)
+    by_head = bool(attributes) and label_column not in header and all(a.name in header for a in attributes)
     missing = [name for name in (id_column,) + ((label_column,) if labels_required and not by_head else ())
                if name not in header]
     if missing:
@@ -103,12 +120,13 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
         first_line[image_id] = line
     paths = _resolve_images(ids, images, csv_path)
     if by_head:
-        values = np.stack([_parse_labels([row[head.name].strip() for row in rows], head.values,
-                                         f"{csv_path}, column {head.name!r}")[0] for head in factors.heads], axis=1)
+        values = np.stack([_parse_labels([row[attribute.name].strip() for row in rows], attribute.values,
+                                         f"{csv_path}, column {attribute.name!r}")[0] for attribute in attributes],
+                          axis=1)
         unknown = (values == UNKNOWN_LABEL).any(1)
         labels = np.full(len(rows), UNKNOWN_LABEL, dtype=np.int64)
-        labels[~unknown] = factors.encode(values[~unknown])
-        names = factors.class_names
+        labels[~unknown] = encode_factors(values[~unknown], [attribute.size for attribute in attributes])
+        names = joint_class_names(attributes)
     elif label_column in header:
         labels, names = _parse_labels([row[label_column].strip() for row in rows], class_names,
                                       f"{csv_path}, column {label_column!r}")
@@ -150,24 +168,24 @@ MASK_VALUES = ("wear", "incorrect", "not_wear")
 GENDER_VALUES = ("male", "female")
 
 
-def mask_factors(age_bounds: Sequence[int]) -> FactorHierarchy:
-    """The competition's classes: mask × gender × age, label = mask·6 + gender·3 + age."""
+def mask_attributes(age_bounds: Sequence[int]) -> tuple[Attribute, ...]:
+    """The competition's attributes: mask × gender × age, label = mask·6 + gender·3 + age."""
     edges = list(age_bounds)
     ages = [f"<{edges[0]}"] + [f"{low}-{high - 1}" for low, high in zip(edges, edges[1:])] + [f">={edges[-1]}"]
-    return FactorHierarchy(heads=(Head("mask", MASK_VALUES), Head("gender", GENDER_VALUES), Head("age", tuple(ages))))
+    return (Attribute("mask", MASK_VALUES), Attribute("gender", GENDER_VALUES), Attribute("age", tuple(ages)))
 
 
-def read_mask_folder(root: Path, age_bounds: Sequence[int], factors: FactorHierarchy | None = None) -> Items:
+def read_mask_folder(root: Path, age_bounds: Sequence[int], attributes: Sequence[Attribute] = ()) -> Items:
     """root/<person-id>_<gender>_<race>_<age>/{mask1..mask5,incorrect_mask,normal}.<ext>: one row
     per photo with its mask, gender and age bin, and the person id as its fold group, so one
-    person's photos never sit on both sides of a split. Labels follow `factors` (the recipe's
+    person's photos never sit on both sides of a split. Labels follow `attributes` (the recipe's
     heads, in its order), else the competition's mask·6 + gender·3 + age."""
-    standard = mask_factors(age_bounds)
-    factors = factors or standard
-    sizes = {head.name: head.size for head in standard.heads}
-    if {head.name: head.size for head in factors.heads} != sizes:
+    standard = mask_attributes(age_bounds)
+    attributes = tuple(attributes) or standard
+    sizes = {attribute.name: attribute.size for attribute in standard}
+    if {attribute.name: attribute.size for attribute in attributes} != sizes:
         raise RecipeError(f"data.mask_images gives heads {', '.join(f'{k} ({v})' for k, v in sizes.items())}; "
-                          f"hierarchy.heads has " + ", ".join(f"{h.name} ({h.size})" for h in factors.heads))
+                          f"hierarchy.heads has " + ", ".join(f"{a.name} ({a.size})" for a in attributes))
     if not root.is_dir():
         raise DataError(f"data.mask_images: folder {root} does not exist")
     ids, paths, groups, values = [], [], [], []
@@ -183,14 +201,15 @@ def read_mask_folder(root: Path, age_bounds: Sequence[int], factors: FactorHiera
                 continue
             if path.stem not in MASK_FILES:
                 raise DataError(f"{path}: expected one of {', '.join(MASK_FILES)} (any image extension)")
-            attributes = {"mask": MASK_FILES[path.stem], "gender": gender, "age": age}
+            found = {"mask": MASK_FILES[path.stem], "gender": gender, "age": age}
             ids.append(f"{person.name}/{path.name}")
             paths.append(str(path))
             groups.append(parts[0])
-            values.append([attributes[head.name] for head in factors.heads])
+            values.append([found[attribute.name] for attribute in attributes])
     if not ids:
         raise DataError(f"data.mask_images: {root} holds no person folders with images")
-    return Items(ids=np.asarray(ids), labels=factors.encode(np.asarray(values)), class_names=factors.class_names,
+    labels = encode_factors(np.asarray(values), [attribute.size for attribute in attributes])
+    return Items(ids=np.asarray(ids), labels=labels, class_names=joint_class_names(attributes),
                  paths=np.asarray(paths), groups=np.asarray(groups))
 
 

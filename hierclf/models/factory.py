@@ -1,16 +1,13 @@
-"""timm backbones: building them from a stage's model keys and output layout, local weight files,
-saving and loading.
+"""timm models for a stage: built from its model keys and output layout (new, pretrained, or from
+a local weights file), or rebuilt from a trained model's spec.
 
-A `ModelSpec` (model.json) holds everything needed to rebuild a trained model without the
-recipe: architecture, output layout, input size and normalisation. Whatever its layout, a model
-returns one row of logits per image, its blocks side by side: a plain timm model for one block,
-a head per block on a shared backbone, or one timm model per block (`separate`).
+Whatever its layout, a model returns one row of logits per image, its blocks side by side: a
+plain timm model for one block, a head per block on a shared backbone, or one timm model per
+block (`separate`). What counts as the classifier (for freezing, and the backbone's learning
+rate) is decided here.
 """
 from __future__ import annotations
 
-import json
-import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,54 +15,12 @@ import timm
 import torch
 from timm.data import resolve_model_data_config
 
-from hierclf.errors import HierclfError, RecipeError, RunError
-from hierclf.run.files import check_finite, load_weights, read_json, save_weights, write_text
+from hierclf.errors import HierclfError, RecipeError
 from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.spec import ModelSpec
+from hierclf.models.weights import load_weights_file
 from hierclf.recipe.schema import ModelConfig
 from hierclf.seeding import torch_seeded
-
-log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    arch: str
-    layout: OutputLayout
-    in_chans: int
-    img_size: int
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    drop_rate: float
-    separate: bool = False
-    """One whole timm model per block instead of a head per block on a shared backbone."""
-
-    @property
-    def num_classes(self) -> int:
-        return self.layout.width
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return self.layout.output_names
-
-    def to_json(self) -> str:
-        fields = self.layout.spec_fields()
-        payload = {"arch": self.arch, "num_classes": fields["num_classes"], "in_chans": self.in_chans,
-                   "img_size": self.img_size, "mean": list(self.mean), "std": list(self.std),
-                   "drop_rate": self.drop_rate, "class_names": fields["class_names"], "heads": fields["heads"],
-                   "separate": self.separate}
-        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
-
-    @classmethod
-    def from_dict(cls, payload: dict, source: str) -> "ModelSpec":
-        try:
-            layout = OutputLayout.from_spec_fields(tuple(payload["class_names"]), payload.get("heads", ()))
-            if layout.width != int(payload["num_classes"]):
-                raise ValueError(f"num_classes {payload['num_classes']} but {layout.width} class names")
-            return cls(arch=payload["arch"], layout=layout, in_chans=int(payload["in_chans"]),
-                       img_size=int(payload["img_size"]), mean=tuple(payload["mean"]), std=tuple(payload["std"]),
-                       drop_rate=float(payload["drop_rate"]), separate=bool(payload.get("separate", False)))
-        except (KeyError, TypeError, ValueError, IndexError) as error:
-            raise RunError(f"{source} is not a model description: {error}") from None
 
 
 def check_arch(name: str, key: str) -> None:
@@ -186,60 +141,6 @@ def model_from_spec(spec: ModelSpec) -> torch.nn.Module:
     return _assemble(lambda num_classes: timm.create_model(
         spec.arch, pretrained=False, num_classes=num_classes, in_chans=spec.in_chans, drop_rate=spec.drop_rate,
         **_size_kwargs(spec.arch, spec.img_size)), spec.layout, spec.separate)
-
-
-def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,
-                      prefix: str = "", head_rows: Sequence[int] = ()) -> None:
-    """Start from a local .safetensors or .pth file, read without unpickling arbitrary objects.
-    Tensors whose shape differs (a classifier for another number of classes) are left out, and
-    with `new_head` the classifier always is, unless `head_rows` picks the rows of the file's
-    classifier that become the new one's (a specialist starting as the flat model restricted to
-    its group). With `prefix`, only the file's tensors under it are read, without it (a
-    multi-head model's `backbone.`)."""
-    if not path.is_file():
-        raise RecipeError(f"{key} = '{path}': no such file")
-    try:
-        state = timm.models.load_state_dict(str(path), weights_only=True)
-    except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
-        raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
-    check_finite(state, f"{key} = '{path}'")
-    if prefix:
-        state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
-    own = model.state_dict()
-    head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
-    fitting = {name: tensor for name, tensor in state.items()
-               if name in own and own[name].shape == tensor.shape and not (head and name.startswith(head))}
-    if head and head_rows:
-        rows = list(head_rows)
-        for name, tensor in state.items():
-            if name.startswith(head) and name in own and len(tensor) > max(rows) and \
-                    tensor[rows].shape == own[name].shape:
-                fitting[name] = tensor[rows]
-    if not fitting:
-        raise RecipeError(f"{key} = '{path}': no tensor in it fits {type(model).__name__}; "
-                          f"is it weights for another architecture?")
-    skipped = sorted(set(state) - set(fitting))
-    result = model.load_state_dict(fitting, strict=False)
-    log.info("loaded %d tensors from %s%s", len(fitting), path,
-             f"; left out {len(skipped)} that do not fit: {', '.join(skipped[:4])}" if skipped else "")
-    if result.missing_keys:
-        log.info("not in the file, trained from scratch: %s", ", ".join(result.missing_keys[:6]))
-
-
-def save_model(folder: Path, model: torch.nn.Module, spec: ModelSpec,
-               state_dict: dict[str, torch.Tensor] | None = None) -> None:
-    save_weights(folder / "weights.safetensors", state_dict if state_dict is not None else model.state_dict())
-    write_text(folder / "model.json", spec.to_json())
-
-
-def load_model(folder: Path, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
-    spec = ModelSpec.from_dict(read_json(folder / "model.json"), str(folder / "model.json"))
-    model = model_from_spec(spec)
-    try:
-        model.load_state_dict(load_weights(folder / "weights.safetensors"))
-    except RuntimeError as error:
-        raise RunError(f"{folder}/weights.safetensors does not fit its model.json: {error}") from None
-    return model.to(device).eval(), spec
 
 
 def _size_kwargs(arch: str, img_size: int) -> dict:

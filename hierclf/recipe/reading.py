@@ -19,8 +19,15 @@ from hierclf.recipe.rules import check_recipe
 
 
 def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recipe:
-    """Read a TOML recipe and apply `section.key=value` overrides (paths in the file resolve
-    against the file's folder, paths in overrides against the working directory)."""
+    """Read a TOML recipe, every key checked.
+
+    Args:
+        path: the recipe file; paths in it resolve against its folder.
+        overrides: `section.key=value` changes (as `--set` gives them); paths in them resolve
+            against the working directory.
+
+    Returns:
+        The frozen `Recipe`, every path in it absolute."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -37,10 +44,17 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
 
 def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typing.Sequence[str] = (),
                      base: Path | None = None) -> Recipe:
-    """Build a Recipe from nested dicts (a parsed TOML file), checking every key. Relative paths
-    resolve against `base` (default: the working directory), so a recipe always holds absolute
-    paths; `overrides` (`section.key=value`) are applied on top, their paths resolving against
-    the working directory, and errors in them name the --set option."""
+    """Build a Recipe from nested dicts (a parsed TOML file), checking every key.
+
+    Args:
+        raw: the recipe's tables, {section: {key: value}}.
+        source: what messages call the recipe (its file's name).
+        overrides: `section.key=value` changes applied on top; their paths resolve against the
+            working directory, and errors in them name the --set option.
+        base: the folder relative paths resolve against (default: the working directory).
+
+    Returns:
+        The frozen `Recipe`, every path in it absolute."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a table of sections")
     raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}

@@ -3,12 +3,11 @@ single key's type and bounds cannot say (two data sources at once, a schedule wh
 above its peak, an augmentation list albumentations refuses, heads that never learn)."""
 from __future__ import annotations
 
-from hierclf.recipe.coerce import show_value
 from hierclf.data.augment import check_augment_list
-from hierclf.errors import RecipeError
-from hierclf.hierarchy.kinds import FactorHierarchy
-from hierclf.recipe.schema import Recipe
 from hierclf.data.tta import parse_view
+from hierclf.errors import RecipeError
+from hierclf.recipe.coerce import show_value
+from hierclf.recipe.schema import Recipe
 
 
 def check_recipe(recipe: Recipe, source: str) -> None:
@@ -74,8 +73,6 @@ def _check_heads(recipe: Recipe, source: str) -> None:
         size = spec if isinstance(spec, int) else len(spec)
         if size < 2:
             raise RecipeError(f"{source}: hierarchy.heads.{name} = {show_value(spec)}: a head needs at least 2 values")
-    method = recipe.combine.method
-    FactorHierarchy.from_config(hierarchy.heads).combiner_for(method, f'{source}: combine.method = "{method}"')
     if recipe.data.class_names:
         raise RecipeError(f"{source}: with hierarchy.heads the class names come from the heads; name a head's values "
                           f"with heads = {{ {next(iter(hierarchy.heads))} = [\"name\", …] }} instead of data.class_names")

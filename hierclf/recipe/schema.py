@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import tomli_w
 
-from hierclf.combine.combiners import COMBINERS, combiner_doc
+from hierclf.combine.registry import COMBINERS, combiner_doc
 
 
 def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,

@@ -8,13 +8,16 @@ import base64
 import html
 import io
 import json
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError
+from hierclf.hierarchy.build import label_attributes
 from hierclf.report.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
+from hierclf.report.report import Report
 from hierclf.run.folder import Run
 
 THUMBNAIL = 64
@@ -26,29 +29,25 @@ th:first-child,td:first-child{text-align:left}tr.chosen{font-weight:bold}.thumbs
 img.figure{max-width:100%}.note{color:#666}"""
 
 
-def report_html(run: Run, report: dict[str, Any], ids: np.ndarray, labels: np.ndarray,
-                predicted: np.ndarray, probs_binned: dict[str, np.ndarray], matrix: np.ndarray) -> str:
-    """The page for `report` (evaluate's), with the chosen pipeline's out-of-fold labels
-    `predicted`, its reliability bins and confusion matrix."""
-    from hierclf.report.evaluate import score_rows
-
-    names = tuple(report["classes"])
-    chosen = report["chosen"]
+def report_html(run: Run, report: Report, probs_binned: dict[str, np.ndarray], matrix: np.ndarray) -> str:
+    """The page for `report`, with the chosen pipeline's reliability bins and confusion matrix."""
+    names = tuple(report.classes)
+    chosen = report.chosen
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{_e(run.root.name)}: evaluation</title>",
              f"<style>{STYLE}</style></head><body>",
              f"<h1>Out-of-fold evaluation of <code>{_e(str(run.root))}</code></h1>",
-             f"<p>{report['rows']} rows, each predicted by the fold model that never trained on it. "
-             f"{_e(report['oof_estimates'])}</p>"]
-    parts += ["<h2>Scores</h2>", _score_table(score_rows(report), report)]
-    if report.get("verdict"):
-        parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in report["verdict"]) + "</ul>")
+             f"<p>{report.rows} rows, each predicted by the fold model that never trained on it. "
+             f"{_e(report.oof_estimates)}</p>"]
+    parts += ["<h2>Scores</h2>", _score_table(report)]
+    if report.verdict:
+        parts.append("<ul>" + "".join(f"<li>{_e(line)}</li>" for line in report.verdict) + "</ul>")
     parts += ["<h2>Per class F1</h2>", _per_class_table(report, names)]
     parts += [f"<h2>Confusion ({_e(chosen)})</h2>",
               _image(png_bytes(confusion_figure(matrix, names, f"{chosen}, out-of-fold")), "confusion matrix")]
-    parts += [f"<h2>Most confused ({_e(chosen)})</h2>", _confused(run, report, ids, labels, predicted, names)]
+    parts += [f"<h2>Most confused ({_e(chosen)})</h2>", _confused(run, report, names)]
     parts += [f"<h2>Calibration ({_e(chosen)})</h2>",
               _image(png_bytes(reliability_figure(probs_binned, f"{chosen}: ECE "
-                                                  f"{report['pipelines'][chosen]['ece']:.4f}")), "reliability")]
+                                                  f"{report.pipelines[chosen]['ece']:.4f}")), "reliability")]
     parts += ["<h2>Learning curves</h2>", _learning_curves(run), "</body></html>"]
     return "\n".join(parts) + "\n"
 
@@ -61,24 +60,24 @@ def _image(data: bytes, alt: str, css: str = "figure") -> str:
     return f"<img class='{css}' alt='{_e(alt)}' src='data:image/png;base64,{base64.b64encode(data).decode()}'>"
 
 
-def _score_table(rows: Sequence[tuple[str, dict[str, Any], bool]], report: dict[str, Any]) -> str:
-    base = report.get("flat", {}).get("training", {}).get("images") or None
+def _score_table(report: Report) -> str:
+    base = report.flat_images
     lines = ["<table><tr><th>pipeline</th><th>macro-F1</th><th>accuracy</th><th>ECE</th><th>NLL</th>"
              "<th>training images × flat</th><th>training s</th><th>inference passes per image</th></tr>"]
-    for name, result, is_chosen in rows:
+    for name, result, is_chosen in report.score_rows():
         label = f"{name} ({', '.join(result['runs'])})" if "runs" in result else name
         ratio = f"{result['training']['images'] / base:.2f}" if base else "–"
-        lines.append(f"<tr{' class=chosen' if is_chosen or name == report['chosen'] else ''}><td>{_e(label)}</td>"
+        lines.append(f"<tr{' class=chosen' if is_chosen or name == report.chosen else ''}><td>{_e(label)}</td>"
                      f"<td>{result['macro_f1']:.4f}</td><td>{result['accuracy']:.4f}</td><td>{result['ece']:.4f}</td>"
                      f"<td>{result['nll']:.4f}</td><td>{ratio}</td><td>{result['training']['seconds']:.0f}</td>"
                      f"<td>{result['inference']['passes']:.2f}</td></tr>")
     return "\n".join(lines) + "</table>"
 
 
-def _per_class_table(report: dict[str, Any], names: Sequence[str]) -> str:
-    columns = [(name, result["per_class"]) for name, result in report["pipelines"].items()]
-    if "flat" in report:
-        columns.append(("flat", report["flat"]["per_class"]))
+def _per_class_table(report: Report, names: Sequence[str]) -> str:
+    columns = [(name, result["per_class"]) for name, result in report.pipelines.items()]
+    if report.flat is not None:
+        columns.append(("flat", report.flat["per_class"]))
     lines = ["<table><tr><th>class</th>" + "".join(f"<th>{_e(name)}</th>" for name, _ in columns) + "</tr>"]
     for name in names:
         lines.append(f"<tr><td>{_e(name)}</td>" + "".join(f"<td>{table[name]['f1-score']:.4f}</td>"
@@ -86,11 +85,11 @@ def _per_class_table(report: dict[str, Any], names: Sequence[str]) -> str:
     return "\n".join(lines) + "</table>"
 
 
-def _confused(run: Run, report: dict[str, Any], ids: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-              names: Sequence[str], per_pair: int = 6) -> str:
+def _confused(run: Run, report: Report, names: Sequence[str], per_pair: int = 6) -> str:
     """Each most-confused pair with thumbnails of a few of its images, when the training images
     can still be found."""
-    pairs = report["pipelines"][report["chosen"]]["most_confused"]
+    ids, labels, predicted = report.ids, report.labels, report.outcomes[report.chosen].labels
+    pairs = report.pipelines[report.chosen]["most_confused"]
     if not pairs:
         return "<p>No errors.</p>"
     items = _training_items(run)
@@ -110,16 +109,14 @@ def _confused(run: Run, report: dict[str, Any], ids: np.ndarray, labels: np.ndar
     return "\n".join(out)
 
 
-def _training_items(run: Run):
-    from hierclf.data import load_training_items
-
+def _training_items(run: Run) -> Items | None:
     try:
-        return load_training_items(run.recipe.data, run.recipe.hierarchy, check_files=False)
+        return load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
     except HierclfError:
         return None
 
 
-def _thumbnail(items, row: int) -> bytes:
+def _thumbnail(items: Items, row: int) -> bytes:
     pixels = items.image(row, 3, max_side=2 * THUMBNAIL)
     image = Image.fromarray(pixels)
     image.thumbnail((THUMBNAIL, THUMBNAIL))

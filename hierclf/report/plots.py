@@ -13,6 +13,7 @@ from hierclf.run.files import atomic_path
 
 
 def save_png(path: Path, figure: Figure) -> None:
+    """The figure as a PNG file, written atomically."""
     with atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110)
 
@@ -22,10 +23,6 @@ def png_bytes(figure: Figure, dpi: int = 90) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()
-
-
-def save_confusion_png(path: Path, matrix: np.ndarray, class_names: Sequence[str], title: str) -> None:
-    save_png(path, confusion_figure(matrix, class_names, title))
 
 
 def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
@@ -47,10 +44,6 @@ def confusion_figure(matrix: np.ndarray, class_names: Sequence[str], title: str)
     figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04, label="share of the true class")
     figure.tight_layout()
     return figure
-
-
-def save_reliability_png(path: Path, binned: dict[str, np.ndarray], title: str) -> None:
-    save_png(path, reliability_figure(binned, title))
 
 
 def reliability_figure(binned: dict[str, np.ndarray], title: str) -> Figure:

@@ -27,8 +27,10 @@ import numpy as np
 
 from hierclf.recipe.coerce import show_value
 from hierclf.errors import RecipeError, RunError
-from hierclf.run.files import is_temporary, read_json, read_npz, sweep_temporary, write_json, write_npz, write_text
-from hierclf.hierarchy.kinds import Hierarchy, build_hierarchy, hierarchy_from_json
+from hierclf.hierarchy.build import build_hierarchy, hierarchy_from_json
+from hierclf.hierarchy.protocol import Hierarchy
+from hierclf.run.files import is_temporary, read_json, read_npz, write_json, write_npz, write_text
+from hierclf.run.locks import sweep_temporary
 from hierclf.recipe.schema import RUN_SECTIONS, Recipe, StageConfig
 from hierclf.recipe.reading import load_recipe
 from hierclf.hierarchy.stage import Stage

@@ -9,6 +9,7 @@ from typing import Iterator
 import torch
 
 from hierclf.errors import HierclfError
+from hierclf.runtime.launch import launched
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def thread_count(requested: int = 0) -> int | None:
     down several times over."""
     if requested:
         return requested
-    sharing = int(os.environ.get("LOCAL_WORLD_SIZE") or os.environ.get("HIERCLF_PROCESSES_PER_MACHINE") or 1)
+    sharing = launched().local_world
     if sharing <= 1:
         return None
     return max(1, (os.cpu_count() or 1) // sharing)

@@ -6,14 +6,18 @@ all of them stop together with the same message. Batches are split, never multip
 recipe's `batch_size` is the global batch, shared among the processes, so a recipe trains the
 same way on one process or on N. Small messages go as JSON text and arrays as tensors; nothing
 sent between processes is pickled.
+
+The process group is one object, `Processes`, joined once per command (`join`); with one
+process every method does the plain thing (computes, returns, wraps nothing), so the code
+above it does not branch on how many there are. `Placement` adds the device a stage trains on.
 """
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
-import os
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, ContextManager, Iterator, Sequence, TypeVar
 
@@ -23,6 +27,7 @@ import torch.distributed as dist
 
 from hierclf import errors
 from hierclf.errors import HierclfError
+from hierclf.runtime.launch import launched
 from hierclf.seeding import derive_seed
 
 T = TypeVar("T")
@@ -132,12 +137,22 @@ class Processes:
         order = np.argsort(joined_rows, kind="stable")
         return joined_probs[order], joined_rows[order]
 
-    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
-        """The model in DistributedDataParallel: its gradients averaged over the processes after
-        each backward. It averages the parameters that train when it is built, so a model whose
-        backbone is frozen or thawed is wrapped again; building it copies rank 0's weights to all."""
+    def wrap(self, model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+        """What trains: the model in DistributedDataParallel, its gradients averaged over the
+        processes after each backward; with one process the model itself. DDP averages the
+        parameters that train when it is built, so a model whose backbone is frozen or thawed is
+        wrapped again; building it copies rank 0's weights to all."""
+        if not self.active:
+            return model
         return torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    def syncing(self, trained: torch.nn.Module, stepping: bool) -> ContextManager[Any]:
+        """Inside it, a backward pass of `trained` exchanges gradients only on the batch that ends
+        an optimiser step (`stepping`); with one process there is nothing to exchange."""
+        if self.active and not stepping:
+            return trained.no_sync()
+        return contextlib.nullcontext()
 
     def sync_batchnorm(self, model: torch.nn.Module) -> None:
         """Batch norm converted in place to torch's SyncBatchNorm, whose statistics cover the
@@ -146,28 +161,39 @@ class Processes:
             torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
 
 
-def launched() -> Processes:
-    """The processes torchrun started, as its environment says (WORLD_SIZE, RANK, LOCAL_RANK),
-    without joining them: enough for work that exchanges nothing, as predicting a shard each.
-    Without torchrun, one process."""
-    env = os.environ
-    return Processes(rank=int(env.get("RANK", 0) or 0), world=int(env.get("WORLD_SIZE", 1) or 1),
-                     local_rank=int(env.get("LOCAL_RANK", 0) or 0))
+@dataclass(frozen=True)
+class Placement:
+    """Where a stage trains: this process's device, and the processes it shares every batch with
+    (one, without torchrun)."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    processes: Processes = Processes()
+
+    def seed(self, seed: int) -> int:
+        """The seed of this process's own draws (see `Processes.seed`)."""
+        return self.processes.seed(seed)
 
 
 def join() -> Processes:
     """The processes torchrun started, their process group joined on first use: gloo for tensors
     on the CPU, NCCL for tensors on CUDA. Without torchrun, one process."""
-    processes = launched()
-    if not processes.active:
-        return processes
+    launch = launched()
+    if not launch.by_torchrun:
+        return Processes()
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            torch.cuda.set_device(processes.local_rank)
+            torch.cuda.set_device(launch.local_rank)
         dist.init_process_group(backend="cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
                                 timeout=TIMEOUT)
         atexit.register(_leave)
-    return Processes(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=processes.local_rank)
+    return Processes(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=launch.local_rank)
+
+
+def started() -> Processes:
+    """The processes torchrun started, as its environment says, without joining them: enough for
+    work that exchanges nothing, as predicting a shard each. Without torchrun, one process."""
+    launch = launched()
+    return Processes(rank=launch.rank, world=launch.world, local_rank=launch.local_rank)
 
 
 def _leave() -> None:

@@ -1,33 +1,43 @@
-"""What a fold needs to resume after the epoch it last finished: one safetensors file, written
-atomically at the end of every epoch and deleted when the fold is done.
+"""What a fold needs to resume after the epoch it last finished: the `TrainingState` captured
+into one safetensors file, written atomically at the end of every epoch and deleted when the
+fold is done, and restored from it.
 
 Tensors (the model, the EMA copy, the best epoch's weights and validation outputs, the
 optimiser's state tensors, torch's and the loader's generator states) are safetensors; the rest
 (epoch, history, the best value, early-stopping count, updates, the optimiser's and scheduler's
-numbers, the loss scaler, the mixer's and the augmentation's generator states) is one JSON
-string in the file's metadata. Nothing is pickled, and a file killed mid-write never replaces
-the last good one.
+numbers, the loss scaler, the mixer's and the dataset's generator states) is one JSON string in
+the file's metadata. Nothing is pickled, and a file killed mid-write never replaces the last
+good one.
 """
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
 from hierclf.errors import RunError
 from hierclf.run.files import atomic_path
+from hierclf.train.state import FitResult, TrainingState
+
+
+@runtime_checkable
+class DrawsRandomly(Protocol):
+    """A dataset whose items draw from generators of its own (augmentation), and hands their state over."""
+
+    def random_state(self) -> list[dict[str, Any]]: ...
+
+    def set_random_state(self, states: list[dict[str, Any]]) -> None: ...
 
 
 @dataclass
 class Checkpoint:
-    """The training state after `epoch` finished epochs."""
+    """The training state after `epoch` finished epochs, as tensors and JSON-able values."""
 
     epoch: int
     tensors: dict[str, torch.Tensor] = field(default_factory=dict)
@@ -37,6 +47,70 @@ class Checkpoint:
         """The tensors saved under `prefix/`, without it."""
         start = f"{prefix}/"
         return {name[len(start):]: tensor for name, tensor in self.tensors.items() if name.startswith(start)}
+
+
+def capture(training: TrainingState, epochs_done: int) -> Checkpoint:
+    """Everything the next epoch depends on, after `epochs_done` epochs."""
+    best = training.best
+    tensors = {f"model/{key}": value for key, value in training.model.state_dict().items()}
+    tensors.update({f"best/{key}": value for key, value in best.best_state.items()})
+    tensors.update(best_val_probs=torch.from_numpy(np.ascontiguousarray(best.val_probs)),
+                   best_val_rows=torch.from_numpy(np.ascontiguousarray(best.val_rows)))
+    if training.ema is not None:
+        tensors.update({f"ema/{key}": value for key, value in training.ema.module.state_dict().items()})
+    optimizer_tensors, optimizer_numbers = _optimizer_parts(training.optimizer)
+    tensors.update(optimizer_tensors)
+    tensors["rng/torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        tensors.update({f"rng/cuda/{index}": state for index, state in enumerate(torch.cuda.get_rng_state_all())})
+    if training.loader.generator is not None:
+        tensors["rng/loader"] = training.loader.generator.get_state()
+    dataset = training.loader.dataset
+    state = {"history": training.history, "best_epoch": best.best_epoch, "best_value": best.best_value,
+             "epochs_without_gain": training.epochs_without_gain, "updates": training.updates,
+             "optimizer": optimizer_numbers,
+             "scheduler": training.scheduler.state_dict() if training.scheduler is not None else None,
+             "scaler": training.scaler.state_dict() if training.scaler.is_enabled() else None,
+             "mixer": _numpy_state(training.mixer.random.get_state()) if training.mixer is not None else None,
+             "augmentation": dataset.random_state() if isinstance(dataset, DrawsRandomly) else []}
+    return Checkpoint(epoch=epochs_done, tensors=tensors, state=state)
+
+
+def restore(training: TrainingState, saved: Checkpoint, own_draws: bool = True) -> None:
+    """Put every piece of `training` back as it was after `saved.epoch` epochs. Without
+    `own_draws` (a process other than rank 0, which saved the file) the augmentation, mixup and
+    dropout generators keep their fresh seeds: rank 0's would make every process draw alike."""
+    state = saved.state
+    training.model.load_state_dict(saved.group("model"))
+    if training.ema is not None:
+        training.ema.module.load_state_dict(saved.group("ema"))
+    _restore_optimizer(training.optimizer, saved)
+    if training.scheduler is not None and state["scheduler"] is not None:
+        training.scheduler.load_state_dict(state["scheduler"])
+    if state["scaler"] is not None:
+        training.scaler.load_state_dict(state["scaler"])
+    if own_draws:
+        _restore_draws(training, saved)
+    if training.loader.generator is not None and "rng/loader" in saved.tensors:
+        training.loader.generator.set_state(saved.tensors["rng/loader"])
+    training.best = FitResult(best_epoch=state["best_epoch"], best_value=state["best_value"],
+                              best_state=saved.group("best"), val_probs=saved.tensors["best_val_probs"].numpy(),
+                              val_rows=saved.tensors["best_val_rows"].numpy())
+    training.epochs_without_gain, training.updates = state["epochs_without_gain"], state["updates"]
+    training.history = state["history"]
+
+
+def _restore_draws(training: TrainingState, saved: Checkpoint) -> None:
+    """The generators of augmentation, mixup and dropout as they were after `saved.epoch` epochs."""
+    state = saved.state
+    if training.mixer is not None and state["mixer"] is not None:
+        training.mixer.random.set_state(_numpy_state_back(state["mixer"]))
+    if isinstance(training.loader.dataset, DrawsRandomly):
+        training.loader.dataset.set_random_state(state["augmentation"])
+    torch.set_rng_state(saved.tensors["rng/torch"])
+    cuda = saved.group("rng/cuda")
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([cuda[str(index)] for index in range(len(cuda))])
 
 
 def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
@@ -59,7 +133,7 @@ def load_checkpoint(path: Path) -> Checkpoint | None:
         raise RunError(f"{path} cannot be read ({error}); delete it to train this fold from the start") from None
 
 
-def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The optimiser's state as tensors (per parameter: its moments) and JSON (the rest)."""
     saved = optimizer.state_dict()
     tensors, numbers = {}, {}
@@ -72,7 +146,7 @@ def optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.T
     return tensors, {"param_groups": saved["param_groups"], "numbers": numbers}
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
+def _restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) -> None:
     entries: dict[int, dict[str, Any]] = {}
     for name, tensor in checkpoint.group("optimizer").items():
         index, key = name.split("/", 1)
@@ -82,19 +156,10 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, checkpoint: Checkpoint) 
     optimizer.load_state_dict({"state": entries, "param_groups": checkpoint.state["optimizer"]["param_groups"]})
 
 
-def numpy_state(state: tuple) -> list:
+def _numpy_state(state: tuple) -> list:
     """np.random.get_state() as JSON: (name, keys, pos, has_gauss, cached_gaussian)."""
     return [state[0], state[1].tolist(), *state[2:]]
 
 
-def numpy_state_back(saved: list) -> tuple:
+def _numpy_state_back(saved: list) -> tuple:
     return (saved[0], np.asarray(saved[1], dtype=np.uint32), *saved[2:])
-
-
-def python_random_state(state: tuple) -> list:
-    """random.Random.getstate() as JSON."""
-    return [state[0], list(state[1]), state[2]]
-
-
-def python_random_state_back(saved: list) -> tuple:
-    return (saved[0], tuple(saved[1]), saved[2])

@@ -15,50 +15,45 @@ import torch
 from torch.utils.data import DataLoader
 
 from hierclf.data import Items
-from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.runtime.processes import Processes
+from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 from hierclf.errors import RunError
-from hierclf.run.files import write_json, write_npz
+from hierclf.hierarchy.stage import Stage, in_stage
+from hierclf.models.factory import create_model
 from hierclf.models.inference import soft_vote
-from hierclf.models.factory import ModelSpec, create_model, load_weights_file, save_model
+from hierclf.models.spec import ModelSpec
+from hierclf.models.weights import load_weights_file
 from hierclf.run.folder import Run
+from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
-from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage
-from hierclf.train.loop import FitResult, fit
+from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
+from hierclf.train.record import FitRecord
+from hierclf.train.state import FitResult
 
 log = logging.getLogger(__name__)
 
-RESUME = "resume.safetensors"
-"""A fold's training state after its last finished epoch, while the fold is unfinished."""
 
-
-def in_stage(targets: np.ndarray) -> np.ndarray:
-    """Rows a stage trains and is scored on: every block's target known."""
-    return (targets != NOT_IN_STAGE).all(1)
-
-
-def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_of_row: np.ndarray, fold: int,
-               device: torch.device, processes: Processes = Processes()) -> None:
+def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Placement = Placement()) -> None:
     """Train `stage` on every fold but `fold`, validate on `fold`, and write the fold's folder.
-    With several `processes`, each trains on its share of every batch and predicts its share of
+    Under torchrun each process trains on its share of every batch and predicts its share of
     the rows; rank 0 writes the folder."""
     seed = stage.config.seed + fold
-    model, spec = _build_model(run, stage, fold, seed)
+    model, spec = build_fold_model(run, stage, fold, seed)
+    targets, fold_of_row = stage.targets(items.labels), run.folds.fold
     mine = in_stage(targets)
     train_rows = np.flatnonzero((fold_of_row != fold) & mine)
     val_rows = np.flatnonzero((fold_of_row == fold) & mine)
     other_rows = np.flatnonzero((fold_of_row == fold) & ~mine)
-    loaders = _Loaders(stage, spec, items, targets, seed, device, processes)
+    loaders = _Loaders(stage, spec, items, targets, seed, placement)
+    processes = placement.processes
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
-             len(val_rows), stage.config.model, device,
+             len(val_rows), stage.config.model, placement.device,
              f", {processes.world} processes, each {stage.config.batch_size // processes.world} images of every "
              f"batch" if processes.active else "")
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
-    folder = run.fold_dir(stage.name, fold)
-    result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, device,
-                 stage.layout, criterion, seed=derive_seed(seed, 1), metrics_path=folder / "metrics.jsonl",
-                 name=f"{stage.name} fold {fold}", resume_path=folder / RESUME, processes=processes)
+    record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main)
+    result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
+                 placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)
     rows, probs = val_rows[result.val_rows], result.val_probs
     if len(other_rows):
@@ -67,15 +62,11 @@ def train_fold(run: Run, stage: Stage, items: Items, targets: np.ndarray, fold_o
     # the kept model on its own training rows, unaugmented: the bias/variance diagnosis compares it
     train_probs, train_order = loaders.predict(model, train_rows)
     train_scores = stage.layout.scores(targets[train_rows][train_order], train_probs)
-    if not processes.is_main:
-        return
-    write_npz(folder / "val.npz", ids=items.ids[rows], probs=probs, targets=stage.layout.stored(targets[rows]))
-    save_model(folder, model, spec, result.best_state)
-    write_json(folder / "result.json", _result(stage, fold, result, len(train_rows), len(val_rows), train_scores))
-    (folder / RESUME).unlink(missing_ok=True)  # the fold is finished: nothing to resume
+    record.finish_fold(dict(ids=items.ids[rows], probs=probs, targets=stage.layout.stored(targets[rows])), model,
+                       spec, _result(stage, fold, result, (len(train_rows), len(val_rows)), train_scores))
 
 
-def _build_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
+def build_fold_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torch.nn.Module, ModelSpec]:
     """The stage's model for `fold`: new, or (init_from_coarse) the same fold's coarse backbone
     with a new head, or with a flat coarse stage that model's classifier rows of the stage's
     classes; neither the coarse model nor this one ever saw this fold's rows."""
@@ -96,34 +87,36 @@ class _Loaders:
     process's share of them when several train together."""
 
     def __init__(self, stage: Stage, spec: ModelSpec, items: Items, targets: np.ndarray, seed: int,
-                 device: torch.device, processes: Processes):
-        self.stage, self.spec, self.items, self.targets, self.seed, self.device, self.processes = \
-            stage, spec, items, targets, seed, device, processes
+                 placement: Placement):
+        self.stage, self.spec, self.items, self.targets, self.seed, self.placement = \
+            stage, spec, items, targets, seed, placement
 
     def of(self, rows: np.ndarray, training: bool = False) -> DataLoader:
-        config, spec, processes = self.stage.config, self.spec, self.processes
+        config, spec, processes = self.stage.config, self.spec, self.placement.processes
         transform = build_transform(spec.img_size, spec.mean, spec.std, config.augment if training else "none",
                                     seed=processes.seed(self.seed))
         dataset = ImageDataset(self.items.subset(rows), self.targets[rows], transform, spec.in_chans)
-        # the loader's own seed is the same on every process: they draw one order and share it;
         # samplers balance the stage's joint classes (with heads, every combination of values)
+        order = TrainingOrder(sampler=config.sampler, class_cap=config.class_cap,
+                              labels=self.stage.layout.joint(self.targets[rows]),
+                              drop_last=len(rows) > config.batch_size) if training else None
+        # the loader's own seed is the same on every process: they draw one order and share it
         return make_loader(dataset, config.batch_size // processes.world if training else config.batch_size,
-                           shuffle=training, workers=config.workers, device=self.device,
-                           seed=self.seed, drop_last=training and len(rows) > config.batch_size,
-                           sampler=config.sampler, class_cap=config.class_cap,
-                           sample_labels=self.stage.layout.joint(self.targets[rows]),
+                           workers=config.workers, device=self.placement.device, seed=self.seed, order=order,
                            shard=(processes.rank, processes.world))
 
     def predict(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`model`'s probabilities for `rows`, and the position in `rows` of each, on every process."""
-        probs, order = soft_vote([model], self.of(rows), self.device, self.stage.layout, self.stage.config.amp)
-        return self.processes.gather_rows(probs, order)
+        probs, order = soft_vote([model], self.of(rows), self.placement.device, self.stage.layout,
+                                 self.stage.config.amp)
+        return self.placement.processes.gather_rows(probs, order)
 
 
-def _result(stage: Stage, fold: int, result: FitResult, train_rows: int, val_rows: int,
+def _result(stage: Stage, fold: int, result: FitResult, rows: tuple[int, int],
             train_scores: dict[str, Any]) -> dict[str, Any]:
     """result.json: the best epoch and its validation scores, and the kept model's on its training rows."""
     best = result.history[result.best_epoch - 1]
+    train_rows, val_rows = rows
     return {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
             "stopped_early": result.stopped_early, "monitor": stage.config.monitor, "best_value": result.best_value,
             "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"],

@@ -18,8 +18,17 @@ log = logging.getLogger(__name__)
 
 def assign_folds(targets: np.ndarray, groups: np.ndarray, folds: FoldsConfig,
                  class_names: tuple[str, ...]) -> np.ndarray:
-    """The validation fold of each row. With folds.count = 1 only the hold-out rows get fold 0;
-    the rest are TRAIN_ONLY."""
+    """The validation fold of each row, stratified by target and grouped (rows of one group never
+    straddle a split); refused when the data is too small for the folds.
+
+    Args:
+        targets: each row's class.
+        groups: each row's fold group (its own id when it has none).
+        folds: the recipe's [folds].
+        class_names: the classes, to name one that is too rare.
+
+    Returns:
+        Each row's fold; with folds.count = 1 the hold-out rows get fold 0, the rest TRAIN_ONLY."""
     splits = folds.count if folds.count > 1 else max(2, round(1 / folds.holdout))
     _check_enough(targets, groups, splits, folds, class_names)
     if len(np.unique(groups)) == len(groups):

@@ -87,11 +87,12 @@ class LayoutLoss(torch.nn.Module):
     one block, its loss; with attribute heads, every head's.
 
     A block's weight may change by epoch (`weight_schedule`), as B-CNN shifts its loss from the
-    coarse branches to the fine ones; `set_epoch` picks the weights of the epoch about to run."""
+    coarse branches to the fine ones; `set_epoch` picks the weights of the epoch about to run. The
+    loss knows the layout it scores, and `fit` reads it from there."""
 
     def __init__(self, layout: OutputLayout, losses: Sequence[torch.nn.Module], settings: Sequence[HeadConfig]):
         super().__init__()
-        self.sizes, self.settings = layout.sizes, tuple(settings)
+        self.layout, self.sizes, self.settings = layout, layout.sizes, tuple(settings)
         self.losses = torch.nn.ModuleList(losses)
         self.weights = [setting.weight_at(1) for setting in self.settings]
 

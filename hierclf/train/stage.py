@@ -9,14 +9,15 @@ import numpy as np
 
 from hierclf.data import Items
 from hierclf.data.cache import cached_items
-from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
-from hierclf.runtime.processes import Processes
 from hierclf.errors import InUseError, RunError
-from hierclf.run.files import holding, read_json, read_npz, write_json, write_npz
+from hierclf.hierarchy.stage import Stage, in_stage
 from hierclf.metrics import bias_variance
+from hierclf.run.files import read_json, read_npz, write_json, write_npz
 from hierclf.run.folder import Run
-from hierclf.hierarchy.stage import Stage
-from hierclf.train.fold import in_stage, train_fold
+from hierclf.run.locks import holding
+from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
+from hierclf.runtime.processes import Placement, Processes
+from hierclf.train.fold import train_fold
 from hierclf.train.kfold import TRAIN_ONLY
 
 log = logging.getLogger(__name__)
@@ -26,26 +27,30 @@ NEXT = "next"
 """`--fold next`: claim the unfinished folds no other process holds, one after another."""
 
 
-def train_stage(run: Run, stage: Stage, items: Items, fold_of_row: np.ndarray,
-                only_fold: int | str | None = None, processes: Processes = Processes()) -> dict[str, Any] | None:
-    """Train every unfinished fold of `stage` (or only `only_fold`); a finished fold (result.json
-    present) is kept. With `only_fold = NEXT`, a fold another process holds is left to it, so
-    workers started on several machines share the folds between them. Returns the out-of-fold
-    summary once every fold is finished (the last worker gathers it), else None.
+def train_stage(run: Run, stage: Stage, items: Items, only_fold: int | str | None = None,
+                processes: Processes = Processes()) -> dict[str, Any] | None:
+    """Train every unfinished fold of `stage` (or only `only_fold`) in the run's folds; a finished
+    fold (result.json present) is kept. With `only_fold = NEXT`, a fold another process holds is
+    left to it, so workers started on several machines share the folds between them. Returns the
+    out-of-fold summary once every fold is finished (the last worker gathers it), else None.
 
-    With several `processes` (torchrun), they train each fold together; rank 0 reads which folds
-    are finished, holds each fold's lock and writes the out-of-fold files."""
-    targets = stage.targets(items.labels)
-    all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
+    Under torchrun (`processes`), they train each fold together; rank 0 reads which folds are
+    finished, holds each fold's lock and writes the out-of-fold files."""
+    all_folds = _validated_folds(run)
     asked = all_folds if only_fold in (None, NEXT) else [only_fold]
     folds = processes.from_main(lambda: _unfinished(run, stage, asked))
     if folds:  # decode (and cache) only when some fold trains
         config = stage.config
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
-        device = processes.device(resolve_device(config.device))
+        placement = Placement(processes.device(resolve_device(config.device)), processes)
         with torch_threads(thread_count(config.threads)):
-            _train_folds(run, stage, images, targets, fold_of_row, folds, device, only_fold, processes)
-    return processes.from_main(lambda: gather_oof(run, stage, items, targets, fold_of_row))
+            for fold in folds:
+                _train_held(run, stage, images, fold, placement, waits_for_others=only_fold != NEXT)
+    return processes.from_main(lambda: gather_oof(run, stage, items))
+
+
+def _validated_folds(run: Run) -> list[int]:
+    return sorted(set(run.folds.fold.tolist()) - {TRAIN_ONLY})
 
 
 def _unfinished(run: Run, stage: Stage, folds: list[int]) -> list[int]:
@@ -55,27 +60,27 @@ def _unfinished(run: Run, stage: Stage, folds: list[int]) -> list[int]:
     return [fold for fold in folds if fold not in finished]
 
 
-def _train_folds(run: Run, stage: Stage, images: Items, targets: np.ndarray, fold_of_row: np.ndarray,
-                 folds: list[int], device, only_fold: int | str | None, processes: Processes) -> None:
-    """Each fold in turn, held by its lock; with NEXT, a fold another process holds is skipped."""
-    for fold in folds:
-        what = f"training {stage.name} fold {fold} of {run.root}"
-        try:
-            with processes.held_by_main(lambda: holding(run.fold_dir(stage.name, fold), what)):
-                # another worker may have finished it meanwhile
-                if not processes.from_main(lambda: run.fold_finished(stage.name, fold)):
-                    train_fold(run, stage, images, targets, fold_of_row, fold, device, processes)
-        except InUseError as error:
-            if only_fold != NEXT:
-                raise
-            log.info("%s; leaving it to that process", error)
+def _train_held(run: Run, stage: Stage, items: Items, fold: int, placement: Placement, waits_for_others: bool) -> None:
+    """One fold, held by its lock; a fold another process holds is an error, or with `--fold
+    next` (not `waits_for_others`) left to that process."""
+    processes = placement.processes
+    what = f"training {stage.name} fold {fold} of {run.root}"
+    try:
+        with processes.held_by_main(lambda: holding(run.fold_dir(stage.name, fold), what)):
+            # another worker may have finished it meanwhile
+            if not processes.from_main(lambda: run.fold_finished(stage.name, fold)):
+                train_fold(run, stage, items, fold, placement)
+    except InUseError as error:
+        if waits_for_others:
+            raise
+        log.info("%s; leaving it to that process", error)
 
 
-def gather_oof(run: Run, stage: Stage, items: Items, targets: np.ndarray,
-               fold_of_row: np.ndarray) -> dict[str, Any] | None:
+def gather_oof(run: Run, stage: Stage, items: Items) -> dict[str, Any] | None:
     """Join every fold's predictions into oof.npz, in row order, and score the stage's own rows
     (the joint class, and with several output blocks each block) into summary.json."""
-    all_folds = sorted(set(fold_of_row.tolist()) - {TRAIN_ONLY})
+    fold_of_row, targets = run.folds.fold, stage.targets(items.labels)
+    all_folds = _validated_folds(run)
     finished = run.finished_folds(stage.name)
     if any(fold not in finished for fold in all_folds):
         log.info("%s: %d of %d folds finished; the out-of-fold summary comes when all are",

@@ -5,7 +5,7 @@ import torch
 
 from conftest import shape_image
 from hierclf.data import Items
-from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 
 CPU = torch.device("cpu")
 
@@ -38,11 +38,11 @@ def test_loaders_shuffle_by_their_seed_and_a_sampler_needs_each_rows_class():
     dataset = ImageDataset(Items.from_arrays(images), np.arange(20) % 2, build_transform(4, (0.5,), (0.5,)), 1)
 
     def order(seed):
-        return torch.cat([rows for _, _, rows in make_loader(dataset, 8, shuffle=True, workers=0, device=CPU,
-                                                               seed=seed)]).tolist()
+        return torch.cat([rows for _, _, rows in make_loader(dataset, 8, workers=0, device=CPU, seed=seed,
+                                                               order=TrainingOrder())]).tolist()
     assert order(1) == order(1) != order(2) and sorted(order(1)) == list(range(20))
     with pytest.raises(ValueError, match="needs each row's class"):
-        make_loader(dataset, 8, shuffle=True, workers=0, device=CPU, sampler="balanced")
+        make_loader(dataset, 8, workers=0, device=CPU, order=TrainingOrder(sampler="balanced"))
 
 
 def test_augmentation_differs_across_workers_yet_repeats():
@@ -51,7 +51,7 @@ def test_augmentation_differs_across_workers_yet_repeats():
     dataset = ImageDataset(Items.from_arrays(images), None, build_transform(16, (0.5,), (0.5,), "heavy", seed=3), 1)
 
     def batches():
-        loader = make_loader(dataset, 8, shuffle=False, workers=2, device=CPU, seed=4)
+        loader = make_loader(dataset, 8, workers=2, device=CPU, seed=4)
         return torch.cat([images for images, _, _ in loader])
     first, second = batches(), batches()
     assert torch.equal(first, second)

@@ -3,7 +3,7 @@ import numpy as np
 import torch
 
 from hierclf.data import Items
-from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 
 CPU = torch.device("cpu")
 
@@ -11,8 +11,8 @@ CPU = torch.device("cpu")
 def loader(labels: np.ndarray, sampler: str, cap: int) -> torch.utils.data.DataLoader:
     items = Items.from_arrays(np.zeros((len(labels), 4, 4, 1), dtype=np.uint8), labels, ["a", "b", "c"])
     dataset = ImageDataset(items, labels, build_transform(4, (0.5,), (0.5,)), channels=1)
-    return make_loader(dataset, 1000, shuffle=True, workers=0, device=CPU, sampler=sampler, class_cap=cap,
-                       sample_labels=labels)
+    return make_loader(dataset, 1000, workers=0, device=CPU,
+                       order=TrainingOrder(sampler=sampler, class_cap=cap, labels=labels))
 
 
 def test_balanced_sampler_draws_every_class_about_equally():

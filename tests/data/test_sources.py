@@ -9,10 +9,17 @@ from PIL import Image
 from conftest import CLASSES, write_csv_dataset, write_mask_dataset, write_tree_dataset
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.items import UNKNOWN_LABEL
-from hierclf.data.sources import mask_factors
+from hierclf.data.labels import Attribute, decode_factors
+from hierclf.data.sources import mask_attributes
 from hierclf.errors import DataError, RecipeError
-from hierclf.recipe.schema import DataConfig, FoldsConfig, HierarchyConfig
+from hierclf.recipe.schema import DataConfig, FoldsConfig
 from hierclf.train.kfold import assign_folds
+
+
+def attributes(**values) -> tuple[Attribute, ...]:
+    """Attributes as a recipe's heads give them: a size (values 0, 1, …) or the value names."""
+    return tuple(Attribute(name, tuple(str(v) for v in range(spec)) if isinstance(spec, int) else tuple(spec))
+                 for name, spec in values.items())
 
 
 def rewrite_csv(path, rows):
@@ -94,7 +101,7 @@ def test_mask_folder_rows_attributes_and_person_groups(tmp_path):
     items = load_training_items(DataConfig(mask_images=str(images)))
     assert len(items) == 18 * 7
     assert items.class_names[0] == "wear/male/<30" and items.class_names[17] == "not_wear/female/>=60"
-    values = mask_factors((30, 60)).decode(items.labels)
+    values = decode_factors(items.labels, [a.size for a in mask_attributes((30, 60))])
     assert np.array_equal(items.labels, values @ np.array([6, 3, 1]))  # mask·6 + gender·3 + age
     for image_id, (mask, gender, age), group in zip(items.ids, values, items.groups):
         folder, name = image_id.split("/")
@@ -111,8 +118,8 @@ def test_mask_folder_rows_attributes_and_person_groups(tmp_path):
 
 def test_mask_folder_follows_the_recipes_head_order_and_age_bounds(tmp_path):
     images = write_mask_dataset(tmp_path, people_per_kind=1, size=16)
-    hierarchy = HierarchyConfig(heads={"age": 3, "mask": 3, "gender": 2})
-    items = load_training_items(DataConfig(mask_images=str(images), age_bounds=(25, 60)), hierarchy)
+    items = load_training_items(DataConfig(mask_images=str(images), age_bounds=(25, 60)),
+                                attributes(age=3, mask=3, gender=2))
     for person in images.iterdir():
         gender, years = ("male", "female").index(person.name.split("_")[1]), int(person.name.split("_")[3])
         age = (years >= 25) + (years >= 60)
@@ -132,7 +139,7 @@ def test_mask_folder_refusals(tmp_path, make, message):
     with pytest.raises(DataError, match=message):
         load_training_items(DataConfig(mask_images=str(tmp_path / "images")))
     with pytest.raises(RecipeError, match=r"data.mask_images gives heads mask \(3\), gender \(2\), age \(3\)"):
-        load_training_items(DataConfig(mask_images=str(tmp_path / "images")), HierarchyConfig(heads={"mask": 3, "age": 2}))
+        load_training_items(DataConfig(mask_images=str(tmp_path / "images")), attributes(mask=3, age=2))
 
 
 def test_csv_with_one_column_per_attribute(tmp_path):
@@ -142,24 +149,22 @@ def test_csv_with_one_column_per_attribute(tmp_path):
         Image.new("L", (8, 8)).save(tmp_path / "train" / f"{index}.png")
         rows.append([str(index), mask, gender])
     rewrite_csv(tmp_path / "train.csv", rows)
-    hierarchy = HierarchyConfig(heads={"mask": ("wear", "none"), "gender": 2})
-    items = load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), hierarchy)
+    heads = attributes(mask=("wear", "none"), gender=2)
+    items = load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), heads)
     assert items.labels.tolist() == [0, 3, 2, 1] and items.class_names == ("wear/0", "wear/1", "none/0", "none/1")
     rows[2][1] = "maybe"
     rewrite_csv(tmp_path / "train.csv", rows)
     with pytest.raises(DataError, match="column 'mask', line 3: label 'maybe' is not a class"):
-        load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), hierarchy)
+        load_training_items(DataConfig(csv=str(tmp_path / "train.csv")), heads)
 
 
 def test_an_input_csv_may_give_one_column_per_head(tmp_path):
-    from hierclf.hierarchy.kinds import Head
-
     (tmp_path / "images").mkdir()
     Image.new("L", (8, 8)).save(tmp_path / "images" / "0.png")
     rewrite_csv(tmp_path / "input.csv", [["id", "mask", "gender"], ["0", "none", "1"]])
-    heads = (Head("mask", ("wear", "none")), Head("gender", ("0", "1")))
+    heads = attributes(mask=("wear", "none"), gender=2)
     names = ("wear/0", "wear/1", "none/0", "none/1")
-    items = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images", heads=heads)
+    items = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images", attributes=heads)
     assert items.labels.tolist() == [3] and items.has_labels
     plain = load_input_items(tmp_path / "input.csv", names, images=tmp_path / "images")
     assert not plain.has_labels  # without heads, the columns mean nothing
@@ -199,7 +204,7 @@ def test_an_empty_joint_class_of_attribute_heads_is_named(tmp_path, caplog):
     import logging
 
     train_csv = write_csv_dataset(tmp_path, per_class=2, label_as_name=False)  # labels 0..2 of 4 joint classes
-    heads = HierarchyConfig(heads={"a": 2, "b": 2})
+    heads = attributes(a=2, b=2)
     with caplog.at_level(logging.WARNING, logger="hierclf"):
         items = load_training_items(DataConfig(csv=str(train_csv)), heads)
     assert len(items.class_names) == 4

@@ -74,3 +74,16 @@ def test_refusals_in_a_run_with_heads(mask_runs, tmp_path):
     assert result.exit_code == 2
     assert "[fine.agee]: there is no head 'agee'; heads are mask, gender, age" in result.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_a_combiner_the_hierarchy_cannot_use_is_refused_before_the_run_folder(mask_runs, tmp_path):
+    heads = {"heads": {"mask": 3, "gender": 2, "age": 3}}
+    recipe = mask_recipe(tmp_path / "routed.toml", mask_runs / "data" / "images", heads)
+    recipe.write_text(recipe.read_text() + '\n[combine]\nmethod = "routed"\n')
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and 'combine.method = "routed": routed needs groups' in result.stderr
+    assert not (tmp_path / "run").exists()
+    before = (mask_runs / "heads" / "recipe.toml").read_text()
+    result = cli("fit-fine", mask_runs / "heads", "--set", "combine.method=blend")
+    assert result.exit_code == 2 and "blend needs groups over a flat run" in result.stderr
+    assert (mask_runs / "heads" / "recipe.toml").read_text() == before

@@ -6,7 +6,7 @@ from conftest import TINY_STAGE, mask_image, mask_recipe, write_csv_dataset, wri
 from conftest import MASK_HEADS, cli
 from hierclf.data import Items
 from hierclf.run.files import load_weights, read_json, read_npz
-from hierclf.hierarchy.kinds import encode_factors
+from hierclf.data.labels import encode_factors
 from hierclf.models.factory import create_model
 from hierclf.recipe.reading import load_recipe, recipe_from_dict
 from hierclf.run.folder import Run
@@ -91,10 +91,10 @@ def test_every_toolkit_key_of_the_recipe_reaches_training(tmp_path, monkeypatch)
     seen = {}
     real_fit = fold_module.fit
 
-    def spying_fit(model, train_loader, val_loader, config, device, layout, criterion, **options):
+    def spying_fit(model, train_loader, val_loader, config, criterion, *args, **options):
         seen.update(config=config, sampler=train_loader.sampler, transform=train_loader.dataset.transform,
                     criterion=criterion, val_sampler=val_loader.sampler)
-        return real_fit(model, train_loader, val_loader, config, device, layout, criterion, **options)
+        return real_fit(model, train_loader, val_loader, config, criterion, *args, **options)
 
     monkeypatch.setattr(fold_module, "fit", spying_fit)
     train_csv = write_csv_dataset(tmp_path / "data", per_class=20)
@@ -123,7 +123,7 @@ def test_a_fold_writes_its_files_and_its_kept_models_training_score(flat_run):
 
 
 def test_a_specialist_starts_from_its_own_folds_flat_model_restricted_to_its_group(detail_runs):
-    from hierclf.train.fold import _build_model
+    from hierclf.train.fold import build_fold_model
 
     run = Run.open(detail_runs / "linked")
     stage = run.specialist_stages["patch"]
@@ -131,7 +131,7 @@ def test_a_specialist_starts_from_its_own_folds_flat_model_restricted_to_its_gro
     flat = {fold: load_weights(run.fold_dir("coarse", fold) / "weights.safetensors") for fold in range(3)}
     assert run.fold_dir("coarse", 0) == detail_runs / "flat" / "coarse" / "fold-0"
     for fold in range(3):
-        model, _ = _build_model(run, stage, fold, seed=fold)
+        model, _ = build_fold_model(run, stage, fold, seed=fold)
         state = model.state_dict()
         assert torch.equal(state["fc.weight"], flat[fold]["fc.weight"][members])  # the flat head's group rows
         assert torch.equal(state["fc.bias"], flat[fold]["fc.bias"][members])

@@ -8,13 +8,14 @@ import torch
 
 from conftest import Killed, kill_after_saving, shape_image
 from hierclf.data import Items
-from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 from hierclf.models.inference import soft_vote
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.factory import classifier_modules, create_model
 from hierclf.recipe.schema import HeadConfig, StageConfig, TrainConfig
 from hierclf.hierarchy.stage import single_loss
 from hierclf.train.loop import fit
+from hierclf.train.record import FitRecord
 from hierclf.train.losses import build_layout_loss
 
 CPU = torch.device("cpu")
@@ -31,7 +32,8 @@ def loaders(stage: StageConfig, per_class: int = 24, seed: int = 0):
     for rows, training in ((np.flatnonzero(~val), True), (np.flatnonzero(val), False)):
         transform = build_transform(stage.img_size, (0.5,), (0.5,), stage.augment if training else "none", seed=0)
         dataset = ImageDataset(items.subset(rows), labels[rows], transform, channels=1)
-        out.append(make_loader(dataset, stage.batch_size, shuffle=training, workers=0, device=CPU))
+        out.append(make_loader(dataset, stage.batch_size, workers=0, device=CPU,
+                               order=TrainingOrder() if training else None))
     return out
 
 
@@ -42,9 +44,8 @@ def loss_of(stage, train_loader):
 def train(stage: StageConfig, tmp_path=None):
     model, _ = create_model(stage, THREE, seed=stage.seed)
     train_loader, val_loader = loaders(stage)
-    metrics = None if tmp_path is None else tmp_path / "metrics.jsonl"
-    result = fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), seed=stage.seed,
-                 metrics_path=metrics)
+    result = fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader), seed=stage.seed,
+                 record=FitRecord(folder=tmp_path))
     return model, val_loader, result
 
 
@@ -100,14 +101,13 @@ def _linear_fit(stage: TrainConfig, rows: int = 32, batch_size: int = 32):
     labels = np.arange(rows) % 3
     items = Items.from_arrays(np.stack([shape_image(label, rng) for label in labels]), labels)
     transform = build_transform(16, (0.5,), (0.5,))
-    train = make_loader(ImageDataset(items, labels, transform, 1), batch_size, shuffle=False, workers=0,
-                        device=CPU)
-    val = make_loader(ImageDataset(items, labels, transform, 1), 64, shuffle=False, workers=0, device=CPU)
+    train = make_loader(ImageDataset(items, labels, transform, 1), batch_size, workers=0, device=CPU)
+    val = make_loader(ImageDataset(items, labels, transform, 1), 64, workers=0, device=CPU)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(256, 3))
     loss = build_layout_loss(THREE, [HeadConfig()], ["coarse"], labels[:, None])
     before = {key: value.clone() for key, value in model.state_dict().items()}
-    result = fit(model, train, val, stage, CPU, THREE, loss)
+    result = fit(model, train, val, stage, loss)
     return before, result.best_state
 
 
@@ -164,7 +164,7 @@ def test_frozen_backbone_does_not_move_while_the_head_learns():
     start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     train_loader, val_loader = loaders(TINY)
     # two epochs, both frozen (the recipe refuses freeze_epochs ≥ epochs; fit itself allows it)
-    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2), CPU, THREE,
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2),
         loss_of(TINY, train_loader))
     head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
     head = {name for name, p in model.named_parameters() if id(p) in head_ids}
@@ -174,7 +174,7 @@ def test_frozen_backbone_does_not_move_while_the_head_learns():
             assert not torch.equal(tensor, start[name]), name
         else:  # weights and BatchNorm statistics alike
             assert torch.equal(tensor, start[name]), name
-    fit(model, train_loader, val_loader, dataclasses.replace(TINY, epochs=1), CPU, THREE, loss_of(TINY, train_loader))
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, epochs=1), loss_of(TINY, train_loader))
     moved = [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, start[name])]
     assert set(moved) - head  # after the frozen epochs the backbone trains again
 
@@ -194,29 +194,30 @@ def test_a_loss_that_becomes_nan_stops_training_naming_the_epoch_and_batch():
     with torch.no_grad():
         next(model.parameters()).fill_(float("nan"))
     with pytest.raises(TrainingError, match=r"coarse fold 0 epoch 1, batch 1: the loss is nan; training diverged"):
-        fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), name="coarse fold 0")
+        fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader), record=FitRecord("coarse fold 0"))
 
 
 def test_a_fit_stopped_after_an_epoch_resumes_from_its_checkpoint_and_ends_the_same(tmp_path, monkeypatch):
     stage = dataclasses.replace(TINY, epochs=4, augment="light", mixup_alpha=0.4, drop_rate=0.2, ema=True,
                                 ema_decay=0.9, scheduler="plateau")
 
-    def run(resume):
+    def run(folder):
         model, _ = create_model(stage, THREE, seed=0)
         train_loader, val_loader = loaders(stage)
-        return fit(model, train_loader, val_loader, stage, CPU, THREE, loss_of(stage, train_loader), seed=5,
-                   metrics_path=tmp_path / f"{resume.stem}.jsonl", resume_path=resume)
+        return fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader), seed=5,
+                   record=FitRecord(folder=folder))
 
-    whole = run(tmp_path / "whole.safetensors")
+    whole = run(tmp_path / "whole")
     kill_after_saving(monkeypatch, epoch=2)
     with pytest.raises(Killed):
-        run(tmp_path / "cut.safetensors")
+        run(tmp_path / "cut")
     monkeypatch.undo()
-    resumed = run(tmp_path / "cut.safetensors")  # starts at epoch 3
+    assert (tmp_path / "cut" / "resume.safetensors").exists()
+    resumed = run(tmp_path / "cut")  # starts at epoch 3
     assert [r["val_loss"] for r in resumed.history] == pytest.approx([r["val_loss"] for r in whole.history], abs=1e-6)
     assert resumed.best_epoch == whole.best_epoch
     assert np.allclose(resumed.val_probs, whole.val_probs, atol=1e-6)
     assert all(torch.allclose(resumed.best_state[k].float(), whole.best_state[k].float(), atol=1e-6)
                for k in whole.best_state)
-    lines = (tmp_path / "cut.jsonl").read_text().splitlines()
+    lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]  # each epoch once

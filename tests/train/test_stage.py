@@ -60,7 +60,7 @@ def test_a_heads_stage_is_scored_jointly_and_head_by_head(mask_runs):
 
 
 def test_a_fold_another_command_is_training_stops_this_one_naming_it(tmp_path, csv_dataset):
-    from hierclf.run.files import holding
+    from hierclf.run.locks import holding
 
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"epochs": 1})
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", "2").exit_code == 0

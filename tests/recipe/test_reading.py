@@ -9,7 +9,7 @@ from hierclf.recipe.schema import Recipe, StageConfig
 from hierclf.recipe.reading import load_recipe, recipe_from_dict
 from hierclf.run.folder import recipe_differences
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEADS = '[hierarchy]\nheads = { mask = ["wear", "incorrect", "not_wear"], gender = 2, age = 3 }\n'
 
 

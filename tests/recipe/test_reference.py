@@ -4,7 +4,7 @@ from pathlib import Path
 from hierclf.recipe.schema import StageConfig
 from hierclf.recipe.reference import STAGE_SLICES, key_reference, key_reference_markdown
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_every_key_is_documented_and_the_docs_carry_the_generated_tables():

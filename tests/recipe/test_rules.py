@@ -35,7 +35,6 @@ def write(tmp_path: Path, text: str) -> Path:
     (HEADS + "[heads.mask]\nweight = 0\n[heads.gender]\nweight = 0\n[heads.age]\nweight = 0\n",
      "weight is 0 in epoch 1"),
     ('[coarse]\nclass_weights = "heavy"\n', "coarse.class_weights"),
-    (HEADS + '[combine]\nmethod = "routed"\n', 'combine.method = "routed" needs groups'),
 ])
 def test_refusals_name_the_keys(tmp_path, text, message):
     with pytest.raises(RecipeError) as caught:

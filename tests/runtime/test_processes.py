@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from conftest import Killed, cli, kill_after_saving, write_csv_dataset, write_recipe
-from hierclf.data.dataset import make_loader
+from hierclf.data.dataset import TrainingOrder, make_loader
 from hierclf.data.sampling import ShardSampler
 from hierclf.runtime.processes import Processes
-from hierclf.errors import HierclfError, RecipeError
+from hierclf.errors import HierclfError
 
 
 class _Rows(torch.utils.data.Dataset):
@@ -55,8 +55,8 @@ def test_processes_batches_together_are_the_batch_one_process_draws(sampler, cap
     dataset = _Rows(40)
 
     def loader(batch, shard):
-        return make_loader(dataset, batch, shuffle=True, workers=0, device=torch.device("cpu"), seed=5,
-                           drop_last=True, sampler=sampler, class_cap=cap, sample_labels=labels, shard=shard)
+        return make_loader(dataset, batch, workers=0, device=torch.device("cpu"), seed=5, shard=shard,
+                           order=TrainingOrder(sampler=sampler, class_cap=cap, labels=labels, drop_last=True))
 
     alone = loader(8, (0, 1))
     shards = [loader(4, (rank, 2)) for rank in range(2)]
@@ -68,29 +68,10 @@ def test_processes_batches_together_are_the_batch_one_process_draws(sampler, cap
 
 
 def test_unshuffled_shards_cover_every_row_once():
-    shards = [make_loader(_Rows(7), 3, shuffle=False, workers=0, device=torch.device("cpu"), shard=(rank, 2))
+    shards = [make_loader(_Rows(7), 3, workers=0, device=torch.device("cpu"), shard=(rank, 2))
               for rank in range(2)]
     rows = sorted(row for shard in shards for batch in shard for row in batch[2].tolist())
     assert rows == list(range(7))
-
-
-def test_a_global_batch_the_processes_cannot_share_and_sync_batchnorm_on_cpu_are_refused():
-    from types import SimpleNamespace
-
-    from hierclf.recipe.schema import StageConfig
-    from hierclf.train.commands import _check_processes
-
-    def stage(**keys):  # what the check reads of a stage
-        return SimpleNamespace(config=StageConfig(device="cpu", **keys), key="coarse")
-
-    two = Processes(rank=0, world=2)
-    _check_processes(stage(batch_size=8), two)
-    _check_processes(stage(batch_size=7), Processes())  # one process shares nothing
-    with pytest.raises(RecipeError, match=r"coarse.batch_size = 7 is the batch of all 2 processes together; make "
-                                          r"it a multiple of 2"):
-        _check_processes(stage(batch_size=7), two)
-    with pytest.raises(RecipeError, match="coarse.sync_batchnorm: torch's SyncBatchNorm runs on CUDA only"):
-        _check_processes(stage(batch_size=8, sync_batchnorm=True), two)
 
 
 def test_each_process_takes_its_own_gpu_and_its_own_draws():

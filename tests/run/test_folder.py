@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hierclf.errors import RunError
-from hierclf.hierarchy.kinds import GroupHierarchy
+from hierclf.hierarchy.groups import GroupHierarchy
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.run.folder import Folds, Run, config_differences
 

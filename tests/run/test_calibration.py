@@ -1,4 +1,4 @@
-"""Temperature scaling of each stage, fit on its out-of-fold outputs."""
+"""A run's temperature scaling: fit on each stage's out-of-fold outputs, checked, applied."""
 import json
 import shutil
 
@@ -6,27 +6,12 @@ import numpy as np
 import pytest
 
 from conftest import cli
-from hierclf.run.calibration import fit_temperature, scaled
+from hierclf.combine.temperature import fit_temperature, scaled
 from hierclf.data import load_input_items
 from hierclf.errors import RunError
 from hierclf.run.files import read_npz
-from hierclf.metrics import calibration
-from hierclf.predict.pipeline import predict_items
+from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.run.folder import Run
-
-
-def test_an_over_confident_model_is_softened_and_its_log_likelihood_improves():
-    rng = np.random.default_rng(0)
-    targets = rng.integers(0, 4, 2000)
-    logits = rng.normal(0, 1, (2000, 4))
-    logits[np.arange(2000), targets] += 1.0  # right about 60 % of the time…
-    honest = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    over_confident = scaled(honest, 1 / 4)  # …but four times too sure of itself
-    temperature = fit_temperature(over_confident, targets)
-    assert temperature == pytest.approx(4.0, rel=0.15)
-    before, after = calibration(targets, over_confident), calibration(targets, scaled(over_confident, temperature))
-    assert after["nll"] < before["nll"] - 0.3 and after["ece"] < before["ece"] / 3
-    assert np.array_equal(scaled(over_confident, temperature).argmax(1), over_confident.argmax(1))
 
 
 def test_a_calibrated_run_fits_temperatures_on_its_out_of_fold_outputs_and_predict_applies_them(flat_run, tmp_path):
@@ -40,8 +25,8 @@ def test_a_calibrated_run_fits_temperatures_on_its_out_of_fold_outputs_and_predi
     expected = fit_temperature(oof["probs"], oof["targets"])
     assert saved["coarse"]["temperatures"] == [pytest.approx(expected)]
     items = load_input_items(train_csv, run.hierarchy.class_names)
-    plain = predict_items(run_dir, items, workers=0, device="cpu")
-    calibrated = predict_items(run, items, workers=0, device="cpu")
+    plain = predict_items(run_dir, items, inference=Inference(workers=0, device="cpu"))
+    calibrated = predict_items(run, items, inference=Inference(workers=0, device="cpu"))
     assert np.allclose(calibrated.probs, scaled(plain.probs, expected), atol=1e-5)
     assert np.array_equal(calibrated.labels, plain.labels)
     report = cli("evaluate", tmp_path / "run")
@@ -52,4 +37,4 @@ def test_a_calibrated_run_fits_temperatures_on_its_out_of_fold_outputs_and_predi
     # out-of-fold outputs changed since: the temperatures are refused until refit
     np.savez(run.oof_path("coarse"), **{**oof, "probs": oof["probs"][::-1].copy()})
     with pytest.raises(RunError, match="the calibration of stage coarse was fit on other out-of-fold outputs"):
-        predict_items(Run.open(tmp_path / "run"), items, workers=0, device="cpu")
+        predict_items(Run.open(tmp_path / "run"), items, inference=Inference(workers=0, device="cpu"))

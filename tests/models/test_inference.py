@@ -19,7 +19,7 @@ TINY = StageConfig(model="test_resnet", img_size=16, in_chans=1)
 def loader_of(images: np.ndarray, batch_size: int = 8) -> torch.utils.data.DataLoader:
     items = Items.from_arrays(images, np.zeros(len(images), dtype=np.int64), ["a", "b", "c"])
     dataset = ImageDataset(items, None, build_transform(16, (0.5,), (0.5,)), channels=1)
-    return make_loader(dataset, batch_size, shuffle=False, workers=0, device=CPU)
+    return make_loader(dataset, batch_size, workers=0, device=CPU)
 
 
 def images(count: int = 5) -> np.ndarray:

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from hierclf.hierarchy.kinds import encode_factors
+from hierclf.data.labels import encode_factors
 from hierclf.hierarchy.layout import Block, OutputLayout
 
 HEADS = OutputLayout.of_heads([("mask", ("wear", "incorrect", "none")), ("gender", ("m", "f")),

@@ -1,74 +1,17 @@
-"""Files written atomically and read without unpickling."""
+"""One writer per folder, and what killed writers leave behind."""
 import os
 
-import numpy as np
 import pytest
-import torch
 
 from hierclf.errors import RunError
-from hierclf.run.files import atomic_path, load_weights, read_json, read_npz, save_weights, write_json, write_npz
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "summary.json"
-    write_json(target, {"version": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as temporary:
-            temporary.write_text('{"version": 2, "half')
-            raise RuntimeError("killed mid-write")
-    assert read_json(target) == {"version": 1}
-    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
-
-
-def test_npz_never_pickles(tmp_path):
-    with pytest.raises(TypeError, match="pickle"):
-        write_npz(tmp_path / "x.npz", ids=np.array(["a", None], dtype=object))
-    np.savez(tmp_path / "evil.npz", payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(RunError, match="evil.npz cannot be read"):
-        read_npz(tmp_path / "evil.npz")
-    write_npz(tmp_path / "ok.npz", ids=np.array(["a", "bb"]), probs=np.eye(2, dtype=np.float32))
-    assert read_npz(tmp_path / "ok.npz")["ids"].tolist() == ["a", "bb"]
-
-
-def test_files_take_the_umasks_mode_not_a_private_one(tmp_path):
-    previous = os.umask(0o022)
-    try:
-        write_json(tmp_path / "a.json", {})
-    finally:
-        os.umask(previous)
-    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
-
-
-def test_missing_and_broken_files_are_run_errors(tmp_path):
-    with pytest.raises(RunError, match="missing"):
-        read_json(tmp_path / "none.json")
-    (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(RunError, match="cannot be read"):
-        read_json(tmp_path / "bad.json")
-    save_weights(tmp_path / "w.safetensors", {"x": torch.ones(2)})
-    assert torch.equal(load_weights(tmp_path / "w.safetensors")["x"], torch.ones(2))
-    (tmp_path / "w.safetensors").write_bytes(b"garbage")
-    with pytest.raises(RunError, match="cannot be read"):
-        load_weights(tmp_path / "w.safetensors")
-
-
-def test_weights_holding_nan_are_refused_when_loaded(tmp_path):
-    import torch
-
-    from hierclf.errors import RunError
-    from hierclf.run.files import load_weights, save_weights
-
-    save_weights(tmp_path / "w.safetensors", {"fc.weight": torch.tensor([[1.0, float("nan")]]),
-                                              "steps": torch.tensor([3])})
-    with pytest.raises(RunError, match=r"w.safetensors: tensor 'fc.weight' holds NaN or infinite values"):
-        load_weights(tmp_path / "w.safetensors")
 
 
 def test_a_killed_writers_temporary_files_are_swept_and_a_live_ones_kept(tmp_path):
     import subprocess
     import sys
 
-    from hierclf.run.files import HOST, STALE_ELSEWHERE, is_temporary, sweep_temporary
+    from hierclf.run.files import HOST, is_temporary
+    from hierclf.run.locks import STALE_ELSEWHERE, sweep_temporary
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
                           text=True).stdout.strip()
@@ -92,7 +35,7 @@ def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_
     import subprocess
     import sys
 
-    from hierclf.run.files import LOCK, holding
+    from hierclf.run.locks import LOCK, holding
 
     with holding(tmp_path / "fold-0", "training coarse fold 0"):
         holder = json.loads((tmp_path / "fold-0" / LOCK).read_text())

@@ -1,25 +1,17 @@
-"""A run's out-of-fold outputs, aligned across stages, and the combiners fit on them once."""
+"""The combiners that learn, fit once on a run's out-of-fold outputs and refused when stale."""
 import json
 import shutil
 
 import numpy as np
 import pytest
 
-from hierclf.combine.combiners import Stacking
+from hierclf.combine.blend import Blend
+from hierclf.combine.stacking import Stacking
 from hierclf.errors import RunError
 from hierclf.run.files import read_npz, write_npz
-from hierclf.run.outputs import fit_combiners, load_combiner, load_oof
+from hierclf.run.fitted import fit_combiners, load_combiner
 from hierclf.run.folder import Run
-
-
-def test_every_stages_outputs_line_up_on_the_same_rows(detail_runs):
-    run = Run.open(detail_runs / "hier")
-    oof = load_oof(run)
-    coarse = read_npz(run.oof_path("coarse"))
-    assert np.array_equal(oof.ids, coarse["ids"]) and list(oof.specialist_probs) == ["patch"]
-    label_of = dict(zip(run.folds.ids, run.folds.labels))
-    assert oof.labels.tolist() == [label_of[i] for i in oof.ids]
-    assert oof.specialist_probs["patch"].shape == (len(oof.ids), 2)
+from hierclf.run.outputs import load_oof
 
 
 def test_the_stacking_combiner_is_fit_when_the_specialists_finish(detail_runs):
@@ -59,8 +51,6 @@ def test_nothing_is_fit_before_every_stage_has_its_outputs(flat_run, detail_runs
 
 
 def test_the_blend_weight_is_fit_on_the_out_of_fold_outputs_alone(detail_runs, tmp_path):
-    from hierclf.combine.combiners import Blend
-
     run = Run.open(detail_runs / "linked")
     saved = json.loads(run.combiner_path.read_text())
     assert set(saved) == {"stacking", "blend"}

@@ -5,7 +5,9 @@ from safetensors.torch import save_file
 
 from hierclf.errors import RecipeError
 from hierclf.hierarchy.layout import OutputLayout
-from hierclf.models.factory import classifier_modules, create_model, load_model, load_weights_file, save_model
+from hierclf.models.factory import classifier_modules, create_model
+from hierclf.models.saved import load_model, save_model
+from hierclf.models.weights import load_weights_file
 from hierclf.recipe.schema import StageConfig
 
 STAGE = StageConfig(model="test_resnet", img_size=16, in_chans=3)

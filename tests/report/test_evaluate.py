@@ -7,13 +7,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import PredefinedSplit, cross_val_predict
 
 from conftest import DETAIL_CLASSES, cli, write_recipe
-from hierclf.combine.combiners import Product, Stacking, stacking_features
+from hierclf.combine.product import Product, product
+from hierclf.combine.stacking import Stacking, stacking_features
 from hierclf.data import load_training_items
 from hierclf.report.evaluate import evaluate_run, out_of_fold
 from hierclf.run.files import read_npz
 from hierclf.metrics import scores
 from hierclf.run.outputs import load_oof
-from hierclf.predict.pipeline import predict_items
+from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.run.folder import Run
 
 
@@ -21,7 +22,7 @@ from hierclf.run.folder import Run
 def report(detail_runs):
     result = cli("evaluate", detail_runs / "hier", "--against", detail_runs / "flat")
     assert result.exit_code == 0, result.output
-    return evaluate_run(detail_runs / "hier", against=detail_runs / "flat")
+    return evaluate_run(detail_runs / "hier", against=detail_runs / "flat").to_dict()
 
 
 def test_the_specialist_at_higher_resolution_beats_the_flat_model(report, detail_runs):
@@ -48,12 +49,13 @@ def test_evaluate_equals_predict_with_the_same_fold_models(report, detail_runs):
     row_of = {image_id: row for row, image_id in enumerate(items.ids)}
     with (detail_runs / "hier" / "oof-predictions.csv").open() as handle:
         by_id = {row["id"]: row for row in csv.DictReader(handle)}
-    expected_product = run.hierarchy.product(oof.coarse_probs, oof.specialist_probs)
+    expected_product = product(run.hierarchy, oof.coarse_probs, oof.specialist_probs)
     for fold in range(3):
         rows = np.flatnonzero(oof.folds == fold)
         subset = items.subset(np.asarray([row_of[i] for i in oof.ids[rows]]))
         for combiner in ("product", "routed"):
-            predictions = predict_items(run, subset, combiner=combiner, workers=0, folds=[fold], device="cpu")
+            predictions = predict_items(run, subset, combiner=combiner, folds=[fold],
+                                        inference=Inference(workers=0, device="cpu"))
             names = [DETAIL_CLASSES[label] for label in predictions.labels]
             assert names == [by_id[i][combiner] for i in subset.ids], (fold, combiner)
             if combiner == "product":
@@ -68,8 +70,8 @@ def test_a_combiner_that_learns_is_fit_fold_by_fold(detail_runs):
                                   cv=PredefinedSplit(oof.folds), method="predict_proba")
     combined = out_of_fold(Stacking(1.0), run.hierarchy, oof)
     assert np.allclose(combined.probs[:, np.unique(oof.labels)], reference, atol=1e-6)
-    product = out_of_fold(Product(), run.hierarchy, oof)  # learns nothing: every row at once
-    assert np.array_equal(product.probs, run.hierarchy.product(oof.coarse_probs, oof.specialist_probs))
+    whole = out_of_fold(Product(), run.hierarchy, oof)  # learns nothing: every row at once
+    assert np.array_equal(whole.probs, product(run.hierarchy, oof.coarse_probs, oof.specialist_probs))
 
 
 def test_evaluate_refuses_a_flat_run_split_differently_or_not_flat(detail_runs, tmp_path):
@@ -83,7 +85,7 @@ def test_evaluate_refuses_a_flat_run_split_differently_or_not_flat(detail_runs, 
 
 
 def test_evaluate_reports_each_head_beside_the_flat_model(mask_runs):
-    report = evaluate_run(mask_runs / "heads", against=mask_runs / "flat")
+    report = evaluate_run(mask_runs / "heads", against=mask_runs / "flat").to_dict()
     assert set(report["pipelines"]) == {"product", "stacking"} and report["chosen"] == "product"
     heads = report["heads"]
     assert set(heads) == {"mask", "gender", "age"}
@@ -100,7 +102,7 @@ def test_evaluate_reports_each_head_beside_the_flat_model(mask_runs):
 
 
 def test_a_flat_run_is_its_own_one_pipeline(flat_run):
-    report = evaluate_run(flat_run[0])
+    report = evaluate_run(flat_run[0]).to_dict()
     assert list(report["pipelines"]) == ["flat"] and report["chosen"] == "flat"
     assert report["coarse"]["accuracy"] == pytest.approx(report["pipelines"]["flat"]["accuracy"])
 
@@ -109,7 +111,7 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     flat, seed1 = detail_runs / "flat", detail_runs / "flat-seed1"
     result = cli("evaluate", detail_runs / "linked", "--control", f"{flat},{seed1}", "--control", seed1)
     assert result.exit_code == 0, result.output
-    report = evaluate_run(detail_runs / "linked", controls=[[flat, seed1], [seed1]])
+    report = evaluate_run(detail_runs / "linked", controls=[[flat, seed1], [seed1]]).to_dict()
     assert report["flat"]["run"] == str(flat)  # the coarse run is compared against by default
     assert set(report["pipelines"]) == {"product", "routed", "stacking", "blend"}
     blend = report["pipelines"]["blend"]
@@ -154,10 +156,9 @@ def run_fine_to_coarse(detail_runs):
 
 def test_a_hierarchy_that_does_not_beat_its_control_is_reported_as_such(detail_runs):
     report = evaluate_run(detail_runs / "linked", controls=[[detail_runs / "flat"]])
-    report["controls"][0]["macro_f1"] = 1.5  # a control no pipeline can beat
-    from hierclf.report.evaluate import verdict
-
-    assert "does not beat control" in verdict(report)[1]
+    report.controls[0]["macro_f1"] = 1.5  # a control no pipeline can beat
+    assert "does not beat control" in report.verdict[1]
+    assert report.to_dict()["verdict"] == report.verdict
 
 
 def test_a_control_split_differently_is_refused(detail_runs, tmp_path):

@@ -12,9 +12,10 @@ from hierclf.data.dataset import build_transform
 from hierclf.data.images import decode_image
 from hierclf.runtime.devices import resolve_device
 from hierclf.errors import RecipeError
-from hierclf.hierarchy.kinds import encode_factors
-from hierclf.models.factory import load_model
-from hierclf.predict.pipeline import StageModels, predict_items, predict_runs
+from hierclf.data.labels import encode_factors
+from hierclf.models.saved import load_model
+from hierclf.predict.pipeline import Inference, predict_items, predict_runs
+from hierclf.predict.stage_models import StageModels
 from hierclf.run.folder import Run
 
 
@@ -102,7 +103,7 @@ def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_r
     rng = np.random.default_rng(5)
     values = np.array([(m, g, a) for m in range(3) for g in range(2) for a in range(3)])
     items = Items.from_arrays(np.stack([mask_image(*row, rng) for row in values]))
-    predictions = predict_items(run, items, combiner="product", workers=0, device="cpu")
+    predictions = predict_items(run, items, combiner="product", inference=Inference(workers=0, device="cpu"))
     cpu = resolve_device("cpu")
     coarse = StageModels(run, run.coarse_stage, cpu, None, 64, 0).probs(items)
     age = StageModels(run, run.specialist_stages["age"], cpu, None, 64, 0).probs(items)
@@ -114,7 +115,7 @@ def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_r
     assert np.abs(with_coarse_age - predictions.probs).max() > 1e-3  # the specialist did replace the head
     assert (predictions.labels == encode_factors(values, (3, 2, 3))).mean() > 0.7
     with pytest.raises(RecipeError, match="nothing to route"):
-        predict_items(run, items, combiner="routed", workers=0)
+        predict_items(run, items, combiner="routed", inference=Inference(workers=0))
 
 
 def test_several_runs_are_soft_voted_with_weights(flat_run, tmp_path):
@@ -126,9 +127,9 @@ def test_several_runs_are_soft_voted_with_weights(flat_run, tmp_path):
     assert [run.recipe.coarse.seed for run in runs] == [1, 2] and runs[0].folds.matches(runs[1].folds)
     files = sorted((train_csv.parent / "train").glob("*.png"))[:12]
     items = Items.from_arrays(np.stack([decode_image(path, 1)[..., 0] for path in files]))
-    a, b = (predict_items(run, items, workers=0).probs for run in runs)
+    a, b = (predict_items(run, items, inference=Inference(workers=0)).probs for run in runs)
     assert not np.allclose(a, b, atol=1e-3)  # the seeds made different models
-    both = predict_runs(runs, items, weights=[1, 3], workers=0)
+    both = predict_runs(runs, items, weights=[1, 3], inference=Inference(workers=0))
     assert np.allclose(both.probs, (a + 3 * b) / 4, atol=1e-6)
 
 
@@ -137,9 +138,9 @@ def test_a_hierarchy_over_a_flat_run_predicts_without_writing_into_either_folder
     folders = (detail_runs / "linked", detail_runs / "flat")
     before = {p: p.stat().st_mtime_ns for folder in folders for p in folder.rglob("*")}
     items = load_input_items(data, DETAIL_CLASSES)
-    flat = predict_items(detail_runs / "flat", items, workers=0)
+    flat = predict_items(detail_runs / "flat", items, inference=Inference(workers=0))
     for combiner in ("product", "routed", "stacking", "blend"):
-        predictions = predict_items(detail_runs / "linked", items, combiner=combiner, workers=0, trace=True)
+        predictions = predict_items(detail_runs / "linked", items, combiner=combiner, trace=True, inference=Inference(workers=0))
         # P(group) is the flat run's probabilities summed over the group: the coarse confidence shows it
         grouped = np.stack([flat.probs[:, 0], flat.probs[:, 1], flat.probs[:, 2] + flat.probs[:, 3]], axis=1)
         assert np.allclose(predictions.trace["coarse_confidence"], grouped.max(1), atol=1e-6), combiner
@@ -159,34 +160,3 @@ def test_a_fold_with_nan_weights_is_refused_not_predicted(flat_run, tmp_path):
     result = cli("predict", tmp_path / "run", flat_run[2], "--out", tmp_path / "p.csv", "--workers", "0")
     assert result.exit_code == 2 and "fold-1/weights.safetensors: tensor 'fc.bias' holds NaN" in result.stderr
     assert not (tmp_path / "p.csv").exists()
-
-
-def test_three_shards_merged_equal_the_unsharded_predictions(flat_run, tmp_path):
-    run, _, train_csv, _ = flat_run
-    whole = cli("predict", run, train_csv, "--out", tmp_path / "whole.csv", "--probs", "--workers", "0")
-    assert whole.exit_code == 0, whole.output
-    for shard in (2, 0, 1):  # in any order; the last to finish joins them
-        result = cli("predict", run, train_csv, "--out", tmp_path / "sharded.csv", "--probs", "--workers", "0",
-                     "--shard", f"{shard}/3")
-        assert result.exit_code == 0, result.output
-        assert ("joined them into" in result.stdout) == (shard == 1)
-    assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "whole.csv").read_text()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.csv", "whole.csv"]  # parts removed
-    result = cli("predict", run, train_csv, "--out", tmp_path / "x.csv", "--shard", "3/3")
-    assert result.exit_code == 2 and "--shard '3/3': expected I/N with 0 <= I < N" in result.stderr
-
-
-def test_shards_finishing_together_join_once(tmp_path):
-    """While one shard holds the join, another that finds every part written leaves it; once
-    joined, a late caller finds nothing left to join."""
-    from hierclf.run.files import holding
-    from hierclf.predict.pipeline import merge_shards, shard_part
-
-    out = tmp_path / "preds.csv"
-    for shard, rows in enumerate((["a,0\n", "c,0\n"], ["b,1\n"])):
-        shard_part(out, shard, 2).write_text("id,label\n" + "".join(rows))
-    with holding(tmp_path, "joining", lock=".preds.csv.joining"):
-        assert not merge_shards(out, 2) and not out.exists()
-    assert merge_shards(out, 2)
-    assert out.read_text() == "id,label\na,0\nb,1\nc,0\n"
-    assert not merge_shards(out, 2) and sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]

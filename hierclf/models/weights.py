@@ -1,0 +1,54 @@
+"""Starting weights from a local file (.safetensors, or .pth read without unpickling arbitrary
+objects): what fits the model is loaded, a classifier of another size is left out, and a
+specialist may start from the rows of a flat model's classifier that are its group's."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import timm
+import torch
+
+from hierclf.errors import RecipeError
+from hierclf.run.files import check_finite
+
+log = logging.getLogger(__name__)
+
+
+def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bool = False,
+                      prefix: str = "", head_rows: Sequence[int] = ()) -> None:
+    """Start from a local .safetensors or .pth file, read without unpickling arbitrary objects.
+    Tensors whose shape differs (a classifier for another number of classes) are left out, and
+    with `new_head` the classifier always is, unless `head_rows` picks the rows of the file's
+    classifier that become the new one's (a specialist starting as the flat model restricted to
+    its group). With `prefix`, only the file's tensors under it are read, without it (a
+    multi-head model's `backbone.`)."""
+    if not path.is_file():
+        raise RecipeError(f"{key} = '{path}': no such file")
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
+        raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
+    check_finite(state, f"{key} = '{path}'")
+    if prefix:
+        state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
+    own = model.state_dict()
+    head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
+    fitting = {name: tensor for name, tensor in state.items()
+               if name in own and own[name].shape == tensor.shape and not (head and name.startswith(head))}
+    if head and head_rows:
+        rows = list(head_rows)
+        for name, tensor in state.items():
+            if name.startswith(head) and name in own and len(tensor) > max(rows) and \
+                    tensor[rows].shape == own[name].shape:
+                fitting[name] = tensor[rows]
+    if not fitting:
+        raise RecipeError(f"{key} = '{path}': no tensor in it fits {type(model).__name__}; "
+                          f"is it weights for another architecture?")
+    skipped = sorted(set(state) - set(fitting))
+    result = model.load_state_dict(fitting, strict=False)
+    log.info("loaded %d tensors from %s%s", len(fitting), path,
+             f"; left out {len(skipped)} that do not fit: {', '.join(skipped[:4])}" if skipped else "")
+    if result.missing_keys:
+        log.info("not in the file, trained from scratch: %s", ", ".join(result.missing_keys[:6]))

@@ -1,0 +1,55 @@
+"""A stage's fold models, loaded once, soft-voting over any subset of rows: what a combiner asks
+for when it needs a stage's probabilities."""
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hierclf.data import Items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.data.tta import View
+from hierclf.errors import RunError
+from hierclf.hierarchy.stage import Stage
+from hierclf.models.inference import soft_vote
+from hierclf.models.saved import load_model
+from hierclf.models.spec import ModelSpec
+from hierclf.run.folder import Run
+
+log = logging.getLogger(__name__)
+
+
+class StageModels:
+    """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
+
+    def __init__(self, run: Run, stage: Stage, device: torch.device, folds: Sequence[int] | None = None,
+                 batch_size: int = 256, workers: int = 2, tta: Sequence[View] = ()):
+        """`folds` limits the vote to those fold models (every finished one by default)."""
+        finished = run.finished_folds(stage.name)
+        wanted = finished if folds is None else [fold for fold in folds if fold in finished]
+        if not wanted:
+            among = "" if folds is None else f" among {list(folds)}"
+            raise RunError(f"{run.root} has no trained {stage.name} fold{among}; "
+                           f"run `hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}` first")
+        if folds is None and len(wanted) < run.recipe.folds.count:
+            log.warning("%s: using %d of %d folds (the others are not trained yet)", stage.name, len(wanted),
+                        run.recipe.folds.count)
+        loaded = [load_model(run.fold_dir(stage.name, fold), device) for fold in wanted]
+        specs = {spec for _, spec in loaded}
+        if len(specs) != 1:
+            raise RunError(f"{run.stage_dir(stage.name)}: the fold models differ in input size or classes")
+        self.models = [model for model, _ in loaded]
+        self.spec: ModelSpec = specs.pop()
+        self.device, self.batch_size, self.workers, self.tta = device, batch_size, workers, tuple(tta)
+
+    def probs(self, items: Items) -> np.ndarray:
+        """The mean softmax of the fold models (and their test-time views) for every row, in row order."""
+        if len(items) == 0:
+            return np.zeros((0, self.spec.num_classes), dtype=np.float32)
+        transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
+        dataset = ImageDataset(items, None, transform, self.spec.in_chans)
+        loader = make_loader(dataset, self.batch_size, workers=self.workers, device=self.device)
+        probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta)
+        return probs[np.argsort(rows)]

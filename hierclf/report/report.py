@@ -1,0 +1,86 @@
+"""`Report`: a run's out-of-fold evaluation as one object. `evaluate` computes it; report.json is
+its `to_dict()`, and markdown, HTML, the CSV of predictions and the figures render it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from hierclf.combine.base import Combined
+from hierclf.hierarchy.protocol import ReportSection
+
+OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold model that did not train on it, so "
+                 "these figures estimate one fold model. `predict` soft-votes all K fold models, which "
+                 "usually scores higher, most on small data; a seed-ensemble control estimates that gain "
+                 "leak-free (ensemble_gain).")
+
+
+@dataclass(eq=False)
+class Report:
+    """Every pipeline of a run scored out-of-fold (each with its cost and calibration), beside a
+    flat run on the same folds and flat controls, with the section only the run's kind of
+    hierarchy has; and what the renderers draw from: the rows, their labels and folds, and each
+    pipeline's outcome."""
+
+    run: str
+    classes: list[str]
+    section: ReportSection
+    pipelines: dict[str, dict[str, Any]]
+    chosen: str
+    ids: np.ndarray = field(repr=False)
+    labels: np.ndarray = field(repr=False)
+    folds: np.ndarray = field(repr=False)
+    outcomes: dict[str, Combined] = field(repr=False, default_factory=dict)
+    specialists: dict[str, dict[str, Any]] = field(default_factory=dict)
+    calibration: dict[str, Any] = field(default_factory=dict)
+    flat: dict[str, Any] | None = None
+    controls: list[dict[str, Any]] = field(default_factory=list)
+    oof_estimates: str = OOF_ESTIMATES
+
+    @property
+    def rows(self) -> int:
+        return int(len(self.ids))
+
+    @property
+    def flat_images(self) -> float | None:
+        """The training images of the flat run compared against: the unit of every budget."""
+        return (self.flat or {}).get("training", {}).get("images") or None
+
+    @property
+    def verdict(self) -> list[str]:
+        """Whether the recipe's pipeline beats the flat run and each control, with the training
+        images each took relative to the flat run (when one is compared against)."""
+        chosen, base = self.pipelines[self.chosen], self.flat_images
+        lines = []
+        compared = [("the flat run", self.flat)] + [(f"control {', '.join(c['runs'])}", c) for c in self.controls]
+        for label, other in compared:
+            if other is None:
+                continue
+            gain = chosen["macro_f1"] - other["macro_f1"]
+            budget = (f" at {chosen['training']['images'] / base:.2f}× the flat run's training images against "
+                      f"{other['training']['images'] / base:.2f}×") if base else ""
+            lines.append(f"{self.chosen} {'beats' if gain > 0 else 'does not beat'} {label} "
+                         f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points){budget}")
+        return lines
+
+    def score_rows(self) -> list[tuple[str, dict[str, Any], bool]]:
+        """(name, scores, is the recipe's combiner) for the flat run compared against, each control,
+        then each pipeline."""
+        rows = [("flat", self.flat, False)] if self.flat is not None else []
+        rows += [(f"control {number}", control, False) for number, control in enumerate(self.controls, 1)]
+        several = len(self.pipelines) > 1
+        return rows + [(name, result, several and name == self.chosen) for name, result in self.pipelines.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        """report.json."""
+        report: dict[str, Any] = {"run": self.run, "rows": self.rows, "classes": list(self.classes),
+                                  **self.section.to_dict()}
+        if self.specialists:
+            report["specialists"] = self.specialists
+        report.update(pipelines=self.pipelines, chosen=self.chosen, oof_estimates=self.oof_estimates,
+                      calibration=self.calibration)
+        if self.flat is not None:
+            report["flat"] = self.flat
+        report.update(controls=self.controls, verdict=self.verdict)
+        return report

@@ -1,0 +1,86 @@
+"""What training leaves on disk as it goes, written by one process: the epoch lines of a fit
+(metrics.jsonl) and the state to resume it from (resume.safetensors), then a finished fold's
+files. Under torchrun every process holds a `FitRecord`, but only rank 0's writes; the others
+read rank 0's resume file, so code that trains never asks which process it is."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from hierclf.models.saved import save_model
+from hierclf.models.spec import ModelSpec
+from hierclf.run.files import write_json, write_npz
+from hierclf.train.checkpoint import capture, load_checkpoint, restore, save_checkpoint
+from hierclf.train.state import TrainingState
+
+log = logging.getLogger(__name__)
+
+RESUME = "resume.safetensors"
+"""A fold's training state after its last finished epoch, while the fold is unfinished."""
+
+
+class FitRecord:
+    """A fit's epochs: each logged as a line, and with a `folder` appended to its metrics.jsonl,
+    the training state saved after every epoch into its resume file and restored from it. With
+    `writes` False (a process other than rank 0) nothing is written and progress bars stay off;
+    the resume file is still read, but the draws it holds are rank 0's and are left out."""
+
+    def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True):
+        self.name, self.folder, self.writes = name, folder, writes
+
+    @property
+    def metrics_path(self) -> Path | None:
+        return self.folder / "metrics.jsonl" if self.folder is not None else None
+
+    @property
+    def resume_path(self) -> Path | None:
+        return self.folder / RESUME if self.folder is not None else None
+
+    def resume(self, training: TrainingState, epochs: int) -> None:
+        """Restore `training` from the resume file, if there is one, and write the epochs done so
+        far into metrics.jsonl, once each."""
+        saved = load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        if saved is not None:
+            restore(training, saved, own_draws=self.writes)
+            log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
+        if self.writes and self.metrics_path is not None:
+            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
+            self.metrics_path.write_text("".join(json.dumps(entry) + "\n" for entry in training.history))
+
+    def progress(self, batches: Iterable, epoch: int, epochs: int) -> Iterable:
+        """The epoch's batches, with a progress bar where one is shown (rank 0, on a terminal)."""
+        return tqdm(batches, desc=f"{self.name} epoch {epoch + 1}/{epochs}", leave=False,
+                    disable=None if self.writes else True)
+
+    def epoch(self, entry: dict[str, Any], improved: bool, epochs: int) -> None:
+        """One epoch's figures: a line in the log, a line in metrics.jsonl."""
+        if self.writes and self.metrics_path is not None:
+            with self.metrics_path.open("a") as handle:
+                handle.write(json.dumps(entry) + "\n")
+        per_head = "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
+                           if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
+        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
+                 self.name, entry["epoch"], epochs, entry["train_loss"], entry["val_loss"], entry["val_accuracy"],
+                 entry["val_macro_f1"], per_head, entry["lr"], entry["seconds"], "  *" if improved else "")
+
+    def save(self, training: TrainingState, epochs_done: int) -> None:
+        """The training state after `epochs_done` epochs, into the resume file."""
+        if self.writes and self.resume_path is not None:
+            save_checkpoint(self.resume_path, capture(training, epochs_done))
+
+    def finish_fold(self, val: dict[str, np.ndarray], model: torch.nn.Module, spec: ModelSpec,
+                    result: dict[str, Any]) -> None:
+        """A finished fold's files: its validation outputs, its kept weights and model.json, then
+        result.json (which marks the fold finished), and no resume file."""
+        if not self.writes or self.folder is None:
+            return
+        write_npz(self.folder / "val.npz", **val)
+        save_model(self.folder, model, spec)
+        write_json(self.folder / "result.json", result)
+        self.resume_path.unlink(missing_ok=True)

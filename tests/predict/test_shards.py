@@ -1,0 +1,54 @@
+"""Prediction in shards: every N-th image per worker, the parts joined once, in input order."""
+import pytest
+
+from conftest import cli
+from hierclf.data import load_input_items
+from hierclf.errors import HierclfError
+from hierclf.predict.pipeline import Inference, predict_items
+from hierclf.predict.output import write_predictions
+from hierclf.predict.shards import Shard, merge_shards, write_shard
+from hierclf.run.folder import Run
+from hierclf.run.locks import holding
+
+
+def test_three_shards_merged_equal_the_unsharded_predictions(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    whole = cli("predict", run, train_csv, "--out", tmp_path / "whole.csv", "--probs", "--workers", "0")
+    assert whole.exit_code == 0, whole.output
+    for shard in (2, 0, 1):  # in any order; the last to finish joins them
+        result = cli("predict", run, train_csv, "--out", tmp_path / "sharded.csv", "--probs", "--workers", "0",
+                     "--shard", f"{shard}/3")
+        assert result.exit_code == 0, result.output
+        assert ("joined them into" in result.stdout) == (shard == 1)
+    assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sharded.csv", "whole.csv"]  # parts removed
+    result = cli("predict", run, train_csv, "--out", tmp_path / "x.csv", "--shard", "3/3")
+    assert result.exit_code == 2 and "--shard '3/3': expected I/N with 0 <= I < N" in result.stderr
+
+
+def test_shards_finishing_together_join_once(tmp_path):
+    """While one shard holds the join, another that finds every part written leaves it; once
+    joined, a late caller finds nothing left to join."""
+    out = tmp_path / "preds.csv"
+    for shard, rows in enumerate((["a,0\n", "c,0\n"], ["b,1\n"])):
+        Shard(shard, 2).part(out).write_text("id,label\n" + "".join(rows))
+    with holding(tmp_path, "joining", lock=".preds.csv.joining"):
+        assert not merge_shards(out, 2) and not out.exists()
+    assert merge_shards(out, 2)
+    assert out.read_text() == "id,label\na,0\nb,1\nc,0\n"
+    assert not merge_shards(out, 2) and sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]
+
+
+def test_a_library_user_shards_as_the_command_does(flat_run, tmp_path):
+    run = Run.open(flat_run[0])
+    items = load_input_items(flat_run[2], run.hierarchy.class_names)
+    inference = Inference(workers=0, device="cpu")
+    write_predictions(tmp_path / "whole.csv", predict_items(run, items, inference=inference), with_probs=True)
+    joined = [write_shard(tmp_path / "sharded.csv", shard, predict_items(run, shard.rows(items), inference=inference),
+                          with_probs=True) for shard in (Shard(1, 2), Shard(0, 2))]
+    assert joined == [False, True]
+    assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "whole.csv").read_text()
+    assert [len(Shard(index, 3).rows(items)) for index in range(3)] == [20, 20, 20]
+    with pytest.raises(HierclfError, match="shard 3 of 3: expected 0 <= I < N"):
+        Shard(3, 3)
+    assert Shard.parse("1/4") == Shard(1, 4)

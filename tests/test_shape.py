@@ -1,0 +1,156 @@
+"""The package's shape, measured: the import layers docs/architecture.md draws, no import circle,
+small modules and functions, few modules at the root, and a documented public API.
+
+Imports are read from the source (ast), at module level and inside functions alike, but not
+under `if TYPE_CHECKING:`, which only type checkers follow."""
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+from pathlib import Path
+
+import pytest
+
+import hierclf
+
+PACKAGE = Path(hierclf.__file__).parent
+
+LAYERS = (
+    ("errors", "seeding", "metrics"),
+    ("runtime", "combine"),
+    ("data",),
+    ("recipe",),
+    ("hierarchy",),
+    ("run",),
+    ("models",),
+    ("train", "predict"),
+    ("report",),
+    ("estimator", "cli"),
+    ("__main__", "__init__"),
+)
+"""Bottom to top: a module may import its own package and the packages of the layers below it,
+never a package beside it or above it. The same table is drawn in docs/architecture.md."""
+
+MAX_MODULE_LINES, MAX_FUNCTION_LINES, MAX_PARAMETERS, MAX_ROOT_MODULES = 400, 80, 8, 10
+
+
+@functools.cache
+def _modules() -> dict[str, Path]:
+    """Every module of the package by dotted name."""
+    found = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def _runtime_imports(path: Path, name: str) -> set[str]:
+    """The hierclf modules `path` imports when it runs (not those under `if TYPE_CHECKING:`)."""
+    tree = ast.parse(path.read_text())
+    checking = {id(child) for node in ast.walk(tree) if isinstance(node, ast.If)
+                and ast.unparse(node.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                for statement in node.body for child in ast.walk(statement)}
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    imported = set()
+    for node in ast.walk(tree):
+        if id(node) in checking:
+            continue
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names if alias.name.startswith("hierclf"))
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.startswith("hierclf"):
+                modules = _modules()
+                for alias in node.names:  # `from hierclf import errors` names a module; `from x import f` a name
+                    imported.add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base)
+    return {module for module in imported if module != name}
+
+
+def _graph() -> dict[str, set[str]]:
+    return {name: _runtime_imports(path, name) for name, path in _modules().items()}
+
+
+def _part(module: str) -> str:
+    """The package (or root module) a module belongs to: hierclf.run.files → run; hierclf.cli → cli."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _layer(part: str) -> int:
+    for level, parts in enumerate(LAYERS):
+        if part in parts:
+            return level
+    raise AssertionError(f"hierclf.{part} is in no layer of tests/test_shape.py's LAYERS (and architecture.md)")
+
+
+def test_every_module_imports_only_its_own_package_and_the_layers_below():
+    offences = []
+    for module, imports in _graph().items():
+        own = _part(module)
+        for imported in imports:
+            other = _part(imported)
+            if other != own and (imported != "hierclf" and _layer(other) >= _layer(own)):
+                offences.append(f"{module} imports {imported} (layer {_layer(other)} ≥ {_layer(own)})")
+    assert not offences, "\n".join(offences)
+
+
+def test_no_import_circle():
+    graph = _graph()
+    seen, on_path, circles = set(), [], []
+
+    def visit(module: str) -> None:
+        if module in on_path:
+            circles.append(on_path[on_path.index(module):] + [module])
+            return
+        if module in seen or module not in graph:
+            return
+        seen.add(module)
+        on_path.append(module)
+        for imported in sorted(graph[module]):
+            visit(imported)
+        on_path.pop()
+
+    for module in sorted(graph):
+        visit(module)
+    assert not circles, "\n".join(" → ".join(circle) for circle in circles)
+
+
+def test_modules_are_small_and_few_sit_at_the_root():
+    long = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
+    assert not {name: lines for name, lines in long.items() if lines > MAX_MODULE_LINES}
+    root = sorted(path.name for path in PACKAGE.glob("*.py"))
+    assert len(root) <= MAX_ROOT_MODULES, root
+
+
+def _is_click_command(node: ast.FunctionDef) -> bool:
+    return any("command" in ast.unparse(decorator) or "click" in ast.unparse(decorator)
+               for decorator in node.decorator_list)
+
+
+def test_functions_are_short_and_take_few_parameters():
+    offences = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or _is_click_command(node):
+                continue
+            arguments = [a.arg for a in node.args.posonlyargs + node.args.args + node.args.kwonlyargs
+                         if a.arg not in ("self", "cls")]
+            lines = node.end_lineno - node.lineno + 1
+            if lines > MAX_FUNCTION_LINES or len(arguments) > MAX_PARAMETERS:
+                offences.append(f"{name}.{node.name}: {lines} lines, {len(arguments)} parameters")
+    assert not offences, "\n".join(offences)
+
+
+@pytest.mark.parametrize("name", [name for name in hierclf.__all__ if name != "__version__"])
+def test_the_public_api_is_documented(name):
+    exported = getattr(hierclf, name)
+    doc = inspect.getdoc(exported) or ""
+    assert doc, f"hierclf.{name} has no docstring"
+    if inspect.isfunction(exported):
+        signature = inspect.signature(exported)
+        assert "Args:" in doc or not signature.parameters, f"hierclf.{name}: its docstring needs Args:"
+        returns = signature.return_annotation not in (None, "None", inspect.Signature.empty)
+        assert "Returns:" in doc or not returns, f"hierclf.{name}: its docstring needs Returns:"
