@@ -24,12 +24,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
-
 HERE = Path(__file__).resolve().parent
 RECIPES = HERE.parent / "recipes"
-MASK_FILES = ("mask1", "mask2", "mask3", "mask4", "mask5", "incorrect_mask", "normal")
+sys.path.insert(0, str(HERE.parent / "tests"))
+from conftest import write_mask_dataset  # noqa: E402  the tests' face-mask layout: colour, form and size say the label
 HEADS_RECIPE = """
 [data]
 mask_images = "{images}"
@@ -72,34 +70,6 @@ def hierclf(*args: object, torchrun: int = 0) -> None:
     subprocess.run(command, check=True, env={**os.environ, "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"})
 
 
-def write_mask_images(root: Path, people_per_kind: int = 3, size: int = 32, seed: int = 0) -> Path:
-    """The face-mask layout: colour is the mask value, form the gender, size the age bin."""
-    rng = np.random.default_rng(seed)
-    images = root / "images"
-    colours = ((220, 40, 40), (40, 200, 40), (40, 40, 220))
-    person = 0
-    for gender, gender_name in enumerate(("male", "female")):
-        for age, ages in enumerate(((18, 29), (30, 59), (60, 80))):
-            for _ in range(people_per_kind):
-                person += 1
-                folder = images / f"{person:06d}_{gender_name}_Asian_{int(rng.integers(*ages, endpoint=True))}"
-                folder.mkdir(parents=True)
-                for name in MASK_FILES:
-                    mask = 0 if name.startswith("mask") else 1 if name == "incorrect_mask" else 2
-                    pixels = rng.integers(0, 50, size=(size, size, 3)).astype(np.int16)
-                    radius = (3, 6, 10)[age]
-                    centre = size // 2 + rng.integers(-2, 3, size=2)
-                    rows, cols = np.ogrid[:size, :size]
-                    if gender == 0:
-                        inside = (np.abs(rows - centre[0]) <= radius) & (np.abs(cols - centre[1]) <= radius)
-                    else:
-                        distance = np.hypot(rows - centre[0], cols - centre[1])
-                        inside = (distance <= radius) & (distance >= radius * 0.45)
-                    pixels[inside] = np.asarray(colours[mask]) + rng.integers(-15, 16, size=3)
-                    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{name}.png")
-    return images
-
-
 def predict_and_evaluate(run: Path, test: Path) -> None:
     hierclf("predict", run, test, "--out", run / "test-predictions.csv", "--probs", "--trace", "--workers", 0,
             "--device", "cpu")
@@ -116,8 +86,8 @@ def main() -> None:
     if not (data / "digits").exists():
         hierclf("dataset", "digits", data / "digits")
     if not (data / "mask").exists():
-        write_mask_images(data / "mask")
-        people = write_mask_images(data / "mask-people", people_per_kind=1, seed=1)
+        write_mask_dataset(data / "mask", people_per_kind=3)
+        people = write_mask_dataset(data / "mask-people", people_per_kind=1, seed=1)
         (data / "mask-test").mkdir()
         for path in sorted(people.glob("*/*.png")):  # a plain folder of unlabelled photos to predict
             path.rename(data / "mask-test" / f"{path.parent.name.split('_')[0]}-{path.name}")

@@ -60,8 +60,9 @@ def _runtime_imports(path: Path, name: str) -> set[str]:
             imported.update(alias.name for alias in node.names if alias.name.startswith("hierclf"))
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if node.level:  # relative: from the package, up level - 1 folders
+                parents = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parents + ([base] if base else []))
             if base.startswith("hierclf"):
                 modules = _modules()
                 for alias in node.names:  # `from hierclf import errors` names a module; `from x import f` a name

@@ -241,8 +241,9 @@ class GroupHierarchy:
         coarse = scores(self.fine_to_coarse[labels], coarse_top, len(self.coarse_names))
         if not self.groups:
             return GroupsSection(groups, coarse)
-        routing = {"accuracy": coarse["accuracy"], "per_group": {
-            g.name: float((coarse_top[np.isin(labels, g.members)] == self.coarse_index(g)).mean()) for g in self.groups}}
+        per_group = {g.name: float((coarse_top[np.isin(labels, g.members)] == self.coarse_index(g)).mean())
+                     for g in self.groups}
+        routing = {"accuracy": coarse["accuracy"], "per_group": per_group}
         specialists = {}
         for group in self.groups:
             if group.name in specialist_probs:

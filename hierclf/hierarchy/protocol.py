@@ -18,6 +18,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from hierclf.data.labels import Attribute
+    from hierclf.hierarchy.layout import OutputLayout
     from hierclf.hierarchy.stage import Stage
     from hierclf.recipe.schema import Recipe
 
@@ -100,6 +101,13 @@ class Hierarchy(Protocol):
 
     def specialist_parts(self, configured: Sequence[str] = ()) -> tuple[Part, ...]:
         """The parts that get a specialist, given the recipe's [fine.<name>] tables."""
+
+    @property
+    def coarse_layout(self) -> OutputLayout:
+        """What the coarse model outputs: its classes, or one block per head."""
+
+    def coarse_targets(self, labels: np.ndarray) -> np.ndarray:
+        """The coarse stage's target of each fine label (N×H, a column per output block)."""
 
     def coarse_stage(self, recipe: Recipe) -> Stage: ...
 

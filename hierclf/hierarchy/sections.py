@@ -57,8 +57,9 @@ class HeadsSection:
         lines = []
         for name, head in self.heads.items():
             specialist = f"  specialist {head['specialist']['macro_f1']:.4f}" if "specialist" in head else ""
-            lines.append(f"head {name:<8} macro-F1 {head['product']['macro_f1']:.4f}  accuracy "
-                         f"{head['product']['accuracy']:.4f}  (coarse head {head['coarse']['macro_f1']:.4f}{specialist})")
+            product, coarse = head["product"], head["coarse"]
+            lines.append(f"head {name:<8} macro-F1 {product['macro_f1']:.4f}  accuracy {product['accuracy']:.4f}  "
+                         f"(coarse head {coarse['macro_f1']:.4f}{specialist})")
         return lines
 
     def markdown_intro(self) -> list[str]:

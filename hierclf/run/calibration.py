@@ -63,11 +63,11 @@ def fit_calibration(run: Run) -> None:
 def calibration_report(run: Run) -> dict[str, Any]:
     """Per stage and output block: the temperature, and the out-of-fold NLL and ECE before and
     after it (empty when the recipe does not calibrate)."""
-    calibration = Calibration.of(run)
+    temperatures = Calibration.of(run).temperatures
     return {stage.name: {block.name: {"temperature": t, "before": calibration_scores(targets, probs),
                                       "after": calibration_scores(targets, scaled(probs, t))}
-                         for (block, probs, targets), t in zip(_blocks(run, stage), calibration.temperatures[stage.name])}
-            for stage in run.stages if stage.name in calibration.temperatures}
+                         for (block, probs, targets), t in zip(_blocks(run, stage), temperatures[stage.name])}
+            for stage in run.stages if stage.name in temperatures}
 
 
 def _blocks(run: Run, stage: Stage) -> Iterator[tuple[Block, np.ndarray, np.ndarray]]:

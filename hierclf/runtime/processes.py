@@ -64,6 +64,12 @@ class Processes:
             return torch.device("cuda", self.local_rank)
         return device
 
+    def sharing(self, batch_size: int) -> str:
+        """How a global batch is shared, for the log: nothing to say for one process."""
+        if not self.active:
+            return ""
+        return f", {self.world} processes, each {batch_size // self.world} images of every batch"
+
     def seed(self, seed: int) -> int:
         """A seed for what each process must draw differently (augmentation, mixup, dropout):
         rank 0 keeps `seed`, so one process draws as it always did."""

@@ -47,9 +47,7 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     loaders = _Loaders(stage, spec, items, targets, seed, placement)
     processes = placement.processes
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
-             len(val_rows), stage.config.model, placement.device,
-             f", {processes.world} processes, each {stage.config.batch_size // processes.world} images of every "
-             f"batch" if processes.active else "")
+             len(val_rows), stage.config.model, placement.device, processes.sharing(stage.config.batch_size))
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
     record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,

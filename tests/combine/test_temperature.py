@@ -25,4 +25,5 @@ def test_each_block_of_an_output_is_scaled_by_its_own_temperature():
     side_by_side = np.concatenate([rng.dirichlet(np.ones(3), 4), rng.dirichlet(np.ones(2), 4)], axis=1)
     both = scaled_blocks(side_by_side, (3, 2), (2.0, 0.5))
     assert both.dtype == np.float32
-    assert np.allclose(both[:, :3], scaled(side_by_side[:, :3], 2.0)) and np.allclose(both[:, 3:], scaled(side_by_side[:, 3:], 0.5))
+    assert np.allclose(both[:, :3], scaled(side_by_side[:, :3], 2.0))
+    assert np.allclose(both[:, 3:], scaled(side_by_side[:, 3:], 0.5))

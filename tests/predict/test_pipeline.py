@@ -140,7 +140,8 @@ def test_a_hierarchy_over_a_flat_run_predicts_without_writing_into_either_folder
     items = load_input_items(data, DETAIL_CLASSES)
     flat = predict_items(detail_runs / "flat", items, inference=Inference(workers=0))
     for combiner in ("product", "routed", "stacking", "blend"):
-        predictions = predict_items(detail_runs / "linked", items, combiner=combiner, trace=True, inference=Inference(workers=0))
+        predictions = predict_items(detail_runs / "linked", items, combiner=combiner, trace=True,
+                                    inference=Inference(workers=0))
         # P(group) is the flat run's probabilities summed over the group: the coarse confidence shows it
         grouped = np.stack([flat.probs[:, 0], flat.probs[:, 1], flat.probs[:, 2] + flat.probs[:, 3]], axis=1)
         assert np.allclose(predictions.trace["coarse_confidence"], grouped.max(1), atol=1e-6), combiner

@@ -1,5 +1,6 @@
 """The whole pipeline scored out-of-fold with every combiner, beside the flat model on the same folds."""
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -39,6 +40,7 @@ def test_the_specialist_at_higher_resolution_beats_the_flat_model(report, detail
     assert {"stacking", "product", "routed"} == set(report["pipelines"]) and report["chosen"] == "product"
     for name in ("report.md", "oof-predictions.csv", "confusion.png"):
         assert (detail_runs / "hier" / name).stat().st_size > 0
+    assert json.loads((detail_runs / "hier" / "report.json").read_text()) == report  # report.json is the Report
     assert "flat (`" in (detail_runs / "hier" / "report.md").read_text()
 
 
