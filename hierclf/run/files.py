@@ -35,9 +35,12 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it only when the block succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.parent / f".{path.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # honours the umask
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
+    mode = os.fstat(handle).st_mode & 0o777
+    os.close(handle)
     try:
         yield Path(temporary)
+        os.chmod(temporary, mode)  # a writer that makes the file anew (safetensors) leaves it private
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

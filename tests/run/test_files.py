@@ -34,9 +34,11 @@ def test_files_take_the_umasks_mode_not_a_private_one(tmp_path):
     previous = os.umask(0o022)
     try:
         write_json(tmp_path / "a.json", {})
+        save_weights(tmp_path / "w.safetensors", {"w": torch.zeros(2)})  # safetensors makes its file anew
     finally:
         os.umask(previous)
     assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+    assert (tmp_path / "w.safetensors").stat().st_mode & 0o777 == 0o644  # other workers of a shared run read it
 
 
 def test_missing_and_broken_files_are_run_errors(tmp_path):
