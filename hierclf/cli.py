@@ -66,6 +66,24 @@ def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_li
     click.echo(f"{name}: {out}/train.csv, {out}/test.csv")
 
 
+@main.command("import-weights")
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--model", required=True, help="The timm architecture the weights are of (as coarse.model names it).")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The .safetensors file to write.")
+def import_weights(src: Path, model: str, out: Path) -> None:
+    """Convert SRC, weights of another port of MODEL (efficientnet_pytorch's, torchvision's, a
+    notebook's), to timm's names: then a recipe's weights = "OUT" starts from them, offline."""
+    from hierclf.models.factory import check_arch
+    from hierclf.models.ports import convert_checkpoint
+    from hierclf.run.files import check_writable, save_weights
+
+    check_writable(out, "--out")
+    check_arch(model, "--model")
+    converted = convert_checkpoint(src, model)
+    save_weights(out, converted.tensors)
+    click.echo(f"{len(converted.tensors)} tensors of {src}, matched to {model}'s names {converted.by}: {out}")
+
+
 class _FoldChoice(click.ParamType):
     """A fold number, or "next"."""
 

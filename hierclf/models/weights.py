@@ -23,7 +23,9 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
     with `new_head` the classifier always is, unless `head_rows` picks the rows of the file's
     classifier that become the new one's (a specialist starting as the flat model restricted to
     its group). With `prefix`, only the file's tensors under it are read, without it (a
-    multi-head model's `backbone.`)."""
+    multi-head model's `backbone.`). The first convolution of weights for another number of
+    input channels is adapted as timm adapts its pretrained ones (RGB summed for greyscale), so
+    grey images start from RGB weights with their stem intact."""
     if not path.is_file():
         raise RecipeError(f"{key} = '{path}': no such file")
     try:
@@ -34,6 +36,7 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
     if prefix:
         state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
     own = model.state_dict()
+    state = _adapted_input(model, state, own)
     head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
     fitting = {name: tensor for name, tensor in state.items()
                if name in own and own[name].shape == tensor.shape and not (head and name.startswith(head))}
@@ -52,3 +55,19 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
              f"; left out {len(skipped)} that do not fit: {', '.join(skipped[:4])}" if skipped else "")
     if result.missing_keys:
         log.info("not in the file, trained from scratch: %s", ", ".join(result.missing_keys[:6]))
+
+
+def _adapted_input(model: torch.nn.Module, state: dict[str, torch.Tensor],
+                   own: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`state` with its first convolution's weight adapted to the model's input channels, when it
+    is the same convolution for another number of them."""
+    first = getattr(model, "pretrained_cfg", {}).get("first_conv")
+    name = f"{first}.weight" if isinstance(first, str) else None
+    if name not in state or name not in own or state[name].shape == own[name].shape:
+        return state
+    theirs, mine = state[name].shape, own[name].shape
+    if len(theirs) != 4 or (theirs[0],) + tuple(theirs[2:]) != (mine[0],) + tuple(mine[2:]):
+        return state
+    adapted = timm.models.adapt_input_conv(mine[1], state[name].float()).to(state[name].dtype)
+    log.info("%s: the file's %d input channels adapted to %d", name, theirs[1], mine[1])
+    return {**state, name: adapted}
