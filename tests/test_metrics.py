@@ -41,3 +41,31 @@ def test_calibration_error_and_log_likelihood_by_their_standard_definitions():
     assert result["ece"] == pytest.approx(expected_ece) and result["nll"] == pytest.approx(expected_nll)
     perfect = calibration(np.array([0, 1]), np.array([[1.0, 0.0], [0.0, 1.0]]))
     assert perfect["ece"] == 0.0 and perfect["nll"] == pytest.approx(0.0)
+
+
+def test_a_paired_bootstrap_says_when_a_difference_is_within_the_noise():
+    from sklearn.metrics import f1_score
+
+    from hierclf.metrics import paired_difference
+
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 5, 4000)
+
+    def predict(right: float) -> np.ndarray:
+        return np.where(rng.random(len(targets)) < right, targets, rng.integers(0, 5, len(targets)))
+
+    better, worse = predict(0.9), predict(0.8)
+    result = paired_difference(targets, better, worse, 5, seed=3)
+    expected = (f1_score(targets, better, labels=range(5), average="macro")
+                - f1_score(targets, worse, labels=range(5), average="macro"))
+    assert result["difference"] == pytest.approx(expected, abs=1e-12)
+    assert 0 < result["low"] < expected < result["high"]  # ten points on 4,000 rows: well outside the noise
+    assert result == paired_difference(targets, better, worse, 5, seed=3)  # seeded
+    twin = better.copy()  # another model as good: right on 40 rows `better` gets wrong, wrong on 40 others
+    mended = rng.choice(np.flatnonzero(better != targets), 40, replace=False)
+    broken = rng.choice(np.flatnonzero(better == targets), 40, replace=False)
+    twin[mended], twin[broken] = targets[mended], (targets[broken] + 1) % 5
+    close = paired_difference(targets, twin, better, 5)
+    assert close["low"] < 0 < close["high"]  # their difference is within the noise of these rows
+    assert paired_difference(targets, better, better, 5) == {"difference": 0.0, "low": 0.0, "high": 0.0,
+                                                              "rounds": 1000}

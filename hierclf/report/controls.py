@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from hierclf.errors import RunError
-from hierclf.metrics import calibration, confusion, most_confused, per_class, scores
+from hierclf.metrics import calibration, confusion, most_confused, paired_difference, per_class, scores
 from hierclf.report.costs import inference_cost, training_cost
 from hierclf.run.files import read_npz
 from hierclf.run.folder import Run
@@ -24,11 +24,14 @@ def pipeline_scores(targets: np.ndarray, predicted: np.ndarray, names: Sequence[
     return result
 
 
-def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option: str) -> dict[str, Any]:
+def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option: str,
+                     chosen: np.ndarray) -> dict[str, Any]:
     """One or more flat runs on `run`'s rows and folds, their out-of-fold probabilities averaged
     (each row is still predicted only by models that never trained on it): scores and cost. With
-    several runs, `ensemble_gain` is the ensemble's macro-F1 minus its members' mean. `option`
-    names the option that gave them, in messages."""
+    several runs, `ensemble_gain` is the ensemble's macro-F1 minus its members' mean.
+    `paired_difference` is the macro-F1 of the run's `chosen` pipeline (its out-of-fold labels)
+    minus theirs, with its paired-bootstrap interval (seeded by folds.seed). `option` names the
+    option that gave them, in messages."""
     names, labels = run.hierarchy.class_names, oof.labels
     probs, members, trained, inference = [], [], [], []
     for path in paths:
@@ -47,8 +50,10 @@ def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option:
         members.append(scores(labels, flat_oof["probs"].argmax(1), len(names))["macro_f1"])
         trained.append(training_cost(flat))
         inference.append(inference_cost(flat))
-    result = pipeline_scores(labels, np.mean(probs, axis=0).argmax(1), names)
+    predicted = np.mean(probs, axis=0).argmax(1)
+    result = pipeline_scores(labels, predicted, names)
     result.update(calibration(labels, np.mean(probs, axis=0)))
+    result["paired_difference"] = paired_difference(labels, chosen, predicted, len(names), seed=run.recipe.folds.seed)
     result.update(runs=[str(Path(path)) for path in paths],
                   training=_summed(trained, ("images", "megapixels", "seconds")),
                   inference=_summed(inference, ("passes", "megapixels")))

@@ -77,14 +77,15 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
         pipelines[name]["training"] = trained
         pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
     fine = product(hierarchy, oof.coarse_probs, oof.specialist_probs) if not hierarchy.is_flat else oof.coarse_probs
-    flat = None if against is None else flat_runs_scores(run, [against], oof, "--against")
+    chosen_labels = outcomes[chosen].labels
+    flat = None if against is None else flat_runs_scores(run, [against], oof, "--against", chosen_labels)
     return Report(run=str(run.root), classes=list(names),
                   section=hierarchy.stage_report(oof.labels, oof.coarse_probs, oof.specialist_probs, fine),
                   pipelines=pipelines, chosen=chosen, ids=oof.ids, labels=oof.labels, folds=oof.folds,
                   outcomes=outcomes, calibration=calibration_report(run), flat=flat,
                   specialists={name: read_json(run.summary_path(stage.name))
                                for name, stage in run.specialist_stages.items()},
-                  controls=[flat_runs_scores(run, paths, oof, "--control") for paths in controls])
+                  controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls])
 
 
 def write_report(run: Run, report: Report) -> None:

@@ -16,6 +16,15 @@ OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold mode
                  "leak-free (ensemble_gain).")
 
 
+def _noise(interval: dict[str, float] | None) -> str:
+    """The paired interval of a difference, and whether it is within the noise (holds 0)."""
+    if not interval:
+        return ""
+    low, high = interval["low"] * 100, interval["high"] * 100
+    within = low <= 0 <= high
+    return f"; 95% interval {low:+.2f} to {high:+.2f}{', within the noise' if within else ''}"
+
+
 @dataclass(eq=False)
 class Report:
     """Every pipeline of a run scored out-of-fold (each with its cost and calibration), beside a
@@ -61,7 +70,8 @@ class Report:
             budget = (f" at {chosen['training']['images'] / base:.2f}× the flat run's training images against "
                       f"{other['training']['images'] / base:.2f}×") if base else ""
             lines.append(f"{self.chosen} {'beats' if gain > 0 else 'does not beat'} {label} "
-                         f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points){budget}")
+                         f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points"
+                         f"{_noise(other.get('paired_difference'))}){budget}")
         return lines
 
     def score_rows(self) -> list[tuple[str, dict[str, Any], bool]]:

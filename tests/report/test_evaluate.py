@@ -145,6 +145,10 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     assert (detail_runs / "linked" / "reliability.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     chosen = report["chosen"]
     assert report["verdict"][0].startswith(f"{chosen} beats the flat run")
+    paired = report["flat"]["paired_difference"]  # the chosen pipeline minus the flat run, on the same rows
+    assert paired["difference"] == pytest.approx(report["pipelines"][chosen]["macro_f1"] - report["flat"]["macro_f1"])
+    assert paired["low"] <= paired["difference"] <= paired["high"]
+    assert f"95% interval {paired['low'] * 100:+.2f} to {paired['high'] * 100:+.2f}" in report["verdict"][0]
     assert len(report["verdict"]) == 3 and "one fold model" in report["oof_estimates"]
     markdown = (detail_runs / "linked" / "report.md").read_text()
     assert "| training images | × flat |" in markdown and "one fold model" in markdown
