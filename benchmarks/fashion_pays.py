@@ -1,8 +1,10 @@
-"""Does the hierarchy pay for itself? Fashion-MNIST, all 60,000 training images, 3 folds.
+"""Does the hierarchy pay for itself? Fashion-MNIST (all 60,000 training images, or a stratified
+`--train-limit` subset), 3 folds, scored out-of-fold and on the official 10,000 test images.
 
 Four runs share the rows and the folds:
 
-- `flat`: the flat model (test_resnet from scratch, 32 px, `--epochs`);
+- `flat`: the flat model (test_resnet from scratch, 32 px, `--epochs`; or the [coarse] table of
+  `--recipe`, as recipes/fashion-mnist-lite0.toml's pretrained EfficientNet-Lite0);
 - `control`: the same recipe given the hierarchy's extra budget as more epochs
   (`--control-epochs`, default 1.5 × `--epochs`): the budget-matched flat control;
 - `seed1`: the flat recipe again with another seed, so `evaluate --control` can score a
@@ -20,12 +22,16 @@ process on one core: OMP_NUM_THREADS=1 taskset -c N, so two steps can share the 
     python benchmarks/fashion_pays.py --step flat --step control --step seed1
     python benchmarks/fashion_pays.py --step hierarchical --step report
 
+Every difference to the chosen hierarchy pipeline comes with a 95 % paired-bootstrap interval,
+out-of-fold (from `evaluate`) and on the test set.
+
 `--fold 0 --hier-out NAME` trains one fold's specialist only, to compare settings cheaply.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import tomllib
 import logging
 from pathlib import Path
 
@@ -36,7 +42,7 @@ from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.combine.registry import COMBINERS
 from hierclf.report.evaluate import evaluate_run, out_of_fold
 from hierclf.run.files import read_npz
-from hierclf.metrics import scores
+from hierclf.metrics import paired_difference, scores
 from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.run.outputs import load_oof
 from hierclf.recipe.reading import recipe_from_dict
@@ -54,9 +60,12 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pays"))
     parser.add_argument("--step", action="append", choices=STEPS, help="what to do (repeatable; default: all)")
+    parser.add_argument("--train-limit", type=int, default=0, help="a stratified subset of the training rows (0: all)")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=6, help="the flat model's epochs")
     parser.add_argument("--control-epochs", type=int, default=9, help="the budget-matched control's epochs")
+    parser.add_argument("--recipe", type=Path, default=None,
+                        help="take the flat model's [coarse] table from this recipe (its epochs from --epochs)")
     parser.add_argument("--model", default="test_resnet")
     parser.add_argument("--img-size", type=int, default=32)
     parser.add_argument("--fine-img-size", type=int, default=40)
@@ -71,10 +80,8 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     steps = args.step or list(STEPS)
 
-    write_fashion_mnist(args.data)
-    stage = {"model": args.model, "img_size": args.img_size, "in_chans": 1, "batch_size": 128, "lr": 3e-3,
-             "weight_decay": 5e-4, "scheduler": "cosine", "warmup_epochs": 1, "augment": "none",
-             "workers": 0, "cache_mb": 1024}
+    write_fashion_mnist(args.data, train_limit=args.train_limit)
+    stage = flat_stage(args)
     base = {"data": {"csv": str(args.data / "train.csv"), "class_names": list(FASHION_MNIST_CLASSES)},
             "folds": {"count": args.folds, "seed": 0}}
     items = load_training_items(recipe_from_dict(base).data)
@@ -97,6 +104,19 @@ def main() -> None:
         report(args, flat_runs)
 
 
+def flat_stage(args: argparse.Namespace) -> dict:
+    """The flat model's [coarse] keys: --recipe's table (its paths resolved against the recipe's
+    folder) or test_resnet from scratch; one process, no loader workers, decoded images cached."""
+    if args.recipe is None:
+        stage = {"model": args.model, "img_size": args.img_size, "in_chans": 1, "batch_size": 128, "lr": 3e-3,
+                 "weight_decay": 5e-4, "scheduler": "cosine", "warmup_epochs": 1, "augment": "none"}
+    else:
+        stage = tomllib.loads(args.recipe.read_text())["coarse"]
+        if "weights" in stage:
+            stage["weights"] = str((args.recipe.parent / stage["weights"]).resolve())
+    return {**stage, "workers": 0, "cache_mb": 1024}
+
+
 def report(args: argparse.Namespace, flat_runs: dict) -> None:
     """Every pipeline out-of-fold (with its cost) and on the official 10,000 test images, and where
     each one's errors are: choosing the group (routing) or choosing within tops."""
@@ -106,20 +126,23 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
     hierarchy = Run.open(out / args.hier_out).hierarchy
     oof = load_oof(Run.open(out / args.hier_out))
-    rows = {}
-    for name, paths in (("flat", [out / "flat"]), ("control (9 epochs)", [out / "control"]),
+    rows, predicted = {}, {}
+    for name, paths in (("flat", [out / "flat"]), (f"control ({args.control_epochs} epochs)", [out / "control"]),
                         ("flat + seed1", [out / "flat", out / "seed1"])):
         result = (evaluated["flat"] if name == "flat" else
                   evaluated["controls"][0 if name.startswith("control") else 1])
         predictions = predict_runs(paths, test, inference=Inference(workers=0))
         oof_labels = np.mean([read_npz(Run.open(p).oof_path("coarse"))["probs"] for p in paths], axis=0).argmax(1)
         rows[name] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
+        predicted[name] = oof_labels, predictions.labels
     for combiner, result in evaluated["pipelines"].items():
         predictions = predict_items(out / args.hier_out, test, combiner=combiner,
                                     inference=Inference(workers=0))
         oof_labels = out_of_fold(COMBINERS[combiner].from_config(Run.open(out / args.hier_out).recipe.combine),
                                  hierarchy, oof).labels
         rows[f"hierarchy, {combiner}"] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
+        predicted[f"hierarchy, {combiner}"] = oof_labels, predictions.labels
+    _intervals(rows, predicted, f"hierarchy, {evaluated['chosen']}", oof.labels, predictions.targets)
     flat = evaluated["flat"]["training"]
     (out / "results.json").write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
                                                   "flat_training": flat}, indent=2) + "\n")
@@ -130,6 +153,9 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
               f"{row['images'] / flat['images']:>5.2f}x {row['megapixels'] / flat['megapixels']:>4.2f}x "
               f"{row['seconds'] / flat['seconds']:>6.2f}x {row['passes']:>6.1f} {row['group_accuracy']:>9.4f} "
               f"{row['within']['tops']:>7.4f} {row['within']['shoes']:>8.4f}")
+    print(f"\nthe chosen pipeline (hierarchy, {evaluated['chosen']}) minus each, points, 95% paired-bootstrap interval:")
+    for name, row in rows.items():
+        print(f"{name:<22} OOF {_interval(row['chosen_minus']['oof'])}   test {_interval(row['chosen_minus']['test'])}")
     for line in evaluated["verdict"]:
         print(line)
 
@@ -148,6 +174,20 @@ def _row(result: dict, predictions, hierarchy, labels: np.ndarray, oof_labels: n
         within[name] = float((oof_labels[mine] == labels[mine]).mean())
     return {"oof": result["macro_f1"], "test": _f1(predictions), **result["training"],
             "passes": result["inference"]["passes"], "group_accuracy": float(right_group.mean()), "within": within}
+
+
+def _intervals(rows: dict, predicted: dict, chosen: str, oof_targets: np.ndarray, test_targets: np.ndarray) -> None:
+    """Each row's `chosen_minus`: the chosen pipeline's macro-F1 minus the row's, out-of-fold and
+    on the test set, each with its paired-bootstrap interval."""
+    for name, (oof_labels, test_labels) in predicted.items():
+        rows[name]["chosen_minus"] = {
+            "oof": paired_difference(oof_targets, predicted[chosen][0], oof_labels, len(FASHION_MNIST_CLASSES)),
+            "test": paired_difference(test_targets, predicted[chosen][1], test_labels, len(FASHION_MNIST_CLASSES))}
+
+
+def _interval(difference: dict) -> str:
+    return (f"{difference['difference'] * 100:+.2f} "
+            f"[{difference['low'] * 100:+.2f}, {difference['high'] * 100:+.2f}]")
 
 
 def _key_value(text: str) -> tuple[str, object]:

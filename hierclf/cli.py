@@ -310,6 +310,28 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
     click.echo(f"wrote {run}/report.md, report.json, oof-predictions.csv, confusion.png")
 
 
+@main.command("tune-fine")
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--group", required=True, help="The group (or head) whose specialist to choose.")
+@click.option("--try", "tries", multiple=True, required=True, metavar="KEY=V1,V2,…",
+              help="A [fine.GROUP] key and the values to try, as img_size=40,48 (repeatable: every combination "
+                   "is tried).")
+@click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="The fold to train and score on.")
+@click.option("--budget", type=click.FloatRange(min=0.0, min_open=True), default=0.5, show_default=True,
+              help="A setting may cost at most this multiple of the coarse stage's fold, in megapixels (not "
+                   "trained when over) and seconds (not chosen when over).")
+@click.option("--combiner", default=None, help="The pipeline that scores a setting (default: combine.method).")
+@click.option("--write", is_flag=True, help="Write the best setting into RUN's recipe and keep its trained fold.")
+def tune_fine(run: Path, group: str, tries: tuple[str, ...], fold: int, budget: float, combiner: str | None,
+              write: bool) -> None:
+    """Train GROUP's specialist on one fold with each setting that fits the budget, and score
+    each through the pipeline on that fold's rows; print the table and the best."""
+    from hierclf.tune.specialist import tune_specialist
+
+    tuning = tune_specialist(run, group, tries, fold=fold, budget=budget, combiner=combiner, write=write)
+    click.echo("\n".join(tuning.lines()))
+
+
 @main.command("suggest-groups")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--max-groups", type=click.IntRange(min=1), default=3, show_default=True)

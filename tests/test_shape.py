@@ -26,6 +26,7 @@ LAYERS = (
     ("models",),
     ("train", "predict"),
     ("report",),
+    ("tune",),
     ("estimator", "cli"),
     ("__main__", "__init__"),
 )

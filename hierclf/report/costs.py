@@ -39,15 +39,17 @@ def _models(stage: Stage) -> int:
 def stage_training_cost(run: Run, stage: Stage) -> Cost:
     """Every finished fold of `stage`: images seen (by each of its models), their megapixels, and
     the epochs' seconds."""
-    total = Cost()
-    for fold in run.finished_folds(stage.name):
-        folder = run.fold_dir(stage.name, fold)
-        result = read_json(folder / "result.json")
-        images = float(result.get("train_rows", 0) * result.get("epochs_run", 0) * _models(stage))
-        lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
-        seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
-        total += Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
-    return total
+    return sum((fold_training_cost(run, stage, fold) for fold in run.finished_folds(stage.name)), Cost())
+
+
+def fold_training_cost(run: Run, stage: Stage, fold: int) -> Cost:
+    """One finished fold of `stage`: images seen, their megapixels, and its epochs' seconds."""
+    folder = run.fold_dir(stage.name, fold)
+    result = read_json(folder / "result.json")
+    images = float(result.get("train_rows", 0) * result.get("epochs_run", 0) * _models(stage))
+    lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
+    seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
+    return Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
 
 
 def training_cost(run: Run) -> dict[str, Any]:

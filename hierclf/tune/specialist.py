@@ -1,0 +1,271 @@
+"""Choosing a specialist's settings on one fold, within a budget, before every fold trains.
+
+docs/benchmarks.md chose the Fashion-MNIST specialist by hand: a dozen settings, each trained on
+one fold and scored through the combiner on that fold's rows. `tune_specialist` is that search.
+Each setting is a variant of the run's [fine.<group>] table, trained on one fold into
+RUN/tuning/<group>/<setting>/ (a finished one is kept, so a second call trains only what is new)
+and scored by the pipeline's macro-F1 on the fold's rows, which neither the coarse model nor the
+specialist of that fold trained on. Its cost is held to a budget, a multiple of what the coarse
+stage's same fold cost. The best setting can be written into the run's recipe, its trained fold
+moved into the specialist's folder, so that `fit-fine` trains only the other folds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from hierclf.combine.base import StageOutputs
+from hierclf.combine.registry import COMBINERS, choose_combiner
+from hierclf.data import Items, load_training_items
+from hierclf.errors import HierclfError, RecipeError, RunError
+from hierclf.hierarchy.build import label_attributes
+from hierclf.hierarchy.stage import Stage, folder_name, in_stage
+from hierclf.metrics import scores
+from hierclf.models.factory import check_arch
+from hierclf.recipe.reading import load_recipe
+from hierclf.recipe.schema import Recipe
+from hierclf.report.costs import fold_training_cost
+from hierclf.report.evaluate import out_of_fold
+from hierclf.run.files import read_json, read_npz
+from hierclf.run.folder import Run, recipe_differences
+from hierclf.run.outputs import RunOOF
+from hierclf.train.checks import check_fold, check_model, chosen_parts
+from hierclf.train.stage import train_stage
+
+log = logging.getLogger(__name__)
+
+MAX_SETTINGS = 24
+"""More settings than this is a grid search, not a choice within a budget."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """[fine.<group>] keys and their values, as `--set` writes them."""
+
+    keys: tuple[tuple[str, str], ...]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{key}={value}" for key, value in self.keys)
+
+    def overrides(self, group: str) -> list[str]:
+        return [f"fine.{group}.{key}={value}" for key, value in self.keys]
+
+
+def settings_grid(tries: Sequence[str]) -> list[Setting]:
+    """Every combination of `KEY=V1,V2,…` (keys of one [fine.<group>] table)."""
+    axes: dict[str, list[str]] = {}
+    for text in tries:
+        key, sign, values = text.partition("=")
+        key = key.strip()
+        if not sign or not key or "." in key or not values.strip():
+            raise RecipeError(f"--try {text!r}: expected KEY=V1,V2,… with a key of the group's [fine.<group>] "
+                              f"table, as img_size=40,48")
+        if key in axes:
+            raise RecipeError(f"--try {text!r}: {key} is already tried; give all its values in one --try")
+        axes[key] = [value.strip() for value in values.split(",") if value.strip()]
+    grid = [Setting(tuple(zip(axes, values))) for values in itertools.product(*axes.values())]
+    if len(grid) > MAX_SETTINGS:
+        raise RecipeError(f"--try: {len(grid)} combinations; at most {MAX_SETTINGS} are tried, so give fewer values")
+    return grid
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One setting on the fold: its cost against the coarse stage's fold, and its scores (None
+    where it was not trained); `note` says why it cannot be chosen."""
+
+    setting: Setting
+    megapixels: float
+    seconds: float | None = None
+    within: float | None = None
+    macro_f1: float | None = None
+    note: str = ""
+
+    @property
+    def eligible(self) -> bool:
+        return not self.note and self.macro_f1 is not None
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Every trial of a group's specialist on one fold, the best one, and where it went."""
+
+    run: Path
+    group: str
+    fold: int
+    budget: float
+    combiner: str
+    trials: tuple[Trial, ...]
+    baseline: float | None
+    written: bool = False
+
+    @property
+    def best(self) -> Trial | None:
+        eligible = [trial for trial in self.trials if trial.eligible]
+        # the higher score, and between equal scores the cheaper
+        return max(eligible, key=lambda trial: (round(trial.macro_f1, 6), -trial.megapixels), default=None)
+
+    def lines(self) -> list[str]:
+        """The table `hierclf tune-fine` prints, then the verdict and what to run next."""
+        width = max(len(trial.setting.label) for trial in self.trials)
+        lines = [f"{self.group} specialist on fold {self.fold} of {self.run}, {self.combiner} pipeline, "
+                 f"budget {self.budget:g}× the coarse fold", "",
+                 f"{'setting':<{width}}  {'megapixels':>10}  {'seconds':>7}  {'within':>6}  {'macro-F1':>8}"]
+        if self.baseline is not None:
+            lines.append(f"{'(the coarse stage alone)':<{width}}  {'':>10}  {'':>7}  {'':>6}  {self.baseline:>8.4f}")
+        for trial in self.trials:
+            cells = [f"{trial.megapixels:>9.2f}×",
+                     f"{trial.seconds:>6.2f}×" if trial.seconds is not None else f"{'':>7}",
+                     f"{trial.within:>6.4f}" if trial.within is not None else f"{'':>6}",
+                     f"{trial.macro_f1:>8.4f}" if trial.macro_f1 is not None else f"{'':>8}"]
+            note = f"  {trial.note}" if trial.note else ""
+            lines.append(f"{trial.setting.label:<{width}}  {'  '.join(cells)}{note}")
+        best = self.best
+        if best is None:
+            return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold; raise --budget or try "
+                                "cheaper settings (fewer epochs, a smaller img_size)"]
+        sets = " ".join(f"--set {override}" for override in best.setting.overrides(self.group))
+        if self.written:
+            return [*lines, "", f"best: {best.setting.label}; written into {self.run / 'recipe.toml'}, its fold "
+                                f"{self.fold} kept. Next: hierclf fit-fine {self.run} --group {self.group}"]
+        return [*lines, "", f"best: {best.setting.label}. To train it: hierclf fit-fine {self.run} "
+                            f"--group {self.group} {sets} (or tune-fine again with --write)"]
+
+
+def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], fold: int = 0, budget: float = 0.5,
+                    combiner: str | None = None, write: bool = False, items: Items | None = None) -> Tuning:
+    """Train `group`'s specialist on `fold` with every combination of `tries`, and score each.
+
+    Args:
+        run_path: a run folder whose coarse stage has `fold` trained.
+        group: the group (or head) whose specialist to choose.
+        tries: `KEY=V1,V2,…` of its [fine.<group>] keys; every combination is one setting.
+        fold: the fold to train on and score on.
+        budget: a setting may cost at most this multiple of the coarse stage's fold, in
+            megapixels (checked before it trains: one over is not trained) and in seconds
+            (measured: one over is listed, not chosen).
+        combiner: the pipeline that scores a setting (default: the recipe's combine.method).
+        write: put the best setting into the run's recipe and its fold into the specialist's folder.
+        items: in-memory rows, the same the coarse stage trained on.
+
+    Returns:
+        Every trial, the coarse stage's own macro-F1 on the fold when it predicts the classes, and
+        whether the best was written."""
+    run = Run.open(run_path)
+    if run.hierarchy.is_flat:
+        raise RunError(f"{run.root} has {run.hierarchy.describe()}, so there is no specialist to tune; fit a run "
+                       f"with [hierarchy] groups (hierarchy.coarse_run reuses this one)")
+    grid = settings_grid(tries)
+    recipe = run.recipe
+    name = choose_combiner(run.hierarchy, combiner or recipe.combine.method,
+                           f"--combiner {combiner}" if combiner else f'combine.method = "{recipe.combine.method}"')
+    stages = [_setting_stage(run, group, setting) for setting in grid]  # every check before anything trains
+    check_fold(fold, run.folds.fold)
+    if not run.fold_finished("coarse", fold):
+        raise RunError(f"{run.root}: coarse fold {fold} is not trained; tune on a trained fold (--fold) or run "
+                       f"`hierclf fit-coarse` first")
+    if items is None:
+        items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), recipe.fine.workers)
+    run.folds.check_data(items.ids, items.labels, run.root)
+    coarse = fold_training_cost(run, run.coarse_stage, fold)
+    pipeline = _Pipeline(run, name, group, fold)
+    trials = tuple(_trial(run, setting, stage, items, fold, budget, coarse, pipeline)
+                   for setting, stage in zip(grid, stages))
+    tuning = Tuning(run.root, group, fold, budget, name, trials, pipeline.baseline())
+    if write and tuning.best is not None:
+        _write_best(run, group, tuning.best.setting, fold)
+        tuning = dataclasses.replace(tuning, written=True)
+    return tuning
+
+
+def _setting_stage(run: Run, group: str, setting: Setting) -> Stage:
+    """The specialist stage a setting gives, checked as `fit-fine` checks it, in a folder of its own."""
+    recipe = _recipe_with(run, group, setting)
+    stage = dataclasses.replace(run, recipe=recipe).specialist_stages[group]
+    check_arch(stage.config.model, f"{stage.key}.model")
+    if not stage.config.init_from_coarse:
+        check_model(stage)
+    return dataclasses.replace(stage, name=_tried_name(group, setting))
+
+
+def _tried_name(group: str, setting: Setting) -> str:
+    """The stage folder, under the run, of a setting tried on one fold."""
+    return f"tuning/{folder_name(group)}/{folder_name(setting.label)}"
+
+
+def _recipe_with(run: Run, group: str, setting: Setting) -> Recipe:
+    recipe = load_recipe(run.recipe_path, setting.overrides(group))
+    changed = recipe_differences(run.recipe, recipe)
+    if changed:
+        raise RecipeError(f"--try {setting.label}: tune-fine changes fine.{group}.* keys only, not {changed[0]}")
+    chosen_parts(run.hierarchy, recipe, group, run.root)  # the group exists and has a specialist
+    return recipe
+
+
+def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, budget: float, coarse,
+           pipeline: "_Pipeline") -> Trial:
+    """Train the setting on the fold unless it would pass the budget, then score it."""
+    targets = stage.targets(items.labels)
+    rows = int((in_stage(targets) & (run.folds.fold != fold)).sum())
+    megapixels = rows * stage.config.epochs * stage.config.img_size ** 2 / 1e6 / max(coarse.megapixels, 1e-12)
+    if megapixels > budget:
+        return Trial(setting, megapixels, note="over budget in megapixels: not trained")
+    log.info("tune-fine: %s", setting.label)
+    run.bind_stage(stage)
+    train_stage(run, stage, items, fold)
+    seconds = fold_training_cost(run, stage, fold).seconds / max(coarse.seconds, 1e-12)
+    within = float(read_json(run.fold_dir(stage.name, fold) / "result.json")["val_accuracy"])
+    note = "over budget in seconds" if seconds > budget else ""
+    return Trial(setting, megapixels, seconds, within, pipeline.score(stage), note)
+
+
+class _Pipeline:
+    """The fold's rows through the combiner: the coarse stage's outputs with one specialist's."""
+
+    def __init__(self, run: Run, combiner: str, group: str, fold: int):
+        self.run, self.group, self.fold = run, group, fold
+        self.combiner = COMBINERS[combiner].from_config(run.recipe.combine)
+        coarse = read_npz(run.fold_dir("coarse", fold) / "val.npz")
+        label_of = dict(zip(run.folds.ids.tolist(), run.folds.labels.tolist()))
+        self.ids, self.coarse_probs = coarse["ids"], coarse["probs"]
+        self.labels = np.asarray([label_of[i] for i in self.ids.tolist()], dtype=np.int64)
+
+    def score(self, stage: Stage) -> float:
+        special = read_npz(self.run.fold_dir(stage.name, self.fold) / "val.npz")
+        position = {image_id: row for row, image_id in enumerate(special["ids"].tolist())}
+        order = np.asarray([position[i] for i in self.ids.tolist()])
+        outputs = StageOutputs(self.coarse_probs, {self.group: special["probs"][order]}, self.labels)
+        oof = RunOOF(ids=self.ids, folds=np.full(len(self.ids), self.fold), outputs=outputs)
+        combined = out_of_fold(self.combiner, self.run.hierarchy, oof, seed=self.run.recipe.folds.seed)
+        return scores(self.labels, combined.labels, self.run.hierarchy.num_classes)["macro_f1"]
+
+    def baseline(self) -> float | None:
+        """The coarse stage's own macro-F1 on the fold, when it predicts the classes (a flat run)."""
+        if self.coarse_probs.shape[1] != self.run.hierarchy.num_classes:
+            return None
+        return scores(self.labels, self.coarse_probs.argmax(1), self.run.hierarchy.num_classes)["macro_f1"]
+
+
+def _write_best(run: Run, group: str, setting: Setting, fold: int) -> None:
+    """The best setting into the run's recipe, and its trained fold into the specialist's folder
+    (a rename: the fold is whole or absent), unless that folder already holds the fold."""
+    recipe = _recipe_with(run, group, setting)
+    stage = dataclasses.replace(run, recipe=recipe).specialist_stages[group]
+    try:
+        run.check_stage(stage)
+    except RunError as error:
+        raise HierclfError(f"--write: {error}") from None
+    run.save_recipe(recipe)
+    run.bind_stage(stage)
+    tried = run.fold_dir(_tried_name(group, setting), fold)
+    target = run.fold_dir(stage.name, fold)
+    if not target.exists():
+        os.replace(tried, target)
