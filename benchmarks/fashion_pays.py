@@ -36,14 +36,18 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
+from hierclf.combine.base import StageOutputs
 from hierclf.combine.registry import COMBINERS
 from hierclf.report.evaluate import evaluate_run, out_of_fold
 from hierclf.run.files import read_npz
 from hierclf.metrics import paired_difference, scores
-from hierclf.predict.pipeline import Inference, predict_items, predict_runs
+from hierclf.predict.pipeline import Inference, predict_items
+from hierclf.predict.stage_models import StageModels
+from hierclf.run.fitted import load_combiner
 from hierclf.run.outputs import load_oof
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.run.folder import Run
@@ -119,33 +123,42 @@ def flat_stage(args: argparse.Namespace) -> dict:
 
 def report(args: argparse.Namespace, flat_runs: dict) -> None:
     """Every pipeline out-of-fold (with its cost) and on the official 10,000 test images, and where
-    each one's errors are: choosing the group (routing) or choosing within tops."""
+    each one's errors are: choosing the group (routing) or choosing within tops. Each run's test
+    probabilities are computed once: the ensemble averages its members' (as `predict_runs`
+    does), and every combiner combines the same stage outputs (as `predict_items` does)."""
     out = args.out
+    hier = Run.open(out / args.hier_out)
     controls = [[out / "control"], [out / "flat", out / "seed1"]]
-    evaluated = evaluate_run(out / args.hier_out, against=out / "flat", controls=controls).to_dict()
+    evaluated = evaluate_run(hier.root, against=out / "flat", controls=controls).to_dict()
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
-    hierarchy = Run.open(out / args.hier_out).hierarchy
-    oof = load_oof(Run.open(out / args.hier_out))
+    hierarchy, oof = hier.hierarchy, load_oof(hier)
+    test_probs = {name: predict_items(out / name, test, inference=Inference(workers=0)).probs for name in flat_runs}
+    oof_probs = {name: read_npz(Run.open(out / name).oof_path("coarse"))["probs"] for name in flat_runs}
+    flat_pipelines = {"flat": ["flat"], f"control ({args.control_epochs} epochs)": ["control"],
+                      "flat + seed1": ["flat", "seed1"]}
     rows, predicted = {}, {}
-    for name, paths in (("flat", [out / "flat"]), (f"control ({args.control_epochs} epochs)", [out / "control"]),
-                        ("flat + seed1", [out / "flat", out / "seed1"])):
-        result = (evaluated["flat"] if name == "flat" else
-                  evaluated["controls"][0 if name.startswith("control") else 1])
-        predictions = predict_runs(paths, test, inference=Inference(workers=0))
-        oof_labels = np.mean([read_npz(Run.open(p).oof_path("coarse"))["probs"] for p in paths], axis=0).argmax(1)
-        rows[name] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
-        predicted[name] = oof_labels, predictions.labels
+    for (name, members), result in zip(flat_pipelines.items(), [evaluated["flat"], *evaluated["controls"]]):
+        predicted[name] = (np.mean([oof_probs[m] for m in members], axis=0).argmax(1),
+                           np.mean([test_probs[m] for m in members], axis=0).argmax(1))
+        rows[name] = _row(result, oof.labels, test.labels, *predicted[name])
+    # the hierarchy's coarse stage is the flat run's fold models (hierarchy.coarse_run)
+    cpu = torch.device("cpu")
+    outputs = StageOutputs(test_probs["flat"], {name: StageModels(hier, stage, cpu, workers=0).probs(test)
+                                                for name, stage in hier.specialist_stages.items()})
     for combiner, result in evaluated["pipelines"].items():
-        predictions = predict_items(out / args.hier_out, test, combiner=combiner,
-                                    inference=Inference(workers=0))
-        oof_labels = out_of_fold(COMBINERS[combiner].from_config(Run.open(out / args.hier_out).recipe.combine),
-                                 hierarchy, oof).labels
-        rows[f"hierarchy, {combiner}"] = _row(result, predictions, hierarchy, oof.labels, oof_labels)
-        predicted[f"hierarchy, {combiner}"] = oof_labels, predictions.labels
-    _intervals(rows, predicted, f"hierarchy, {evaluated['chosen']}", oof.labels, predictions.targets)
+        combined = load_combiner(hier, combiner).combine(hierarchy, outputs.coarse_probs,
+                                                         list(outputs.specialist_probs), outputs.run_specialist)
+        oof_labels = out_of_fold(COMBINERS[combiner].from_config(hier.recipe.combine), hierarchy, oof).labels
+        predicted[f"hierarchy, {combiner}"] = oof_labels, combined.labels
+        rows[f"hierarchy, {combiner}"] = _row(result, oof.labels, test.labels, oof_labels, combined.labels)
+    _intervals(rows, predicted, f"hierarchy, {evaluated['chosen']}", oof.labels, test.labels)
     flat = evaluated["flat"]["training"]
     (out / "results.json").write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
                                                   "flat_training": flat}, indent=2) + "\n")
+    _print(rows, flat, evaluated)
+
+
+def _print(rows: dict, flat: dict, evaluated: dict) -> None:
     print(f"\n{'pipeline':<22} {'OOF F1':>7} {'test F1':>7} {'test-OOF':>8} {'images':>6} {'MPix':>5} {'seconds':>7} "
           f"{'passes':>6} {'group acc':>9} {'in tops':>7} {'in shoes':>8}")
     for name, row in rows.items():
@@ -153,14 +166,16 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
               f"{row['images'] / flat['images']:>5.2f}x {row['megapixels'] / flat['megapixels']:>4.2f}x "
               f"{row['seconds'] / flat['seconds']:>6.2f}x {row['passes']:>6.1f} {row['group_accuracy']:>9.4f} "
               f"{row['within']['tops']:>7.4f} {row['within']['shoes']:>8.4f}")
-    print(f"\nthe chosen pipeline (hierarchy, {evaluated['chosen']}) minus each, points, 95% paired-bootstrap interval:")
+    print(f"\nthe chosen pipeline (hierarchy, {evaluated['chosen']}) minus each, points, "
+          f"95% paired-bootstrap interval:")
     for name, row in rows.items():
         print(f"{name:<22} OOF {_interval(row['chosen_minus']['oof'])}   test {_interval(row['chosen_minus']['test'])}")
     for line in evaluated["verdict"]:
         print(line)
 
 
-def _row(result: dict, predictions, hierarchy, labels: np.ndarray, oof_labels: np.ndarray) -> dict:
+def _row(result: dict, labels: np.ndarray, test_targets: np.ndarray, oof_labels: np.ndarray,
+          test_labels: np.ndarray) -> dict:
     """Scores, cost, and the out-of-fold split of errors: the right group (tops, shoes and each
     other class), and within tops and within shoes given the right group."""
     group_of = {name: index for index, name in enumerate(FASHION_MNIST_CLASSES)}
@@ -172,7 +187,8 @@ def _row(result: dict, predictions, hierarchy, labels: np.ndarray, oof_labels: n
     for name, members in (("tops", TOPS), ("shoes", SHOES)):
         mine = np.isin(labels, [group_of[m] for m in members]) & right_group
         within[name] = float((oof_labels[mine] == labels[mine]).mean())
-    return {"oof": result["macro_f1"], "test": _f1(predictions), **result["training"],
+    test = scores(test_targets, test_labels, len(FASHION_MNIST_CLASSES))["macro_f1"]
+    return {"oof": result["macro_f1"], "test": test, **result["training"],
             "passes": result["inference"]["passes"], "group_accuracy": float(right_group.mean()), "within": within}
 
 
@@ -193,10 +209,6 @@ def _interval(difference: dict) -> str:
 def _key_value(text: str) -> tuple[str, object]:
     key, value = text.split("=", 1)
     return key, json.loads(value)
-
-
-def _f1(predictions) -> float:
-    return scores(predictions.targets, predictions.labels, len(predictions.class_names))["macro_f1"]
 
 
 if __name__ == "__main__":

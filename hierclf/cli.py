@@ -318,8 +318,8 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
                    "is tried).")
 @click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="The fold to train and score on.")
 @click.option("--budget", type=click.FloatRange(min=0.0, min_open=True), default=0.5, show_default=True,
-              help="A setting may cost at most this multiple of the coarse stage's fold, in megapixels (not "
-                   "trained when over) and seconds (not chosen when over).")
+              help="A setting's epochs may take at most this multiple of the seconds the coarse stage's fold "
+                   "took; one that passes it stops there and is not chosen.")
 @click.option("--combiner", default=None, help="The pipeline that scores a setting (default: combine.method).")
 @click.option("--write", is_flag=True, help="Write the best setting into RUN's recipe and keep its trained fold.")
 def tune_fine(run: Path, group: str, tries: tuple[str, ...], fold: int, budget: float, combiner: str | None,

@@ -25,6 +25,15 @@ class TrainingError(HierclfError):
     """Training that cannot go on as the recipe sets it (a loss that became NaN or infinite)."""
 
 
+class OverBudget(TrainingError):
+    """A fit stopped because its epochs took longer than it was allowed (`tune-fine --budget`);
+    its resume file holds the last epoch it finished."""
+
+    def __init__(self, message: str, epochs: int):
+        super().__init__(message)
+        self.epochs = epochs
+
+
 def user_message(error: BaseException) -> str:
     """The one line to show for `error`.
 

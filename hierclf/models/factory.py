@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 import timm
 import torch
 from timm.data import resolve_model_data_config
+from timm.models import group_parameters
 
 from hierclf.errors import HierclfError, RecipeError
 from hierclf.hierarchy.layout import OutputLayout
@@ -85,6 +86,37 @@ def set_backbone_frozen(model: torch.nn.Module, frozen: bool) -> None:
                 module.eval()
 
 
+def lowest_stages(model: torch.nn.Module, count: int, key: str) -> list[torch.nn.Parameter]:
+    """The parameters of the `count` lowest stages of every timm model in `model`, as timm groups
+    them (its coarse parameter groups: the stem, then each stage); the classifier is never one.
+    More stages than the model has below its classifier, less one, is refused naming `key`."""
+    parameters = []
+    for inner in _timm_models(model):
+        named = dict(inner.named_parameters())
+        head = {id(p) for p in inner.get_classifier().parameters()}
+        groups = group_parameters(inner, inner.group_matcher(coarse=True))
+        body = [names for _, names in sorted(groups.items()) if not any(id(named[n]) in head for n in names)]
+        if count >= len(body):
+            raise RecipeError(f"{key}.frozen_stages = {count}: {inner.default_cfg.get('architecture', 'the model')} "
+                              f"has {len(body)} stages below its classifier; freeze at most {len(body) - 1}, so one "
+                              f"trains")
+        parameters += [named[name] for names in body[:count] for name in names]
+    return parameters
+
+
+def set_frozen(model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter], frozen: bool) -> None:
+    """Stop (or restart) training `parameters`; frozen, a normalisation layer whose parameters are
+    all among them keeps its running statistics (eval mode). Call it after `model.train()`."""
+    chosen = {id(p) for p in parameters}
+    for parameter in parameters:
+        parameter.requires_grad_(not frozen)
+    if frozen:
+        for module in model.modules():
+            own = list(module.parameters(recurse=False))
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase) and own and all(id(p) in chosen for p in own):
+                module.eval()
+
+
 def create_model(config: ModelConfig, layout: OutputLayout, key: str = "coarse", separate: bool = False,
                  seed: int = 0) -> tuple[torch.nn.Module, ModelSpec]:
     """A timm model for a stage's `layout`: from scratch (initial weights drawn from `seed`), timm's
@@ -130,11 +162,16 @@ def _assemble(timm_model: Callable[[int], torch.nn.Module], layout: OutputLayout
     return MultiHeadModel(timm_model(0), [(block.name, block.size) for block in layout.blocks])
 
 
+def _timm_models(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """Every timm model of a layout's model: itself, the shared backbone, or one per head."""
+    if isinstance(model, SeparateHeads):
+        return list(model.models.values())
+    return [model.backbone if isinstance(model, MultiHeadModel) else model]
+
+
 def _first_timm_model(model: torch.nn.Module) -> torch.nn.Module:
     """The timm model whose data config (mean, std) a stage's images are normalised by."""
-    if isinstance(model, SeparateHeads):
-        return next(iter(model.models.values()))
-    return model.backbone if isinstance(model, MultiHeadModel) else model
+    return _timm_models(model)[0]
 
 
 def model_from_spec(spec: ModelSpec) -> torch.nn.Module:

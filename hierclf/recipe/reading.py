@@ -93,10 +93,11 @@ def _build(cls: type, table: Any, name: str, source: str, overridden: typing.Col
            inherit: Any = None) -> Any:
     built = build_config(cls, table, name, source, overridden, inherit)
     if cls is StageConfig and isinstance(table, dict):
-        # a stage that names its own starting weights does not inherit the other kind
+        # a stage that names its own starting weights (a file, timm's, or the coarse model's)
+        # does not inherit another kind
         if table.get("weights") and "pretrained" not in table:
             built = dataclasses.replace(built, pretrained=False)
-        if table.get("pretrained") and "weights" not in table:
+        if (table.get("pretrained") or table.get("init_from_coarse")) and "weights" not in table:
             built = dataclasses.replace(built, weights="")
     return built
 

@@ -188,6 +188,11 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
                                   "average does not drag in the untrained start.")
     freeze_epochs: int = _key(0, "Train only the classifier head(s) for this many first epochs: the backbone's "
                                  "weights and normalisation statistics stay as loaded.", lo=0)
+    frozen_stages: int = _key(0, "Keep the backbone's lowest N stages (timm's coarse parameter groups: the stem, then "
+                                 "each stage) as loaded throughout, weights and normalisation statistics alike: "
+                                 "HD-CNN's shared lower layers. A specialist started from the coarse model "
+                                 "(init_from_coarse) then trains only its top, and no step runs the backward pass "
+                                 "below it.", lo=0)
     channels_last: bool = _key(False, "Train in channels-last memory layout: faster convolutions on recent GPUs "
                                       "with amp; results equal up to rounding.", runtime=True)
     compile: bool = _key(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "

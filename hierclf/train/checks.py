@@ -2,6 +2,7 @@
 naming the key or option, what would otherwise fail in the middle of training."""
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import numpy as np
 from hierclf.errors import HierclfError, RecipeError
 from hierclf.hierarchy.protocol import Hierarchy, Part
 from hierclf.hierarchy.stage import Stage
-from hierclf.models.factory import create_model
+from hierclf.models.factory import create_model, lowest_stages
 from hierclf.recipe.schema import Recipe
 from hierclf.runtime.devices import resolve_device
 from hierclf.runtime.processes import Processes
@@ -19,8 +20,15 @@ from hierclf.train.stage import NEXT
 
 def check_model(stage: Stage) -> None:
     """Build the stage's model once, so a weights file that is missing, unreadable or for another
-    architecture is refused before the run folder is written to."""
-    create_model(stage.config, stage.layout, key=stage.key, separate=stage.separate, seed=0)
+    architecture, or more frozen stages than it has, is refused before the run folder is written
+    to. A specialist started from the coarse model is built without its starting weights (the
+    coarse folds give them)."""
+    config = stage.config
+    if config.init_from_coarse:
+        config = dataclasses.replace(config, pretrained=False, weights="")
+    model, _ = create_model(config, stage.layout, key=stage.key, separate=stage.separate, seed=0)
+    if config.frozen_stages:
+        lowest_stages(model, config.frozen_stages, stage.key)
 
 
 def check_processes(stage: Stage, processes: Processes) -> None:

@@ -149,8 +149,7 @@ def _start_fine(run_path: str | Path, group: str | None, only_fold: int | str | 
     for _, stage in chosen:  # every check before anything is written
         check_arch(stage.config.model, f"{stage.key}.model")
         run.check_stage(stage)
-        if not stage.config.init_from_coarse:
-            check_model(stage)
+        check_model(stage)
         check_processes(stage, processes)
     run.save_recipe(recipe)
     run.sweep()

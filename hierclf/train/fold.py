@@ -33,10 +33,11 @@ from hierclf.train.state import FitResult
 log = logging.getLogger(__name__)
 
 
-def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Placement = Placement()) -> None:
+def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Placement = Placement(),
+               seconds_limit: float | None = None) -> None:
     """Train `stage` on every fold but `fold`, validate on `fold`, and write the fold's folder.
     Under torchrun each process trains on its share of every batch and predicts its share of
-    the rows; rank 0 writes the folder."""
+    the rows; rank 0 writes the folder. Epochs past `seconds_limit` stop it (see `FitRecord`)."""
     seed = stage.config.seed + fold
     model, spec = build_fold_model(run, stage, fold, seed)
     targets, fold_of_row = stage.targets(items.labels), run.folds.fold
@@ -49,7 +50,8 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
              len(val_rows), stage.config.model, placement.device, processes.sharing(stage.config.batch_size))
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
-    record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main)
+    record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main,
+                       seconds_limit=seconds_limit)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
                  placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from hierclf.errors import TrainingError
 from hierclf.hierarchy.layout import OutputLayout
-from hierclf.models.factory import set_backbone_frozen
+from hierclf.models.factory import lowest_stages, set_backbone_frozen, set_frozen
 from hierclf.models.inference import autocast, soft_vote
 from hierclf.recipe.schema import TrainConfig
 from hierclf.runtime.processes import Placement
@@ -36,8 +36,9 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     The model's outputs and the loaders' targets (N×H) follow the loss's output layout; scores are
     the joint class's, and with several blocks each block's are logged beside them. With
     `config.ema` the moving average is what is validated and kept; with `config.freeze_epochs`
-    only the classifier trains in the first epochs. What draws from torch's global generator
-    (dropout) or numpy's (mixup) is seeded with `seed` and leaves both generators as they were.
+    only the classifier trains in the first epochs, and the `config.frozen_stages` never train.
+    What draws from torch's global generator (dropout) or numpy's (mixup) is seeded with `seed`
+    and leaves both generators as they were.
 
     Under torchrun (`placement.processes`), each process trains on its share of every batch and
     validates its share of the rows; gradients are averaged by DistributedDataParallel and the
@@ -65,14 +66,12 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         compiled = torch.compile(model) if config.compile else model  # shares the model's parameters
         validated = training.ema.module if training.ema is not None else compiled
         trained, trained_frozen = None, None
+        lower = lowest_stages(model, config.frozen_stages, record.name) if config.frozen_stages else []
         for epoch in range(len(training.history), config.epochs):
             # --- train one epoch
             started = time.perf_counter()
             criterion.set_epoch(epoch + 1)
-            model.train()
-            frozen = epoch < config.freeze_epochs
-            if config.freeze_epochs:
-                set_backbone_frozen(model, frozen)  # after train(): a frozen backbone's BatchNorm stays in eval
+            frozen = _train_mode(model, epoch, config, lower)
             if trained is None or frozen != trained_frozen:  # DDP averages only what trains when it is built
                 trained, trained_frozen = _trained(model, compiled, config, placement), frozen
             sums = _train_epoch(training, trained, epoch, config, criterion, placement, record)
@@ -91,6 +90,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             stopping = config.patience and training.epochs_without_gain >= config.patience
             if not stopping and epoch + 1 < config.epochs:
                 record.save(training, epoch + 1)
+                record.check_budget(epoch + 1, config.epochs)
             if stopping:
                 log.info("%s stopped early: %s did not improve by more than %g for %d epochs",
                          record.name, config.monitor, config.min_delta, config.patience)
@@ -99,8 +99,22 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     # --- finish
     if config.freeze_epochs:
         set_backbone_frozen(model, False)
+    set_frozen(model, lower, False)
     training.best.history = training.history
     return training.best
+
+
+def _train_mode(model: torch.nn.Module, epoch: int, config: TrainConfig, lower: list[torch.nn.Parameter]) -> bool:
+    """The model in training mode, but for what stays as loaded this epoch: the whole backbone in
+    the first `freeze_epochs` (whether it does is returned), the `frozen_stages` always; their
+    normalisation layers keep their running statistics."""
+    model.train()
+    frozen = epoch < config.freeze_epochs
+    if config.freeze_epochs:
+        set_backbone_frozen(model, frozen)
+    if lower:
+        set_frozen(model, lower, True)
+    return frozen
 
 
 def _set_up(model: torch.nn.Module, loader: DataLoader, config: TrainConfig, criterion: LayoutLoss,

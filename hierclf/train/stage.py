@@ -28,14 +28,15 @@ NEXT = "next"
 
 
 def train_stage(run: Run, stage: Stage, items: Items, only_fold: int | str | None = None,
-                processes: Processes = Processes()) -> dict[str, Any] | None:
+                processes: Processes = Processes(), seconds_limit: float | None = None) -> dict[str, Any] | None:
     """Train every unfinished fold of `stage` (or only `only_fold`) in the run's folds; a finished
     fold (result.json present) is kept. With `only_fold = NEXT`, a fold another process holds is
     left to it, so workers started on several machines share the folds between them. Returns the
     out-of-fold summary once every fold is finished (the last worker gathers it), else None.
 
     Under torchrun (`processes`), they train each fold together; rank 0 reads which folds are
-    finished, holds each fold's lock and writes the out-of-fold files."""
+    finished, holds each fold's lock and writes the out-of-fold files. A fold whose epochs take
+    longer than `seconds_limit` stops (`OverBudget`), resumable."""
     all_folds = _validated_folds(run)
     asked = all_folds if only_fold in (None, NEXT) else [only_fold]
     folds = processes.from_main(lambda: _unfinished(run, stage, asked))
@@ -45,7 +46,7 @@ def train_stage(run: Run, stage: Stage, items: Items, only_fold: int | str | Non
         placement = Placement(processes.device(resolve_device(config.device)), processes)
         with torch_threads(thread_count(config.threads)):
             for fold in folds:
-                _train_held(run, stage, images, fold, placement, waits_for_others=only_fold != NEXT)
+                _train_held(run, stage, images, fold, placement, only_fold != NEXT, seconds_limit)
     return processes.from_main(lambda: gather_oof(run, stage, items))
 
 
@@ -60,7 +61,8 @@ def _unfinished(run: Run, stage: Stage, folds: list[int]) -> list[int]:
     return [fold for fold in folds if fold not in finished]
 
 
-def _train_held(run: Run, stage: Stage, items: Items, fold: int, placement: Placement, waits_for_others: bool) -> None:
+def _train_held(run: Run, stage: Stage, items: Items, fold: int, placement: Placement, waits_for_others: bool,
+                seconds_limit: float | None) -> None:
     """One fold, held by its lock; a fold another process holds is an error, or with `--fold
     next` (not `waits_for_others`) left to that process."""
     processes = placement.processes
@@ -69,7 +71,7 @@ def _train_held(run: Run, stage: Stage, items: Items, fold: int, placement: Plac
         with processes.held_by_main(lambda: holding(run.fold_dir(stage.name, fold), what)):
             # another worker may have finished it meanwhile
             if not processes.from_main(lambda: run.fold_finished(stage.name, fold)):
-                train_fold(run, stage, items, fold, placement)
+                train_fold(run, stage, items, fold, placement, seconds_limit)
     except InUseError as error:
         if waits_for_others:
             raise

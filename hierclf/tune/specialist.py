@@ -5,14 +5,17 @@ one fold and scored through the combiner on that fold's rows. `tune_specialist` 
 Each setting is a variant of the run's [fine.<group>] table, trained on one fold into
 RUN/tuning/<group>/<setting>/ (a finished one is kept, so a second call trains only what is new)
 and scored by the pipeline's macro-F1 on the fold's rows, which neither the coarse model nor the
-specialist of that fold trained on. Its cost is held to a budget, a multiple of what the coarse
-stage's same fold cost. The best setting can be written into the run's recipe, its trained fold
-moved into the specialist's folder, so that `fit-fine` trains only the other folds.
+specialist of that fold trained on. Its training time is held to a budget, a multiple of the
+seconds the coarse stage's same fold took: seconds, not images or megapixels, so that a setting
+that trains less of the model (frozen_stages) gets the epochs it saves. The best setting can be
+written into the run's recipe, its trained fold moved into the specialist's folder, so that
+`fit-fine` trains only the other folds.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
+import json
 import logging
 import os
 from dataclasses import dataclass
@@ -24,22 +27,25 @@ import numpy as np
 from hierclf.combine.base import StageOutputs
 from hierclf.combine.registry import COMBINERS, choose_combiner
 from hierclf.data import Items, load_training_items
-from hierclf.errors import HierclfError, RecipeError, RunError
+from hierclf.errors import HierclfError, OverBudget, RecipeError, RunError
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.stage import Stage, folder_name, in_stage
 from hierclf.metrics import scores
 from hierclf.models.factory import check_arch
 from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
-from hierclf.report.costs import fold_training_cost
+from hierclf.report.costs import Cost, fold_training_cost
 from hierclf.report.evaluate import out_of_fold
 from hierclf.run.files import read_json, read_npz
 from hierclf.run.folder import Run, recipe_differences
 from hierclf.run.outputs import RunOOF
 from hierclf.train.checks import check_fold, check_model, chosen_parts
+from hierclf.train.record import RESUME
 from hierclf.train.stage import train_stage
 
 log = logging.getLogger(__name__)
+
+BASELINE = "(the coarse stage alone)"
 
 MAX_SETTINGS = 24
 """More settings than this is a grid search, not a choice within a budget."""
@@ -111,16 +117,16 @@ class Tuning:
     def best(self) -> Trial | None:
         eligible = [trial for trial in self.trials if trial.eligible]
         # the higher score, and between equal scores the cheaper
-        return max(eligible, key=lambda trial: (round(trial.macro_f1, 6), -trial.megapixels), default=None)
+        return max(eligible, key=lambda trial: (round(trial.macro_f1, 6), -trial.seconds), default=None)
 
     def lines(self) -> list[str]:
         """The table `hierclf tune-fine` prints, then the verdict and what to run next."""
-        width = max(len(trial.setting.label) for trial in self.trials)
+        width = max([len(trial.setting.label) for trial in self.trials] + [len(BASELINE)])
         lines = [f"{self.group} specialist on fold {self.fold} of {self.run}, {self.combiner} pipeline, "
-                 f"budget {self.budget:g}× the coarse fold", "",
+                 f"budget {self.budget:g}× the coarse fold's seconds", "",
                  f"{'setting':<{width}}  {'megapixels':>10}  {'seconds':>7}  {'within':>6}  {'macro-F1':>8}"]
         if self.baseline is not None:
-            lines.append(f"{'(the coarse stage alone)':<{width}}  {'':>10}  {'':>7}  {'':>6}  {self.baseline:>8.4f}")
+            lines.append(f"{BASELINE:<{width}}  {'':>10}  {'':>7}  {'':>6}  {self.baseline:>8.4f}")
         for trial in self.trials:
             cells = [f"{trial.megapixels:>9.2f}×",
                      f"{trial.seconds:>6.2f}×" if trial.seconds is not None else f"{'':>7}",
@@ -130,8 +136,8 @@ class Tuning:
             lines.append(f"{trial.setting.label:<{width}}  {'  '.join(cells)}{note}")
         best = self.best
         if best is None:
-            return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold; raise --budget or try "
-                                "cheaper settings (fewer epochs, a smaller img_size)"]
+            return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold's seconds; raise --budget "
+                                "or try cheaper settings (fewer epochs, a smaller img_size, frozen_stages)"]
         sets = " ".join(f"--set {override}" for override in best.setting.overrides(self.group))
         if self.written:
             return [*lines, "", f"best: {best.setting.label}; written into {self.run / 'recipe.toml'}, its fold "
@@ -149,9 +155,9 @@ def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], fold
         group: the group (or head) whose specialist to choose.
         tries: `KEY=V1,V2,…` of its [fine.<group>] keys; every combination is one setting.
         fold: the fold to train on and score on.
-        budget: a setting may cost at most this multiple of the coarse stage's fold, in
-            megapixels (checked before it trains: one over is not trained) and in seconds
-            (measured: one over is listed, not chosen).
+        budget: a setting's epochs may take at most this multiple of the seconds the coarse
+            stage's fold took; one that passes it stops there (resumable by a call with a larger
+            budget) and is not chosen.
         combiner: the pipeline that scores a setting (default: the recipe's combine.method).
         write: put the best setting into the run's recipe and its fold into the specialist's folder.
         items: in-memory rows, the same the coarse stage trained on.
@@ -191,8 +197,7 @@ def _setting_stage(run: Run, group: str, setting: Setting) -> Stage:
     recipe = _recipe_with(run, group, setting)
     stage = dataclasses.replace(run, recipe=recipe).specialist_stages[group]
     check_arch(stage.config.model, f"{stage.key}.model")
-    if not stage.config.init_from_coarse:
-        check_model(stage)
+    check_model(stage)
     return dataclasses.replace(stage, name=_tried_name(group, setting))
 
 
@@ -210,21 +215,34 @@ def _recipe_with(run: Run, group: str, setting: Setting) -> Recipe:
     return recipe
 
 
-def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, budget: float, coarse,
+def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, budget: float, coarse: Cost,
            pipeline: "_Pipeline") -> Trial:
-    """Train the setting on the fold unless it would pass the budget, then score it."""
+    """Train the setting on the fold, stopped once its epochs pass the budget, then score it."""
     targets = stage.targets(items.labels)
     rows = int((in_stage(targets) & (run.folds.fold != fold)).sum())
     megapixels = rows * stage.config.epochs * stage.config.img_size ** 2 / 1e6 / max(coarse.megapixels, 1e-12)
-    if megapixels > budget:
-        return Trial(setting, megapixels, note="over budget in megapixels: not trained")
     log.info("tune-fine: %s", setting.label)
     run.bind_stage(stage)
-    train_stage(run, stage, items, fold)
+    limit, folder = budget * coarse.seconds, run.fold_dir(stage.name, fold)
+    try:
+        if not run.fold_finished(stage.name, fold) and _epochs_seconds(folder)[1] > limit:
+            raise OverBudget("stopped by an earlier call", _epochs_seconds(folder)[0])  # not one epoch more
+        train_stage(run, stage, items, fold, seconds_limit=limit)
+    except OverBudget as stopped:
+        return Trial(setting, megapixels, note=f"over budget: stopped after epoch {stopped.epochs} of "
+                                              f"{stage.config.epochs}")
     seconds = fold_training_cost(run, stage, fold).seconds / max(coarse.seconds, 1e-12)
     within = float(read_json(run.fold_dir(stage.name, fold) / "result.json")["val_accuracy"])
-    note = "over budget in seconds" if seconds > budget else ""
+    note = "over budget in seconds" if seconds > budget else ""  # trained by an earlier call with a larger one
     return Trial(setting, megapixels, seconds, within, pipeline.score(stage), note)
+
+
+def _epochs_seconds(folder: Path) -> tuple[int, float]:
+    """The epochs an unfinished fold has done (its resume file holds them) and their seconds."""
+    if not (folder / RESUME).is_file() or not (folder / "metrics.jsonl").is_file():
+        return 0, 0.0
+    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return len(lines), sum(float(line.get("seconds", 0.0)) for line in lines)
 
 
 class _Pipeline:

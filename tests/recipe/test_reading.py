@@ -111,6 +111,21 @@ def test_fine_inherits_coarse_and_groups_inherit_fine(tmp_path):
     assert recipe_from_dict(tomllib.loads(listed.to_toml())).coarse.augment == listed.coarse.augment
 
 
+def test_a_specialist_started_from_the_coarse_model_does_not_inherit_its_weights_file(tmp_path):
+    # a pretrained coarse stage from a local file (recipes/fashion-mnist-lite0.toml), then
+    # specialists that start from each fold's coarse model, set in [fine] or by --set
+    path = write(tmp_path, '[data]\ncsv = "a.csv"\n[coarse]\nmodel = "resnet18"\nweights = "w.safetensors"\n'
+                           '[hierarchy]\ngroups = [["a", "b"]]\ngroup_names = ["ab"]\n'
+                           '[fine]\ninit_from_coarse = true\n')
+    recipe = load_recipe(path)
+    assert recipe.coarse.weights == str(tmp_path / "w.safetensors")
+    assert recipe.fine.weights == "" and recipe.specialist("ab").weights == ""
+    path.write_text(path.read_text().replace("[fine]\ninit_from_coarse = true\n", ""))
+    assert load_recipe(path, ["fine.ab.init_from_coarse=true"]).specialist("ab").weights == ""
+    with pytest.raises(RecipeError, match="init_from_coarse and fine.weights are both set"):
+        load_recipe(path, ["fine.init_from_coarse=true", "fine.weights=w.safetensors"])
+
+
 def test_heads_inherit_the_coarse_loss_keys(tmp_path):
     recipe = load_recipe(write(tmp_path, HEADS + '[coarse]\nlabel_smoothing = 0.05\nloss = "focal"\n'
                                        '[heads.age]\nlabel_smoothing = 0.1\nweight_schedule = [[1, 0.5], [4, 2]]\n'

@@ -87,3 +87,14 @@ def test_a_combiner_the_hierarchy_cannot_use_is_refused_before_the_run_folder(ma
     result = cli("fit-fine", mask_runs / "heads", "--set", "combine.method=blend")
     assert result.exit_code == 2 and "blend needs groups over a flat run" in result.stderr
     assert (mask_runs / "heads" / "recipe.toml").read_text() == before
+
+
+def test_too_many_frozen_stages_are_refused_before_anything_is_written(detail_runs, tmp_path):
+    result = cli("fit-coarse", detail_runs / "flat.toml", "--out", tmp_path / "run", "--set", "coarse.frozen_stages=5")
+    assert result.exit_code == 2 and "coarse.frozen_stages = 5: test_resnet has 5 stages" in result.stderr
+    assert not (tmp_path / "run").exists()
+    # a specialist started from the coarse model is checked too, before its folder is written
+    assert cli("-q", "fit-coarse", detail_runs / "linked.toml", "--out", tmp_path / "linked").exit_code == 0
+    result = cli("fit-fine", tmp_path / "linked", "--set", "fine.frozen_stages=7")
+    assert result.exit_code == 2 and "fine.patch.frozen_stages = 7" in result.stderr, result.output
+    assert not list((tmp_path / "linked").glob("fine*"))

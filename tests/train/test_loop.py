@@ -179,6 +179,44 @@ def test_frozen_backbone_does_not_move_while_the_head_learns():
     assert set(moved) - head  # after the frozen epochs the backbone trains again
 
 
+def test_frozen_stages_stay_as_loaded_get_no_gradient_and_the_top_still_learns():
+    from hierclf.models.factory import lowest_stages
+
+    # as a specialist started from the coarse model: trained lower stages, a new top
+    model, _, _ = train(TINY)
+    for name, module in model.named_modules():
+        if name.startswith(("layer3", "layer4", "fc")) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+    stage = dataclasses.replace(TINY, frozen_stages=2)  # test_resnet's stem and first stage
+    start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    frozen = {name for name, p in model.named_parameters() if any(p is q for q in lowest_stages(model, 2, "coarse"))}
+    assert frozen and all(name.startswith(("conv1.", "bn1.", "layer1.")) for name in frozen)
+    for p in model.parameters():
+        p.grad = None
+    train_loader, val_loader = loaders(stage)
+    result = fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader))
+    assert max(r["val_accuracy"] for r in result.history) >= 0.8  # chance is 1/3
+    lower = ("conv1.", "bn1.", "layer1.")
+    for name, tensor in model.state_dict().items():
+        if name.startswith(lower):  # weights and BatchNorm statistics alike
+            assert torch.equal(tensor, start[name]), name
+    assert any(not torch.equal(tensor, start[name]) for name, tensor in model.state_dict().items()
+               if name.startswith("layer4."))
+    parameters = dict(model.named_parameters())
+    assert all(parameters[name].grad is None for name in frozen)  # no backward pass reached them
+    assert all(p.requires_grad for p in model.parameters())  # trainable again once fit returns
+
+
+def test_more_frozen_stages_than_the_model_has_are_refused_naming_the_key():
+    from hierclf.errors import RecipeError
+    from hierclf.models.factory import lowest_stages
+
+    model, _ = create_model(TINY, THREE)
+    with pytest.raises(RecipeError, match=r"fine.tops.frozen_stages = 5: test_resnet has 5 stages below its "
+                                          r"classifier; freeze at most 4"):
+        lowest_stages(model, 5, "fine.tops")
+
+
 def test_mixup_and_cutmix_still_learn():
     stage = dataclasses.replace(TINY, mixup_alpha=1.0, cutmix_alpha=1.0, label_smoothing=0.1, epochs=10)
     _, _, result = train(stage)

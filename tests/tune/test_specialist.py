@@ -46,22 +46,31 @@ def test_the_setting_that_sees_the_detail_wins_and_is_written_with_its_fold(link
     assert json.loads((folder / "summary.json").read_text())["oof_accuracy"] > 0.8
 
 
-def test_a_second_call_keeps_what_is_trained_and_the_budget_skips_what_is_too_costly(linked_run):
-    result = cli("tune-fine", linked_run, "--group", "patch", "--try", "img_size=12", "--try", "epochs=2")
+def test_a_second_call_keeps_what_is_trained_and_the_budget_stops_what_takes_too_long(linked_run):
+    result = cli("tune-fine", linked_run, "--group", "patch", "--try", "img_size=12", "--try", "epochs=2",
+                 "--budget", "5")
     assert result.exit_code == 0, result.output
-    tried = linked_run / "tuning" / "patch" / "img_size_12_epochs_2" / "fold-0" / "result.json"
-    written = tried.stat().st_mtime_ns
-    # 48 px on half the rows costs about 0.53 times the coarse fold's megapixels per epoch: 1.07 for 2, 1.6 for 3
-    result = cli("tune-fine", linked_run, "--group", "patch", "--try", "img_size=12,48", "--try", "epochs=2,3",
-                 "--budget", "1.3")
-    assert result.exit_code == 0, result.output
-    assert tried.stat().st_mtime_ns == written
-    over = [line for line in result.output.splitlines() if "over budget in megapixels" in line]
-    assert [line.split()[:2] for line in over] == [["img_size=48", "epochs=3"]]
-    assert not (linked_run / "tuning" / "patch" / "img_size_48_epochs_3").exists()
     assert "(the coarse stage alone)" in result.output
     assert "--write" in result.output and "recipe.toml" not in result.output  # nothing written without --write
     assert "[fine.patch]" not in (linked_run / "recipe.toml").read_text()
+    tried = linked_run / "tuning" / "patch" / "img_size_12_epochs_2" / "fold-0" / "result.json"
+    written = tried.stat().st_mtime_ns
+    # 15 epochs on half the coarse stage's rows take far more than a tenth of its 15 epochs' seconds
+    args = ("tune-fine", linked_run, "--group", "patch", "--try", "img_size=12", "--try", "epochs=2,15")
+    result = cli(*args, "--budget", "0.1")
+    assert result.exit_code == 0, result.output
+    assert tried.stat().st_mtime_ns == written
+    stopped = [line for line in result.output.splitlines() if "over budget: stopped after epoch" in line]
+    assert [line.split()[:2] for line in stopped] == [["img_size=12", "epochs=15"]], result.output
+    folder = linked_run / "tuning" / "patch" / "img_size_12_epochs_15" / "fold-0"
+    assert (folder / "resume.safetensors").is_file() and not (folder / "result.json").exists()
+    done = len((folder / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 15
+    assert cli(*args, "--budget", "0.1").exit_code == 0  # the same budget trains it no further
+    assert len((folder / "metrics.jsonl").read_text().splitlines()) == done
+    result = cli(*args, "--budget", "100")  # a larger one goes on from where it stopped
+    assert result.exit_code == 0 and f"resuming after epoch {done} of 15" in result.output, result.output
+    assert (folder / "result.json").is_file() and "over budget" not in result.output
 
 
 @pytest.mark.parametrize("tries, message", [
