@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 from hierclf.run.files import read_json
@@ -47,9 +48,14 @@ def fold_training_cost(run: Run, stage: Stage, fold: int) -> Cost:
     folder = run.fold_dir(stage.name, fold)
     result = read_json(folder / "result.json")
     images = float(result.get("train_rows", 0) * result.get("epochs_run", 0) * _models(stage))
-    lines = (folder / "metrics.jsonl").read_text().splitlines() if (folder / "metrics.jsonl").exists() else []
-    seconds = sum(float(json.loads(line).get("seconds", 0.0)) for line in lines if line.strip())
-    return Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
+    return Cost(images, images * stage.config.img_size ** 2 / 1e6, epochs_seconds(folder)[1])
+
+
+def epochs_seconds(folder: Path) -> tuple[int, float]:
+    """The epochs a fold's metrics.jsonl records, and their seconds (a fold not begun: none)."""
+    path = folder / "metrics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return len(lines), sum(float(line.get("seconds", 0.0)) for line in lines)
 
 
 def training_cost(run: Run) -> dict[str, Any]:

@@ -90,7 +90,7 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             stopping = config.patience and training.epochs_without_gain >= config.patience
             if not stopping and epoch + 1 < config.epochs:
                 record.save(training, epoch + 1)
-                record.check_budget(epoch + 1, config.epochs)
+                record.check_budget(training, config.epochs)
             if stopping:
                 log.info("%s stopped early: %s did not improve by more than %g for %d epochs",
                          record.name, config.monitor, config.min_delta, config.patience)

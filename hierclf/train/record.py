@@ -34,10 +34,9 @@ class FitRecord:
 
     def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True,
                  seconds_limit: float | None = None):
-        """`seconds_limit`: the most seconds the fit's epochs may take, resumed ones included
-        (`check_budget`)."""
+        """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`)."""
         self.name, self.folder, self.writes = name, folder, writes
-        self.seconds_limit, self.seconds = seconds_limit, 0.0
+        self.seconds_limit = seconds_limit
 
     @property
     def metrics_path(self) -> Path | None:
@@ -54,7 +53,6 @@ class FitRecord:
         if saved is not None:
             restore(training, saved, own_draws=self.writes)
             log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
-        self.seconds = sum(float(entry.get("seconds", 0.0)) for entry in training.history)
         if self.writes and self.metrics_path is not None:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
             self.metrics_path.write_text("".join(json.dumps(entry) + "\n" for entry in training.history))
@@ -74,14 +72,15 @@ class FitRecord:
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
                  self.name, entry["epoch"], epochs, entry["train_loss"], entry["val_loss"], entry["val_accuracy"],
                  entry["val_macro_f1"], per_head, entry["lr"], entry["seconds"], "  *" if improved else "")
-        self.seconds += entry["seconds"]
 
-    def check_budget(self, epochs_done: int, epochs: int) -> None:
-        """Stop the fit (`OverBudget`) once its epochs took longer than `seconds_limit`; call it
-        after `save`, so the resume file holds every epoch done."""
-        if self.seconds_limit is not None and self.seconds > self.seconds_limit:
-            raise OverBudget(f"{self.name}: {self.seconds:.1f} s after epoch {epochs_done} of {epochs}, over its "
-                             f"{self.seconds_limit:.1f} s", epochs_done)
+    def check_budget(self, training: TrainingState, epochs: int) -> None:
+        """Stop the fit (`OverBudget`) once its epochs, resumed ones included, took longer than
+        `seconds_limit`; call it after `save`, so the resume file holds every epoch done."""
+        seconds = sum(float(entry.get("seconds", 0.0)) for entry in training.history)
+        if self.seconds_limit is not None and seconds > self.seconds_limit:
+            done = len(training.history)
+            raise OverBudget(f"{self.name}: {seconds:.1f} s after epoch {done} of {epochs}, over its "
+                             f"{self.seconds_limit:.1f} s", done)
 
     def save(self, training: TrainingState, epochs_done: int) -> None:
         """The training state after `epochs_done` epochs, into the resume file."""

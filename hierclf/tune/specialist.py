@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from hierclf.metrics import scores
 from hierclf.models.factory import check_arch
 from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
-from hierclf.report.costs import Cost, fold_training_cost
+from hierclf.report.costs import Cost, epochs_seconds, fold_training_cost
 from hierclf.report.evaluate import out_of_fold
 from hierclf.run.files import read_json, read_npz
 from hierclf.run.folder import Run, recipe_differences
@@ -225,8 +224,10 @@ def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, bu
     run.bind_stage(stage)
     limit, folder = budget * coarse.seconds, run.fold_dir(stage.name, fold)
     try:
-        if not run.fold_finished(stage.name, fold) and _epochs_seconds(folder)[1] > limit:
-            raise OverBudget("stopped by an earlier call", _epochs_seconds(folder)[0])  # not one epoch more
+        if not run.fold_finished(stage.name, fold) and (folder / RESUME).is_file():
+            done, seconds = epochs_seconds(folder)
+            if seconds > limit:
+                raise OverBudget("stopped by an earlier call", done)  # not one epoch more
         train_stage(run, stage, items, fold, seconds_limit=limit)
     except OverBudget as stopped:
         return Trial(setting, megapixels, note=f"over budget: stopped after epoch {stopped.epochs} of "
@@ -235,14 +236,6 @@ def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, bu
     within = float(read_json(run.fold_dir(stage.name, fold) / "result.json")["val_accuracy"])
     note = "over budget in seconds" if seconds > budget else ""  # trained by an earlier call with a larger one
     return Trial(setting, megapixels, seconds, within, pipeline.score(stage), note)
-
-
-def _epochs_seconds(folder: Path) -> tuple[int, float]:
-    """The epochs an unfinished fold has done (its resume file holds them) and their seconds."""
-    if not (folder / RESUME).is_file() or not (folder / "metrics.jsonl").is_file():
-        return 0, 0.0
-    lines = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return len(lines), sum(float(line.get("seconds", 0.0)) for line in lines)
 
 
 class _Pipeline:
