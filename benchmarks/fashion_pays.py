@@ -25,7 +25,10 @@ process on one core: OMP_NUM_THREADS=1 taskset -c N, so two steps can share the 
 Every difference to the chosen hierarchy pipeline comes with a 95 % paired-bootstrap interval,
 out-of-fold (from `evaluate`) and on the test set.
 
-`--fold 0 --hier-out NAME` trains one fold's specialist only, to compare settings cheaply.
+`--fold 0 --hier-out NAME` trains one fold's specialist only, to compare settings cheaply;
+`--hier-out NAME --step report` scores that hierarchy (results-NAME.json). `report` leaves out a
+control whose run has not finished (and says so), and scores beside the others any flat run
+named by `--also` (a control of another budget, trained with hierclf fit-coarse).
 """
 from __future__ import annotations
 
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--fine-key", action="append", default=[], metavar="KEY=VALUE",
                         help="another [fine.tops] key, as label_smoothing=0.1 (repeatable; to explore)")
     parser.add_argument("--hier-out", default="hierarchical", help="the hierarchical run's folder under --out")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME",
+                        help="another finished flat run under --out (as a control trained with hierclf "
+                             "fit-coarse --set coarse.epochs=11), scored beside the others by report")
     parser.add_argument("--fold", type=int, default=None, help="train the specialist on this fold only (to explore)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -128,14 +134,19 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
     does), and every combiner combines the same stage outputs (as `predict_items` does)."""
     out = args.out
     hier = Run.open(out / args.hier_out)
-    controls = [[out / "control"], [out / "flat", out / "seed1"]]
+    # a control whose run has not finished every fold yet is left out, and said so
+    flat_runs = {name: keys for name, keys in flat_runs.items()
+                 if name == "flat" or _finished(out / name)} | {name: {} for name in args.also}
+    pipelines = [("flat", ["flat"]), (f"control ({args.control_epochs} epochs)", ["control"]),
+                 ("flat + seed1", ["flat", "seed1"]), *((name, [name]) for name in args.also)]
+    flat_pipelines = {name: members for name, members in pipelines if set(members) <= set(flat_runs)}
+    print("controls left out (unfinished):", sorted({"control", "seed1"} - set(flat_runs)) or "none")
+    controls = [[out / member for member in members] for name, members in flat_pipelines.items() if name != "flat"]
     evaluated = evaluate_run(hier.root, against=out / "flat", controls=controls).to_dict()
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
     hierarchy, oof = hier.hierarchy, load_oof(hier)
     test_probs = {name: predict_items(out / name, test, inference=Inference(workers=0)).probs for name in flat_runs}
     oof_probs = {name: read_npz(Run.open(out / name).oof_path("coarse"))["probs"] for name in flat_runs}
-    flat_pipelines = {"flat": ["flat"], f"control ({args.control_epochs} epochs)": ["control"],
-                      "flat + seed1": ["flat", "seed1"]}
     rows, predicted = {}, {}
     for (name, members), result in zip(flat_pipelines.items(), [evaluated["flat"], *evaluated["controls"]]):
         predicted[name] = (np.mean([oof_probs[m] for m in members], axis=0).argmax(1),
@@ -153,9 +164,14 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
         rows[f"hierarchy, {combiner}"] = _row(result, oof.labels, test.labels, oof_labels, combined.labels)
     _intervals(rows, predicted, f"hierarchy, {evaluated['chosen']}", oof.labels, test.labels)
     flat = evaluated["flat"]["training"]
-    (out / "results.json").write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
+    results = "results.json" if args.hier_out == "hierarchical" else f"results-{args.hier_out}.json"
+    (out / results).write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
                                                   "flat_training": flat}, indent=2) + "\n")
     _print(rows, flat, evaluated)
+
+
+def _finished(root: Path) -> bool:
+    return (root / "hierarchy.json").is_file() and Run.open(root).oof_path("coarse").is_file()
 
 
 def _print(rows: dict, flat: dict, evaluated: dict) -> None:
