@@ -58,11 +58,14 @@ def main(quiet: bool) -> None:
 def dataset(name: str, out: Path, source: Path | None, train_limit: int, test_limit: int) -> None:
     """Write a built-in dataset as OUT/train.csv + OUT/train/*.png and OUT/test.csv + OUT/test/*.png."""
     from hierclf.data import builtin
+    from hierclf.run.destinations import check_output
 
+    source = source or builtin.FASHION_MNIST_DIR
+    check_output(out, "OUT", reads=[source] if name == "fashion-mnist" else [], folder=True)
     if name == "digits":
         builtin.write_digits(out)
     else:
-        builtin.write_fashion_mnist(out, source or builtin.FASHION_MNIST_DIR, train_limit, test_limit)
+        builtin.write_fashion_mnist(out, source, train_limit, test_limit)
     click.echo(f"{name}: {out}/train.csv, {out}/test.csv")
 
 
@@ -75,9 +78,10 @@ def import_weights(src: Path, model: str, out: Path) -> None:
     notebook's), to timm's names: then a recipe's weights = "OUT" starts from them, offline."""
     from hierclf.models.factory import check_arch
     from hierclf.models.ports import convert_checkpoint
-    from hierclf.run.files import check_writable, save_weights
+    from hierclf.run.destinations import check_output
+    from hierclf.run.files import save_weights
 
-    check_writable(out, "--out")
+    check_output(out, "--out", reads=[src])
     check_arch(model, "--model")
     converted = convert_checkpoint(src, model)
     save_weights(out, converted.tensors)
@@ -159,10 +163,10 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
     from hierclf.data.offline import augment_dataset
     from hierclf.hierarchy.build import label_attributes
     from hierclf.recipe.reading import load_recipe
-    from hierclf.run.files import check_writable
+    from hierclf.run.destinations import check_output, recipe_inputs
 
-    check_writable(out, "--out", folder=True)
     loaded = load_recipe(recipe, overrides)
+    check_output(out, "--out", reads=[recipe, *recipe_inputs(loaded)], folder=True)
     items = load_training_items(loaded.data, label_attributes(loaded.hierarchy))
     result = augment_dataset(loaded, items, out, copies, classes, preset, seed)
     click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
@@ -236,10 +240,10 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     from hierclf.data import load_input_items
     from hierclf.predict.pipeline import Inference, predict_runs
     from hierclf.predict.shards import Shard, torchrun_shard, write_shard
-    from hierclf.run.files import check_writable
+    from hierclf.run.destinations import check_output, predict_inputs
     from hierclf.run.folder import Run
 
-    check_writable(out, "--out")  # before any work
+    check_output(out, "--out", reads=predict_inputs(runs, input_path, images))  # before any work
     part, device = torchrun_shard(None if shard is None else Shard.parse(shard), device)
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy

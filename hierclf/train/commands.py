@@ -21,6 +21,7 @@ from hierclf.hierarchy.stage import Stage
 from hierclf.models.factory import check_arch
 from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
+from hierclf.run.destinations import check_output, recipe_inputs
 from hierclf.run.files import check_writable, read_json
 from hierclf.run.fitted import fit_combiners
 from hierclf.run.folder import Folds, Run, open_coarse_run, recipe_differences
@@ -70,7 +71,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | str | None = No
 def _start_coarse(recipe: Recipe, out: Path, only_fold: int | str | None, items: Items | None,
                   processes: Processes) -> tuple[Run, Items]:
     """Every check, then the run folder."""
-    check_writable(out, "--out", folder=True)
+    check_output(out, "--out", reads=recipe_inputs(recipe), folder=True, run=True)
     given = items is not None
     if not given:
         items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
