@@ -215,6 +215,8 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="CSV to write: id,label[,prob_<class>…].")
 @click.option("--images", type=click.Path(path_type=Path), default=None,
               help="Image folder of an INPUT CSV (default: the folder named like the CSV, else the CSV's folder).")
+@click.option("--ids-outside", is_flag=True,
+              help="Let INPUT's ids leave the image folder (absolute, or climbing out with ..); refused by default.")
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--index", "label_index", is_flag=True, help="Write the class index (0, 1, …) as the label, not its name.")
 @click.option("--combiner", default=None, metavar="NAME",
@@ -232,9 +234,9 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
               help="Predict every N-th image from the I-th (0-based) into OUT.part-I-of-N; the shard that finds "
                    "every part written joins them into OUT in input order. Run the N shards anywhere; under "
                    "torchrun each process takes the shard of its rank.")
-def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, probs: bool, label_index: bool,
-            combiner: str | None, trace: bool, tta: str | None, weights: str | None, batch_size: int, workers: int,
-            device: str, shard: str | None) -> None:
+def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, ids_outside: bool, probs: bool,
+            label_index: bool, combiner: str | None, trace: bool, tta: str | None, weights: str | None,
+            batch_size: int, workers: int, device: str, shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
@@ -248,7 +250,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     opened = [Run.open(run) for run in runs]
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
-                             images, hierarchy.label_heads)
+                             images, hierarchy.label_heads, outside_allowed=ids_outside)
     views = None if tta is None else () if tta.strip() == "none" else tuple(v.strip() for v in tta.split(","))
     inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views)
     if part is not None:

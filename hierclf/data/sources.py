@@ -7,6 +7,7 @@ found here, before any training starts, and reported naming the file and the row
 from __future__ import annotations
 
 import csv
+import os
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -46,7 +47,7 @@ def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), 
         items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
                                id_column=data.id_column, label_column=data.label_column,
                                group_column=data.group_column, class_names=class_names,
-                               labels_required=True, attributes=attributes)
+                               labels_required=True, attributes=attributes, outside_allowed=data.ids_outside)
     elif data.folder:
         items = read_class_tree(Path(data.folder), class_names=class_names)
     else:
@@ -66,7 +67,7 @@ def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), 
 
 def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "id",
                      label_column: str = "label", images: Path | None = None,
-                     attributes: Sequence[Attribute] = ()) -> Items:
+                     attributes: Sequence[Attribute] = (), outside_allowed: bool = False) -> Items:
     """Rows to predict: a CSV of ids, a class-per-folder tree, or a folder of images.
 
     Args:
@@ -75,13 +76,14 @@ def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "i
         id_column, label_column: the CSV's columns of ids and (optional) labels.
         images: the folder of a CSV's images (default: beside the CSV, see `default_image_dir`).
         attributes: the attributes a CSV may give one column each instead of the label.
+        outside_allowed: let a CSV's ids leave the image folder (absolute, or climbing out).
 
     Returns:
         The rows, with their labels where the input carries them, so predictions can be scored."""
     if path.is_file():
         return read_csv_items(path, images, id_column=id_column, label_column=label_column,
                               group_column="", class_names=class_names, labels_required=False,
-                              attributes=attributes)
+                              attributes=attributes, outside_allowed=outside_allowed)
     if not path.is_dir():
         raise DataError(f"input {path} does not exist")
     entries = sorted(path.iterdir())
@@ -100,7 +102,7 @@ def default_image_dir(csv_path: Path) -> Path:
 
 def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label_column: str,
                    group_column: str, class_names: Sequence[str] | None, labels_required: bool,
-                   attributes: Sequence[Attribute] = ()) -> Items:
+                   attributes: Sequence[Attribute] = (), outside_allowed: bool = False) -> Items:
     images = images or default_image_dir(csv_path)
     rows, header = _read_csv(csv_path)
     by_head = bool(attributes) and label_column not in header and all(a.name in header for a in attributes)
@@ -118,7 +120,7 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
             raise DataError(f"{csv_path}, line {line}: id {image_id!r} appears again (first on line "
                             f"{first_line[image_id]})")
         first_line[image_id] = line
-    paths = _resolve_images(ids, images, csv_path)
+    paths = _resolve_images(ids, images, csv_path, outside_allowed)
     if by_head:
         values = np.stack([_parse_labels([row[attribute.name].strip() for row in rows], attribute.values,
                                          f"{csv_path}, column {attribute.name!r}")[0] for attribute in attributes],
@@ -237,8 +239,13 @@ def _read_csv(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     return rows, header
 
 
-def _resolve_images(ids: list[str], folder: Path, csv_path: Path) -> list[str]:
-    """The file of each id: folder/id, else folder/id + a known image extension."""
+OUTSIDE_OPTION = "data.ids_outside = true, or predict --ids-outside"
+
+
+def _resolve_images(ids: list[str], folder: Path, csv_path: Path, outside_allowed: bool = False) -> list[str]:
+    """The file of each id: folder/id, else folder/id + a known image extension. An id that leaves
+    the folder (absolute, or climbing out with ..) is refused unless `outside_allowed`: a CSV from
+    elsewhere must not make the command read, train on or show any file the user can read."""
     if not folder.is_dir():
         raise DataError(f"image folder {folder} (for {csv_path}) does not exist; set data.images")
     present = {entry.name for entry in folder.iterdir()}
@@ -248,12 +255,15 @@ def _resolve_images(ids: list[str], folder: Path, csv_path: Path) -> list[str]:
         if dot and f".{suffix.lower()}" in IMAGE_EXTENSIONS:
             stems.setdefault(stem, name)
     paths, missing = [], []
-    for image_id in ids:
+    for line, image_id in enumerate(ids, start=2):
         if image_id in present:
             paths.append(str(folder / image_id))
         elif image_id in stems:
             paths.append(str(folder / stems[image_id]))
         elif "/" in image_id and (folder / image_id).is_file():
+            if not outside_allowed and _leaves(image_id):
+                raise DataError(f"{csv_path}, line {line}: id {image_id!r} points outside the image folder "
+                                f"{folder}; move the image in, or allow such ids ({OUTSIDE_OPTION})")
             paths.append(str(folder / image_id))
         else:
             missing.append(image_id)
@@ -262,6 +272,13 @@ def _resolve_images(ids: list[str], folder: Path, csv_path: Path) -> list[str]:
         more = f" and {len(missing) - 3} more" if len(missing) > 3 else ""
         raise DataError(f"{csv_path}: no image in {folder} for id {shown}{more}")
     return paths
+
+
+def _leaves(image_id: str) -> bool:
+    """An absolute id, or one whose ".." climb out of the folder; read as written, so a link the
+    user put inside the folder is still followed."""
+    normal = os.path.normpath(image_id)
+    return os.path.isabs(image_id) or normal == ".." or normal.startswith(".." + os.sep)
 
 
 def _parse_labels(values: list[str], class_names: Sequence[str] | None,

@@ -45,6 +45,8 @@ class DataConfig:
     age_bounds: tuple[int, ...] = _key((30, 60), "mask_images: the ages where a new age bin starts "
                                                  "(30, 60: <30, 30–59, ≥60).")
     id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
+    ids_outside: bool = _key(False, "Let the CSV's ids leave the image folder (an absolute path, or one climbing "
+                                    "out with ..); refused by default, naming the line.")
     label_column: str = _key("label", "CSV column holding the label: a class index or a class name.")
     group_column: str = _key("group", "CSV column whose rows must stay on one side of every split "
                                       "(augmented copies, photos of one person). Used when present.")

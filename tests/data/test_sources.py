@@ -1,6 +1,7 @@
 """Sources: a CSV and its image folder, a class-per-folder tree, a folder of images, the mask
 competition's folder of people; every mistake named with its file and row."""
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +210,24 @@ def test_an_empty_joint_class_of_attribute_heads_is_named(tmp_path, caplog):
         items = load_training_items(DataConfig(csv=str(train_csv)), heads)
     assert len(items.class_names) == 4
     assert "joint class '3' has no training row; the heads' product can still predict it" in caplog.text
+
+
+def test_ids_that_leave_the_image_folder_are_refused_naming_the_line(tmp_path):
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=4)
+    secret = tmp_path / "secret"
+    secret.mkdir()
+    (tmp_path / "data" / "train" / "left-000.png").rename(secret / "x.png")
+    (tmp_path / "data" / "train" / "sub").mkdir()
+    (tmp_path / "data" / "train" / "left-001.png").rename(tmp_path / "data" / "train" / "sub" / "y.png")
+    rows = list(csv.reader(train_csv.open()))
+    rows[2][0] = "sub/../sub/y.png"  # climbs, but stays inside: read
+    for image_id in ("../../secret/x.png", str(secret / "x.png"), "sub/../../../secret/x.png"):
+        rows[1][0] = image_id
+        rewrite_csv(train_csv, rows)
+        with pytest.raises(DataError, match=r"train.csv, line 2: id .* points outside the image folder"):
+            load_training_items(DataConfig(csv=str(train_csv)))
+        with pytest.raises(DataError, match="line 2: id"):
+            load_input_items(train_csv, sorted(CLASSES))
+        allowed = load_training_items(DataConfig(csv=str(train_csv), ids_outside=True))
+        assert Path(allowed.paths[0]).resolve() == (secret / "x.png").resolve()
+        assert load_input_items(train_csv, sorted(CLASSES), outside_allowed=True).ids[0] == image_id
