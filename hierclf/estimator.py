@@ -18,9 +18,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from hierclf.data import Items
 from hierclf.data.images import check_images
-from hierclf.errors import HierclfError, RecipeError
+from hierclf.errors import DataError, HierclfError, RecipeError
 from hierclf.recipe.schema import SECTIONS, Recipe, plain
 from hierclf.recipe.reading import load_recipe, recipe_from_dict
+from hierclf.run.files import is_temporary
+from hierclf.run.locks import LOCK
 
 
 class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
@@ -84,19 +86,15 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
     def fit(self, X: Any, y: Sequence[Any]) -> "HierarchicalClassifier":
         from hierclf.train import fit_coarse, fit_fine
 
-        encoder = LabelEncoder().fit(np.asarray(y))
+        y = _checked_labels(y, _row_count(X))
+        encoder = LabelEncoder().fit(y)
         self.classes_ = encoder.classes_
         names = [str(label) for label in self.classes_]
         if len(set(names)) != len(names):
             raise HierclfError(f"labels {list(self.classes_)} do not stay apart as text; use distinct labels")
-        items = _items(X, encoder.transform(np.asarray(y)), names)
+        items = _items(X, encoder.transform(y), names)
         recipe = self._build_recipe(names)
-        if self.run_dir is None:
-            folder = Path(tempfile.mkdtemp(prefix="hierclf-"))
-            weakref.finalize(self, shutil.rmtree, str(folder), True)  # gone with the estimator
-            run_dir = folder / "run"
-        else:
-            run_dir = Path(self.run_dir)
+        run_dir = _temporary_run(self) if self.run_dir is None else Path(self.run_dir)
         fit_coarse(recipe, run_dir, items=items)
         if recipe.hierarchy.groups or recipe.specialists:
             fit_fine(run_dir, items=items)
@@ -113,7 +111,31 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
         return np.asarray(predictions.probs, dtype=np.float64)
 
     def predict(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "run_dir_")
         return self.classes_[self.predict_proba(X).argmax(1)]
+
+    # --- pickling and copying: a run in a temporary folder travels inside the estimator
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A fitted estimator whose run lives in a temporary folder (run_dir=None) carries that
+        run's files, so it predicts in another process, and a copy outlives the original; with
+        run_dir set it points at that folder, which stays where the user put it."""
+        state = dict(self.__dict__)
+        if self.run_dir is None and "run_dir_" in state:
+            root = Path(state.pop("run_dir_"))
+            state["_run_files"] = {str(path.relative_to(root)): path.read_bytes()
+                                   for path in sorted(root.rglob("*")) if _kept_file(path)}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        files = state.pop("_run_files", None)
+        self.__dict__.update(state)
+        if files is not None:
+            self.run_dir_ = _temporary_run(self)
+            for name, content in files.items():
+                path = self.run_dir_ / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(content)
 
     # --- the recipe this estimator trains with
 
@@ -149,9 +171,55 @@ def _recipe_tables(recipe: str | Path | Mapping[str, Any] | Recipe | None) -> di
     raise RecipeError(f"recipe: expected a path, a dict of tables or a Recipe, got {type(recipe).__name__}")
 
 
+def _temporary_run(estimator: HierarchicalClassifier) -> Path:
+    """A run folder in a new temporary folder, removed when `estimator` is garbage-collected."""
+    folder = Path(tempfile.mkdtemp(prefix="hierclf-"))
+    weakref.finalize(estimator, shutil.rmtree, str(folder), True)
+    return folder / "run"
+
+
+def _kept_file(path: Path) -> bool:
+    """A run's own file: not one being written, nor a lock."""
+    return path.is_file() and not is_temporary(path) and path.name != LOCK
+
+
+def _row_count(X: Any) -> int:
+    """How many rows X holds, refusing what is neither images nor image paths."""
+    if isinstance(X, np.ndarray) and X.dtype != object:
+        if X.ndim < 3 or X.dtype.kind not in "ui":
+            raise DataError(f"X: expected uint8 images (N×H×W or N×H×W×C) or a sequence of image paths, got a "
+                            f"{X.ndim}-D {X.dtype} array of shape {X.shape}; tabular data needs another model")
+    elif isinstance(X, (str, bytes, Path)) or not hasattr(X, "__len__"):
+        raise DataError(f"X: expected images or a sequence of image paths, got {type(X).__name__}")
+    if len(X) == 0:
+        raise DataError("X holds no rows")
+    return len(X)
+
+
+def _checked_labels(y: Any, rows: int) -> np.ndarray:
+    """y as a 1-D array, one label per row of X, none missing, at least two classes."""
+    labels = np.asarray(y, dtype=object) if not isinstance(y, np.ndarray) else y
+    if labels.ndim != 1:
+        raise DataError(f"y: expected one label per row (1-D), got shape {labels.shape}")
+    if len(labels) != rows:
+        raise DataError(f"X has {rows} rows but y has {len(labels)} labels")
+    missing = [row for row, label in enumerate(labels.tolist())
+               if label is None or (isinstance(label, float) and np.isnan(label))]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise DataError(f"y: row {missing[0]} has no label (None or NaN){more}")
+    if labels.dtype == object:
+        labels = np.asarray(labels.tolist())
+    distinct = np.unique(labels)
+    if len(distinct) < 2:
+        raise DataError(f"y: every row has the label {distinct.tolist()[0]!r}; a classifier needs at least two classes")
+    return labels
+
+
 def _items(X: Any, labels: np.ndarray | None, class_names: list[str]) -> Items:
     """Rows from an image array or a sequence of image paths."""
-    if isinstance(X, np.ndarray) and X.dtype != object and X.ndim >= 3:
+    _row_count(X)
+    if isinstance(X, np.ndarray) and X.dtype != object:
         return Items.from_arrays(X, labels, class_names)
     paths = [str(path) for path in X]
     check_images(paths)

@@ -29,6 +29,10 @@ def test_console_script_and_module_entry_points():
 def test_user_errors_exit_2_in_one_line_and_write_nothing(flat_run, tmp_path):
     root, recipe, train_csv, _ = flat_run
     seeds = root.parent / "seeds"
+    rows = train_csv.read_text().splitlines()
+    (tmp_path / "one.csv").write_text("\n".join([rows[0]] + [r for r in rows[1:] if r.endswith(",left")]) + "\n")
+    one_class = write_recipe(tmp_path / "one.toml", {"csv": str(tmp_path / "one.csv"),
+                                                     "images": str(train_csv.with_suffix(""))})
     cases = [
         (("predict", tmp_path, tmp_path, "--out", tmp_path / "p.csv"), "is not a hierclf run folder"),
         (("predict", root, tmp_path / "missing", "--out", tmp_path / "p.csv"), "does not exist"),
@@ -38,7 +42,8 @@ def test_user_errors_exit_2_in_one_line_and_write_nothing(flat_run, tmp_path):
          "--weights has 1 numbers for 2 runs"),
         (("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--trace"),
          "--trace follows one run's stages"),
-        (("fit-coarse", recipe, "--out", root.parent / "data"), "is not a hierclf run folder; use a new --out"),
+        (("fit-coarse", recipe, "--out", root.parent / "data"), "that folder holds"),
+        (("fit-coarse", one_class, "--out", tmp_path / "r"), "every row has the label 'left'; a classifier needs"),
         (("fit-coarse", recipe, "--out", tmp_path / "r", "--fold", "7"), "--fold 7: this run has folds 0..2"),
         (("fit-coarse", recipe, "--out", tmp_path / "r", "--set", "coarse.model=resnet_nope"),
          "timm has no such model"),

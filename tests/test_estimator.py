@@ -64,3 +64,54 @@ def test_groups_train_specialists_and_paths_work_as_input(tmp_path):
     assert model.score(paths, y) >= 0.8
     with pytest.raises(Exception, match="no such file|does not exist"):
         model.predict([tmp_path / "missing.png"])
+
+
+def test_a_fitted_estimator_survives_pickling_into_a_new_process_and_copying(tmp_path):
+    import copy
+    import gc
+    import pickle
+    import subprocess
+    import sys
+
+    X, y = images()
+    model = HierarchicalClassifier(recipe=RECIPE, random_state=3).fit(X, y)
+    expected = model.predict_proba(X[:10])
+    (tmp_path / "model.pkl").write_bytes(pickle.dumps(model))
+    np.save(tmp_path / "x.npy", X[:10])
+    copied = copy.deepcopy(model)
+    folder = model.run_dir_.parent
+    del model
+    gc.collect()
+    assert not folder.exists()  # the original's temporary run is gone with it
+    assert np.allclose(copied.predict_proba(X[:10]), expected)  # the copy carries its own
+    script = ("import pickle, sys, numpy as np\n"
+              "model = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+              "np.save(sys.argv[3], model.predict_proba(np.load(sys.argv[2])))\n")
+    subprocess.run([sys.executable, "-c", script, tmp_path / "model.pkl", tmp_path / "x.npy", tmp_path / "p.npy"],
+                   check=True)
+    assert np.allclose(np.load(tmp_path / "p.npy"), expected)
+
+
+@pytest.mark.parametrize("X, y, message", [
+    (np.zeros((6, 8, 8), np.uint8), ["a", "b", None, "a", "b", "a"], "row 2 has no label"),
+    (np.zeros((6, 8, 8), np.uint8), [0.0, 1.0, np.nan, 0.0, 1.0, 0.0], "row 2 has no label"),
+    (np.zeros((6, 8, 8), np.uint8), ["a"] * 6, "every row has the label 'a'"),
+    (np.zeros((6, 8, 8), np.uint8), ["a", "b"] * 2, "X has 6 rows but y has 4"),
+    (np.zeros((6, 4)), ["a", "b"] * 3, "tabular data"),
+    (np.arange(6), ["a", "b"] * 3, "got a 1-D"),
+    (np.zeros((0, 8, 8), np.uint8), [], "X holds no rows"),
+    ("images/", ["a", "b"], "got str"),
+])
+def test_the_estimator_refuses_input_it_cannot_learn_from(X, y, message):
+    from hierclf.errors import DataError
+
+    with pytest.raises(DataError, match=message):
+        HierarchicalClassifier(recipe=RECIPE).fit(X, y)
+
+
+def test_predict_before_fit_raises_scikit_learns_not_fitted_error():
+    from sklearn.exceptions import NotFittedError
+
+    for method in ("predict", "predict_proba"):
+        with pytest.raises(NotFittedError):
+            getattr(HierarchicalClassifier(), method)(np.zeros((2, 8, 8), np.uint8))

@@ -11,10 +11,12 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from hierclf.combine.registry import choose_combiner
 from hierclf.data import Items, load_training_items
 from hierclf.data.images import check_images
-from hierclf.errors import HierclfError, RecipeError, RunError
+from hierclf.errors import DataError, HierclfError, RecipeError, RunError
 from hierclf.hierarchy.build import build_hierarchy, label_attributes
 from hierclf.hierarchy.protocol import Part
 from hierclf.hierarchy.stage import Stage
@@ -77,6 +79,11 @@ def _start_coarse(recipe: Recipe, out: Path, only_fold: int | str | None, items:
         items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
     if not items.has_labels:
         raise HierclfError("fit_coarse needs a label for every row")
+    present = np.unique(items.labels)
+    if len(present) < 2:
+        where = recipe.data.csv or recipe.data.folder or recipe.data.mask_images or "the rows"
+        raise DataError(f"{where}: every row has the label {items.class_names[present[0]]!r}; a classifier needs "
+                        f"at least two classes")
     hierarchy = build_hierarchy(recipe.hierarchy, items.class_names)
     items = dataclasses.replace(items, class_names=hierarchy.class_names)
     choose_combiner(hierarchy, recipe.combine.method, f'combine.method = "{recipe.combine.method}"')

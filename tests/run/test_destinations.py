@@ -10,7 +10,7 @@ import pytest
 
 from hierclf.errors import RunError
 from hierclf.run.destinations import check_output, enclosing_run, predict_inputs
-from tests.conftest import cli, write_recipe
+from conftest import cli, write_recipe
 
 
 def _digest(path: Path) -> str:
@@ -66,7 +66,7 @@ def test_a_run_folder_is_found_from_any_depth(flat_run, tmp_path):
 
 
 def test_a_folder_output_inside_a_class_tree_it_reads_is_refused(tmp_path):
-    from tests.conftest import write_tree_dataset
+    from conftest import write_tree_dataset
 
     tree = write_tree_dataset(tmp_path / "tree")
     recipe = write_recipe(tmp_path / "recipe.toml", {"folder": str(tree)})
