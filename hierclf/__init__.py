@@ -33,7 +33,7 @@ _EXPORTS = {
     "predict_items": "hierclf.predict.pipeline", "predict_runs": "hierclf.predict.pipeline",
     "Inference": "hierclf.predict.pipeline", "Predictions": "hierclf.predict.output",
     "write_predictions": "hierclf.predict.output", "Shard": "hierclf.predict.shards",
-    "write_shard": "hierclf.predict.shards",
+    "write_shard": "hierclf.predict.shards", "shard_origin": "hierclf.predict.shards",
     # reports
     "evaluate_run": "hierclf.report.evaluate", "Report": "hierclf.report.report",
     # errors, and the library as a scikit-learn estimator

@@ -241,7 +241,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
     from hierclf.predict.pipeline import Inference, predict_runs
-    from hierclf.predict.shards import Shard, torchrun_shard, write_shard
+    from hierclf.predict.shards import Shard, shard_origin, torchrun_shard, write_shard
     from hierclf.run.destinations import check_output, predict_inputs
     from hierclf.run.folder import Run
 
@@ -254,12 +254,13 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     views = None if tta is None else () if tta.strip() == "none" else tuple(v.strip() for v in tta.split(","))
     inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views)
     if part is not None:
+        origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights)
         items = part.rows(items)
     predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, trace=trace,
                                inference=inference)
     if part is not None:
-        joined = write_shard(out, part, predictions, with_probs=probs, label_index=label_index)
-        click.echo(f"wrote shard {part.index} of {part.count}: {len(predictions.ids)} predictions to {part.part(out)}")
+        joined = write_shard(out, part, predictions, origin, with_probs=probs, label_index=label_index)
+        click.echo(f"wrote shard {part.index} of {part.count}: {len(predictions.ids)} predictions beside {out}")
         if joined:
             click.echo(f"every shard is written: joined them into {out}")
         return

@@ -7,8 +7,9 @@ found here, before any training starts, and reported naming the file and the row
 from __future__ import annotations
 
 import csv
-import os
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -44,10 +45,9 @@ def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), 
     if data.mask_images:
         items = read_mask_folder(Path(data.mask_images), data.age_bounds, attributes)
     elif data.csv:
-        items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None,
-                               id_column=data.id_column, label_column=data.label_column,
-                               group_column=data.group_column, class_names=class_names,
-                               labels_required=True, attributes=attributes, outside_allowed=data.ids_outside)
+        columns = CsvColumns(data.id_column, data.label_column, data.group_column, data.ids_outside)
+        items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None, columns,
+                               class_names=class_names, labels_required=True, attributes=attributes)
     elif data.folder:
         items = read_class_tree(Path(data.folder), class_names=class_names)
     else:
@@ -81,9 +81,8 @@ def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "i
     Returns:
         The rows, with their labels where the input carries them, so predictions can be scored."""
     if path.is_file():
-        return read_csv_items(path, images, id_column=id_column, label_column=label_column,
-                              group_column="", class_names=class_names, labels_required=False,
-                              attributes=attributes, outside_allowed=outside_allowed)
+        return read_csv_items(path, images, CsvColumns(id_column, label_column, "", outside_allowed),
+                              class_names=class_names, labels_required=False, attributes=attributes)
     if not path.is_dir():
         raise DataError(f"input {path} does not exist")
     entries = sorted(path.iterdir())
@@ -100,10 +99,22 @@ def default_image_dir(csv_path: Path) -> Path:
     return beside if beside.is_dir() else csv_path.parent
 
 
-def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label_column: str,
-                   group_column: str, class_names: Sequence[str] | None, labels_required: bool,
-                   attributes: Sequence[Attribute] = (), outside_allowed: bool = False) -> Items:
+@dataclass(frozen=True)
+class CsvColumns:
+    """Which of a CSV's columns hold the id, the label and the fold group ("": none), and whether
+    its ids may leave the image folder."""
+
+    id: str = "id"
+    label: str = "label"
+    group: str = ""
+    ids_outside: bool = False
+
+
+def read_csv_items(csv_path: Path, images: Path | None, columns: CsvColumns, *,
+                   class_names: Sequence[str] | None, labels_required: bool,
+                   attributes: Sequence[Attribute] = ()) -> Items:
     images = images or default_image_dir(csv_path)
+    id_column, label_column, group_column = columns.id, columns.label, columns.group
     rows, header = _read_csv(csv_path)
     by_head = bool(attributes) and label_column not in header and all(a.name in header for a in attributes)
     missing = [name for name in (id_column,) + ((label_column,) if labels_required and not by_head else ())
@@ -120,7 +131,7 @@ def read_csv_items(csv_path: Path, images: Path | None, *, id_column: str, label
             raise DataError(f"{csv_path}, line {line}: id {image_id!r} appears again (first on line "
                             f"{first_line[image_id]})")
         first_line[image_id] = line
-    paths = _resolve_images(ids, images, csv_path, outside_allowed)
+    paths = _resolve_images(ids, images, csv_path, columns.ids_outside)
     if by_head:
         values = np.stack([_parse_labels([row[attribute.name].strip() for row in rows], attribute.values,
                                          f"{csv_path}, column {attribute.name!r}")[0] for attribute in attributes],

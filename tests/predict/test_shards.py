@@ -6,7 +6,7 @@ from hierclf.data import load_input_items
 from hierclf.errors import HierclfError
 from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.predict.output import write_predictions
-from hierclf.predict.shards import Shard, merge_shards, write_shard
+from hierclf.predict.shards import Shard, merge_shards, shard_origin, write_shard
 from hierclf.run.folder import Run
 from hierclf.run.locks import holding
 
@@ -31,12 +31,12 @@ def test_shards_finishing_together_join_once(tmp_path):
     joined, a late caller finds nothing left to join."""
     out = tmp_path / "preds.csv"
     for shard, rows in enumerate((["a,0\n", "c,0\n"], ["b,1\n"])):
-        Shard(shard, 2).part(out).write_text("id,label\n" + "".join(rows))
+        Shard(shard, 2).part(out, "k").write_text("id,label\n" + "".join(rows))
     with holding(tmp_path, "joining", lock=".preds.csv.joining"):
-        assert not merge_shards(out, 2) and not out.exists()
-    assert merge_shards(out, 2)
+        assert not merge_shards(out, 2, "k") and not out.exists()
+    assert merge_shards(out, 2, "k")
     assert out.read_text() == "id,label\na,0\nb,1\nc,0\n"
-    assert not merge_shards(out, 2) and sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]
+    assert not merge_shards(out, 2, "k") and sorted(p.name for p in tmp_path.iterdir()) == ["preds.csv"]
 
 
 def test_a_library_user_shards_as_the_command_does(flat_run, tmp_path):
@@ -44,11 +44,43 @@ def test_a_library_user_shards_as_the_command_does(flat_run, tmp_path):
     items = load_input_items(flat_run[2], run.hierarchy.class_names)
     inference = Inference(workers=0, device="cpu")
     write_predictions(tmp_path / "whole.csv", predict_items(run, items, inference=inference), with_probs=True)
+    origin = shard_origin(items, [run])
     joined = [write_shard(tmp_path / "sharded.csv", shard, predict_items(run, shard.rows(items), inference=inference),
-                          with_probs=True) for shard in (Shard(1, 2), Shard(0, 2))]
+                          origin, with_probs=True) for shard in (Shard(1, 2), Shard(0, 2))]
     assert joined == [False, True]
     assert (tmp_path / "sharded.csv").read_text() == (tmp_path / "whole.csv").read_text()
     assert [len(Shard(index, 3).rows(items)) for index in range(3)] == [20, 20, 20]
     with pytest.raises(HierclfError, match="shard 3 of 3: expected 0 <= I < N"):
         Shard(3, 3)
     assert Shard.parse("1/4") == Shard(1, 4)
+
+
+def test_a_stale_part_of_another_input_or_other_options_is_never_joined(flat_run, tmp_path):
+    """An earlier attempt left shard 0 of another input (and one with other columns): the shards
+    of this prediction remove them and join only their own, exactly the unsharded output."""
+    run, _, train_csv, _ = flat_run
+    rows = train_csv.read_text().splitlines()
+    other = tmp_path / "other.csv"
+    other.write_text("\n".join(rows[:1] + rows[5:25]) + "\n")
+    out = tmp_path / "preds.csv"
+    args = ("--workers", "0", "--images", train_csv.with_suffix(""))
+    assert cli("predict", run, other, "--out", out, "--shard", "0/2", *args).exit_code == 0
+    stale = list(tmp_path.glob("preds.csv.part-*"))
+    assert cli("predict", run, train_csv, "--out", out, "--shard", "1/2", "--probs", *args).exit_code == 0
+    assert len(stale) == 1 and not stale[0].exists()
+    assert cli("predict", run, train_csv, "--out", out, "--shard", "1/2", *args).exit_code == 0
+    assert len(list(tmp_path.glob("preds.csv.part-*"))) == 1
+    result = cli("predict", run, train_csv, "--out", out, "--shard", "0/2", *args)
+    assert result.exit_code == 0 and "joined them into" in result.stdout, result.output
+    assert cli("predict", run, train_csv, "--out", tmp_path / "whole.csv", *args).exit_code == 0
+    assert out.read_text() == (tmp_path / "whole.csv").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.csv", "preds.csv", "whole.csv"]
+
+
+def test_parts_that_do_not_fit_together_are_refused(tmp_path):
+    out = tmp_path / "preds.csv"
+    Shard(0, 2).part(out, "k").write_text("id,label\na,0\nc,0\nd,1\n")
+    Shard(1, 2).part(out, "k").write_text("id,label\nb,1\n")
+    with pytest.raises(HierclfError, match="do not fit together"):
+        merge_shards(out, 2, "k")
+    assert not out.exists()
