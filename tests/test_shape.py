@@ -17,7 +17,8 @@ import hierclf
 PACKAGE = Path(hierclf.__file__).parent
 
 LAYERS = (
-    ("errors", "seeding", "metrics"),
+    ("errors",),
+    ("seeding", "metrics", "readback"),
     ("runtime", "combine"),
     ("data",),
     ("recipe",),

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 import numpy as np
 
 if TYPE_CHECKING:
+    from hierclf.readback import ReadBack
     from hierclf.hierarchy.protocol import Hierarchy
     from hierclf.recipe.schema import CombineConfig
 
@@ -88,7 +89,9 @@ class Combiner(ABC):
         """What `fit` learned, as JSON-able values (nothing for a combiner that learns nothing)."""
         return {}
 
-    def load_state(self, state: Mapping[str, Any], source: str) -> "Combiner":
+    def load_state(self, state: Mapping[str, Any], check: ReadBack, hierarchy: Hierarchy) -> "Combiner":
+        """Put back what `state()` gave, every value checked (`check` names the file and the
+        remedy) against `hierarchy`, the run's."""
         return self
 
 

@@ -15,6 +15,7 @@ from hierclf.errors import RunError
 
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
+    from hierclf.readback import ReadBack
 
 
 def _coarse_versions(hierarchy: Hierarchy, coarse_probs: np.ndarray) -> dict[str, np.ndarray]:
@@ -81,9 +82,11 @@ class Blend(Combiner):
     def state(self) -> dict[str, Any]:
         return {"weights": dict(self.weights or {})}
 
-    def load_state(self, state: Mapping[str, Any], source: str) -> "Blend":
-        try:
-            self.weights = {str(name): float(weight) for name, weight in state["weights"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise RunError(f"{source} is not a blend combiner: {error}") from None
+    def load_state(self, state: Mapping[str, Any], check: ReadBack, hierarchy: Hierarchy) -> "Blend":
+        weights = check.table(check.field(state, "weights", "blend"), "blend.weights")
+        missing = [part.name for part in hierarchy.parts if part.name not in weights]
+        if missing:
+            check.fail(f"blend.weights has no weight for group {missing[0]!r}")
+        self.weights = {name: float(check.number(weights[name], f"blend.weights.{name}", lo=0.0, hi=1.0))
+                        for name in weights}
         return self

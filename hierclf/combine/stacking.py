@@ -11,6 +11,7 @@ from hierclf.errors import RunError
 
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
+    from hierclf.readback import ReadBack
     from hierclf.recipe.schema import CombineConfig
 
 
@@ -49,6 +50,9 @@ class Stacking(Combiner):
         """Probabilities over all classes (a class absent when fitting gets 0)."""
         if self.coef is None:
             raise RunError("the stacking combiner is not fit yet")
+        if features.shape[1] != self.coef.shape[1]:
+            raise RunError(f"the stacking combiner was fit on {self.coef.shape[1]} features, but the stages give "
+                           f"{features.shape[1]}; fit it again (hierclf fit-fine)")
         scores = features @ self.coef.T + self.intercept
         if self.coef.shape[0] == 1:  # scikit-learn's binary form: one logit for the second class
             scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
@@ -72,12 +76,23 @@ class Stacking(Combiner):
         return {"num_classes": self.num_classes, "classes": self.classes.tolist(),
                 "coef": self.coef.tolist(), "intercept": self.intercept.tolist()}
 
-    def load_state(self, state: Mapping[str, Any], source: str) -> "Stacking":
-        try:
-            self.coef = np.asarray(state["coef"], dtype=np.float64)
-            self.intercept = np.asarray(state["intercept"], dtype=np.float64)
-            self.classes = np.asarray(state["classes"], dtype=np.int64)
-            self.num_classes = int(state["num_classes"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise RunError(f"{source} is not a stacking combiner: {error}") from None
+    def load_state(self, state: Mapping[str, Any], check: ReadBack, hierarchy: Hierarchy) -> "Stacking":
+        """The regression's arrays, their shapes checked against each other and the run's classes."""
+        self.num_classes = check.number(check.field(state, "num_classes", "stacking"), "stacking.num_classes",
+                                        whole=True, lo=hierarchy.num_classes, hi=hierarchy.num_classes)
+        classes = check.numbers(check.field(state, "classes", "stacking"), "stacking.classes", whole=True, lo=0,
+                                hi=self.num_classes - 1)
+        intercept = check.numbers(check.field(state, "intercept", "stacking"), "stacking.intercept")
+        rows = check.field(state, "coef", "stacking")
+        if not isinstance(rows, list) or not rows:
+            check.fail("stacking.coef is not a list of rows")
+        width = len(rows[0]) if isinstance(rows[0], list) else 0
+        coef = [check.numbers(row, f"stacking.coef[{index}]", width) for index, row in enumerate(rows)]
+        binary = len(classes) == 2 and len(coef) == len(intercept) == 1
+        if len(classes) < 2 or len(set(classes)) != len(classes) or not (
+                binary or len(coef) == len(intercept) == len(classes)):
+            check.fail(f"stacking has {len(classes)} classes, {len(coef)} coefficient rows and {len(intercept)} "
+                       f"intercepts, which do not fit together")
+        self.classes = np.asarray(classes, dtype=np.int64)
+        self.coef, self.intercept = np.asarray(coef, dtype=np.float64), np.asarray(intercept, dtype=np.float64)
         return self

@@ -17,14 +17,18 @@ def scaled(probs: np.ndarray, temperature: float) -> np.ndarray:
     return out / out.sum(1, keepdims=True)
 
 
+TEMPERATURES = (0.05, 20.0)
+"""The range a fitted temperature lies in."""
+
+
 def fit_temperature(probs: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature (0.05 to 20) that minimises the negative log-likelihood of `targets`."""
+    """The temperature (in TEMPERATURES) that minimises the negative log-likelihood of `targets`."""
     rows = np.arange(len(targets))
 
     def nll(log_temperature: float) -> float:
         return float(-np.log(np.clip(scaled(probs, np.exp(log_temperature))[rows, targets], 1e-15, 1.0)).mean())
 
-    found = minimize_scalar(nll, bounds=(np.log(0.05), np.log(20.0)), method="bounded")
+    found = minimize_scalar(nll, bounds=tuple(np.log(TEMPERATURES)), method="bounded")
     return float(np.exp(found.x))
 
 

@@ -12,11 +12,12 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from hierclf.combine.temperature import fit_temperature, scaled, scaled_blocks
+from hierclf.combine.temperature import TEMPERATURES, fit_temperature, scaled, scaled_blocks
 from hierclf.errors import RunError
 from hierclf.hierarchy.layout import Block
 from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage
 from hierclf.metrics import calibration as calibration_scores
+from hierclf.readback import ReadBack
 from hierclf.run.files import read_json, read_npz, write_text
 from hierclf.run.folder import Run
 
@@ -33,15 +34,18 @@ class Calibration:
         or was fit on other out-of-fold outputs than the run's present ones."""
         if not run.recipe.combine.calibrate:
             return cls()
-        saved = read_json(run.calibration_path) if run.calibration_path.exists() else {}
+        refit = f"run `hierclf fit-fine {run.root}` (or fit-coarse, for a run without specialists) to fit it"
+        check = ReadBack(str(run.calibration_path), f"delete it and {refit} again")
+        saved = check.table(read_json(run.calibration_path), "the file") if run.calibration_path.exists() else {}
         found = {}
         for stage in run.stages:
             entry = saved.get(stage.name)
-            if entry is None or entry.get("fit_on") != _fingerprint(run, stage):
+            if entry is None or check.table(entry, stage.name).get("fit_on") != _fingerprint(run, stage):
                 state = "is not fit yet" if entry is None else "was fit on other out-of-fold outputs"
-                raise RunError(f"{run.root}: the calibration of stage {stage.name} {state}; run `hierclf fit-fine "
-                               f"{run.root}` (or fit-coarse, for a run without specialists) to fit it")
-            found[stage.name] = [float(t) for t in entry["temperatures"]]
+                raise RunError(f"{run.root}: the calibration of stage {stage.name} {state}; {refit}")
+            found[stage.name] = check.numbers(check.field(entry, "temperatures", stage.name),
+                                              f"{stage.name}.temperatures", len(stage.layout.blocks),
+                                              lo=TEMPERATURES[0], hi=TEMPERATURES[1])
         return cls(found)
 
     def apply(self, stage: Stage, probs: np.ndarray) -> np.ndarray:

@@ -10,6 +10,7 @@ import logging
 from hierclf.combine.base import Combiner
 from hierclf.combine.registry import COMBINERS, applicable
 from hierclf.errors import RunError
+from hierclf.readback import ReadBack
 from hierclf.run.calibration import fit_calibration
 from hierclf.run.files import read_json, write_text
 from hierclf.run.folder import Run
@@ -46,12 +47,13 @@ def load_combiner(run: Run, name: str) -> Combiner:
     combiner = COMBINERS[name].from_config(run.recipe.combine)
     if not combiner.fits:
         return combiner
-    saved = read_json(run.combiner_path).get(name) if run.combiner_path.exists() else None
-    if saved is None or saved.get("fit_on") != _fingerprint(run, combiner):
+    refit = f"run `hierclf fit-fine {run.root}` (or fit-coarse, for a run without specialists) to fit it"
+    check = ReadBack(str(run.combiner_path), f"delete it and {refit} again")
+    saved = check.table(read_json(run.combiner_path), "the file").get(name) if run.combiner_path.exists() else None
+    if saved is None or check.table(saved, name).get("fit_on") != _fingerprint(run, combiner):
         state = "is not fit yet" if saved is None else "was fit on other out-of-fold outputs or settings"
-        raise RunError(f"{run.root}: the {name} combiner {state}; run `hierclf fit-fine {run.root}` (or fit-coarse, "
-                       f"for a run without specialists) to fit it")
-    return combiner.load_state(saved["state"], str(run.combiner_path))
+        raise RunError(f"{run.root}: the {name} combiner {state}; {refit}")
+    return combiner.load_state(check.table(check.field(saved, "state", name), f"{name}.state"), check, run.hierarchy)
 
 
 def _fingerprint(run: Run, combiner: Combiner) -> str:

@@ -4,6 +4,9 @@ import json
 import numpy as np
 import pytest
 
+from hierclf.errors import RunError
+from hierclf.readback import ReadBack
+
 from hierclf.combine.base import StageOutputs
 from hierclf.combine.blend import Blend
 from hierclf.hierarchy.groups import GroupHierarchy
@@ -44,7 +47,13 @@ def test_blend_weighs_the_flat_model_against_the_specialist_by_out_of_fold_log_l
         mixed /= mixed.sum(1, keepdims=True)
         return -np.log(mixed[np.arange(rows.sum()), target]).mean()
     assert loss(blend.weights["odd"]) <= min(loss(w) for w in np.linspace(0, 1, 21)) + 1e-12
-    restored = Blend().load_state(json.loads(json.dumps(blend.state())), "combiner.json")
+    check = ReadBack("combiner.json", "fit it again")
+    restored = Blend().load_state(json.loads(json.dumps(blend.state())), check, OVER_FLAT)
     assert restored.weights == blend.weights
-    with pytest.raises(Exception, match="not a blend combiner"):
-        Blend().load_state({"weights": 3}, "combiner.json")
+    for state, message in [({"weights": 3}, "blend.weights is 3, not a table"),
+                           ({"weights": {}}, "no weight for group 'odd'"),
+                           ({"weights": {"odd": 1.5}}, r"blend.weights.odd is 1.5, expected >= 0.0 and <= 1.0"),
+                           ({"weights": {"odd": float("nan")}}, "not a finite number"),
+                           ({"weights": {"odd": "0.5"}}, "not a finite number")]:
+        with pytest.raises(RunError, match=f"combiner.json: .*{message}; fit it again"):
+            Blend().load_state(state, check, OVER_FLAT)

@@ -3,6 +3,8 @@ import json
 
 import numpy as np
 import pytest
+
+from hierclf.readback import ReadBack
 from sklearn.linear_model import LogisticRegression
 
 from hierclf.combine.base import StageOutputs
@@ -28,7 +30,7 @@ def test_stacking_matches_scikit_learn_and_its_state_round_trips_through_json():
     combined = combiner.combine(FIVE, data.coarse_probs, ["odd"], data.run_specialist)
     assert np.allclose(combined.probs, reference.predict_proba(features), atol=1e-6)
     state = json.loads(json.dumps(combiner.state()))
-    again = Stacking(c=0.5).load_state(state, "combiner.json")
+    again = Stacking(c=0.5).load_state(state, ReadBack("combiner.json", "fit it again"), FIVE)
     assert np.array_equal(again.predict_proba(features), combiner.predict_proba(features))
     assert combiner.settings() == {"c": 0.5}
 
@@ -48,5 +50,16 @@ def test_stacking_binary_and_missing_classes():
 def test_a_corrupt_stacking_state_is_refused():
     from hierclf.errors import RunError
 
-    with pytest.raises(RunError, match="combiner.json is not a stacking combiner"):
-        Stacking().load_state({"coef": "x"}, "combiner.json")
+    good = Stacking().fit(FIVE, outputs()).state()
+    check = ReadBack("combiner.json", "fit it again")
+    for change, message in [({"coef": "x"}, "stacking.coef is not a list of rows"),
+                            ({"num_classes": 4}, "num_classes is 4, expected >= 5"),
+                            ({"classes": [0, 1, 7, 3, 4]}, r"classes\[2\] is 7"),
+                            ({"intercept": good["intercept"][:3]}, "do not fit together"),
+                            ({"coef": [[float("inf")] * 6] + good["coef"][1:]}, "not a finite number"),
+                            ({"coef": [good["coef"][0][:5]] + good["coef"][1:]}, r"coef\[1\] holds 6 values, expected 5")]:
+        with pytest.raises(RunError, match=f"combiner.json: .*{message}.*; fit it again"):
+            Stacking().load_state({**good, **change}, check, FIVE)
+    narrow = Stacking().load_state({**good, "coef": [row[:5] for row in good["coef"]]}, check, FIVE)
+    with pytest.raises(RunError, match="fit on 5 features, but the stages give 6"):
+        narrow.predict_proba(np.zeros((2, 6)))
