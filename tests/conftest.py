@@ -244,8 +244,8 @@ def kill_after_saving(monkeypatch, epoch: int) -> None:
 
     saving = record.save_checkpoint
 
-    def save_then_die(path, checkpoint):
-        saving(path, checkpoint)
+    def save_then_die(path, checkpoint, *rest):
+        saving(path, checkpoint, *rest)
         if checkpoint.epoch == epoch:
             raise Killed
 

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hierclf.errors import RunError
+from hierclf.readback import ReadBack
 from hierclf.run.files import atomic_path
 from hierclf.train.state import FitResult, TrainingState
 
@@ -76,10 +76,21 @@ def capture(training: TrainingState, epochs_done: int) -> Checkpoint:
     return Checkpoint(epoch=epochs_done, tensors=tensors, state=state)
 
 
-def restore(training: TrainingState, saved: Checkpoint, own_draws: bool = True) -> None:
+def restore(training: TrainingState, saved: Checkpoint, source: str, own_draws: bool = True) -> None:
     """Put every piece of `training` back as it was after `saved.epoch` epochs. Without
     `own_draws` (a process other than rank 0, which saved the file) the augmentation, mixup and
-    dropout generators keep their fresh seeds: rank 0's would make every process draw alike."""
+    dropout generators keep their fresh seeds: rank 0's would make every process draw alike.
+    Pieces that do not fit (tensors of another shape, a damaged generator state) are refused
+    naming `source`, the file."""
+    try:
+        _restore(training, saved, own_draws)
+    except (RuntimeError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        ReadBack(source, "delete it to train this fold from the start").fail(
+            f"it does not fit this fold's model or training ({first[:200]})")
+
+
+def _restore(training: TrainingState, saved: Checkpoint, own_draws: bool) -> None:
     state = saved.state
     training.model.load_state_dict(saved.group("model"))
     if training.ema is not None:
@@ -113,24 +124,38 @@ def _restore_draws(training: TrainingState, saved: Checkpoint) -> None:
         torch.cuda.set_rng_state_all([cuda[str(index)] for index in range(len(cuda))])
 
 
-def save_checkpoint(path: Path, checkpoint: Checkpoint) -> None:
+def save_checkpoint(path: Path, checkpoint: Checkpoint, made_for: str = "") -> None:
+    """Write `checkpoint`; `made_for` says which fit it belongs to (`load_checkpoint` checks it)."""
     tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in checkpoint.tensors.items()}
-    metadata = {"epoch": str(checkpoint.epoch), "state": json.dumps(checkpoint.state)}
+    metadata = {"epoch": str(checkpoint.epoch), "state": json.dumps(checkpoint.state), "made_for": made_for}
     with atomic_path(path) as temporary:
         save_file(tensors, str(temporary), metadata=metadata)
 
 
-def load_checkpoint(path: Path) -> Checkpoint | None:
-    """The saved state, or None when the fold has none (it starts from epoch 0)."""
+def load_checkpoint(path: Path, made_for: str = "", epochs: int | None = None) -> Checkpoint | None:
+    """The saved state, or None when the fold has none (it starts from epoch 0); refused when it
+    was saved by another fit than `made_for` (a resume file copied from another run, or saved
+    with other training keys), or when its numbers do not hold together."""
     if not path.exists():
         return None
+    check = ReadBack(str(path), "delete it to train this fold from the start")
     try:
         with safe_open(str(path), framework="pt") as opened:
             metadata = opened.metadata() or {}
             tensors = {name: opened.get_tensor(name) for name in opened.keys()}
-        return Checkpoint(epoch=int(metadata["epoch"]), tensors=tensors, state=json.loads(metadata["state"]))
-    except (OSError, SafetensorError, KeyError, ValueError) as error:
-        raise RunError(f"{path} cannot be read ({error}); delete it to train this fold from the start") from None
+        state = json.loads(metadata.get("state", "null"))
+    except (OSError, SafetensorError, ValueError) as error:
+        check.fail(f"cannot be read ({error})")
+    if metadata.get("made_for", "") != made_for:
+        check.fail("it was saved by another run, fold or training keys")
+    epoch = check.number(int(metadata["epoch"]) if metadata.get("epoch", "").isdigit() else metadata.get("epoch"),
+                         "epoch", whole=True, lo=1, hi=epochs)
+    history = check.field(state, "history", "state")
+    if not isinstance(history, list) or len(history) != epoch:
+        check.fail(f"its history does not hold one entry per epoch done ({epoch})")
+    for index, entry in enumerate(history):
+        check.number(check.field(entry, "seconds", f"history[{index}]"), f"history[{index}].seconds", lo=0)
+    return Checkpoint(epoch=epoch, tensors=tensors, state=state)
 
 
 def _optimizer_parts(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

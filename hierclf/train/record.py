@@ -4,6 +4,7 @@ files. Under torchrun every process holds a `FitRecord`, but only rank 0's write
 read rank 0's resume file, so code that trains never asks which process it is."""
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from pathlib import Path
@@ -33,10 +34,11 @@ class FitRecord:
     the resume file is still read, but the draws it holds are rank 0's and are left out."""
 
     def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True,
-                 seconds_limit: float | None = None):
-        """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`)."""
+                 seconds_limit: float | None = None, made_for: str = ""):
+        """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`);
+        `made_for`: what the fit is (`fit_identity`), so a resume file of another fit is refused."""
         self.name, self.folder, self.writes = name, folder, writes
-        self.seconds_limit = seconds_limit
+        self.seconds_limit, self.made_for = seconds_limit, made_for
 
     @property
     def metrics_path(self) -> Path | None:
@@ -49,9 +51,9 @@ class FitRecord:
     def resume(self, training: TrainingState, epochs: int) -> None:
         """Restore `training` from the resume file, if there is one, and write the epochs done so
         far into metrics.jsonl, once each."""
-        saved = load_checkpoint(self.resume_path) if self.resume_path is not None else None
+        saved = load_checkpoint(self.resume_path, self.made_for, epochs) if self.resume_path is not None else None
         if saved is not None:
-            restore(training, saved, own_draws=self.writes)
+            restore(training, saved, str(self.resume_path), own_draws=self.writes)
             log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
         if self.writes and self.metrics_path is not None:
             self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ class FitRecord:
     def save(self, training: TrainingState, epochs_done: int) -> None:
         """The training state after `epochs_done` epochs, into the resume file."""
         if self.writes and self.resume_path is not None:
-            save_checkpoint(self.resume_path, capture(training, epochs_done))
+            save_checkpoint(self.resume_path, capture(training, epochs_done), self.made_for)
 
     def finish_fold(self, val: dict[str, np.ndarray], model: torch.nn.Module, spec: ModelSpec,
                     result: dict[str, Any]) -> None:
@@ -97,3 +99,9 @@ class FitRecord:
         save_model(self.folder, model, spec)
         write_json(self.folder / "result.json", result)
         self.resume_path.unlink(missing_ok=True)
+
+
+def fit_identity(*parts: Any) -> str:
+    """A digest of what makes a fit itself (its stage, fold, training keys and rows), kept in its
+    resume file: a resume file copied from another run, or saved under other keys, is refused."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

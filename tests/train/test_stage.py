@@ -187,3 +187,62 @@ def test_a_stage_trains_with_the_threads_its_recipe_gives(tmp_path, csv_dataset,
     before = torch.get_num_threads()
     cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run")
     assert seen == [1, 1, 1] and torch.get_num_threads() == before  # each fold on one thread, then restored
+
+
+def test_a_resume_file_of_another_fit_or_damaged_is_refused_in_one_line(tmp_path, monkeypatch):
+    """A resume file copied from another run (other keys), one whose generator state or tensors
+    do not fit, or whose history does not hold together: one line naming it, exit 2, nothing
+    trained; deleted, the fold trains from the start."""
+    import json
+    import re
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from conftest import Killed, kill_after_saving, write_csv_dataset
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=20)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 4})
+    kill_after_saving(monkeypatch, epoch=2)
+    with pytest.raises(Killed):
+        cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut")
+    monkeypatch.undo()
+    resume = tmp_path / "cut" / "coarse" / "fold-0" / "resume.safetensors"
+    with safe_open(str(resume), framework="pt") as opened:
+        metadata, tensors = opened.metadata(), {name: opened.get_tensor(name) for name in opened.keys()}
+
+    def damaged(change_tensors=None, change_state=None, made_for=None):
+        state = json.loads(metadata["state"])
+        (change_state or (lambda s: None))(state)
+        saved = {**tensors, **(change_tensors or {})}
+        return {**metadata, "state": json.dumps(state), **({"made_for": made_for} if made_for is not None else {})}, saved
+
+    head = next(name for name in tensors if name.startswith("model/") and name.endswith("fc.weight"))
+    cases = [
+        (damaged(made_for="0" * 16), "saved by another run, fold or training keys"),
+        (damaged({"rng/torch": torch.randint(0, 255, (7,), dtype=torch.uint8)}), "does not fit this fold's model"),
+        (damaged({head: torch.zeros(5, 3)}), "does not fit this fold's model"),
+        (damaged(change_state=lambda s: s["history"].pop()), "its history does not hold one entry per epoch done"),
+        (damaged(change_state=lambda s: s["history"][0].update(seconds="x")), "history\\[0\\].seconds is 'x'"),
+    ]
+    for (meta, saved), message in cases:
+        save_file(saved, str(resume), metadata=meta)
+        result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut", "--fold", "0")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert re.search(f"resume.safetensors: .*{message}.*; delete it to train this fold from the start",
+                         result.stderr), result.stderr
+        assert not (resume.parent / "result.json").exists()
+    # a resume file copied into a run trained with another rate
+    other = write_recipe(tmp_path / "o.toml", {"csv": str(train_csv)}, coarse={"epochs": 4, "lr": 1e-3})
+    save_file(tensors, str(resume), metadata=metadata)
+    kill_after_saving(monkeypatch, epoch=1)
+    with pytest.raises(Killed):
+        cli("-q", "fit-coarse", other, "--out", tmp_path / "other")
+    monkeypatch.undo()
+    shutil.copy(resume, tmp_path / "other" / "coarse" / "fold-0" / "resume.safetensors")
+    result = cli("-q", "fit-coarse", other, "--out", tmp_path / "other", "--fold", "0")
+    assert result.exit_code == 2 and "saved by another run, fold or training keys" in result.stderr, result.output
+    result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut", "--fold", "0")  # its own: resumes
+    assert result.exit_code == 0 and (resume.parent / "result.json").exists(), result.output
