@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hierclf.errors import InUseError
+from hierclf.readback import ReadBack
 from hierclf.run.files import HOST, TEMPORARY
 
 STALE_ELSEWHERE = 24 * 3600
@@ -106,11 +107,18 @@ def _age(path: Path) -> float:
 
 
 def _lock_holder(path: Path) -> dict[str, Any]:
+    """The lock's holder; {} while its writer has not filled it yet (or the file is gone). A lock
+    hierclf did not write (a pid that is no number, a host that is no text) is refused, naming it."""
     try:
         holder = json.loads(path.read_text())
-        return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
+    check = ReadBack(str(path), "delete it if no hierclf command is using this folder")
+    check.table(holder, "the lock")
+    if holder:
+        check.number(check.field(holder, "pid", "lock"), "lock.pid", whole=True, lo=1)
+        check.text(check.field(holder, "host", "lock"), "lock.host")
+    return holder
 
 
 def _running(pid: int) -> bool:

@@ -1,5 +1,6 @@
 """One writer per folder, and what killed writers leave behind."""
 import os
+import re
 
 import pytest
 
@@ -58,3 +59,20 @@ def test_a_held_folder_stops_a_second_writer_and_a_killed_holders_lock_is_taken_
     monkeypatch.setenv("HIERCLF_STALE_LOCK_SECONDS", "600")
     with holding(tmp_path / "fold-0", "mine"):
         assert json.loads((tmp_path / "fold-0" / LOCK).read_text())["what"] == "mine"
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"pid": "abc", "host": "h"}', "lock.pid is 'abc', not a finite whole number"),
+    ('{"pid": 12, "host": 7}', "lock.host is 7, not text"),
+    ('{"pid": -4, "host": "h"}', "lock.pid is -4, expected >= 1"),
+    ('{"host": "h"}', "lock.pid is missing"),
+    ("[1, 2]", "the lock is [1, 2], not a table"),
+])
+def test_a_lock_with_garbage_fields_is_refused_in_one_line(tmp_path, content, message):
+    from hierclf.run.locks import holding, sweep_temporary
+
+    (tmp_path / ".lock").write_text(content)
+    for attempt in (lambda: sweep_temporary(tmp_path), lambda: holding(tmp_path, "training").__enter__()):
+        with pytest.raises(RunError, match=re.escape(f".lock: {message}; delete it if no hierclf command is using")):
+            attempt()
+    assert (tmp_path / ".lock").read_text() == content
