@@ -6,6 +6,7 @@ import json
 from dataclasses import dataclass
 
 from hierclf.errors import RunError
+from hierclf.readback import ReadBack
 from hierclf.hierarchy.layout import OutputLayout
 
 
@@ -39,6 +40,14 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, payload: dict, source: str) -> "ModelSpec":
+        check = ReadBack(source, "delete the fold's folder to train it again")
+        check.table(payload, "the file")
+        channels = check.number(check.field(payload, "in_chans"), "in_chans", whole=True, lo=1, hi=4)
+        check.number(check.field(payload, "img_size"), "img_size", whole=True, lo=1)
+        check.numbers(check.field(payload, "mean"), "mean", channels)
+        check.numbers(check.field(payload, "std"), "std", channels, gt=0)
+        check.number(check.field(payload, "drop_rate"), "drop_rate", lo=0, hi=1)
+        check.text(check.field(payload, "arch"), "arch")
         try:
             layout = OutputLayout.from_spec_fields(tuple(payload["class_names"]), payload.get("heads", ()))
             if layout.width != int(payload["num_classes"]):

@@ -9,12 +9,11 @@ attribute head) counts each of its models.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from hierclf.run.files import read_json
+from hierclf.run.fold_files import read_history, read_result
 from hierclf.run.folder import Run
 from hierclf.hierarchy.stage import Stage
 
@@ -46,15 +45,14 @@ def stage_training_cost(run: Run, stage: Stage) -> Cost:
 def fold_training_cost(run: Run, stage: Stage, fold: int) -> Cost:
     """One finished fold of `stage`: images seen, their megapixels, and its epochs' seconds."""
     folder = run.fold_dir(stage.name, fold)
-    result = read_json(folder / "result.json")
-    images = float(result.get("train_rows", 0) * result.get("epochs_run", 0) * _models(stage))
+    result = read_result(folder)
+    images = float(result["train_rows"] * result["epochs_run"] * _models(stage))
     return Cost(images, images * stage.config.img_size ** 2 / 1e6, epochs_seconds(folder)[1])
 
 
 def epochs_seconds(folder: Path) -> tuple[int, float]:
     """The epochs a fold's metrics.jsonl records, and their seconds (a fold not begun: none)."""
-    path = folder / "metrics.jsonl"
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    lines = read_history(folder)
     return len(lines), sum(float(line.get("seconds", 0.0)) for line in lines)
 
 

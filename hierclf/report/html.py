@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 from typing import Sequence
 
 import numpy as np
@@ -18,6 +17,7 @@ from hierclf.errors import HierclfError
 from hierclf.hierarchy.build import label_attributes
 from hierclf.report.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
 from hierclf.report.report import Report
+from hierclf.run.fold_files import read_history
 from hierclf.run.folder import Run
 
 THUMBNAIL = 64
@@ -133,9 +133,9 @@ def _learning_curves(run: Run) -> str:
     for stage in run.stages:
         histories = {}
         for fold in run.finished_folds(stage.name):
-            path = run.fold_dir(stage.name, fold) / "metrics.jsonl"
-            if path.exists():
-                histories[fold] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+            history = read_history(run.fold_dir(stage.name, fold))
+            if history:
+                histories[fold] = history
         if histories:
             out.append(_image(png_bytes(learning_curves_figure(histories, stage.name)), f"{stage.name} curves"))
     return "\n".join(out) or "<p class=note>No metrics.jsonl found.</p>"

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.recipe.coerce import show_value
+from hierclf.recipe.coerce import build_config, show_value
 from hierclf.errors import RecipeError, RunError
+from hierclf.readback import ReadBack
 from hierclf.hierarchy.build import build_hierarchy, hierarchy_from_json
 from hierclf.hierarchy.protocol import Hierarchy
 from hierclf.run.files import is_temporary, read_json, read_npz, write_json, write_npz, write_text
@@ -36,6 +37,9 @@ from hierclf.recipe.reading import load_recipe
 from hierclf.hierarchy.stage import Stage
 
 log = logging.getLogger(__name__)
+
+TRAIN_ONLY = -1
+"""The fold of a row that is trained on in every fold and validated in none."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,7 +128,16 @@ class Run:
         if not self.folds_path.exists():
             raise RunError(f"{self.root} has no folds.npz; run `hierclf fit-coarse` first")
         saved = read_npz(self.folds_path)
-        return Folds(ids=saved["ids"], labels=saved["labels"], fold=saved["fold"])
+        check = ReadBack(str(self.folds_path), "it is the run's own split: restore it, or fit a new run")
+        ids, labels, fold = (check.field(saved, key) for key in ("ids", "labels", "fold"))
+        classes = self.hierarchy.num_classes
+        if not (ids.ndim == labels.ndim == fold.ndim == 1 and len(ids) == len(labels) == len(fold) > 0):
+            check.fail(f"ids, labels and fold are not one value per row ({ids.shape}, {labels.shape}, {fold.shape})")
+        if labels.dtype.kind not in "iu" or fold.dtype.kind not in "iu" or len(set(ids.tolist())) != len(ids):
+            check.fail("its labels and folds are not whole numbers, or an id appears twice")
+        if labels.min() < 0 or labels.max() >= classes or fold.min() < TRAIN_ONLY:
+            check.fail(f"a label is outside 0..{classes - 1} or a fold below {TRAIN_ONLY}")
+        return Folds(ids=ids, labels=labels, fold=fold)
 
     @cached_property
     def coarse_source(self) -> "Run | None":
@@ -207,7 +220,10 @@ class Run:
         never mixes folds trained two ways."""
         path = self.stage_dir(stage.name) / "stage.json"
         if path.exists():
-            saved = StageConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in read_json(path).items()})
+            try:
+                saved = build_config(StageConfig, read_json(path), stage.key, str(path))
+            except RecipeError as error:
+                raise RunError(f"{error}; delete {path.parent} to retrain that stage, or fit into a new run") from None
             changed = config_differences(saved, stage.config, stage.key)
             if changed:
                 raise RunError(f"{self.stage_dir(stage.name)} was trained with other keys ({'; '.join(changed[:4])}); "

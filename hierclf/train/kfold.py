@@ -10,8 +10,7 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from hierclf.errors import DataError
 from hierclf.recipe.schema import FoldsConfig
-
-TRAIN_ONLY = -1
+from hierclf.run.folder import TRAIN_ONLY
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from hierclf.data.cache import cached_items
 from hierclf.errors import InUseError, RunError
 from hierclf.hierarchy.stage import Stage, in_stage
 from hierclf.metrics import bias_variance
-from hierclf.run.files import read_json, read_npz, write_json, write_npz
+from hierclf.run.files import write_json, write_npz
+from hierclf.run.fold_files import read_result, read_val
 from hierclf.run.folder import Run
 from hierclf.run.locks import holding
 from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
@@ -94,13 +95,13 @@ def gather_oof(run: Run, stage: Stage, items: Items) -> dict[str, Any] | None:
     per_fold = []
     for fold in all_folds:
         folder = run.fold_dir(stage.name, fold)
-        val = read_npz(folder / "val.npz")
+        val = read_val(folder, stage.layout.width)
         rows = np.asarray([row_of_id.get(image_id, -1) for image_id in val["ids"]])
         if (rows < 0).any() or (fold_of_row[rows] != fold).any():
             raise RunError(f"{folder}/val.npz does not match this run's folds; the data changed since it was trained")
         probs[rows] = val["probs"]
         covered[rows] += 1
-        per_fold.append(read_json(folder / "result.json"))
+        per_fold.append(read_result(folder))
     validated = np.flatnonzero(fold_of_row != TRAIN_ONLY)
     if not (covered[validated] == 1).all():
         raise RunError(f"{run.stage_dir(stage.name)}: the folds' validation files do not cover every row once")

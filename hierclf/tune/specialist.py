@@ -35,7 +35,7 @@ from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
 from hierclf.report.costs import Cost, epochs_seconds, fold_training_cost
 from hierclf.report.evaluate import out_of_fold
-from hierclf.run.files import read_json, read_npz
+from hierclf.run.fold_files import read_result, read_val
 from hierclf.run.folder import Run, recipe_differences
 from hierclf.run.outputs import RunOOF
 from hierclf.train.checks import check_fold, check_model, chosen_parts
@@ -233,7 +233,7 @@ def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, bu
         return Trial(setting, megapixels, note=f"over budget: stopped after epoch {stopped.epochs} of "
                                               f"{stage.config.epochs}")
     seconds = fold_training_cost(run, stage, fold).seconds / max(coarse.seconds, 1e-12)
-    within = float(read_json(run.fold_dir(stage.name, fold) / "result.json")["val_accuracy"])
+    within = float(read_result(run.fold_dir(stage.name, fold))["val_accuracy"])
     note = "over budget in seconds" if seconds > budget else ""  # trained by an earlier call with a larger one
     return Trial(setting, megapixels, seconds, within, pipeline.score(stage), note)
 
@@ -244,13 +244,13 @@ class _Pipeline:
     def __init__(self, run: Run, combiner: str, group: str, fold: int):
         self.run, self.group, self.fold = run, group, fold
         self.combiner = COMBINERS[combiner].from_config(run.recipe.combine)
-        coarse = read_npz(run.fold_dir("coarse", fold) / "val.npz")
+        coarse = read_val(run.fold_dir("coarse", fold), run.coarse_stage.layout.width)
         label_of = dict(zip(run.folds.ids.tolist(), run.folds.labels.tolist()))
         self.ids, self.coarse_probs = coarse["ids"], coarse["probs"]
         self.labels = np.asarray([label_of[i] for i in self.ids.tolist()], dtype=np.int64)
 
     def score(self, stage: Stage) -> float:
-        special = read_npz(self.run.fold_dir(stage.name, self.fold) / "val.npz")
+        special = read_val(self.run.fold_dir(stage.name, self.fold), stage.layout.width)
         position = {image_id: row for row, image_id in enumerate(special["ids"].tolist())}
         order = np.asarray([position[i] for i in self.ids.tolist()])
         outputs = StageOutputs(self.coarse_probs, {self.group: special["probs"][order]}, self.labels)

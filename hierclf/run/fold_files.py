@@ -1,0 +1,68 @@
+"""A fold's own files read back, every value that is used checked (`hierclf.readback`): its
+epoch lines (metrics.jsonl), its result (result.json) and its validation outputs (val.npz). A
+damaged or edited one ends in one line naming it, never in a traceback or a wrong figure."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierclf.readback import ReadBack
+from hierclf.run.files import read_json, read_npz
+
+RETRAIN = "delete the fold's folder to train it again"
+
+SCORES = ("val_accuracy", "val_macro_f1", "train_accuracy", "train_macro_f1")
+"""The result.json scores a report reads: each a share, 0 to 1."""
+
+
+def read_history(folder: Path) -> list[dict[str, Any]]:
+    """The epochs a fold's metrics.jsonl records (none for a fold not begun), each a table whose
+    epoch is a whole number and whose seconds a number of at least 0."""
+    path = folder / "metrics.jsonl"
+    if not path.exists():
+        return []
+    check = ReadBack(str(path), RETRAIN)
+    history = []
+    for line, text in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not text.strip():
+            continue
+        try:
+            entry = json.loads(text)
+        except ValueError:
+            check.fail(f"line {line} is not JSON")
+        check.number(check.field(entry, "epoch", f"line {line}"), f"line {line}: epoch", whole=True, lo=1)
+        check.number(entry.get("seconds", 0.0), f"line {line}: seconds", lo=0)
+        history.append(entry)
+    return history
+
+
+def read_result(folder: Path) -> dict[str, Any]:
+    """A finished fold's result.json: its row and epoch counts whole numbers, its scores shares."""
+    path = folder / "result.json"
+    check = ReadBack(str(path), RETRAIN)
+    result = check.table(read_json(path), "the file")
+    for key in ("fold", "best_epoch", "epochs_run", "train_rows", "val_rows"):
+        check.number(check.field(result, key), key, whole=True, lo=0)
+    for key in SCORES:
+        if key in result or key.startswith("val_"):
+            check.number(check.field(result, key), key, lo=0.0, hi=1.0)
+    return result
+
+
+def read_val(folder: Path, width: int) -> dict[str, np.ndarray]:
+    """A finished fold's val.npz: one id and one row of `width` probabilities (finite, 0 to 1) per
+    validation row."""
+    path = folder / "val.npz"
+    check = ReadBack(str(path), RETRAIN)
+    val = read_npz(path)
+    for key in ("ids", "probs"):
+        check.field(val, key)
+    probs, ids = val["probs"], val["ids"]
+    if ids.ndim != 1 or probs.ndim != 2 or probs.shape != (len(ids), width):
+        check.fail(f"probs of shape {probs.shape} for {len(ids)} ids, expected ({len(ids)}, {width})")
+    if probs.dtype.kind != "f" or not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+        check.fail("its probabilities are not all finite numbers from 0 to 1")
+    return val
