@@ -100,7 +100,7 @@ def test_an_image_cut_short_stops_the_run_before_anything_is_written(tmp_path, c
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # torch's refusing unpickler, reading our fake file
 def test_a_weights_file_that_cannot_load_writes_nothing_and_the_fixed_rerun_works(tmp_path, csv_dataset):
     (tmp_path / "evil.pth").write_bytes(b"\x80\x04\x95not a state dict")
-    for bad, message in ((tmp_path / "missing.safetensors", "missing.safetensors': no such file"),
+    for bad, message in ((tmp_path / "missing.safetensors", "missing.safetensors does not exist"),
                          (tmp_path / "evil.pth", "evil.pth': cannot read weights")):
         recipe = write_recipe(tmp_path / "r.toml", {"csv": str(csv_dataset)}, coarse={"weights": str(bad)})
         result = cli("fit-coarse", recipe, "--out", tmp_path / "run")

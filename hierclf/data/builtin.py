@@ -14,6 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from hierclf.data.bounded import LIMITS, checked_input
 from hierclf.errors import DataError
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -66,8 +67,11 @@ def _read_idx(path: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path} not found: install Debian's Fashion-MNIST with "
                         f"`apt-get install -y dataset-fashion-mnist`, or pass --source DIR")
-    with gzip.open(path, "rb") as handle:
-        raw = handle.read()
+    limit = LIMITS["dataset file"]
+    with gzip.open(checked_input(path, "dataset file"), "rb") as handle:
+        raw = handle.read(limit + 1)
+    if len(raw) > limit:
+        raise DataError(f"{path} unpacks to more than {limit >> 20} MB; it is not a Fashion-MNIST idx file")
     dims = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)

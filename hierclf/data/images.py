@@ -8,6 +8,7 @@ from typing import Iterator, Sequence
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from hierclf.data.bounded import checked_input
 from hierclf.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -62,12 +63,10 @@ class _Decoded:
 @contextmanager
 def _opened(path: str | Path) -> Iterator[Image.Image]:
     """Pillow's image at `path`; whatever goes wrong reading it becomes one DataError naming the file."""
-    path = str(path)
+    path = str(checked_input(path, "image"))
     try:
         with Image.open(path) as image:
             yield image
-    except FileNotFoundError:
-        raise DataError(f"image {path} does not exist") from None
     except UnidentifiedImageError:
         raise DataError(f"image {path} cannot be decoded (not an image format Pillow reads)") from None
     except Image.DecompressionBombError as error:

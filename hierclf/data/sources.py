@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from hierclf.data.bounded import checked_input
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
@@ -80,7 +81,7 @@ def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "i
 
     Returns:
         The rows, with their labels where the input carries them, so predictions can be scored."""
-    if path.is_file():
+    if path.exists() and not path.is_dir():  # a CSV; anything else that is no folder is refused there
         return read_csv_items(path, images, CsvColumns(id_column, label_column, "", outside_allowed),
                               class_names=class_names, labels_required=False, attributes=attributes)
     if not path.is_dir():
@@ -236,12 +237,10 @@ def read_image_folder(root: Path, class_names: Sequence[str]) -> Items:
 
 def _read_csv(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     try:
-        with path.open(newline="", encoding="utf-8-sig") as handle:
+        with checked_input(path, "CSV").open(newline="", encoding="utf-8-sig") as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
             header = tuple(reader.fieldnames or ())
-    except FileNotFoundError:
-        raise DataError(f"CSV {path} does not exist") from None
     except (OSError, UnicodeDecodeError, csv.Error) as error:
         raise DataError(f"CSV {path} cannot be read: {error}") from None
     for line, row in enumerate(rows, start=2):

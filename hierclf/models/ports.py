@@ -18,7 +18,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
-from hierclf.errors import RecipeError
+from hierclf.data.bounded import checked_input
+from hierclf.errors import DataError, RecipeError
 
 WRAPPERS = ("module.", "model.", "net.", "backbone.")
 """Prefixes that wrap a model's own names: DataParallel's, and training scripts' attribute names."""
@@ -41,8 +42,10 @@ class Converted:
 def read_checkpoint(path: Path, option: str = "SRC") -> dict[str, torch.Tensor]:
     """The tensors of a .safetensors file, or of a PyTorch checkpoint read with weights_only (a state
     dict, or one nested under state_dict/model/…); anything else is refused naming the file."""
-    if not path.is_file():
-        raise RecipeError(f"{option} {path}: no such file")
+    try:
+        checked_input(path, "weights file")
+    except DataError as error:
+        raise RecipeError(f"{option}: {error}") from None
     try:
         loaded = load_file(str(path)) if path.suffix == ".safetensors" else \
             torch.load(str(path), map_location="cpu", weights_only=True)

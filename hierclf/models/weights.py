@@ -10,7 +10,8 @@ from typing import Sequence
 import timm
 import torch
 
-from hierclf.errors import RecipeError
+from hierclf.data.bounded import checked_input
+from hierclf.errors import DataError, RecipeError
 from hierclf.run.files import check_finite
 
 log = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
     multi-head model's `backbone.`). The first convolution of weights for another number of
     input channels is adapted as timm adapts its pretrained ones (RGB summed for greyscale), so
     grey images start from RGB weights with their stem intact."""
-    if not path.is_file():
-        raise RecipeError(f"{key} = '{path}': no such file")
+    try:
+        checked_input(path, "weights file")
+    except DataError as error:
+        raise RecipeError(f"{key} = '{path}': {error}") from None
     try:
         state = timm.models.load_state_dict(str(path), weights_only=True)
     except Exception as error:  # torch.load / safetensors raise several kinds for a bad file

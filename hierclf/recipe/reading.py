@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from hierclf.recipe.coerce import build_config, show_value, suggest
-from hierclf.errors import RecipeError
+from hierclf.data.bounded import checked_input
+from hierclf.errors import DataError, RecipeError
 from hierclf.recipe.overrides import apply_override
 from hierclf.recipe.schema import (NESTED_SECTIONS, SECTION_CLASSES, SECTIONS, HeadConfig, HierarchyConfig, LossConfig,
                             Recipe, StageConfig)
@@ -30,9 +31,9 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         The frozen `Recipe`, every path in it absolute."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise RecipeError(f"recipe {path} does not exist") from None
+        text = checked_input(path, "recipe").read_text(encoding="utf-8")
+    except DataError as error:
+        raise RecipeError(str(error)) from None
     except (OSError, UnicodeDecodeError) as error:
         raise RecipeError(f"recipe {path} cannot be read: {error}") from None
     try:

@@ -19,7 +19,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from hierclf.errors import RunError
+from hierclf.data.bounded import checked_input
+from hierclf.errors import DataError, RunError
 
 
 TEMPORARY = re.compile(r"^\..+\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -83,11 +84,19 @@ def write_json(path: Path, payload: Any) -> None:
     write_text(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
 
 
+def _checked(path: Path) -> Path:
+    """A run's own file, refused when missing, no regular file, or larger than a run file may be."""
+    if not path.exists():
+        raise RunError(f"{path} is missing")
+    try:
+        return checked_input(path, "run file")
+    except DataError as error:
+        raise RunError(str(error)) from None
+
+
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
+        return json.loads(_checked(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise RunError(f"{path} cannot be read: {error}") from None
 
@@ -103,10 +112,8 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with np.load(_checked(path), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise RunError(f"{path} is missing") from None
     except (OSError, ValueError) as error:
         raise RunError(f"{path} cannot be read: {error}") from None
 

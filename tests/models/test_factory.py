@@ -68,7 +68,7 @@ def test_weights_that_fit_nothing_or_need_pickle_are_refused(tmp_path):
     torch.save({"state_dict": {}, "payload": Sneaky()}, tmp_path / "pickled.pth")
     with pytest.raises(RecipeError, match="cannot read weights"):
         create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "pickled.pth")), AB)
-    with pytest.raises(RecipeError, match="no such file"):
+    with pytest.raises(RecipeError, match="does not exist"):
         create_model(StageConfig(model="test_resnet", weights=str(tmp_path / "missing.pth")), AB)
 
 

@@ -74,7 +74,7 @@ def test_nothing_but_tensors_is_unpickled(tmp_path):
     with pytest.raises(RecipeError, match="cannot read it as weights"):
         read_checkpoint(tmp_path / "pickled.pth")
     result = cli("import-weights", tmp_path / "nope.pth", "--model", MODEL, "--out", tmp_path / "w.safetensors")
-    assert result.exit_code == 2 and "no such file" in result.stderr
+    assert result.exit_code == 2 and "does not exist" in result.stderr
     result = cli("import-weights", tmp_path / "pickled.pth", "--model", "test_efficientnt", "--out", tmp_path / "w")
     assert result.exit_code == 2 and "did you mean" in result.stderr
 
