@@ -1,4 +1,8 @@
 """Errors a user can cause and fix. The CLI prints them as one line and exits with code 2."""
+from __future__ import annotations
+
+import errno
+from typing import Any
 
 
 class HierclfError(Exception):
@@ -32,6 +36,15 @@ class OverBudget(TrainingError):
     def __init__(self, message: str, epochs: int):
         super().__init__(message)
         self.epochs = epochs
+
+
+def unwritable(path: Any, error: BaseException) -> RunError:
+    """The one line for a write the system refused: what, where, why, and that rerunning resumes."""
+    reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+    if f"os error {errno.ENOSPC}" in str(error) or getattr(error, "errno", None) == errno.ENOSPC:
+        reason = "no space left on the device"
+    return RunError(f"cannot write {path}: {reason}; free space there (or fix the folder) and run the command "
+                    f"again: what was finished is kept")
 
 
 def user_message(error: BaseException) -> str:

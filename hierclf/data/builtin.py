@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from hierclf.data.bounded import LIMITS, checked_input
-from hierclf.errors import DataError
+from hierclf.errors import DataError, unwritable
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -98,6 +98,9 @@ def _write_layout(out: Path, splits: dict[str, tuple[np.ndarray, np.ndarray, np.
                     Image.fromarray(image).save(staging / name / f"{image_id}.png")
                     writer.writerow([image_id, class_names[label]])
         os.replace(staging, out)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise unwritable(out, error) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

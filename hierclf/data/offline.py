@@ -18,7 +18,7 @@ from PIL import Image
 
 from hierclf.data.augment import augment_transforms
 from hierclf.data.items import Items
-from hierclf.errors import DataError, HierclfError, RecipeError
+from hierclf.errors import DataError, HierclfError, RecipeError, unwritable
 
 if TYPE_CHECKING:
     from hierclf.recipe.schema import Augment, Recipe
@@ -69,6 +69,8 @@ def augment_dataset(recipe: Recipe, items: Items, out: Path, copies: int, classe
         if out.exists():
             out.rmdir()  # an empty folder the user made for it
         os.replace(staging, out)
+    except OSError as error:  # DataError on a bad image is no OSError: it passes as it is
+        raise unwritable(out, error) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return {"csv": str(out / "train.csv"), **written}

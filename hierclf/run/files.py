@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from hierclf.data.bounded import checked_input
-from hierclf.errors import DataError, RunError
+from hierclf.errors import DataError, RunError, unwritable
 
 
 TEMPORARY = re.compile(r"^\..+\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -33,16 +33,21 @@ HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary path beside `path`, renamed onto it only when the block succeeds."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A temporary path beside `path`, renamed onto it only when the block succeeds. A write the
+    system refuses (a full disk, a quota, a folder turned read-only) ends in one RunError naming
+    the file; the file as it was stays, and so does everything finished before."""
     temporary = path.parent / f".{path.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
-    mode = os.fstat(handle).st_mode & 0o777
-    os.close(handle)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # honours the umask
+        mode = os.fstat(handle).st_mode & 0o777
+        os.close(handle)
         yield Path(temporary)
         os.chmod(temporary, mode)  # a writer that makes the file anew (safetensors) leaves it private
         os.replace(temporary, path)
+    except (OSError, SafetensorError) as error:
+        Path(temporary).unlink(missing_ok=True)
+        raise unwritable(path, error) from None
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

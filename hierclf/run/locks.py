@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-from hierclf.errors import InUseError
+from hierclf.errors import InUseError, unwritable
 from hierclf.readback import ReadBack
 from hierclf.run.files import HOST, TEMPORARY
 
@@ -55,12 +55,12 @@ def holding(folder: Path, what: str, lock: str = LOCK) -> Iterator[None]:
     was on this machine and no longer runs (killed) is taken over, and so is another machine's
     once nothing in the folder has been written for `_stale_after()` seconds. Another `lock`
     name holds one thing in the folder, not all of it."""
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / lock
     mine = {"pid": os.getpid(), "host": socket.gethostname(), "what": what,
             "since": time.strftime("%Y-%m-%d %H:%M:%S")}
     while True:
         try:
+            folder.mkdir(parents=True, exist_ok=True)
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             holder = _lock_holder(path)
@@ -73,8 +73,14 @@ def holding(folder: Path, what: str, lock: str = LOCK) -> Iterator[None]:
             raise InUseError(f"{folder} is in use: {holder.get('what', 'another command')} (pid {holder.get('pid')} "
                            f"on {holder.get('host')}, since {holder.get('since')}); wait for it to finish, or "
                            f"delete {path} if that process is gone") from None
-        with os.fdopen(handle, "w") as opened:
-            json.dump(mine, opened)
+        except OSError as error:
+            raise unwritable(path, error) from None
+        try:
+            with os.fdopen(handle, "w") as opened:
+                json.dump(mine, opened)
+        except OSError as error:
+            path.unlink(missing_ok=True)
+            raise unwritable(path, error) from None
         break
     try:
         yield

@@ -14,10 +14,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierclf.errors import OverBudget
+from hierclf.errors import OverBudget, unwritable
 from hierclf.models.saved import save_model
 from hierclf.models.spec import ModelSpec
-from hierclf.run.files import write_json, write_npz
+from hierclf.run.files import write_json, write_npz, write_text
 from hierclf.train.checkpoint import capture, load_checkpoint, restore, save_checkpoint
 from hierclf.train.state import TrainingState
 
@@ -56,8 +56,7 @@ class FitRecord:
             restore(training, saved, str(self.resume_path), own_draws=self.writes)
             log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
         if self.writes and self.metrics_path is not None:
-            self.metrics_path.parent.mkdir(parents=True, exist_ok=True)
-            self.metrics_path.write_text("".join(json.dumps(entry) + "\n" for entry in training.history))
+            write_text(self.metrics_path, "".join(json.dumps(entry) + "\n" for entry in training.history))
 
     def progress(self, batches: Iterable, epoch: int, epochs: int) -> Iterable:
         """The epoch's batches, with a progress bar where one is shown (rank 0, on a terminal)."""
@@ -67,8 +66,11 @@ class FitRecord:
     def epoch(self, entry: dict[str, Any], improved: bool, epochs: int) -> None:
         """One epoch's figures: a line in the log, a line in metrics.jsonl."""
         if self.writes and self.metrics_path is not None:
-            with self.metrics_path.open("a") as handle:
-                handle.write(json.dumps(entry) + "\n")
+            try:
+                with self.metrics_path.open("a") as handle:
+                    handle.write(json.dumps(entry) + "\n")
+            except OSError as error:
+                raise unwritable(self.metrics_path, error) from None
         per_head = "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
                            if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",

@@ -1,4 +1,6 @@
 """A stage across folds: finished folds kept, the out-of-fold file gathered and scored."""
+import re
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,51 @@ def test_a_resume_file_of_another_fit_or_damaged_is_refused_in_one_line(tmp_path
     assert result.exit_code == 2 and "saved by another run, fold or training keys" in result.stderr, result.output
     result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut", "--fold", "0")  # its own: resumes
     assert result.exit_code == 0 and (resume.parent / "result.json").exists(), result.output
+
+
+def test_a_full_disk_mid_fit_ends_in_one_line_and_the_fit_resumes_once_space_is_freed(tmp_path, monkeypatch):
+    """On a small tmpfs where this machine can mount one (9 MB: room for one resume file of the
+    tiny model, not for its next one beside it; else with the write refused by an
+    injected ENOSPC), fit-coarse stops at the first file it cannot write, naming it, exit 2; with
+    space freed it resumes and ends with the out-of-fold file of an uninterrupted run."""
+    import errno
+    import os
+    import subprocess
+
+    from conftest import write_csv_dataset
+    import hierclf.train.checkpoint as checkpoint
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=20)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 4})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=9m", "tmpfs", str(disk)],
+                                                   capture_output=True).returncode == 0
+    if not mounted:
+        saving, calls = checkpoint.save_file, []
+
+        def full_on_the_third(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return saving(*args, **kwargs)
+        monkeypatch.setattr(checkpoint, "save_file", full_on_the_third)
+    try:
+        result = cli("-q", "fit-coarse", recipe, "--out", disk / "run")
+        assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+        assert re.search(r"cannot write .*disk/run/coarse/fold-\d/.*: no space left on the device; free space",
+                         result.stderr), result.stderr
+        assert not list((disk / "run").rglob("*.tmp"))
+        if mounted:
+            subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        monkeypatch.undo()
+        result = cli("fit-coarse", recipe, "--out", disk / "run")
+        assert result.exit_code == 0, result.output
+        assert "resuming after epoch" in result.stderr or "already trained" in result.stderr
+        expected = read_npz(tmp_path / "whole" / "coarse" / "oof.npz")
+        got = read_npz(disk / "run" / "coarse" / "oof.npz")
+        assert np.array_equal(expected["ids"], got["ids"]) and np.allclose(expected["probs"], got["probs"], atol=1e-5)
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(disk)], check=False)
