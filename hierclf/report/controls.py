@@ -11,9 +11,8 @@ import numpy as np
 from hierclf.errors import RunError
 from hierclf.metrics import calibration, confusion, most_confused, paired_difference, per_class, scores
 from hierclf.report.costs import inference_cost, training_cost
-from hierclf.run.files import read_npz
 from hierclf.run.folder import Run
-from hierclf.run.outputs import RunOOF
+from hierclf.run.outputs import RunOOF, stage_oof
 
 
 def pipeline_scores(targets: np.ndarray, predicted: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
@@ -42,7 +41,7 @@ def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option:
         if not run.folds.matches(flat.folds):
             raise RunError(f"{option} {flat.root}: it was split into other folds (different data, folds.count or "
                            f"folds.seed); compare runs made with the same [data] and [folds]")
-        flat_oof = read_npz(flat.oof_path("coarse")) if flat.oof_path("coarse").exists() else None
+        flat_oof = stage_oof(flat, flat.coarse_stage, "fit-coarse") if flat.oof_path("coarse").exists() else None
         if flat_oof is None or not np.array_equal(flat_oof["ids"], oof.ids):
             raise RunError(f"{option} {flat.root}: its out-of-fold file is missing or incomplete; finish fit-coarse "
                            f"there")

@@ -56,13 +56,15 @@ def read_val(folder: Path, width: int) -> dict[str, np.ndarray]:
     """A finished fold's val.npz: one id and one row of `width` probabilities (finite, 0 to 1) per
     validation row."""
     path = folder / "val.npz"
-    check = ReadBack(str(path), RETRAIN)
-    val = read_npz(path)
-    for key in ("ids", "probs"):
-        check.field(val, key)
-    probs, ids = val["probs"], val["ids"]
+    return checked_outputs(read_npz(path), width, ReadBack(str(path), RETRAIN))
+
+
+def checked_outputs(arrays: dict[str, np.ndarray], width: int, check: ReadBack) -> dict[str, np.ndarray]:
+    """A stage's saved outputs (a fold's val.npz, a stage's oof.npz): one id and one row of
+    `width` probabilities (finite, 0 to 1) per row."""
+    ids, probs = check.field(arrays, "ids"), check.field(arrays, "probs")
     if ids.ndim != 1 or probs.ndim != 2 or probs.shape != (len(ids), width):
         check.fail(f"probs of shape {probs.shape} for {len(ids)} ids, expected ({len(ids)}, {width})")
-    if probs.dtype.kind != "f" or not np.isfinite(probs).all() or probs.min() < 0 or probs.max() > 1:
+    if probs.dtype.kind != "f" or not np.isfinite(probs).all() or (probs.size and (probs.min() < 0 or probs.max() > 1)):
         check.fail("its probabilities are not all finite numbers from 0 to 1")
-    return val
+    return arrays

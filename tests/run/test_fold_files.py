@@ -45,6 +45,10 @@ CASES = [
      "fit-coarse", r"val.npz: probs of shape \(20, 2\) for 20 ids, expected \(20, 3\)"),
     ("folds", lambda run: _edit_npz(run / "folds.npz", labels=np.full(60, 7)),
      "evaluate", r"folds.npz: a label is outside 0..2"),
+    ("oof", lambda run: _edit_npz(run / "coarse" / "oof.npz", probs=np.full((60, 3), 2.0, np.float32)),
+     "evaluate", r"oof.npz: its probabilities are not all finite numbers from 0 to 1; delete it and run"),
+    ("oof-rows", lambda run: _edit_npz(run / "coarse" / "oof.npz", ids=np.asarray([f"x{i}" for i in range(60)])),
+     "evaluate", r"oof.npz: it holds rows that are not the run's"),
     ("model", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(std=[0.0])),
      "predict", r"model.json: std\[0\] is 0.0, expected > 0"),
 ]
