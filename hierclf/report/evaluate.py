@@ -29,7 +29,8 @@ from hierclf.report.markdown import predictions_csv, report_markdown
 from hierclf.report.plots import confusion_figure, reliability_figure, save_png
 from hierclf.report.report import Report
 from hierclf.run.calibration import calibration_report
-from hierclf.run.files import check_writable, read_json, write_json, write_text
+from hierclf.run.files import check_writable, write_json, write_text
+from hierclf.run.fold_files import read_summary
 from hierclf.run.folder import Run
 from hierclf.run.outputs import RunOOF, load_oof
 
@@ -83,7 +84,7 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
                   section=hierarchy.stage_report(oof.labels, oof.coarse_probs, oof.specialist_probs, fine),
                   pipelines=pipelines, chosen=chosen, ids=oof.ids, labels=oof.labels, folds=oof.folds,
                   outcomes=outcomes, calibration=calibration_report(run), flat=flat,
-                  specialists={name: read_json(run.summary_path(stage.name))
+                  specialists={name: read_summary(run.summary_path(stage.name))
                                for name, stage in run.specialist_stages.items()},
                   controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls])
 

@@ -1,6 +1,7 @@
-"""A fold's own files read back, every value that is used checked (`hierclf.readback`): its
-epoch lines (metrics.jsonl), its result (result.json) and its validation outputs (val.npz). A
-damaged or edited one ends in one line naming it, never in a traceback or a wrong figure."""
+"""A stage's own files read back, every value that is used checked (`hierclf.readback`): a
+fold's epoch lines (metrics.jsonl), result (result.json) and validation outputs (val.npz), and
+the stage's outputs and summary. A damaged or edited one ends in one line naming it, never in a
+traceback or a wrong figure."""
 from __future__ import annotations
 
 import json
@@ -68,3 +69,25 @@ def checked_outputs(arrays: dict[str, np.ndarray], width: int, check: ReadBack) 
     if probs.dtype.kind != "f" or not np.isfinite(probs).all() or (probs.size and (probs.min() < 0 or probs.max() > 1)):
         check.fail("its probabilities are not all finite numbers from 0 to 1")
     return arrays
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """A stage's summary.json (its out-of-fold scores and each fold's), the values that are shown checked."""
+    check = ReadBack(str(path), "delete it and run the stage's fit command again to gather it from the folds")
+    summary = check.table(read_json(path), "the file")
+    check.text(check.field(summary, "stage"), "stage")
+    check.number(check.field(summary, "rows"), "rows", whole=True, lo=0)
+    for key in ("oof_accuracy", "oof_macro_f1"):
+        check.number(check.field(summary, key), key, lo=0.0, hi=1.0)
+    names = check.field(summary, "classes")
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        check.fail("classes is not a list of names")
+    folds = check.field(summary, "folds")
+    if not isinstance(folds, list):
+        check.fail("folds is not a list")
+    for index, fold in enumerate(folds):
+        for key in ("fold", "best_epoch", "epochs_run"):
+            check.number(check.field(fold, key, f"folds[{index}]"), f"folds[{index}].{key}", whole=True, lo=0)
+        for key in ("val_accuracy", "val_macro_f1"):
+            check.number(check.field(fold, key, f"folds[{index}]"), f"folds[{index}].{key}", lo=0.0, hi=1.0)
+    return summary

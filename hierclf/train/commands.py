@@ -24,7 +24,8 @@ from hierclf.models.factory import check_arch
 from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
 from hierclf.run.destinations import check_output, recipe_inputs
-from hierclf.run.files import check_writable, read_json
+from hierclf.run.files import check_writable
+from hierclf.run.fold_files import read_summary
 from hierclf.run.fitted import fit_combiners
 from hierclf.run.folder import Folds, Run, open_coarse_run, recipe_differences
 from hierclf.runtime.processes import Processes, join
@@ -63,7 +64,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | str | None = No
     if recipe.hierarchy.coarse_run:
         log.info("coarse stage: the flat run %s, not retrained; `hierclf fit-fine %s` trains the specialists",
                  run.coarse_source.root, out)
-        return read_json(run.coarse_source.summary_path("coarse"))
+        return read_summary(run.coarse_source.summary_path("coarse"))
     summary = train_stage(run, run.coarse_stage, items, only_fold, processes)
     if summary is not None:  # a run whose combiners need the coarse stage only (heads without specialists)
         processes.from_main(lambda: fit_combiners(run))

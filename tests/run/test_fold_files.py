@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import cli
+from conftest import cli, write_recipe
 
 
 def _edit_json(path, change):
@@ -49,6 +49,8 @@ CASES = [
      "evaluate", r"oof.npz: its probabilities are not all finite numbers from 0 to 1; delete it and run"),
     ("oof-rows", lambda run: _edit_npz(run / "coarse" / "oof.npz", ids=np.asarray([f"x{i}" for i in range(60)])),
      "evaluate", r"oof.npz: it holds rows that are not the run's"),
+    ("summary", lambda run: _edit_json(run / "coarse" / "summary.json", lambda m: m.update(oof_macro_f1="high")),
+     "fit-fine-over", r"summary.json: oof_macro_f1 is 'high', not a finite number"),
     ("model", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(std=[0.0])),
      "predict", r"model.json: std\[0\] is 0.0, expected > 0"),
 ]
@@ -62,7 +64,10 @@ def test_a_damaged_file_of_a_run_is_refused_in_one_line(flat_run, tmp_path, name
     if name in ("val", "width"):  # the out-of-fold file is gathered again from the folds' files
         (run / "coarse" / "oof.npz").unlink()
     damage(run)
+    over = write_recipe(tmp_path / "over.toml", {"csv": str(train_csv)},
+                        hierarchy={"groups": [["left", "right"]], "coarse_run": str(run)})
     args = {"evaluate": ("evaluate", run), "fit-coarse": ("-q", "fit-coarse", recipe, "--out", run),
+            "fit-fine-over": ("-q", "fit-coarse", over, "--out", tmp_path / "over"),
             "predict": ("predict", run, train_csv, "--out", tmp_path / "p.csv")}[command]
     result = cli(*args)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
