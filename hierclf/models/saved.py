@@ -24,5 +24,7 @@ def load_model(folder: Path, device: torch.device) -> tuple[torch.nn.Module, Mod
     try:
         model.load_state_dict(load_weights(folder / "weights.safetensors"))
     except RuntimeError as error:
-        raise RunError(f"{folder}/weights.safetensors does not fit its model.json: {error}") from None
+        first = " ".join(str(error).split())[:300]
+        raise RunError(f"{folder}/weights.safetensors does not fit its model.json ({first}); delete the fold's "
+                       f"folder to train it again") from None
     return model.to(device).eval(), spec

@@ -30,6 +30,13 @@ def _append(path, text):
 
 
 FOLD = "coarse/fold-1"
+def _foreign_weights(path):
+    import torch
+    from safetensors.torch import save_file
+
+    save_file({"fc.weight": torch.zeros(3, 5)}, str(path))
+
+
 CASES = [
     ("metrics", lambda run: _append(run / FOLD / "metrics.jsonl", "{not json\n"),
      "evaluate", r"metrics.jsonl: line 11 is not JSON"),
@@ -51,6 +58,8 @@ CASES = [
      "evaluate", r"oof.npz: it holds rows that are not the run's"),
     ("summary", lambda run: _edit_json(run / "coarse" / "summary.json", lambda m: m.update(oof_macro_f1="high")),
      "fit-fine-over", r"summary.json: oof_macro_f1 is 'high', not a finite number"),
+    ("weights", lambda run: _foreign_weights(run / FOLD / "weights.safetensors"),
+     "predict", r"weights.safetensors does not fit its model.json \(.*\); delete the fold's folder"),
     ("model", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(std=[0.0])),
      "predict", r"model.json: std\[0\] is 0.0, expected > 0"),
 ]
