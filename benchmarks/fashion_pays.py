@@ -86,6 +86,9 @@ def main() -> None:
                         help="another finished flat run under --out (as a control trained with hierclf "
                              "fit-coarse --set coarse.epochs=11), scored beside the others by report")
     parser.add_argument("--fold", type=int, default=None, help="train the specialist on this fold only (to explore)")
+    parser.add_argument("--relative-to", default=None, metavar="COMBINER",
+                        help="report: the hierarchy's pipeline each row's interval is measured from (default: the "
+                             "run's chosen combiner)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     steps = args.step or list(STEPS)
@@ -162,19 +165,20 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
         oof_labels = out_of_fold(COMBINERS[combiner].from_config(hier.recipe.combine), hierarchy, oof).labels
         predicted[f"hierarchy, {combiner}"] = oof_labels, combined.labels
         rows[f"hierarchy, {combiner}"] = _row(result, oof.labels, test.labels, oof_labels, combined.labels)
-    _intervals(rows, predicted, f"hierarchy, {evaluated['chosen']}", oof.labels, test.labels)
+    relative = args.relative_to or evaluated["chosen"]
+    _intervals(rows, predicted, f"hierarchy, {relative}", oof.labels, test.labels)
     flat = evaluated["flat"]["training"]
     results = "results.json" if args.hier_out == "hierarchical" else f"results-{args.hier_out}.json"
-    (out / results).write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"],
-                                                  "flat_training": flat}, indent=2) + "\n")
-    _print(rows, flat, evaluated)
+    (out / results).write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"], "flat_training": flat,
+                                           "intervals_from": f"hierarchy, {relative}"}, indent=2) + "\n")
+    _print(rows, flat, evaluated, relative)
 
 
 def _finished(root: Path) -> bool:
     return (root / "hierarchy.json").is_file() and Run.open(root).oof_path("coarse").is_file()
 
 
-def _print(rows: dict, flat: dict, evaluated: dict) -> None:
+def _print(rows: dict, flat: dict, evaluated: dict, relative: str) -> None:
     print(f"\n{'pipeline':<22} {'OOF F1':>7} {'test F1':>7} {'test-OOF':>8} {'images':>6} {'MPix':>5} {'seconds':>7} "
           f"{'passes':>6} {'group acc':>9} {'in tops':>7} {'in shoes':>8}")
     for name, row in rows.items():
@@ -182,8 +186,7 @@ def _print(rows: dict, flat: dict, evaluated: dict) -> None:
               f"{row['images'] / flat['images']:>5.2f}x {row['megapixels'] / flat['megapixels']:>4.2f}x "
               f"{row['seconds'] / flat['seconds']:>6.2f}x {row['passes']:>6.1f} {row['group_accuracy']:>9.4f} "
               f"{row['within']['tops']:>7.4f} {row['within']['shoes']:>8.4f}")
-    print(f"\nthe chosen pipeline (hierarchy, {evaluated['chosen']}) minus each, points, "
-          f"95% paired-bootstrap interval:")
+    print(f"\nhierarchy, {relative} minus each, points, 95% paired-bootstrap interval:")
     for name, row in rows.items():
         print(f"{name:<22} OOF {_interval(row['chosen_minus']['oof'])}   test {_interval(row['chosen_minus']['test'])}")
     for line in evaluated["verdict"]:
@@ -209,7 +212,7 @@ def _row(result: dict, labels: np.ndarray, test_targets: np.ndarray, oof_labels:
 
 
 def _intervals(rows: dict, predicted: dict, chosen: str, oof_targets: np.ndarray, test_targets: np.ndarray) -> None:
-    """Each row's `chosen_minus`: the chosen pipeline's macro-F1 minus the row's, out-of-fold and
+    """Each row's `chosen_minus`: `chosen`'s macro-F1 (a hierarchy pipeline) minus the row's, out-of-fold and
     on the test set, each with its paired-bootstrap interval."""
     for name, (oof_labels, test_labels) in predicted.items():
         rows[name]["chosen_minus"] = {

@@ -1,4 +1,6 @@
 """timm models for any output layout, local weight files, saving and loading."""
+import json
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -122,5 +124,9 @@ def test_a_broken_model_description_is_a_run_error(tmp_path):
     model, spec = create_model(STAGE, AB)
     save_model(tmp_path, model, spec)
     (tmp_path / "model.json").write_text('{"arch": "test_resnet"}')
+    with pytest.raises(RunError, match="model.json: in_chans is missing; delete the fold's folder"):
+        load_model(tmp_path, torch.device("cpu"))
+    whole = json.loads(spec.to_json())
+    (tmp_path / "model.json").write_text(json.dumps({**whole, "class_names": ["a"]}))
     with pytest.raises(RunError, match="model.json is not a model description"):
         load_model(tmp_path, torch.device("cpu"))
