@@ -118,7 +118,7 @@ def test_suggest_groups_finds_the_detail_classes_from_the_flat_run(detail_runs):
     line = next(line for line in result.stdout.splitlines() if "group 1:" in line)
     errors = int(result.stdout.split(" out-of-fold errors")[0])
     inside = int(line.split("of the errors (")[1].split(";")[0])
-    assert 0 < inside <= errors and f"could win at most {inside / 96 * 100:.2f} points of accuracy" in line
+    assert 0 < inside <= errors and f"could win at most {inside / 160 * 100:.2f} points of accuracy" in line
     result = cli("suggest-groups", detail_runs / "hier")
     assert result.exit_code == 2 and "has groups patch; suggest-groups reads a flat run's" in result.stderr
 
