@@ -181,7 +181,7 @@ def detail_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("detail")
     train_csv = write_detail_dataset(root / "data", per_class=40)  # 24 left the product to the thread count
     data = {"csv": str(train_csv), "class_names": list(DETAIL_CLASSES)}
-    coarse = {"img_size": 12, "epochs": 15}
+    coarse = {"img_size": 12, "epochs": 10}
     write_recipe(root / "flat.toml", data, coarse=coarse)
     hier = write_recipe(root / "hier.toml", data, coarse=coarse,
                         hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})

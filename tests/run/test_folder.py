@@ -79,8 +79,8 @@ def test_a_flat_coarse_run_of_other_folds_classes_or_coarse_keys_is_refused(deta
 
     recipe = (detail_runs / "linked.toml").read_text()
     cases = {"folds": (recipe.replace("seed = 0", "seed = 3", 1), "that run was split into other folds"),
-             "coarse": (recipe.replace("epochs = 15", "epochs = 14", 1),
-                        "[coarse] must be that run's, as it is that run's models (coarse.epochs: 15 → 14)"),
+             "coarse": (recipe.replace("epochs = 10", "epochs = 9", 1),
+                        "[coarse] must be that run's, as it is that run's models (coarse.epochs: 10 → 9)"),
              "hier": (recipe.replace(str(detail_runs / "flat"), str(detail_runs / "hier")),
                       "that run has groups patch; the coarse stage must be a flat run"),
              "missing": (recipe.replace(str(detail_runs / "flat"), str(tmp_path / "nothing")),
