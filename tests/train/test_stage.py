@@ -91,7 +91,7 @@ def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_fi
     from conftest import write_csv_dataset
     from hierclf.run.files import load_weights
 
-    train_csv = write_csv_dataset(tmp_path / "data", per_class=60)
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=40)
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 6})
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
     run_dir = tmp_path / "cut"
@@ -155,7 +155,9 @@ def test_workers_with_fold_next_share_the_folds_and_take_over_a_killed_ones(tmp_
     from conftest import write_csv_dataset
 
     train_csv = write_csv_dataset(tmp_path / "data", per_class=40)
-    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 4})
+    # one torch thread each: two workers of two threads on two cores slow each other tenfold
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)},
+                          coarse={"img_size": 32, "epochs": 4, "threads": 1})
     run_dir = tmp_path / "run"
     command = [sys.executable, "-W", "ignore", "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out",
                str(run_dir), "--fold", "next"]
