@@ -33,9 +33,9 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader
 
+from bare import JpegFiles
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
@@ -87,22 +87,6 @@ class Timed:
             torch.cuda.synchronize(self.device)
         self.waits.append(waited)
         self.epochs.append(time.perf_counter() - started)
-
-
-class JpegFiles(Dataset):
-    """A user's dataset: PIL opens each JPEG, torchvision resizes and normalises it."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, size: int):
-        self.paths, self.labels = paths, labels
-        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
-                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, row: int):
-        with Image.open(self.paths[row]) as image:
-            return self.transform(image.convert("RGB")), int(self.labels[row])
 
 
 def write_jpegs(rows: int, side: int, folder: Path) -> Items:
@@ -167,7 +151,8 @@ def one_fit(kind: str, args: argparse.Namespace, items: Items, stage: StageConfi
     if kind == "bare":
         generator = torch.Generator().manual_seed(0)
         make = lambda chosen, shuffle: DataLoader(  # noqa: E731
-            JpegFiles(list(items.paths[chosen]), items.labels[chosen], stage.img_size), batch_size=stage.batch_size,
+            JpegFiles(list(items.paths[chosen]), items.labels[chosen], stage.img_size, MEAN, STD),
+            batch_size=stage.batch_size,
             shuffle=shuffle, drop_last=shuffle, num_workers=stage.workers, persistent_workers=stage.workers > 0,
             pin_memory=device.type == "cuda", generator=generator)
         train, val = Timed(make(train_rows, True), device, sync), make(val_rows, False)
@@ -205,9 +190,10 @@ def fit_figures(args: argparse.Namespace, items: Items, device: torch.device) ->
         stage = dataclasses.replace(base, workers=workers, epochs=2)
         pair = {kind: one_fit(kind, args, items, stage, device, sync=True) for kind in ("bare", "hierclf")}
         figures["workers"][workers] = pair
-        print(f"workers {workers:>2}: GPU busy bare {pair['bare']['busy']:6.1%}, hierclf {pair['hierclf']['busy']:6.1%}; "
-              f"img/s (each step synchronised) bare {pair['bare']['images_per_second']:7.0f}, hierclf "
-              f"{pair['hierclf']['images_per_second']:7.0f}", flush=True)
+        print(f"workers {workers:>2}: GPU busy bare {pair['bare']['busy']:6.1%}, "
+              f"hierclf {pair['hierclf']['busy']:6.1%}; img/s (each step synchronised) bare "
+              f"{pair['bare']['images_per_second']:7.0f}, hierclf {pair['hierclf']['images_per_second']:7.0f}",
+              flush=True)
     return figures
 
 
@@ -217,8 +203,8 @@ def bare_predict(run: Path, items: Items, args: argparse.Namespace, device: torc
 
     models = [load_model(folder, device)[0].to(memory_format=torch.channels_last)
               for folder in sorted((run / "coarse").glob("fold-*"))]
-    loader = DataLoader(JpegFiles(list(items.paths), items.labels, args.img_size), batch_size=args.predict_batch,
-                        num_workers=args.workers, pin_memory=device.type == "cuda")
+    loader = DataLoader(JpegFiles(list(items.paths), items.labels, args.img_size, MEAN, STD),
+                        batch_size=args.predict_batch, num_workers=args.workers, pin_memory=device.type == "cuda")
     probs = []
     with torch.inference_mode(), autocast(device, True):
         for images, _ in loader:

@@ -24,9 +24,9 @@ import numpy as np
 import timm
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset, TensorDataset
-from torchvision.transforms import v2
+from torch.utils.data import DataLoader, TensorDataset
 
+from bare import JpegFiles
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.cache import cached_items
@@ -71,22 +71,6 @@ def bare_fit(model: torch.nn.Module, train: DataLoader, val: DataLoader, stage: 
     return seconds
 
 
-class JpegFiles(Dataset):
-    """A user's file dataset: PIL opens each JPEG, torchvision resizes and normalises it."""
-
-    def __init__(self, paths: list[str], labels: np.ndarray, size: int):
-        self.paths, self.labels = paths, labels
-        self.transform = v2.Compose([v2.PILToTensor(), v2.Resize((size, size), antialias=True),
-                                     v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)])
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, row: int):
-        with Image.open(self.paths[row]) as image:
-            return self.transform(image.convert("L")), int(self.labels[row])
-
-
 def bare_loaders(items: Items, train_rows: np.ndarray, val_rows: np.ndarray, stage: StageConfig, source: str,
                  device: torch.device) -> tuple[DataLoader, DataLoader]:
     generator = torch.Generator().manual_seed(0)
@@ -100,7 +84,8 @@ def bare_loaders(items: Items, train_rows: np.ndarray, val_rows: np.ndarray, sta
                                                 shuffle=shuffle, drop_last=shuffle, generator=generator)
     else:
         make = lambda rows, shuffle: DataLoader(
-            JpegFiles(list(items.paths[rows]), items.labels[rows], stage.img_size), batch_size=stage.batch_size,
+            JpegFiles(list(items.paths[rows]), items.labels[rows], stage.img_size, MEAN, STD),
+            batch_size=stage.batch_size,
             shuffle=shuffle, drop_last=shuffle, num_workers=stage.workers, persistent_workers=stage.workers > 0,
             pin_memory=device.type == "cuda", generator=generator)
     return make(train_rows, True), make(val_rows, False)
