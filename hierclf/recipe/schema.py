@@ -343,6 +343,13 @@ RUN_SECTIONS = ("data", "folds", "hierarchy", "coarse", "heads")
 """The sections a run folder is bound to: changing any of them makes a new run."""
 
 
+def learned_keys(config: Any) -> dict[str, Any]:
+    """A config object's keys that change what a run learns, by name: every key but the runtime
+    ones (workers, device…)."""
+    return {item.name: getattr(config, item.name) for item in dataclasses.fields(config)
+            if not item.metadata.get("runtime")}
+
+
 def plain(value: Any) -> Any:
     """Tuples as lists, all the way down: the form TOML and JSON write."""
     if isinstance(value, dict):

@@ -32,7 +32,7 @@ from hierclf.hierarchy.build import build_hierarchy, hierarchy_from_json
 from hierclf.hierarchy.protocol import Hierarchy
 from hierclf.run.files import is_temporary, read_json, read_npz, write_json, write_npz, write_text
 from hierclf.run.locks import sweep_temporary
-from hierclf.recipe.schema import RUN_SECTIONS, Recipe, StageConfig
+from hierclf.recipe.schema import RUN_SECTIONS, Recipe, StageConfig, learned_keys
 from hierclf.recipe.reading import load_recipe
 from hierclf.hierarchy.stage import Stage
 
@@ -287,11 +287,6 @@ def recipe_differences(old: Recipe, new: Recipe, sections: typing.Sequence[str] 
 
 def config_differences(old: Any, new: Any, prefix: str) -> list[str]:
     """`prefix.key: old → new` for every non-runtime key that differs between two config objects."""
-    changed = []
-    for item in dataclasses.fields(old):
-        if item.metadata.get("runtime"):
-            continue
-        before, after = getattr(old, item.name), getattr(new, item.name)
-        if before != after:
-            changed.append(f"{prefix}.{item.name}: {show_value(before)} → {show_value(after)}")
-    return changed
+    before, after = learned_keys(old), learned_keys(new)
+    return [f"{prefix}.{name}: {show_value(value)} → {show_value(after[name])}"
+            for name, value in before.items() if value != after[name]]

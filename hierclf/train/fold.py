@@ -21,8 +21,8 @@ from hierclf.hierarchy.stage import Stage, in_stage
 from hierclf.models.factory import create_model
 from hierclf.models.inference import soft_vote
 from hierclf.models.spec import ModelSpec
-from hierclf.recipe.schema import StageConfig
 from hierclf.models.weights import load_weights_file
+from hierclf.recipe.schema import learned_keys
 from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
@@ -32,8 +32,6 @@ from hierclf.train.record import FitRecord, fit_identity
 from hierclf.train.state import FitResult
 
 log = logging.getLogger(__name__)
-
-STAGE_FIELDS = {item.name: item for item in dataclasses.fields(StageConfig)}
 
 
 def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Placement = Placement(),
@@ -53,11 +51,10 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
              len(val_rows), stage.config.model, placement.device, processes.sharing(stage.config.batch_size))
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
-    learned = {key: value for key, value in dataclasses.asdict(stage.config).items()
-               if not STAGE_FIELDS[key].metadata.get("runtime")}
     record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main,
                        seconds_limit=seconds_limit,
-                       made_for=fit_identity(stage.name, fold, learned, items.ids[train_rows].tolist()))
+                       made_for=fit_identity(stage.name, fold, learned_keys(stage.config),
+                                             items.ids[train_rows].tolist()))
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
                  placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)
