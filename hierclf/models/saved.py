@@ -10,6 +10,7 @@ from hierclf.errors import RunError
 from hierclf.models.factory import model_from_spec
 from hierclf.models.spec import ModelSpec
 from hierclf.run.files import load_weights, read_json, save_weights, write_text
+from hierclf.run.fold_files import RETRAIN
 
 
 def save_model(folder: Path, model: torch.nn.Module, spec: ModelSpec,
@@ -25,6 +26,5 @@ def load_model(folder: Path, device: torch.device) -> tuple[torch.nn.Module, Mod
         model.load_state_dict(load_weights(folder / "weights.safetensors"))
     except RuntimeError as error:
         first = " ".join(str(error).split())[:300]
-        raise RunError(f"{folder}/weights.safetensors does not fit its model.json ({first}); delete the fold's "
-                       f"folder to train it again") from None
+        raise RunError(f"{folder}/weights.safetensors does not fit its model.json ({first}); {RETRAIN}") from None
     return model.to(device).eval(), spec

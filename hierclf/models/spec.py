@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from hierclf.errors import RunError
 from hierclf.readback import ReadBack
+from hierclf.run.fold_files import RETRAIN
 from hierclf.hierarchy.layout import OutputLayout
 
 
@@ -40,7 +41,7 @@ class ModelSpec:
 
     @classmethod
     def from_dict(cls, payload: dict, source: str) -> "ModelSpec":
-        check = ReadBack(source, "delete the fold's folder to train it again")
+        check = ReadBack(source, RETRAIN)
         check.table(payload, "the file")
         channels = check.number(check.field(payload, "in_chans"), "in_chans", whole=True, lo=1, hi=4)
         check.number(check.field(payload, "img_size"), "img_size", whole=True, lo=1)

@@ -34,7 +34,7 @@ class Calibration:
         or was fit on other out-of-fold outputs than the run's present ones."""
         if not run.recipe.combine.calibrate:
             return cls()
-        refit = f"run `hierclf fit-fine {run.root}` (or fit-coarse, for a run without specialists) to fit it"
+        refit = refit_remedy(run)
         check = ReadBack(str(run.calibration_path), f"delete it and {refit} again")
         saved = check.table(read_json(run.calibration_path), "the file") if run.calibration_path.exists() else {}
         found = {}
@@ -53,6 +53,11 @@ class Calibration:
         if stage.name not in self.temperatures:
             return probs
         return scaled_blocks(probs, stage.layout.sizes, self.temperatures[stage.name])
+
+
+def refit_remedy(run: Run) -> str:
+    """What fits a run's calibration and combiners again: its last stage's command."""
+    return f"run `hierclf fit-fine {run.root}` (or fit-coarse, for a run without specialists) to fit it"
 
 
 def fit_calibration(run: Run) -> None:

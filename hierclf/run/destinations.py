@@ -41,8 +41,9 @@ def check_output(path: Path, option: str, reads: Iterable[Path] = (), folder: bo
                  run: bool = False) -> None:
     """Refuse, before any work, an output `path` that cannot be written (`check_writable`), that
     is one of `reads`, that lies inside one of them as a folder or an image (what a command reads
-    from a folder), that (a folder) holds one of them, or that lies inside a run folder. With `run` the output is a run folder itself, so an existing one is
-    allowed (a resumed run); otherwise an existing run folder is refused too."""
+    from a folder), that (a folder) holds one of them, or that lies inside a run folder. With
+    `run` the output is a run folder itself, so an existing one is allowed (a resumed run);
+    otherwise an existing run folder is refused too."""
     check_writable(path, option, folder=folder)
     target = Path(path).resolve()
     where = f"{option} {path}"

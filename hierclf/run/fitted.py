@@ -11,7 +11,7 @@ from hierclf.combine.base import Combiner
 from hierclf.combine.registry import COMBINERS, applicable
 from hierclf.errors import RunError
 from hierclf.readback import ReadBack
-from hierclf.run.calibration import fit_calibration
+from hierclf.run.calibration import fit_calibration, refit_remedy
 from hierclf.run.files import read_json, write_text
 from hierclf.run.folder import Run
 from hierclf.run.outputs import load_oof, oof_complete
@@ -47,7 +47,7 @@ def load_combiner(run: Run, name: str) -> Combiner:
     combiner = COMBINERS[name].from_config(run.recipe.combine)
     if not combiner.fits:
         return combiner
-    refit = f"run `hierclf fit-fine {run.root}` (or fit-coarse, for a run without specialists) to fit it"
+    refit = refit_remedy(run)
     check = ReadBack(str(run.combiner_path), f"delete it and {refit} again")
     saved = check.table(read_json(run.combiner_path), "the file").get(name) if run.combiner_path.exists() else None
     if saved is None or check.table(saved, name).get("fit_on") != _fingerprint(run, combiner):
