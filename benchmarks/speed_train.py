@@ -41,14 +41,15 @@ MEAN, STD = (0.5,), (0.5,)
 
 
 def bare_fit(model: torch.nn.Module, train: DataLoader, val: DataLoader, stage: StageConfig,
-             device: torch.device, trained: torch.nn.Module | None = None) -> list[float]:
+             device: torch.device, trained: torch.nn.Module | None = None,
+             criterion: torch.nn.Module | None = None) -> list[float]:
     """The hand-written loop: AdamW, cross entropy, an accuracy pass over validation per epoch;
-    `trained` is the model as DistributedDataParallel wraps it, under torchrun. Returns the
-    seconds of each epoch."""
+    `trained` is the model as DistributedDataParallel wraps it, under torchrun; `criterion` a
+    cross entropy the profiler labels. Returns the seconds of each epoch."""
     model.to(device)
     trained = trained if trained is not None else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=stage.lr, weight_decay=stage.weight_decay)
-    criterion = torch.nn.CrossEntropyLoss()
+    criterion = criterion if criterion is not None else torch.nn.CrossEntropyLoss()
     seconds = []
     for epoch in range(stage.epochs):
         started = time.perf_counter()
