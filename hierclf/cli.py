@@ -9,6 +9,7 @@ import click
 
 from hierclf.combine.registry import COMBINERS
 from hierclf.errors import HierclfError, user_message
+from hierclf.export.command import export
 from hierclf.runtime.launch import launched
 
 
@@ -240,6 +241,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
+    from hierclf.data.tta import views_option
     from hierclf.predict.pipeline import Inference, predict_runs
     from hierclf.predict.shards import Shard, shard_origin, torchrun_shard, write_shard
     from hierclf.run.destinations import check_output, predict_inputs
@@ -251,7 +253,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     recipe, hierarchy = opened[0].recipe, opened[0].hierarchy
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
                              images, hierarchy.label_heads, outside_allowed=ids_outside)
-    views = None if tta is None else () if tta.strip() == "none" else tuple(v.strip() for v in tta.split(","))
+    views = views_option(tta)
     inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views)
     if part is not None:
         origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights)
@@ -377,3 +379,6 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
     click.echo("\nErrors between a group and the rest stay with the flat model. Paste into this run's recipe, "
                "so the flat run is the coarse stage and only specialists train:\n\n[hierarchy]\ngroups = "
                + show_value(listed) + f"\ncoarse_run = {show_value(str(run))}\n\n[fine]\ninit_from_coarse = true")
+
+
+main.add_command(export)

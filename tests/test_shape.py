@@ -26,7 +26,7 @@ LAYERS = (
     ("run",),
     ("models",),
     ("train", "predict"),
-    ("report",),
+    ("report", "export"),
     ("tune",),
     ("estimator", "cli"),
     ("__main__", "__init__"),

@@ -13,7 +13,7 @@ from hierclf.errors import RecipeError
 def _zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
     """Zoom about the centre, keeping the size: above 1 it crops in, below 1 it pads out with
     zeros (the mean colour, once normalised)."""
-    height, width = images.shape[-2:]
+    height, width = (int(side) for side in images.shape[-2:])  # plain numbers, also when traced
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
     scaled = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False,
                                              antialias=factor < 1)
@@ -62,3 +62,11 @@ def parse_view(text: str, where: str) -> View:
     fixed = ", ".join(name for name in VIEWS if name != "scale")
     raise RecipeError(f"{where}: unknown TTA variant {text!r}; expected {fixed} or scale=F with "
                       f"{SCALE_RANGE[0]} ≤ F ≤ {SCALE_RANGE[1]:g}")
+
+
+def views_option(text: str | None) -> tuple[str, ...] | None:
+    """`--tta`'s value as view names: None (not given) keeps the recipe's predict.tta, and 'none'
+    turns it off."""
+    if text is None:
+        return None
+    return () if text.strip() == "none" else tuple(view.strip() for view in text.split(","))

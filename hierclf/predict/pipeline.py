@@ -9,10 +9,11 @@ from typing import Sequence
 
 import numpy as np
 
+from hierclf.combine.base import Combiner
 from hierclf.combine.registry import choose_combiner
 from hierclf.data import Items
 from hierclf.data.items import UNKNOWN_LABEL
-from hierclf.data.tta import parse_view
+from hierclf.data.tta import View, parse_view
 from hierclf.errors import HierclfError, RunError
 from hierclf.hierarchy.stage import Stage
 from hierclf.predict.output import Predictions
@@ -35,6 +36,27 @@ class Inference:
     tta: tuple[str, ...] | None = None
 
 
+@dataclass(frozen=True, eq=False)
+class PredictionSetup:
+    """What predicting with a run uses besides its models and the images: the combiner (fitted,
+    where it learns), the test-time views and the stages' calibration. `hierclf export` builds
+    its graph from the same."""
+
+    combiner: Combiner
+    views: tuple[View, ...]
+    calibration: Calibration
+
+    @classmethod
+    def of(cls, run: Run, combiner: str | None = None, tta: Sequence[str] | None = None) -> "PredictionSetup":
+        """`combiner` by name (default: the recipe's combine.method), `tta` by view (None: the
+        recipe's predict.tta); each refused naming where it was asked for."""
+        requested = combiner or run.recipe.combine.method
+        where = f"--combiner {requested!r}" if combiner else f'{run.recipe_path}: combine.method = "{requested}"'
+        combining = load_combiner(run, choose_combiner(run.hierarchy, requested, where))
+        views = tuple(parse_view(text, "--tta") for text in (run.recipe.predict.tta if tta is None else tta))
+        return cls(combining, views, Calibration.of(run))
+
+
 def predict_items(run: str | Path | Run, items: Items, combiner: str | None = None, folds: Sequence[int] | None = None,
                   trace: bool = False, inference: Inference = Inference()) -> Predictions:
     """Final labels for `items` by one run.
@@ -52,23 +74,20 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
         how many images each specialist ran on."""
     run = _opened(run)
     hierarchy = run.hierarchy
-    requested = combiner or run.recipe.combine.method
-    where = f"--combiner {requested!r}" if combiner else f'{run.recipe_path}: combine.method = "{requested}"'
-    combining = load_combiner(run, choose_combiner(hierarchy, requested, where))
+    setup = PredictionSetup.of(run, combiner, inference.tta)
     if items.class_names and tuple(items.class_names) != hierarchy.class_names:
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
-    views = [parse_view(text, "--tta") for text in (run.recipe.predict.tta if inference.tta is None else inference.tta)]
     device = resolve_device(inference.device)
-    calibration = Calibration.of(run)
+    calibration = setup.calibration
 
     def models(stage: Stage) -> StageModels:
-        return StageModels(run, stage, device, folds, inference.batch_size, inference.workers, views)
+        return StageModels(run, stage, device, folds, inference.batch_size, inference.workers, setup.views)
 
     coarse = models(run.coarse_stage)
     specialists = {name: models(stage) for name, stage in run.specialist_stages.items()}
     coarse_probs = calibration.apply(run.coarse_stage, coarse.probs(items))
-    outcome = combining.combine(hierarchy, coarse_probs, list(specialists), lambda name, rows: calibration.apply(
+    outcome = setup.combiner.combine(hierarchy, coarse_probs, list(specialists), lambda name, rows: calibration.apply(
         run.specialist_stages[name], specialists[name].probs(items.subset(rows))))
     targets = np.full(len(items), UNKNOWN_LABEL, dtype=np.int64)
     known = items.labels != UNKNOWN_LABEL

@@ -1,0 +1,50 @@
+"""The `hierclf export` command (added to the CLI's group in `hierclf.cli`); imports stay inside
+it, so the CLI starts without onnx or torch."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from hierclf.errors import HierclfError
+
+
+def _folds(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        folds = []
+    if not folds or min(folds) < 0:
+        raise HierclfError(f"--folds {text!r}: expected fold numbers, as 0,2")
+    return folds
+
+
+@click.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The .onnx file to write.")
+@click.option("--combiner", default=None, metavar="NAME",
+              help="How stage outputs become labels, as for predict (default: the recipe's combine.method).")
+@click.option("--folds", default=None, metavar="0,2", help="Only these fold models vote (default: every finished one).")
+@click.option("--tta", default=None, metavar="VARIANTS",
+              help="Test-time views inside the graph, as for predict; 'none' leaves out the recipe's predict.tta.")
+@click.option("--dynamo", is_flag=True,
+              help="Trace with torch.export (torch's newer exporter) instead of TorchScript, as timm does; slower.")
+def export(run: Path, out: Path, combiner: str | None, folds: str | None, tta: str | None, dynamo: bool) -> None:
+    """Write RUN's whole prediction (every stage's fold models, test-time views, calibration and
+    combiner) as one ONNX graph: uint8 images N×H×W×C in, probabilities and labels out, served by
+    onnxruntime without hierclf. Needs the export extra: pip install 'hierclf[export]'."""
+    from hierclf.data.tta import views_option
+    from hierclf.export.onnx_file import export_onnx
+    from hierclf.run.destinations import check_output
+    from hierclf.run.folder import Run
+
+    check_output(out, "--out", reads=[run])
+    exported = export_onnx(Run.open(run), out, combiner, _folds(folds), views_option(tta), dynamo)
+    stages = ", ".join(f"{stage['name']} ({stage['folds']} folds, {stage['img_size']} px)"
+                       for stage in exported.about["stages"])
+    click.echo(f"wrote {out} ({exported.megabytes:.1f} MB): {stages}, combined by {exported.about['combiner']}; "
+               f"checked with onnxruntime against the run's models")
+    if "note" in exported.metadata:
+        click.echo(f"note: {exported.metadata['note']}")

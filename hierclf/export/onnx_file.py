@@ -1,0 +1,158 @@
+"""`hierclf export`: a run's whole prediction as one ONNX file that onnxruntime serves without
+hierclf or torch. The graph takes a batch of uint8 images of any size and count and returns the
+combined probabilities and labels; the file's metadata names the classes and says how the graph
+resizes and normalises. Before the file is written, onnxruntime runs it on test images and its
+outputs must match the torch module's: a file that predicts otherwise is never written."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from hierclf.errors import HierclfError
+from hierclf.export.graph import BuiltGraph, build_graph
+from hierclf.run.files import atomic_path
+from hierclf.run.folder import Run
+
+log = logging.getLogger(__name__)
+
+INPUT, OUTPUTS = "images", ("probs", "labels")
+OPSET = 18
+"""The ONNX opset of the TorchScript exporter: 18 resizes with antialiasing (a test-time zoom out)."""
+TOLERANCE = 1e-4
+"""The largest difference in any probability between onnxruntime and the torch module."""
+
+
+@dataclass(frozen=True)
+class Exported:
+    """What was written: the file, its size, the metadata it carries, and what the graph holds
+    (`BuiltGraph.about`)."""
+
+    path: Path
+    megabytes: float
+    metadata: dict[str, str]
+    about: dict[str, Any]
+
+
+def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequence[int] | None = None,
+                tta: Sequence[str] | None = None, dynamo: bool = False) -> Exported:
+    """Write `run`'s prediction (its combiner or `combiner`, every finished fold or `folds`, the
+    recipe's test-time views or `tta`) to `out` as one ONNX graph, checked by onnx's checker and
+    by onnxruntime against the torch module before it is written.
+
+    The graph is traced by torch's TorchScript exporter, as timm exports its models: it takes a
+    second where the torch.export-based one (`dynamo`) takes ten to a hundred times as long
+    (measured in docs/serving.md); onnxruntime checks the file whichever wrote it."""
+    onnx, runtime = _export_modules()
+    built = build_graph(run, combiner, folds, tta)
+    try:
+        model = _traced(built, dynamo)
+    except Exception as error:  # the exporter's own errors are of many kinds; none is the user's to fix
+        first = " ".join(str(error).split())[:300]
+        raise HierclfError(f"{run.root}: the graph could not be exported to ONNX ({type(error).__name__}: "
+                           f"{first})") from None
+    metadata = _metadata(run, built)
+    onnx.helper.set_model_props(model, metadata)
+    onnx.checker.check_model(model)
+    payload = model.SerializeToString()
+    _verify(payload, built, runtime)
+    with atomic_path(out) as temporary:
+        temporary.write_bytes(payload)
+    return Exported(out, len(payload) / 2**20, metadata, built.about)
+
+
+def _traced(built: BuiltGraph, dynamo: bool) -> Any:
+    """The module as an ONNX ModelProto with the batch, height and width of its input free: by the
+    TorchScript exporter, or by torch.export where asked or where the former lacks an operator
+    (the antialiased resize of a test-time zoom out)."""
+    import onnx
+
+    sample = _images(built, 2, seed=0)
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporters print their progress
+        if not dynamo:
+            buffer = io.BytesIO()
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript")
+                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # each stage's size is fixed
+                    torch.onnx.export(built.module, (sample,), buffer, dynamo=False, opset_version=OPSET,
+                                      input_names=[INPUT], output_names=list(OUTPUTS),
+                                      dynamic_axes={INPUT: {0: "batch", 1: "height", 2: "width"},
+                                                    OUTPUTS[0]: {0: "batch"}, OUTPUTS[1]: {0: "batch"}})
+                return onnx.load_from_string(buffer.getvalue())
+            except torch.onnx.errors.UnsupportedOperatorError as error:
+                log.info("the TorchScript exporter lacks an operator (%s); tracing with torch.export instead",
+                         " ".join(str(error).split())[:120])
+        free = torch.export.Dim.DYNAMIC
+        program = torch.onnx.export(built.module, (sample,), dynamo=True, input_names=[INPUT],
+                                    output_names=list(OUTPUTS), dynamic_shapes=({0: free, 1: free, 2: free},))
+        return program.model_proto
+
+
+def _export_modules() -> tuple[Any, Any]:
+    """onnx and onnxruntime (and onnxscript, which torch's exporter needs), or one line saying how
+    to install them."""
+    try:
+        import onnx
+        import onnxruntime
+        import onnxscript  # noqa: F401  (torch.onnx.export imports it)
+    except ImportError as error:
+        raise HierclfError(f"hierclf export needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
+                           f"pip install 'hierclf[export]'") from None
+    return onnx, onnxruntime
+
+
+def _images(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:
+    """Random uint8 images at the coarse stage's input size (or `size`), N×H×W×C."""
+    side = size or built.about["stages"][0]["img_size"]
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (count, side, side, built.channels), dtype=torch.uint8, generator=generator)
+
+
+def _verify(payload: bytes, built: BuiltGraph, runtime: Any) -> None:
+    """onnxruntime's outputs against the torch module's, on batches of 1 and 3, at the input size
+    and at another: any probability further apart than TOLERANCE refuses the file."""
+    session = runtime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    side = built.about["stages"][0]["img_size"]
+    for count, size, seed in ((1, side, 1), (3, side, 2), (3, side + 7, 3)):
+        images = _images(built, count, seed, size)
+        with torch.no_grad():
+            expected = built.module(images)[0].numpy()
+        probs = session.run([OUTPUTS[0]], {INPUT: images.numpy()})[0]
+        gap = float(np.abs(probs - expected).max())
+        if not gap <= TOLERANCE:
+            raise HierclfError(f"the exported graph's probabilities differ from the run's by {gap:.2g} on "
+                               f"{count} images of {size} px (more than {TOLERANCE:g}); nothing was written")
+
+
+def _metadata(run: Run, built: BuiltGraph) -> dict[str, str]:
+    """What a server reads from the file: classes, input, outputs, and each stage as exported."""
+    about = built.about
+    channels = {1: "grey", 3: "RGB", 4: "RGBA"}.get(built.channels, f"{built.channels} channels")
+    return {
+        "hierclf_version": version("hierclf"),
+        "run": str(run.root.resolve().name),
+        "classes": json.dumps(about["classes"], ensure_ascii=False),
+        "input": (f"{INPUT}: uint8, N×H×W×{built.channels} ({channels}; rows, columns, channels as decoded), any "
+                  f"N, H, W. Each stage resizes to its img_size bilinearly (half-pixel centres, OpenCV's "
+                  f"INTER_LINEAR, as hierclf's loader), rounds to whole levels, then normalises "
+                  f"(x - 255*mean) / (255*std) with its mean and std. At the img_size of every stage the outputs "
+                  f"are hierclf predict's; at other sizes within a level of its resize."),
+        "outputs": (f"{OUTPUTS[0]}: float32, N×{len(about['classes'])}, each row sums to 1; {OUTPUTS[1]}: int64, N, "
+                    f"an index into classes."),
+        "combiner": about["combiner"],
+        "tta": json.dumps(about["views"]),
+        "stages": json.dumps(about["stages"]),
+        **({"note": "routed is computed as in hierclf, but every specialist runs on every image (the routed "
+                    "combiner's saving needs data-dependent execution, which a graph has not)"}
+           if about["combiner"] == "routed" else {}),
+    }

@@ -1,0 +1,156 @@
+"""`hierclf export`: a run's whole prediction as one ONNX graph, which onnxruntime runs to the
+probabilities and labels `predict_items` gives, for every kind of run and combiner."""
+import json
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from PIL import Image
+
+from conftest import cli
+from hierclf.data import Items
+from hierclf.predict.pipeline import Inference, predict_items
+from hierclf.run.folder import Run
+
+
+def pixels_of(folder: Path, every: int = 1) -> np.ndarray:
+    """The PNG files of a folder as one N×H×W(×C) uint8 array, sorted by name, every `every`-th."""
+    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.rglob("*.png"))[::every]])
+
+
+def exported(run: Path, tmp_path: Path, *options: str) -> tuple[Path, str]:
+    out = tmp_path / "pipeline.onnx"
+    result = cli("export", run, "--out", out, *options)
+    assert result.exit_code == 0, result.output
+    onnx.checker.check_model(onnx.load(out), full_check=True)
+    return out, result.output
+
+
+def assert_serves_as_predict(path: Path, run: Path, images: np.ndarray, combiner: str | None = None,
+                             tta: tuple[str, ...] | None = None) -> dict[str, str]:
+    """onnxruntime's probabilities within 1e-4 of predict_items' and the same labels, in batches of 1
+    and of 7; returns the file's metadata."""
+    expected = predict_items(Run.open(run), Items.from_arrays(images), combiner,
+                             inference=Inference(workers=0, device="cpu", tta=tta))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    fed = images if images.ndim == 4 else images[..., None]
+    for rows in ([0], [len(images) - 1], list(range(7)), list(range(7, 14))):
+        probs, labels = session.run(None, {"images": fed[rows]})
+        assert probs.shape == (len(rows), len(expected.class_names)) and labels.dtype == np.int64
+        assert np.abs(probs - expected.probs[rows]).max() <= 1e-4, np.abs(probs - expected.probs[rows]).max()
+        assert np.array_equal(labels, expected.labels[rows])
+    metadata = {prop.key: prop.value for prop in onnx.load(path).metadata_props}
+    assert json.loads(metadata["classes"]) == list(expected.class_names)
+    return metadata
+
+
+def test_a_flat_run_exports_to_what_predict_gives_with_its_classes_and_input_in_the_metadata(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    path, output = exported(run, tmp_path)
+    assert "coarse (3 folds, 16 px), combined by flat" in output
+    metadata = assert_serves_as_predict(path, run, pixels_of(train_csv.parent / "train", every=4))
+    assert metadata["combiner"] == "flat" and "uint8, N×H×W×1 (grey" in metadata["input"]
+    stage = json.loads(metadata["stages"])[0]
+    assert stage["img_size"] == 16 and stage["folds"] == 3 and len(stage["mean"]) == 1
+
+
+def test_test_time_views_and_a_subset_of_folds_go_into_the_graph(flat_run, tmp_path):
+    """A zoom out resizes with antialiasing, which the TorchScript exporter lacks: this graph is
+    traced by torch.export (what --dynamo asks for), and serves as predict all the same."""
+    run, _, train_csv, _ = flat_run
+    path, output = exported(run, tmp_path, "--tta", "hflip,scale=0.8", "--folds", "0,2")
+    assert "coarse (2 folds, 16 px)" in output
+    images = pixels_of(train_csv.parent / "train", every=4)
+    expected = predict_items(Run.open(run), Items.from_arrays(images), folds=[0, 2],
+                             inference=Inference(workers=0, device="cpu", tta=("hflip", "scale=0.8")))
+    probs, _ = onnxruntime.InferenceSession(str(path)).run(None, {"images": images[..., None]})
+    assert np.abs(probs - expected.probs).max() <= 1e-4
+    plain = predict_items(Run.open(run), Items.from_arrays(images), inference=Inference(workers=0, device="cpu"))
+    assert np.abs(probs - plain.probs).max() > 1e-3  # the views and folds changed the answer
+
+
+@pytest.mark.parametrize("combiner", ["product", "routed"])
+def test_a_grouped_run_exports_with_its_specialist_at_another_size(detail_runs, tmp_path, combiner):
+    """Coarse 12 px, specialist 48 px, from 48 px images (a whole-factor downscale: the resize is exact)."""
+    path, output = exported(detail_runs / "hier", tmp_path, "--combiner", combiner)
+    assert "coarse (3 folds, 12 px), fine/patch (3 folds, 48 px)" in output
+    metadata = assert_serves_as_predict(path, detail_runs / "hier", pixels_of(detail_runs / "data" / "train", 7),
+                                        combiner)
+    assert ("note" in metadata) == (combiner == "routed") and ("every specialist runs" in output) == (combiner == "routed")
+
+
+@pytest.mark.parametrize("combiner", ["blend", "stacking"])
+def test_a_run_over_a_flat_run_exports_its_fitted_combiners(detail_runs, tmp_path, combiner):
+    path, _ = exported(detail_runs / "linked", tmp_path, "--combiner", combiner)
+    assert_serves_as_predict(path, detail_runs / "linked", pixels_of(detail_runs / "data" / "train", 7), combiner)
+
+
+def test_a_heads_run_exports_with_its_head_specialist(mask_runs, tmp_path):
+    """Coarse 32 px with three heads, the age specialist at 48 px; the 32 px RGB images are fed at
+    96 px (3× each pixel), which both stages reach by a whole factor."""
+    path, output = exported(mask_runs / "heads", tmp_path)
+    assert "fine/age (3 folds, 48 px)" in output
+    images = pixels_of(mask_runs / "data" / "images", every=5).repeat(3, axis=1).repeat(3, axis=2)
+    metadata = assert_serves_as_predict(path, mask_runs / "heads", images)
+    assert "N×H×W×3 (RGB" in metadata["input"] and len(json.loads(metadata["classes"])) == 18
+
+
+def test_a_calibrated_run_exports_its_temperatures(detail_runs, tmp_path):
+    shutil.copytree(detail_runs / "hier", tmp_path / "run")
+    result = cli("-q", "fit-fine", tmp_path / "run", "--set", "combine.calibrate=true")
+    assert result.exit_code == 0, result.output
+    path, _ = exported(tmp_path / "run", tmp_path)
+    metadata = assert_serves_as_predict(path, tmp_path / "run", pixels_of(detail_runs / "data" / "train", 7))
+    temperatures = [stage["temperatures"] for stage in json.loads(metadata["stages"])]
+    assert all(len(t) == 1 for t in temperatures) and any(abs(t[0] - 1) > 0.01 for t in temperatures)
+
+
+def test_images_of_another_size_are_resized_inside_the_graph_close_to_how_hierclf_resizes(flat_run, tmp_path):
+    """37 px is no whole factor of 16 px: OpenCV's fixed-point resize and the graph's differ by a
+    level on some pixels, so the answers are close, not equal."""
+    run, _, train_csv, _ = flat_run
+    path, _ = exported(run, tmp_path)
+    small = pixels_of(train_csv.parent / "train", every=2)
+    images = np.stack([np.asarray(Image.fromarray(image).resize((37, 37), Image.BILINEAR)) for image in small])
+    expected = predict_items(Run.open(run), Items.from_arrays(images), inference=Inference(workers=0, device="cpu"))
+    probs, labels = onnxruntime.InferenceSession(str(path)).run(None, {"images": images[..., None]})
+    assert np.abs(probs - expected.probs).max() < 0.05 and (labels == expected.labels).mean() >= 0.9
+
+
+def test_a_file_that_onnxruntime_does_not_run_as_the_model_is_never_written(flat_run, tmp_path, monkeypatch):
+    import hierclf.export.onnx_file as onnx_file
+
+    monkeypatch.setattr(onnx_file, "TOLERANCE", -1.0)  # every difference, even none, is too large
+    result = cli("export", flat_run[0], "--out", tmp_path / "pipeline.onnx")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "differ from the run's" in result.stderr and "nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--out", "{run}/pipeline.onnx"], "--out .* inside the run folder"),
+    (["--out", "{tmp}/p.onnx", "--folds", "one"], "--folds 'one': expected fold numbers"),
+    (["--out", "{tmp}/p.onnx", "--folds", "7"], "no trained coarse fold among \\[7\\]"),
+    (["--out", "{tmp}/p.onnx", "--combiner", "product"], None),  # a flat run has one pipeline
+    (["--out", "{tmp}/p.onnx", "--tta", "spin"], "--tta: unknown TTA variant 'spin'")])
+def test_what_export_refuses_it_says_in_one_line(flat_run, tmp_path, options, message):
+    run = flat_run[0]
+    result = cli("export", run, *[option.format(run=run, tmp=tmp_path) for option in options])
+    if message is None:
+        assert result.exit_code == 0, result.output
+        return
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert re.search(message, result.stderr), result.stderr
+    assert not (tmp_path / "p.onnx").exists() and not (run / "pipeline.onnx").exists()
+
+
+def test_without_the_export_extra_it_says_what_to_install(flat_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
+    result = cli("export", flat_run[0], "--out", tmp_path / "p.onnx")
+    assert result.exit_code == 2 and "onnxruntime is missing" in result.stderr, result.output
+    assert "pip install 'hierclf[export]'" in result.stderr and not (tmp_path / "p.onnx").exists()
