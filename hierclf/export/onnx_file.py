@@ -6,6 +6,7 @@ outputs must match the torch module's: a file that predicts otherwise is never w
 from __future__ import annotations
 
 import contextlib
+import importlib
 import io
 import json
 import logging
@@ -101,14 +102,12 @@ def _traced(built: BuiltGraph, dynamo: bool) -> Any:
 def _export_modules() -> tuple[Any, Any]:
     """onnx and onnxruntime (and onnxscript, which torch's exporter needs), or one line saying how
     to install them."""
-    try:
-        import onnx
-        import onnxruntime
-        import onnxscript  # noqa: F401  (torch.onnx.export imports it)
+    try:  # torch's exporter imports onnxscript itself, and fails later and less clearly without it
+        onnx, runtime, _ = (importlib.import_module(name) for name in ("onnx", "onnxruntime", "onnxscript"))
     except ImportError as error:
         raise HierclfError(f"hierclf export needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
                            f"pip install 'hierclf[export]'") from None
-    return onnx, onnxruntime
+    return onnx, runtime
 
 
 def _images(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:
