@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime
 import torch
+from PIL import Image
 
 from hierclf.data import Items, load_input_items
 from hierclf.export.onnx_file import export_onnx
@@ -37,6 +38,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--combiner", default=None)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--side", type=int, default=0, help="resize the images to this side first (PIL bicubic): "
+                        "the graph's exact_input_size gives hierclf's outputs to 1e-4")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -45,6 +48,10 @@ def main() -> None:
                              run.recipe.data.label_column)
     channels = run.recipe.coarse.in_chans
     images = np.stack([found.image(row, channels) for row in range(min(args.rows, len(found)))])
+    if args.side:
+        images = np.stack([np.asarray(Image.fromarray(image.squeeze(2) if channels == 1 else image)
+                                      .resize((args.side, args.side), Image.BICUBIC)) for image in images])
+        images = images if channels > 1 else images[..., None]
     items = Items.from_arrays(images if channels > 1 else images[..., 0])
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()

@@ -4,6 +4,7 @@ soft-votes its fold models over the test-time views, and applies its calibration
 module (`hierclf.export.combiners`) then gives the probabilities and labels of `predict_items`."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -100,7 +101,9 @@ def build_graph(run: Run, combiner: str | None = None, folds: Sequence[int] | No
     parts = list(run.specialist_stages)
     module = PipelineGraph(coarse, [graph for graph, _ in specialists],
                            combiner_graph(setup.combiner, run.hierarchy, parts)).eval()
+    sizes = [described["img_size"] for described in (coarse_about, *(described for _, described in specialists))]
     about = {"classes": list(run.hierarchy.class_names), "combiner": setup.combiner.name,
+             "exact_input_size": math.lcm(*sizes),
              "views": [view.name if view.name != "scale" else f"scale={view.factor:g}" for view in setup.views],
              "stages": [coarse_about, *(described for _, described in specialists)]}
     return BuiltGraph(module, channels.pop(), about)

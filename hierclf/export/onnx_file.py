@@ -144,8 +144,11 @@ def _metadata(run: Run, built: BuiltGraph) -> dict[str, str]:
         "input": (f"{INPUT}: uint8, N×H×W×{built.channels} ({channels}; rows, columns, channels as decoded), any "
                   f"N, H, W. Each stage resizes to its img_size bilinearly (half-pixel centres, OpenCV's "
                   f"INTER_LINEAR, as hierclf's loader), rounds to whole levels, then normalises "
-                  f"(x - 255*mean) / (255*std) with its mean and std. At the img_size of every stage the outputs "
-                  f"are hierclf predict's; at other sizes within a level of its resize."),
+                  f"(x - 255*mean) / (255*std) with its mean and std. Images of exact_input_size px (the least "
+                  f"multiple of every stage's size: each resize is then exact in both) give hierclf predict's "
+                  f"outputs; at other sizes OpenCV's fixed-point resize differs from the graph's by a level on "
+                  f"about a tenth of the pixels."),
+        "exact_input_size": str(about["exact_input_size"]),
         "outputs": (f"{OUTPUTS[0]}: float32, N×{len(about['classes'])}, each row sums to 1; {OUTPUTS[1]}: int64, N, "
                     f"an index into classes."),
         "combiner": about["combiner"],

@@ -3,6 +3,7 @@ probabilities and labels `predict_items` gives, for every kind of run and combin
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -57,6 +58,20 @@ def test_a_flat_run_exports_to_what_predict_gives_with_its_classes_and_input_in_
     assert metadata["combiner"] == "flat" and "uint8, N×H×W×1 (grey" in metadata["input"]
     stage = json.loads(metadata["stages"])[0]
     assert stage["img_size"] == 16 and stage["folds"] == 3 and len(stage["mean"]) == 1
+    assert metadata["exact_input_size"] == "16"
+
+
+def test_the_serving_example_in_the_docs_labels_images_as_predict_does(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    exported(run, tmp_path)
+    page = (Path(__file__).parents[2] / "docs" / "serving.md").read_text()
+    (tmp_path / "serve.py").write_text(page.split("```python\n")[1].split("```")[0])
+    files = sorted((train_csv.parent / "train").glob("*.png"))[::9]
+    served = subprocess.run([sys.executable, "serve.py", *map(str, files)], cwd=tmp_path, capture_output=True,
+                            text=True, check=True).stdout.splitlines()
+    expected = predict_items(Run.open(run), Items.from_arrays(np.stack([np.asarray(Image.open(f)) for f in files])),
+                             inference=Inference(workers=0, device="cpu"))
+    assert [line.split()[1] for line in served] == [expected.class_names[label] for label in expected.labels]
 
 
 def test_test_time_views_and_a_subset_of_folds_go_into_the_graph(flat_run, tmp_path):
@@ -82,6 +97,7 @@ def test_a_grouped_run_exports_with_its_specialist_at_another_size(detail_runs, 
     metadata = assert_serves_as_predict(path, detail_runs / "hier", pixels_of(detail_runs / "data" / "train", 7),
                                         combiner)
     assert ("note" in metadata) == (combiner == "routed") and ("every specialist runs" in output) == (combiner == "routed")
+    assert metadata["exact_input_size"] == "48"
 
 
 @pytest.mark.parametrize("combiner", ["blend", "stacking"])
@@ -98,6 +114,7 @@ def test_a_heads_run_exports_with_its_head_specialist(mask_runs, tmp_path):
     images = pixels_of(mask_runs / "data" / "images", every=5).repeat(3, axis=1).repeat(3, axis=2)
     metadata = assert_serves_as_predict(path, mask_runs / "heads", images)
     assert "N×H×W×3 (RGB" in metadata["input"] and len(json.loads(metadata["classes"])) == 18
+    assert metadata["exact_input_size"] == "96"
 
 
 def test_a_calibrated_run_exports_its_temperatures(detail_runs, tmp_path):
