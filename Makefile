@@ -25,17 +25,17 @@ test: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hierclf dataset digits data/digits
 	$(PY) -m hierclf -q fit-coarse recipes/digits.toml --out runs/digits
-	$(PY) -m hierclf predict runs/digits data/digits/test.csv --out runs/digits/test-predictions.csv
+	$(PY) -m hierclf predict runs/digits data/digits/test.csv --out runs/digits-test.csv
 	$(PY) -m hierclf suggest-groups runs/digits --min-confusion 0.005
 	$(PY) -m hierclf -q fit-coarse recipes/digits-hierarchical.toml --out runs/digits-hierarchical
 	$(PY) -m hierclf -q fit-fine runs/digits-hierarchical
 	$(PY) -m hierclf evaluate runs/digits-hierarchical --against runs/digits
-	$(PY) -m hierclf predict runs/digits-hierarchical data/digits/test.csv --out runs/digits-hierarchical/test-predictions.csv
+	$(PY) -m hierclf predict runs/digits-hierarchical data/digits/test.csv --out runs/digits-hierarchical-test.csv
 	$(PY) -m hierclf export runs/digits-hierarchical --out runs/digits-hierarchical.onnx
 	$(PY) -m hierclf -q fit-coarse recipes/digits-over-flat.toml --out runs/digits-over-flat
 	$(PY) -m hierclf -q fit-fine runs/digits-over-flat
 	$(PY) -m hierclf evaluate runs/digits-over-flat
-	$(PY) -m hierclf predict runs/digits-over-flat data/digits/test.csv --out runs/digits-over-flat/test-predictions.csv
+	$(PY) -m hierclf predict runs/digits-over-flat data/digits/test.csv --out runs/digits-over-flat-test.csv
 	$(PY) -m hierclf export runs/digits-over-flat --out runs/digits-over-flat.onnx --combiner blend
 
 # Speed against a bare PyTorch loop, prediction, scale and K-fold (needs dataset-fashion-mnist).
@@ -59,4 +59,4 @@ docs: $(STAMP)
 	$(PY) docs/update_reference.py
 
 clean:
-	rm -rf runs/digits runs/digits-hierarchical runs/digits-over-flat runs/digits-hierarchical.onnx runs/digits-over-flat.onnx data/digits
+	rm -rf runs/digits runs/digits-* data/digits

@@ -71,7 +71,7 @@ def hierclf(*args: object, torchrun: int = 0) -> None:
 
 
 def predict_and_evaluate(run: Path, test: Path) -> None:
-    hierclf("predict", run, test, "--out", run / "test-predictions.csv", "--probs", "--trace", "--workers", 0,
+    hierclf("predict", run, test, "--out", run.parent / f"{run.name}-test.csv", "--probs", "--trace", "--workers", 0,
             "--device", "cpu")
     hierclf("evaluate", run)
 

@@ -29,8 +29,11 @@ log = logging.getLogger(__name__)
 INPUT, OUTPUTS = "images", ("probs", "labels")
 OPSET = 18
 """The ONNX opset of the TorchScript exporter: 18 resizes with antialiasing (a test-time zoom out)."""
-TOLERANCE = 1e-4
-"""The largest difference in any probability between onnxruntime and the torch module."""
+TOLERANCE = 1e-3
+"""The largest difference in any probability allowed between onnxruntime and the torch module on
+the random images of the check. Random pixels drive a model's logits far beyond real images', so
+float rounding (onnxruntime's convolutions are not torch's) reaches 2e-4 there; a graph that
+computes something else differs by tenths. On real images the two agree to 1e-4 (the tests)."""
 
 
 @dataclass(frozen=True)

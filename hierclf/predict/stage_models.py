@@ -13,7 +13,7 @@ from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.tta import View
 from hierclf.errors import RunError
 from hierclf.hierarchy.stage import Stage
-from hierclf.models.inference import soft_vote
+from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
 from hierclf.run.folder import Run
@@ -40,7 +40,8 @@ class StageModels:
         specs = {spec for _, spec in loaded}
         if len(specs) != 1:
             raise RunError(f"{run.stage_dir(stage.name)}: the fold models differ in input size or classes")
-        self.models = [model for model, _ in loaded]
+        self.memory_format = memory_layout(stage.config.channels_last)
+        self.models = [model.to(memory_format=self.memory_format) for model, _ in loaded]
         self.spec: ModelSpec = specs.pop()
         self.device, self.batch_size, self.workers, self.tta = device, batch_size, workers, tuple(tta)
 
@@ -51,5 +52,6 @@ class StageModels:
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
         dataset = ImageDataset(items, None, transform, self.spec.in_chans)
         loader = make_loader(dataset, self.batch_size, workers=self.workers, device=self.device)
-        probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta)
+        probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta,
+                                memory_format=self.memory_format)
         return probs[np.argsort(rows)]

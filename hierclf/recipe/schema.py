@@ -195,8 +195,8 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
                                  "HD-CNN's shared lower layers. A specialist started from the coarse model "
                                  "(init_from_coarse) then trains only its top, and no step runs the backward pass "
                                  "below it.", lo=0)
-    channels_last: bool = _key(False, "Train in channels-last memory layout: faster convolutions on recent GPUs "
-                                      "with amp; results equal up to rounding.", runtime=True)
+    channels_last: bool = _key(False, "Train and predict in channels-last memory layout: faster convolutions on "
+                                      "recent GPUs with amp; results equal up to rounding.", runtime=True)
     compile: bool = _key(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "
                                 "C++ compiler on CPU); results equal up to rounding.", runtime=True)
     sync_batchnorm: bool = _key(False, "With several processes (torchrun): batch-norm statistics over the global "

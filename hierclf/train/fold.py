@@ -19,7 +19,7 @@ from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, m
 from hierclf.errors import RunError
 from hierclf.hierarchy.stage import Stage, in_stage
 from hierclf.models.factory import create_model
-from hierclf.models.inference import soft_vote
+from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.spec import ModelSpec
 from hierclf.models.weights import load_weights_file
 from hierclf.recipe.schema import learned_keys
@@ -111,7 +111,7 @@ class _Loaders:
     def predict(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`model`'s probabilities for `rows`, and the position in `rows` of each, on every process."""
         probs, order = soft_vote([model], self.of(rows), self.placement.device, self.stage.layout,
-                                 self.stage.config.amp)
+                                 self.stage.config.amp, memory_format=memory_layout(self.stage.config.channels_last))
         return self.placement.processes.gather_rows(probs, order)
 
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from hierclf.errors import TrainingError
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.factory import lowest_stages, set_backbone_frozen, set_frozen
-from hierclf.models.inference import autocast, soft_vote
+from hierclf.models.inference import autocast, memory_layout, soft_vote
 from hierclf.recipe.schema import TrainConfig
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import torch_seeded
@@ -77,7 +77,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             sums = _train_epoch(training, trained, epoch, config, criterion, placement, record)
             # --- validate
             val_probs, val_rows = placement.processes.gather_rows(
-                *soft_vote([validated], val_loader, placement.device, criterion.layout, config.amp))
+                *soft_vote([validated], val_loader, placement.device, criterion.layout, config.amp,
+                           memory_format=memory_layout(config.channels_last)))
             entry = _figures(epoch, sums, np.asarray(val_loader.dataset.targets)[val_rows], val_probs,
                              criterion.layout)
             entry.update(lr=training.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
@@ -122,7 +123,7 @@ def _set_up(model: torch.nn.Module, loader: DataLoader, config: TrainConfig, cri
     """The model on its device, the optimiser, its schedule (stepped per update), the mixer, the
     moving average and the loss scaler."""
     processes = placement.processes
-    model.to(placement.device, memory_format=_memory_format(config))
+    model.to(placement.device, memory_format=memory_layout(config.channels_last))
     if config.sync_batchnorm:
         processes.sync_batchnorm(model)
     images_per_step = (loader.batch_size or 0) * processes.world * config.accumulate
@@ -158,7 +159,7 @@ def _train_epoch(training: TrainingState, trained: torch.nn.Module, epoch: int, 
     loss_sum, correct, seen = 0.0, 0, 0
     training.optimizer.zero_grad(set_to_none=True)
     for batch, (images, targets, _) in enumerate(record.progress(loader, epoch, config.epochs), start=1):
-        images = images.to(device, non_blocking=True, memory_format=_memory_format(config))
+        images = images.to(device, non_blocking=True, memory_format=memory_layout(config.channels_last))
         targets = targets.to(device, non_blocking=True)
         # mixed images learn mixed targets; accuracy is still counted against the true ones
         images, learned = training.mixer(images, targets) if training.mixer is not None else (images, targets)
@@ -231,10 +232,6 @@ def _keep_if_best(training: TrainingState, value: float, config: TrainConfig, va
     else:
         training.epochs_without_gain += 1
     return improved
-
-
-def _memory_format(config: TrainConfig) -> torch.memory_format:
-    return torch.channels_last if config.channels_last else torch.contiguous_format
 
 
 def _amp(config: TrainConfig, placement: Placement) -> bool:

@@ -98,6 +98,23 @@ def test_each_combiner_predicts_and_the_run_folder_is_only_read(detail_runs, tmp
     assert not (tmp_path / "x.csv").exists()
 
 
+def test_a_stage_that_trains_channels_last_predicts_in_channels_last_to_the_same_probabilities(mask_runs):
+    import dataclasses
+
+    run = Run.open(mask_runs / "heads")
+    rng = np.random.default_rng(6)
+    items = Items.from_arrays(np.stack([mask_image(m, g, a, rng) for m in range(3) for g in range(2) for a in range(3)]))
+    stage = run.coarse_stage
+    fast = dataclasses.replace(stage, config=dataclasses.replace(stage.config, channels_last=True))
+    cpu = resolve_device("cpu")
+    plain, last = StageModels(run, stage, cpu, None, 64, 0), StageModels(run, fast, cpu, None, 64, 0)
+    kernels = [p for model in last.models for p in model.parameters() if p.ndim == 4]
+    assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.models[0].parameters()
+                   if p.ndim == 4)
+    assert np.allclose(last.probs(items), plain.probs(items), atol=1e-5)
+
+
 def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_runs):
     run = Run.open(mask_runs / "heads")
     rng = np.random.default_rng(5)
