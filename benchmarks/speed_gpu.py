@@ -89,10 +89,10 @@ class Timed:
         self.epochs.append(time.perf_counter() - started)
 
 
-def write_jpegs(rows: int, side: int, folder: Path) -> Items:
+def write_jpegs(rows: int, side: int, folder: Path, source: Path = FASHION_MNIST_DIR) -> Items:
     """Fashion-MNIST images as RGB JPEGs of `side` px (a tint per class and noise, so they
     compress as photos do), the users' kind of input."""
-    images, labels, _ = read_fashion_mnist("train", FASHION_MNIST_DIR, rows)
+    images, labels, _ = read_fashion_mnist("train", source, rows)
     rng = np.random.default_rng(0)
     tints = rng.uniform(0.6, 1.0, size=(10, 3))
     paths = []
@@ -252,6 +252,7 @@ def predict_figures(args: argparse.Namespace, items: Items, device: torch.device
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--source", type=Path, default=FASHION_MNIST_DIR, help="the folder of Fashion-MNIST's idx files")
     parser.add_argument("--model", default="tf_efficientnet_lite0")
     parser.add_argument("--weights", default=str(WEIGHTS), help="starting weights, or none")
     parser.add_argument("--img-size", type=int, default=224)
@@ -275,7 +276,7 @@ def main() -> None:
         print(f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}", flush=True)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as folder:
-        items = write_jpegs(args.rows, args.jpeg_side, Path(folder))
+        items = write_jpegs(args.rows, args.jpeg_side, Path(folder), args.source)
         print(f"{args.rows} JPEGs of {args.jpeg_side} px written; {args.model} at {args.img_size} px, batch "
               f"{args.batch_size}, weights {args.weights if Path(args.weights).is_file() else 'none (scratch)'}",
               flush=True)
