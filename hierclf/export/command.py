@@ -42,7 +42,8 @@ def export(run: Path, out: Path, combiner: str | None, folds: str | None, tta: s
 
     check_output(out, "--out", reads=[run])
     exported = export_onnx(Run.open(run), out, combiner, _folds(folds), views_option(tta), dynamo)
-    stages = ", ".join(f"{stage['name']} ({stage['folds']} folds, {stage['img_size']} px)"
+    stages = ", ".join(f"{stage['name']} ({stage['folds']} fold{'s' if stage['folds'] != 1 else ''}, "
+                       f"{stage['img_size']} px)"
                        for stage in exported.about["stages"])
     click.echo(f"wrote {out} ({exported.megabytes:.1f} MB): {stages}, combined by {exported.about['combiner']}; "
                f"checked with onnxruntime against the run's models")

@@ -12,13 +12,13 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
+from hierclf import __version__
 from hierclf.errors import HierclfError
 from hierclf.export.graph import BuiltGraph, build_graph
 from hierclf.run.files import atomic_path
@@ -27,6 +27,8 @@ from hierclf.run.folder import Run
 log = logging.getLogger(__name__)
 
 INPUT, OUTPUTS = "images", ("probs", "labels")
+ONE_FILE = 2**31 - 2**24
+"""Protocol buffers, which an ONNX file is, hold under 2 GB; the graph's own nodes take the rest."""
 OPSET = 18
 """The ONNX opset of the TorchScript exporter: 18 resizes with antialiasing (a test-time zoom out)."""
 TOLERANCE = 1e-3
@@ -53,11 +55,15 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     recipe's test-time views or `tta`) to `out` as one ONNX graph, checked by onnx's checker and
     by onnxruntime against the torch module before it is written.
 
-    The graph is traced by torch's TorchScript exporter, as timm exports its models: it takes a
-    second where the torch.export-based one (`dynamo`) takes ten to a hundred times as long
-    (measured in docs/serving.md); onnxruntime checks the file whichever wrote it."""
+    The graph is traced by torch's TorchScript exporter, as timm exports its models: the
+    torch.export-based one (`dynamo`) took twelve times as long on the benchmarks' six Lite0
+    models (docs/serving.md); onnxruntime checks the file whichever wrote it."""
     onnx, runtime = _export_modules()
     built = build_graph(run, combiner, folds, tta)
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in built.module.state_dict().values())
+    if weights >= ONE_FILE:
+        raise HierclfError(f"{run.root}: its models hold {weights / 2**30:.1f} GB of weights, more than one ONNX "
+                           f"file holds (2 GB); export fewer fold models (--folds)")
     try:
         model = _traced(built, dynamo)
     except Exception as error:  # the exporter's own errors are of many kinds; none is the user's to fix
@@ -141,7 +147,7 @@ def _metadata(run: Run, built: BuiltGraph) -> dict[str, str]:
     about = built.about
     channels = {1: "grey", 3: "RGB", 4: "RGBA"}.get(built.channels, f"{built.channels} channels")
     return {
-        "hierclf_version": version("hierclf"),
+        "hierclf_version": __version__,
         "run": str(run.root.resolve().name),
         "classes": json.dumps(about["classes"], ensure_ascii=False),
         "input": (f"{INPUT}: uint8, N×H×W×{built.channels} ({channels}; rows, columns, channels as decoded), any "

@@ -79,7 +79,7 @@ def test_test_time_views_and_a_subset_of_folds_go_into_the_graph(flat_run, tmp_p
     traced by torch.export (what --dynamo asks for), and serves as predict all the same."""
     run, _, train_csv, _ = flat_run
     path, output = exported(run, tmp_path, "--tta", "hflip,scale=0.8", "--folds", "2")
-    assert "coarse (1 folds, 16 px)" in output
+    assert "coarse (1 fold, 16 px)" in output
     images = pixels_of(train_csv.parent / "train", every=4)
     expected = predict_items(Run.open(run), Items.from_arrays(images), folds=[2],
                              inference=Inference(workers=0, device="cpu", tta=("hflip", "scale=0.8")))
@@ -146,6 +146,16 @@ def test_a_file_that_onnxruntime_does_not_run_as_the_model_is_never_written(flat
     result = cli("export", flat_run[0], "--out", tmp_path / "pipeline.onnx")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "differ from the run's" in result.stderr and "nothing was written" in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_models_too_large_for_one_onnx_file_are_refused_before_tracing(flat_run, tmp_path, monkeypatch):
+    import hierclf.export.onnx_file as onnx_file
+
+    monkeypatch.setattr(onnx_file, "ONE_FILE", 1000)  # as if the three fold models held over 2 GB
+    result = cli("export", flat_run[0], "--out", tmp_path / "pipeline.onnx")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "more than one ONNX file holds (2 GB); export fewer fold models (--folds)" in result.stderr
     assert list(tmp_path.iterdir()) == []
 
 
