@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import csv
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +157,16 @@ def cli(*args):
     from hierclf.cli import main
 
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def torchrun_command(*args: str, launch: tuple[str, ...] = ("--standalone", "--nproc-per-node", "2")) -> list[str]:
+    """`hierclf ARGS` as torchrun starts it (two processes on this machine unless `launch` says)."""
+    return [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "hierclf", *args]
+
+
+def torchrun_env() -> dict[str, str]:
+    """The environment of a command the tests start: quiet, one torch thread per process."""
+    return {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
 
 
 @pytest.fixture(scope="session")

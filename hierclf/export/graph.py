@@ -10,10 +10,12 @@ from typing import Any, Sequence
 
 import torch
 
+from hierclf.data.dataset import build_transform
 from hierclf.data.tta import View
 from hierclf.errors import HierclfError
 from hierclf.export.combiners import Outputs, combiner_graph
 from hierclf.hierarchy.stage import Stage
+from hierclf.models.inference import vote
 from hierclf.models.spec import ModelSpec
 from hierclf.predict.pipeline import PredictionSetup
 from hierclf.predict.stage_models import StageModels
@@ -33,21 +35,14 @@ class StageGraph(torch.nn.Module):
         self.models = torch.nn.ModuleList(models)
         self.layout, self.size, self.views = spec.layout, spec.img_size, tuple(views)
         self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
-        # the loader's normalisation, to the bit: (x − 255·mean) · 1 / (255·std), in float32
-        self.register_buffer("shift", torch.tensor(spec.mean, dtype=torch.float32).mul(255.0).view(1, -1, 1, 1))
-        self.register_buffer("scale", torch.tensor(spec.std, dtype=torch.float32).mul(255.0).reciprocal()
-                             .view(1, -1, 1, 1))
+        loader = build_transform(spec.img_size, spec.mean, spec.std)  # its normalisation's very tensors
+        self.register_buffer("shift", loader.shift.clone())
+        self.register_buffer("scale", loader.scale.clone())
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         resized = torch.nn.functional.interpolate(pixels, size=(self.size, self.size), mode="bilinear",
                                                   align_corners=False).add(0.5).floor()
-        images = (resized - self.shift) * self.scale
-        total = None
-        for view in (images, *(transform(images) for transform in self.views)):
-            for model in self.models:
-                probs = self.layout.softmax(model(view))
-                total = probs if total is None else total + probs
-        probs = total / (len(self.models) * (1 + len(self.views)))
+        probs = vote(self.models, (resized - self.shift) * self.scale, self.layout, self.views)
         if self.temperatures is None:
             return probs
         blocks = probs.split(self.layout.sizes, dim=1)

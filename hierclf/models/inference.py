@@ -26,6 +26,19 @@ def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextM
     return torch.autocast("cuda", dtype=dtype)
 
 
+def vote(models: Sequence[torch.nn.Module], images: torch.Tensor, layout: OutputLayout,
+         tta: Sequence[View] = ()) -> torch.Tensor:
+    """One batch's mean softmax (each block's, by `layout`) over `models` and the batch's views
+    (the batch itself, then each of `tta`), all weighing alike: what `soft_vote` computes per
+    batch and the exported graph per stage."""
+    total = None
+    for view in [images, *(transform(images) for transform in tta)]:
+        for model in models:
+            probs = layout.softmax(model(view))
+            total = probs if total is None else total + probs
+    return total / (len(models) * (1 + len(tta)))
+
+
 @torch.inference_mode()
 def soft_vote(models: Sequence[torch.nn.Module], loader: DataLoader, device: torch.device, layout: OutputLayout,
               amp: bool = True, tta: Sequence[View] = (),
@@ -38,13 +51,9 @@ def soft_vote(models: Sequence[torch.nn.Module], loader: DataLoader, device: tor
     probs, rows = [], []
     for images, _, row in loader:
         images = images.to(device, non_blocking=True, memory_format=memory_format)
-        total = None
         with autocast(device, amp):
-            for view in [images, *(transform(images) for transform in tta)]:
-                for model in models:
-                    p = layout.softmax(model(view))
-                    total = p if total is None else total + p
-        probs.append((total / (len(models) * (1 + len(tta)))).cpu().numpy())
+            voted = vote(models, images, layout, tta)
+        probs.append(voted.cpu().numpy())
         rows.append(row.numpy())
     if not probs:
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)

@@ -4,13 +4,12 @@ runs them with the GPU benchmark in one call of a GPU machine."""
 import json
 import os
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import cli, write_csv_dataset, write_recipe
+from conftest import cli, torchrun_command, write_csv_dataset, write_recipe
 from hierclf.data import load_input_items
 from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.run.folder import Run
@@ -41,8 +40,9 @@ def test_torchrun_with_nccl_and_one_process_trains_as_a_plain_process_does(tmp_p
     recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(data)},
                           coarse={**GPU_STAGE, "amp": False, "sync_batchnorm": True})
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "plain").exit_code == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "1",
-               "-m", "hierclf", "-q", "fit-coarse", str(recipe), "--out", str(tmp_path / "torchrun")]
+    command = torchrun_command("-q", "fit-coarse", str(recipe), "--out", str(tmp_path / "torchrun"),
+                               launch=("--standalone", "--nproc-per-node", "1"))
+    # the plain run's thread count, not torchrun_env's one thread: on a CPU the count changes the results
     done = subprocess.run(command, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1"})
     assert done.returncode == 0, done.stderr

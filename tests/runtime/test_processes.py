@@ -3,16 +3,14 @@ result as one process."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import Killed, cli, kill_after_saving, write_csv_dataset, write_recipe
+from conftest import Killed, cli, kill_after_saving, torchrun_command, torchrun_env, write_csv_dataset, write_recipe
 from hierclf.data.dataset import TrainingOrder, make_loader
 from hierclf.data.sampling import ShardSampler
 from hierclf.runtime.processes import Processes
@@ -95,16 +93,8 @@ def test_sync_batchnorm_keeps_the_weights_names():
     assert list(model.state_dict()) == names  # saved weights load into a plain model
 
 
-def _torchrun_command(*args: str, launch: tuple[str, ...] = ("--standalone", "--nproc-per-node", "2")) -> list[str]:
-    return [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "hierclf", *args]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONWARNINGS": "ignore", "NO_ALBUMENTATIONS_UPDATE": "1", "OMP_NUM_THREADS": "1"}
-
-
 def _torchrun(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(_torchrun_command(*args), capture_output=True, text=True, env=_env(), timeout=600)
+    return subprocess.run(torchrun_command(*args), capture_output=True, text=True, env=torchrun_env(), timeout=600)
 
 
 def _files(root: Path) -> list[str]:
@@ -201,8 +191,8 @@ def test_two_machines_meet_through_a_rendezvous_and_train_as_one_process(tmp_pat
         port = probe.getsockname()[1]
     launch = ("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
               f"127.0.0.1:{port}", "--rdzv-id", "test")
-    command = _torchrun_command("fit-coarse", str(recipe), "--out", str(tmp_path / "two"), launch=launch)
-    machines = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    command = torchrun_command("fit-coarse", str(recipe), "--out", str(tmp_path / "two"), launch=launch)
+    machines = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=torchrun_env())
                 for _ in range(2)]
     outputs = [machine.communicate(timeout=600) for machine in machines]
     assert [machine.returncode for machine in machines] == [0, 0], outputs
