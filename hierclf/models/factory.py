@@ -4,7 +4,7 @@ a local weights file), or rebuilt from a trained model's spec.
 Whatever its layout, a model returns one row of logits per image, its blocks side by side: a
 plain timm model for one block, a head per block on a shared backbone, or one timm model per
 block (`separate`). What counts as the classifier (for freezing, and the backbone's learning
-rate) is decided here.
+rate) is decided here, and every classifier made here starts at zero (`zero_head`).
 """
 from __future__ import annotations
 
@@ -43,6 +43,8 @@ class MultiHeadModel(torch.nn.Module):
         self.backbone = backbone
         width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, size) for name, size in heads})
+        for head in self.heads.values():
+            zero_head(head)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         features = self.backbone(images)
@@ -59,6 +61,18 @@ class SeparateHeads(torch.nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return torch.cat([model(images) for model in self.models.values()], dim=1)
+
+
+def zero_head(classifier: torch.nn.Module) -> None:
+    """Start a new classifier at zero, as BiT does: every class equally likely, the first loss
+    ln C. timm sizes a classifier's init for its 1,000 ImageNet classes (EfficientNet's range is
+    1/√classes), so over pretrained features a head for a few classes starts with logits of
+    standard deviation 10 or more, and the first epoch's large gradients wreck the features it
+    sits on. The weights still learn from the first step (their gradient is the features times
+    the error); the backbone's gradient flows from the second."""
+    with torch.no_grad():
+        for parameter in classifier.parameters():
+            parameter.zero_()
 
 
 def classifier_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -145,6 +159,8 @@ def _timm_model(config: ModelConfig, num_classes: int, key: str) -> torch.nn.Mod
             raise HierclfError(f"{key}.pretrained: could not fetch weights for {config.model!r} ({error}); "
                                f"without network use {key}.weights = 'file.safetensors'") from None
         raise HierclfError(f"{key}.model = {config.model!r}: timm could not build it ({error})") from None
+    if num_classes and not (config.pretrained and num_classes == model.pretrained_cfg.get("num_classes")):
+        zero_head(model.get_classifier())  # not timm's own head: a new one (a file's may replace it below)
     if config.weights:
         load_weights_file(model, Path(config.weights), f"{key}.weights")
     return model

@@ -46,7 +46,7 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     train_rows = np.flatnonzero((fold_of_row != fold) & mine)
     val_rows = np.flatnonzero((fold_of_row == fold) & mine)
     other_rows = np.flatnonzero((fold_of_row == fold) & ~mine)
-    loaders = _Loaders(stage, spec, items, targets, seed, placement)
+    loaders = FoldLoaders(stage, spec, items, targets, seed, placement)
     processes = placement.processes
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
              len(val_rows), stage.config.model, placement.device, processes.sharing(stage.config.batch_size))
@@ -85,7 +85,7 @@ def build_fold_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torc
     return model, spec
 
 
-class _Loaders:
+class FoldLoaders:
     """Loaders over any rows of a fold: augmented and sampled for training, plain otherwise; each
     process's share of them when several train together."""
 

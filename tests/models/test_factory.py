@@ -39,7 +39,7 @@ def test_initial_weights_come_from_the_seed_alone():
     again, _ = create_model(STAGE, ABC, seed=3)
     other, _ = create_model(STAGE, ABC, seed=4)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    assert not torch.equal(first.fc.weight, other.fc.weight)
+    assert not torch.equal(first.conv1[0].weight, other.conv1[0].weight)
 
 
 def test_unknown_architecture_suggests_names():
@@ -130,3 +130,60 @@ def test_a_broken_model_description_is_a_run_error(tmp_path):
     (tmp_path / "model.json").write_text(json.dumps({**whole, "class_names": ["a"]}))
     with pytest.raises(RunError, match="model.json is not a model description"):
         load_model(tmp_path, torch.device("cpu"))
+
+
+def _saved_imagenet_model(tmp_path, arch: str) -> str:
+    """A timm model as a 1,000-class checkpoint: its classifier has timm's init for 1,000 classes,
+    which a head for a few classes must not inherit."""
+    import timm
+    torch.manual_seed(0)
+    source = timm.create_model(arch, num_classes=1000)
+    path = tmp_path / f"{arch}.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    return str(path)
+
+
+def _first_loss(model, layout, size: int) -> float:
+    """The stage's loss on a first batch of random images and labels, before any step."""
+    import numpy as np
+    from hierclf.recipe.schema import HeadConfig
+    from hierclf.train.losses import build_layout_loss
+    rng = np.random.default_rng(0)
+    targets = np.stack([rng.integers(0, block.size, 32) for block in layout.blocks], axis=1)
+    criterion = build_layout_loss(layout, [HeadConfig()] * len(layout.blocks), ["coarse"] * len(layout.blocks), targets)
+    model.train()
+    images = torch.from_numpy(rng.uniform(-1, 1, (32, 3, size, size)).astype("float32"))
+    with torch.no_grad():
+        return float(criterion(model(images), torch.from_numpy(targets)))
+
+
+@pytest.mark.parametrize("arch, size", [("test_efficientnet", 32), ("tf_efficientnet_lite0", 64)])
+@pytest.mark.parametrize("layout, separate", [(AB, False), (OutputLayout.single(tuple("abcdefghij")), False),
+                                              (HEADS, False), (HEADS, True)], ids=["2", "10", "heads", "separate"])
+def test_a_new_head_on_loaded_weights_starts_at_the_chance_loss(tmp_path, arch, size, layout, separate):
+    """Whatever the layout, the first batch's loss is ln C (summed over heads): timm's own init
+    for these heads, sized for 1,000 classes, starts EfficientNet's far above it."""
+    import math
+    config = StageConfig(model=arch, img_size=size, weights=_saved_imagenet_model(tmp_path, arch))
+    model, _ = create_model(config, layout, separate=separate)
+    chance = sum(math.log(block.size) for block in layout.blocks)
+    assert _first_loss(model, layout, size) == pytest.approx(chance, rel=0.05)
+    if not separate and len(layout.blocks) == 1:  # what the fix is for: timm's init, loaded the same way
+        import timm
+        torch.manual_seed(0)
+        timms = timm.create_model(arch, num_classes=layout.width)
+        load_weights_file(timms, config.weights, "coarse.weights")
+        assert _first_loss(timms, layout, size) > 1.2 * chance
+
+
+def test_a_specialist_from_the_coarse_model_gets_a_new_head_at_zero(tmp_path):
+    """init_from_coarse: the coarse fold's backbone with a new head for the group, at the chance loss."""
+    coarse, _ = create_model(StageConfig(model="test_efficientnet", img_size=32), OutputLayout.single(tuple("abcde")),
+                             seed=1)
+    torch.nn.init.normal_(coarse.get_classifier().weight, std=1.0)  # a trained head, nothing like zero
+    path = tmp_path / "coarse.safetensors"
+    save_file({k: v.contiguous() for k, v in coarse.state_dict().items()}, str(path))
+    specialist, _ = create_model(StageConfig(model="test_efficientnet", img_size=32), AB, seed=2)
+    load_weights_file(specialist, path, "fine.init_from_coarse", new_head=True)
+    assert torch.count_nonzero(specialist.get_classifier().weight) == 0
+    assert torch.equal(specialist.conv_stem.weight, coarse.conv_stem.weight)
