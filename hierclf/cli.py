@@ -348,37 +348,28 @@ def tune_fine(run: Path, group: str, tries: tuple[str, ...], fold: int, budget: 
               show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
-    from hierclf.errors import RunError
-    from hierclf.hierarchy.suggest import suggest_groups
-    from hierclf.metrics import confusion
-    from hierclf.recipe.coerce import show_value
-    from hierclf.run.folder import Run
-    from hierclf.run.outputs import load_oof
+    from hierclf.report.text import suggestion_lines
 
-    opened = Run.open(run)
-    hierarchy = opened.hierarchy
-    if not hierarchy.is_flat:
-        raise RunError(f"{run} has {hierarchy.describe()}; suggest-groups reads a flat run's out-of-fold confusion")
-    oof = load_oof(opened)
-    matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
-    errors = int(matrix.sum() - matrix.trace())
-    click.echo(f"{errors} out-of-fold errors in {int(matrix.sum())} rows")
-    groups = suggest_groups(matrix, max_groups=max_groups, min_confusion=min_confusion)
-    if not groups:
-        click.echo(f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; "
-                   f"a flat model is the right shape here (or lower --min-confusion)")
-        return
-    rows = int(matrix.sum())
-    for number, group in enumerate(groups, start=1):
-        names = ", ".join(hierarchy.class_names[m] for m in group.members)
-        inside = round(group.error_share * errors)
-        click.echo(f"  group {number}: {names}  holds {group.error_share:.0%} of the errors ({inside}; mutual "
-                   f"confusion {group.confusion_rate:.1%}): a perfect specialist could win at most "
-                   f"{inside / max(rows, 1) * 100:.2f} points of accuracy")
-    listed = [[hierarchy.class_names[m] for m in group.members] for group in groups]
-    click.echo("\nErrors between a group and the rest stay with the flat model. Paste into this run's recipe, "
-               "so the flat run is the coarse stage and only specialists train:\n\n[hierarchy]\ngroups = "
-               + show_value(listed) + f"\ncoarse_run = {show_value(str(run))}\n\n[fine]\ninit_from_coarse = true")
+    click.echo("\n".join(suggestion_lines(run, max_groups, min_confusion)))
+
+
+@main.command()
+@click.argument("source", metavar="RUN|RECIPE", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="The probe's run folder to write.")
+@click.option("--c", "c", type=click.FloatRange(min=0.0, min_open=True), default=None,
+              help="Inverse regularisation strength of the logistic regression, on standardised features "
+                   "(default: chosen in each fold by a 3-fold cross-validation inside its training rows).")
+def probe(source: Path, out: Path, c: float | None) -> None:
+    """Fit the linear probe of a pretrained RUN (or RECIPE): a logistic regression on the frozen
+    backbone's pooled features at the run's input size, on the same folds. It is written as a flat
+    run, so `evaluate RUN --control OUT` scores it beside the run and `predict OUT` scores it on
+    new images; a fine-tuned run that does not beat it has gone wrong."""
+    from hierclf.report.text import stage_summary_lines
+    from hierclf.run.folder import Run
+    from hierclf.train.probe import linear_probe
+
+    summary = linear_probe(source, out, c)
+    click.echo("\n".join(stage_summary_lines("linear probe", summary, Run.open(out))))
 
 
 main.add_command(export)

@@ -32,7 +32,7 @@ def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option:
     minus theirs, with its paired-bootstrap interval (seeded by folds.seed). `option` names the
     option that gave them, in messages."""
     names, labels = run.hierarchy.class_names, oof.labels
-    probs, members, trained, inference = [], [], [], []
+    probs, members, trained, inference, probes = [], [], [], [], []
     for path in paths:
         flat = Run.open(path)
         if not flat.hierarchy.is_flat:
@@ -49,6 +49,7 @@ def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option:
         members.append(scores(labels, flat_oof["probs"].argmax(1), len(names))["macro_f1"])
         trained.append(training_cost(flat))
         inference.append(inference_cost(flat))
+        probes.append(flat.is_probe)
     predicted = np.mean(probs, axis=0).argmax(1)
     result = pipeline_scores(labels, predicted, names)
     result.update(calibration(labels, np.mean(probs, axis=0)))
@@ -58,6 +59,7 @@ def flat_runs_scores(run: Run, paths: Sequence[str | Path], oof: RunOOF, option:
                   inference=_summed(inference, ("passes", "megapixels")))
     if len(paths) == 1:
         result["run"] = str(Path(paths[0]))
+        result["probe"] = probes[0]  # a linear probe (`hierclf probe`): the verdict names it
     else:
         result["members_macro_f1"] = members
         result["ensemble_gain"] = result["macro_f1"] - float(np.mean(members))

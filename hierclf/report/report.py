@@ -16,6 +16,16 @@ OOF_ESTIMATES = ("Each row's out-of-fold prediction comes from the one fold mode
                  "leak-free (ensemble_gain).")
 
 
+PROBE_NOT_BEATEN = (": fine-tuning lost what the pretrained backbone knew. Look at the first epoch's train_loss in "
+                    "metrics.jsonl (near ln C when the new head starts right); give the head freeze_epochs alone, "
+                    "the backbone a lower backbone_lr (or layer_decay), or lower lr")
+
+
+def control_name(control: dict[str, Any]) -> str:
+    """What a verdict calls a control: the linear probe, or the runs it holds."""
+    return f"the linear probe {control['run']}" if control.get("probe") else f"control {', '.join(control['runs'])}"
+
+
 def _noise(interval: dict[str, float] | None) -> str:
     """The paired interval of a difference, and whether it is within the noise (holds 0)."""
     if not interval:
@@ -62,7 +72,7 @@ class Report:
         images each took relative to the flat run (when one is compared against)."""
         chosen, base = self.pipelines[self.chosen], self.flat_images
         lines = []
-        compared = [("the flat run", self.flat)] + [(f"control {', '.join(c['runs'])}", c) for c in self.controls]
+        compared = [("the flat run", self.flat)] + [(control_name(c), c) for c in self.controls]
         for label, other in compared:
             if other is None:
                 continue
@@ -71,14 +81,16 @@ class Report:
                       f"{other['training']['images'] / base:.2f}×") if base else ""
             lines.append(f"{self.chosen} {'beats' if gain > 0 else 'does not beat'} {label} "
                          f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points"
-                         f"{_noise(other.get('paired_difference'))}){budget}")
+                         f"{_noise(other.get('paired_difference'))}){budget}"
+                         f"{PROBE_NOT_BEATEN if other.get('probe') and gain <= 0 else ''}")
         return lines
 
     def score_rows(self) -> list[tuple[str, dict[str, Any], bool]]:
         """(name, scores, is the recipe's combiner) for the flat run compared against, each control,
         then each pipeline."""
         rows = [("flat", self.flat, False)] if self.flat is not None else []
-        rows += [(f"control {number}", control, False) for number, control in enumerate(self.controls, 1)]
+        rows += [("probe" if control.get("probe") else f"control {number}", control, False)
+                 for number, control in enumerate(self.controls, 1)]
         several = len(self.pipelines) > 1
         return rows + [(name, result, several and name == self.chosen) for name, result in self.pipelines.items()]
 

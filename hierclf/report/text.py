@@ -1,15 +1,20 @@
-"""The lines the command line prints: a stage's out-of-fold summary after training, and a run's
-evaluation, both rendered from what was computed (summary.json and oof.npz, a `Report`)."""
+"""The lines the command line prints: a stage's out-of-fold summary after training, a run's
+evaluation (from summary.json and oof.npz, or a `Report`), and the groups suggest-groups proposes."""
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from hierclf.errors import RunError
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.hierarchy.stage import in_stage
-from hierclf.metrics import report_text
+from hierclf.hierarchy.suggest import suggest_groups
+from hierclf.metrics import confusion, report_text
+from hierclf.recipe.coerce import show_value
 from hierclf.report.report import Report
 from hierclf.run.files import read_npz
 from hierclf.run.folder import Run
+from hierclf.run.outputs import load_oof
 
 
 def stage_summary_lines(title: str, summary: dict[str, Any], run: Run) -> list[str]:
@@ -55,4 +60,33 @@ def evaluation_lines(report: Report) -> list[str]:
     for pair in report.pipelines[report.chosen]["most_confused"]:
         lines.append(f"  {pair['true']} → {pair['predicted']}: {pair['count']} ({pair['share_of_errors']:.0%} of "
                      f"errors)")
+    return lines
+
+
+def suggestion_lines(run_path: Path, max_groups: int, min_confusion: float) -> list[str]:
+    """`suggest-groups`: groups of confusable classes from a flat run's out-of-fold confusion, what a
+    perfect specialist could win in each, and the recipe lines that build the hierarchy over it."""
+    run = Run.open(run_path)
+    hierarchy = run.hierarchy
+    if not hierarchy.is_flat:
+        raise RunError(f"{run_path} has {hierarchy.describe()}; suggest-groups reads a flat run's out-of-fold "
+                       f"confusion")
+    oof = load_oof(run)
+    matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
+    errors, rows = int(matrix.sum() - matrix.trace()), int(matrix.sum())
+    lines = [f"{errors} out-of-fold errors in {rows} rows"]
+    groups = suggest_groups(matrix, max_groups=max_groups, min_confusion=min_confusion)
+    if not groups:
+        return lines + [f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; "
+                        f"a flat model is the right shape here (or lower --min-confusion)"]
+    for number, group in enumerate(groups, start=1):
+        names = ", ".join(hierarchy.class_names[m] for m in group.members)
+        inside = round(group.error_share * errors)
+        lines.append(f"  group {number}: {names}  holds {group.error_share:.0%} of the errors ({inside}; mutual "
+                     f"confusion {group.confusion_rate:.1%}): a perfect specialist could win at most "
+                     f"{inside / max(rows, 1) * 100:.2f} points of accuracy")
+    listed = [[hierarchy.class_names[m] for m in group.members] for group in groups]
+    lines.append("\nErrors between a group and the rest stay with the flat model. Paste into this run's recipe, "
+                 "so the flat run is the coarse stage and only specialists train:\n\n[hierarchy]\ngroups = "
+                 + show_value(listed) + f"\ncoarse_run = {show_value(str(run_path))}\n\n[fine]\ninit_from_coarse = true")
     return lines

@@ -177,6 +177,15 @@ class Run:
         return self.root / "folds.npz"
 
     @property
+    def probe_path(self) -> Path:
+        """Present in a linear probe's run folder (`hierclf probe`): the regression's settings."""
+        return self.root / "probe.json"
+
+    @property
+    def is_probe(self) -> bool:
+        return self.probe_path.is_file()
+
+    @property
     def combiner_path(self) -> Path:
         return self.root / "combiner.json"
 

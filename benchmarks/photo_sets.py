@@ -1,0 +1,126 @@
+"""Lay out the two public photo sets as hierclf CSV datasets (train.csv, test.csv and the images
+beside them, hard-linked where the file system allows), for the real-photo benchmarks.
+
+Neither set is part of the repository; bring each with the `fetch` tool (or git clone) and
+extract it first:
+
+    git -C CLOTHING.git archive --format=tar HEAD | tar -x -C SRC/clothing       # alexeygrigorev/clothing-dataset-small
+    git -C FACES.git archive --format=tar HEAD crop_part1 | tar -x -C SRC/faces  # Mohanish-5744/Major_Ensemble_Gender
+
+    python benchmarks/photo_sets.py clothing SRC/clothing data/clothing
+    python benchmarks/photo_sets.py faces SRC/faces/crop_part1 data/faces
+
+- **clothing** (CC0): 10 classes in class folders; train/ and validation/ become train.csv
+  (3,409 photos), test/ test.csv (372).
+- **faces**: UTKFace's aligned faces (`AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`, 200 px; for
+  non-commercial research only), adults only (18 or more), labelled gender × age bin
+  (<30, 30–59, ≥60), the mask competition's six joint classes, as `label` (`female/<30`) and as
+  one column per attribute (`gender`, `age`), so the same CSV serves a flat recipe and one with
+  `[hierarchy] heads`. Byte-identical files are one photo: a file that appears twice with one
+  label is kept once, with two labels it is dropped (both are counted). A stratified fifth
+  (seed 0) is the test set.
+
+(Issue 32 brings labels from file names into the library as `[data] pattern`; until then this
+script writes them as CSV columns.)
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+import os
+import re
+import shutil
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+GENDERS = ("male", "female")          # UTKFace: 0 male, 1 female
+AGES = ("<30", "30-59", ">=60")
+FACE_CLASSES = [f"{gender}/{age}" for gender in GENDERS for age in AGES]  # the heads' mixed-radix order
+
+
+def _link(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        return
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def clothing(src: Path, out: Path) -> None:
+    for split, folders in (("train", ("train", "validation")), ("test", ("test",))):
+        rows = []
+        for folder in folders:
+            for image in sorted((src / folder).glob("*/*.jpg")):
+                image_id = f"{image.parent.name}-{image.stem}"
+                _link(image, out / split / f"{image_id}.jpg")
+                rows.append({"id": image_id, "label": image.parent.name})
+        _write_csv(out / f"{split}.csv", rows)
+        print(f"{split}: {len(rows)} photos, {dict(sorted(Counter(r['label'] for r in rows).items()))}")
+
+
+def _age_bin(age: int) -> str:
+    return AGES[0] if age < 30 else AGES[1] if age < 60 else AGES[2]
+
+
+def faces(src: Path, out: Path) -> None:
+    name = re.compile(r"(\d+)_([01])_\d_\d+\.jpg\.chip\.jpg$")
+    by_digest, unreadable, children = defaultdict(list), 0, 0
+    for image in sorted(src.glob("*.jpg")):
+        match = name.match(image.name)
+        if not match:
+            unreadable += 1
+            continue
+        age, gender = int(match[1]), int(match[2])
+        if age < 18:
+            children += 1
+            continue
+        label = f"{GENDERS[gender]}/{_age_bin(age)}"
+        by_digest[hashlib.sha1(image.read_bytes()).hexdigest()].append((image, label))
+    rows, repeated, conflicting = [], 0, 0
+    for copies in by_digest.values():
+        labels = {label for _, label in copies}
+        if len(labels) > 1:
+            conflicting += 1
+            continue
+        repeated += len(copies) > 1
+        image, label = copies[0]
+        gender, age = label.split("/")
+        rows.append({"id": image.name.split(".")[0], "label": label, "gender": gender, "age": age, "file": image})
+    print(f"{len(rows)} adult faces; left out: {children} children, {unreadable} names without age_gender_race, "
+          f"{conflicting} photos stored twice with different labels; {repeated} stored twice with one label, "
+          f"kept once")
+    labels = np.array([row["label"] for row in rows])
+    train, test = train_test_split(np.arange(len(rows)), test_size=0.2, stratify=labels, random_state=0)
+    for split, chosen in (("train", train), ("test", test)):
+        chosen_rows = [rows[i] for i in sorted(chosen)]
+        for row in chosen_rows:
+            _link(row["file"], out / split / f"{row['id']}.jpg")
+        _write_csv(out / f"{split}.csv", [{k: v for k, v in row.items() if k != "file"} for row in chosen_rows])
+        print(f"{split}: {len(chosen_rows)} faces, {dict(sorted(Counter(r['label'] for r in chosen_rows).items()))}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name", choices=["clothing", "faces"])
+    parser.add_argument("src", type=Path, help="the extracted set (clothing: the folder holding train/; faces: "
+                                               "crop_part1/)")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    (clothing if args.name == "clothing" else faces)(args.src, args.out)
+
+
+if __name__ == "__main__":
+    main()

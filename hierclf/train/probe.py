@@ -1,0 +1,203 @@
+"""The linear probe: a logistic regression on the frozen pretrained backbone's pooled features, on
+a run's folds. It is what a careful user tries first on a few thousand images, it costs one
+forward pass per image, and a fine-tuned run that does not beat it has gone wrong.
+
+The probe is written as a flat run folder: each fold's model is the pretrained network as
+loaded, its classifier replaced by the regression (the features' standardisation folded into
+the weights), so `predict`, `evaluate --control` and `export` use it as any flat run, and its
+out-of-fold outputs line up with the run's. `probe.json` beside recipe.toml marks it
+(`Run.is_probe`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+from sklearn.metrics import log_loss
+from sklearn.preprocessing import StandardScaler
+
+from hierclf.data import Items, load_training_items
+from hierclf.data.cache import cached_items
+from hierclf.data.images import check_images
+from hierclf.errors import RecipeError, RunError
+from hierclf.hierarchy.build import build_hierarchy, label_attributes
+from hierclf.metrics import scores
+from hierclf.models.factory import check_arch, create_model
+from hierclf.models.inference import pooled_features
+from hierclf.recipe.reading import load_recipe
+from hierclf.recipe.schema import CombineConfig, HierarchyConfig, Recipe, StageConfig
+from hierclf.run.destinations import check_output, recipe_inputs
+from hierclf.run.files import write_json
+from hierclf.run.folder import TRAIN_ONLY, Folds, Run
+from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
+from hierclf.runtime.processes import Placement
+from hierclf.train.fold import FoldLoaders
+from hierclf.train.kfold import assign_folds
+from hierclf.train.record import FitRecord
+from hierclf.train.stage import gather_oof
+
+log = logging.getLogger(__name__)
+
+def starts_pretrained(config: StageConfig) -> bool:
+    """Whether a stage starts from pretrained weights (a local file, or timm's)."""
+    return bool(config.weights or config.pretrained)
+
+
+def linear_probe(source: str | Path, out: str | Path, c: float | None = None) -> dict[str, Any]:
+    """Fit the linear probe of a run (or of a recipe, before its run exists) into the run folder
+    `out`: the recipe's [data], folds and [coarse] model at its input size, every class of the
+    run (with heads, their joint classes).
+
+    Args:
+        source: a run folder (its folds are taken as they are) or a recipe file.
+        out: the probe's run folder, a flat run.
+        c: the regression's inverse regularisation strength, on standardised features; None
+            chooses it in each fold (`fit_probe`).
+
+    Returns:
+        The probe's out-of-fold summary (summary.json)."""
+    recipe, folds, where = _source(Path(source))
+    config = recipe.coarse
+    if not starts_pretrained(config):
+        raise RecipeError(f"{where}: a linear probe reads a pretrained backbone's features, and [coarse] starts "
+                          f"from scratch; set coarse.weights (a local file) or coarse.pretrained")
+    check_arch(config.model, "coarse.model")
+    check_output(Path(out), "--out", reads=[*recipe_inputs(recipe), Path(source)], folder=True, run=True)
+    items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
+    if folds is None:
+        if items.paths is not None:
+            check_images(items.paths, config.workers)
+        folds = Folds(ids=items.ids, labels=items.labels,
+                      fold=assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names))
+    else:
+        folds.check_data(items.ids, items.labels, Path(source))
+    flat = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, class_names=tuple(items.class_names)),
+                               hierarchy=HierarchyConfig(), fine=config, specialists=(), heads=(),
+                               combine=CombineConfig())
+    run = Run.start(out, flat, build_hierarchy(flat.hierarchy, items.class_names), folds)
+    _fit_folds(run, items, c)
+    return gather_oof(run, run.coarse_stage, items)
+
+
+def _source(path: Path) -> tuple[Recipe, Folds | None, str]:
+    """The recipe a probe is fit for, the run's folds when `path` is a run folder, and what
+    messages call it."""
+    if path.is_dir():
+        run = Run.open(path)
+        if run.is_probe:
+            raise RunError(f"{path} is itself a linear probe; give the run it was fit for, or its recipe")
+        return run.recipe, run.folds, str(run.recipe_path)
+    return load_recipe(path), None, str(path)
+
+
+def _fit_folds(run: Run, items: Items, c: float | None) -> None:
+    """The features of every row once (the frozen backbone is the same in every fold), then one
+    regression per fold, written as that fold's model."""
+    stage, config = run.coarse_stage, run.coarse_stage.config
+    model, spec = create_model(config, stage.layout, key="coarse", seed=config.seed)
+    classifier = model.get_classifier()
+    if not isinstance(classifier, torch.nn.Linear):
+        raise RecipeError(f"coarse.model = {config.model!r}: its classifier is a {type(classifier).__name__}, not a "
+                          f"linear layer over pooled features; the probe needs one")
+    targets = stage.targets(items.labels)[:, 0]
+    placement = Placement(resolve_device(config.device))
+    started = time.perf_counter()
+    with torch_threads(thread_count(config.threads)):
+        images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
+        loaders = FoldLoaders(stage, spec, images, stage.targets(items.labels), config.seed, placement)
+        features, order = pooled_features(model.to(placement.device), loaders.of(np.arange(len(items))),
+                                          placement.device, config.amp)
+    features = features[np.argsort(order)]
+    per_fold_seconds = (time.perf_counter() - started) / len(_folds(run))
+    total_seconds, chosen_c = 0.0, []
+    for fold in _folds(run):
+        fold_started = time.perf_counter()
+        train_rows = np.flatnonzero(run.folds.fold != fold)
+        val_rows = np.flatnonzero(run.folds.fold == fold)
+        weight, bias, chosen = fit_probe(features[train_rows], targets[train_rows], stage.layout.width, c)
+        chosen_c.append(chosen)
+        with torch.no_grad():
+            classifier.weight.copy_(torch.from_numpy(weight))
+            classifier.bias.copy_(torch.from_numpy(bias))
+        entry = _fold_entry(features, targets, weight, bias, train_rows, val_rows)
+        entry["seconds"] = per_fold_seconds + time.perf_counter() - fold_started
+        total_seconds += entry["seconds"]
+        record = FitRecord(f"probe fold {fold}", run.fold_dir("coarse", fold))
+        record.resume_path.parent.mkdir(parents=True, exist_ok=True)
+        record.epoch(entry, True, 1)
+        val_probs = softmax(features[val_rows] @ weight.T + bias)
+        record.finish_fold(dict(ids=items.ids[val_rows], probs=val_probs.astype(np.float32),
+                                targets=stage.layout.stored(stage.targets(items.labels)[val_rows])),
+                           model.cpu(), spec, _result(fold, entry, len(train_rows), len(val_rows)))
+        model.to(placement.device)
+    write_json(run.probe_path, {"C": chosen_c, "chosen": c is None, "features": int(features.shape[1]), "rows": int(len(features)),
+                                       "seconds": total_seconds})
+
+
+def _folds(run: Run) -> list[int]:
+    return sorted(set(run.folds.fold.tolist()) - {TRAIN_ONLY})
+
+
+PROBE_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+"""The regularisation strengths an automatic probe chooses from (on standardised features)."""
+
+
+def fit_probe(features: np.ndarray, targets: np.ndarray, num_classes: int,
+              c: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """scikit-learn's logistic regression on standardised features, returned as the weight
+    (classes × features) and bias of one linear layer over the raw features, whose softmax is the
+    regression's predict_proba, and the C it used. With `c` None, C is chosen from PROBE_CS by a
+    stratified 3-fold cross-validation of the log-loss inside `targets`' rows, as a careful user
+    would (on a few thousand rows of 1,000 features, C = 1 overfits). A class the training rows
+    lack gets a bias far below the rest."""
+    scaler = StandardScaler().fit(features)
+    scaled = scaler.transform(features)
+    folds = int(min(3, np.bincount(targets)[np.unique(targets)].min()))
+    if c is None and folds >= 2:
+        regression = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, scoring="neg_log_loss",
+                                          max_iter=2000).fit(scaled, targets)
+        c = float(regression.C_[0])
+    else:
+        c = 1.0 if c is None else c
+        regression = LogisticRegression(C=c, max_iter=2000).fit(scaled, targets)
+    coef, intercept = regression.coef_, regression.intercept_
+    if len(regression.classes_) == 2:  # one logit for the second class against the first: as two
+        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
+    weight = np.zeros((num_classes, features.shape[1]))
+    bias = np.full(num_classes, -30.0)
+    weight[regression.classes_] = coef / scaler.scale_
+    bias[regression.classes_] = intercept - (coef / scaler.scale_) @ scaler.mean_
+    return weight.astype(np.float32), bias.astype(np.float32), c
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def _fold_entry(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bias: np.ndarray,
+                train_rows: np.ndarray, val_rows: np.ndarray) -> dict[str, float]:
+    """The fold's one line of metrics.jsonl, as an epoch's: the regression's log-loss and
+    accuracy on its training rows, and its validation scores."""
+    labels = np.arange(len(bias))
+    train_probs = softmax(features[train_rows] @ weight.T + bias)
+    val_probs = softmax(features[val_rows] @ weight.T + bias)
+    val = scores(targets[val_rows], val_probs.argmax(1), len(bias))
+    return {"epoch": 1, "train_loss": float(log_loss(targets[train_rows], train_probs, labels=labels)),
+            "train_accuracy": float((train_probs.argmax(1) == targets[train_rows]).mean()),
+            "val_loss": float(log_loss(targets[val_rows], val_probs, labels=labels)),
+            "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"], "lr": 0.0}
+
+
+def _result(fold: int, entry: dict[str, float], train_rows: int, val_rows: int) -> dict[str, Any]:
+    return {"fold": fold, "best_epoch": 1, "epochs_run": 1, "stopped_early": False, "monitor": "val_macro_f1",
+            "best_value": entry["val_macro_f1"], "val_accuracy": entry["val_accuracy"],
+            "val_macro_f1": entry["val_macro_f1"], "train_rows": train_rows, "val_rows": val_rows,
+            "train_accuracy": entry["train_accuracy"], "probe": True}
+

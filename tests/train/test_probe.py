@@ -1,0 +1,128 @@
+"""The linear probe: scikit-learn's logistic regression on a frozen pretrained backbone's features,
+written as a flat run that predict and evaluate read as any other."""
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from conftest import cli, write_csv_dataset, write_recipe
+from hierclf.data import load_training_items
+from hierclf.data.dataset import ImageDataset, build_transform, make_loader
+from hierclf.models.inference import pooled_features
+from hierclf.models.saved import load_model
+from hierclf.run.files import read_json, read_npz
+from hierclf.run.folder import Run
+from hierclf.train.probe import fit_probe
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A 'pretrained' test_resnet (1,000 classes, RGB) saved locally, and a recipe starting from it."""
+    root = tmp_path_factory.mktemp("probe")
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()},
+              str(root / "imagenet.safetensors"))
+    train_csv = write_csv_dataset(root / "data", per_class=20)
+    recipe = write_recipe(root / "recipe.toml", {"csv": str(train_csv)},
+                          coarse={"weights": str(root / "imagenet.safetensors"), "epochs": 2})
+    return root, recipe, train_csv
+
+
+def _features(run: Run, fold: int, rows: np.ndarray):
+    """The fold model's pooled features and probabilities for `rows`, through the loader predict uses."""
+    model, spec = load_model(run.fold_dir("coarse", fold), torch.device("cpu"))
+    items = load_training_items(run.recipe.data).subset(rows)
+    loader = make_loader(ImageDataset(items, np.zeros((len(rows), 1), dtype=np.int64),
+                                      build_transform(spec.img_size, spec.mean, spec.std, "none"), spec.in_chans),
+                         8, workers=0, device=torch.device("cpu"))
+    features, order = pooled_features(model, loader, torch.device("cpu"), amp=False)
+    with torch.no_grad():
+        probs = torch.softmax(model.get_classifier()(torch.from_numpy(features)), 1).numpy()
+    return features[np.argsort(order)], probs[np.argsort(order)]
+
+
+def test_the_probe_is_scikit_learns_regression_folded_into_the_classifier(pretrained):
+    root, recipe, _ = pretrained
+    result = cli("-q", "probe", recipe, "--out", root / "probe", "--c", "0.5")
+    assert result.exit_code == 0, result.output
+    run = Run.open(root / "probe")
+    assert run.hierarchy.is_flat and read_json(root / "probe" / "probe.json")["C"] == [0.5] * 3
+    labels, fold_of_row = run.folds.labels, run.folds.fold
+    for fold in range(3):
+        every = np.arange(len(labels))
+        features, probs = _features(run, fold, every)
+        train, val = fold_of_row != fold, fold_of_row == fold
+        scaler = StandardScaler().fit(features[train])
+        expected = LogisticRegression(C=0.5, max_iter=2000).fit(scaler.transform(features[train]), labels[train])
+        np.testing.assert_allclose(probs, expected.predict_proba(scaler.transform(features)), atol=1e-5)
+        saved = read_npz(run.fold_dir("coarse", fold) / "val.npz")
+        np.testing.assert_allclose(saved["probs"], probs[val], atol=1e-5)
+    summary = read_json(root / "probe" / "coarse" / "summary.json")
+    assert summary["oof_macro_f1"] > 0.7  # three classes: chance is 0.33
+    assert "linear probe out-of-fold" in result.output
+
+
+def test_two_classes_are_one_logit_against_the_other():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(60, 5))
+    targets = (features[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(int)
+    weight, bias, _ = fit_probe(features, targets, 2, 1.0)
+    scaler = StandardScaler().fit(features)
+    expected = LogisticRegression(max_iter=2000).fit(scaler.transform(features), targets)
+    logits = features @ weight.T + bias
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    np.testing.assert_allclose(probs, expected.predict_proba(scaler.transform(features)), atol=1e-5)
+
+
+def test_a_class_missing_from_the_training_rows_is_never_predicted():
+    rng = np.random.default_rng(1)
+    features, targets = rng.normal(size=(40, 4)), rng.integers(0, 2, 40) * 2  # classes 0 and 2 of 3
+    weight, bias, _ = fit_probe(features, targets, 3, 1.0)
+    assert (np.argmax(features @ weight.T + bias, 1) != 1).all() and bias[1] < bias[[0, 2]].min() - 20
+
+
+def test_a_run_is_probed_on_its_own_folds_and_scored_beside_it(pretrained, tmp_path):
+    root, recipe, train_csv = pretrained
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
+    result = cli("-q", "probe", tmp_path / "run", "--out", tmp_path / "probe")
+    assert result.exit_code == 0, result.output
+    assert Run.open(tmp_path / "probe").folds.matches(Run.open(tmp_path / "run").folds)
+    evaluated = cli("evaluate", tmp_path / "run", "--control", tmp_path / "probe")
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "the linear probe" in evaluated.output
+    predicted = cli("predict", tmp_path / "probe", train_csv, "--out", tmp_path / "probe.csv")
+    assert predicted.exit_code == 0, predicted.output
+
+
+def test_a_probe_needs_a_pretrained_backbone(tmp_path):
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=6)
+    recipe = write_recipe(tmp_path / "recipe.toml", {"csv": str(train_csv)})
+    result = cli("probe", recipe, "--out", tmp_path / "probe")
+    assert result.exit_code == 2 and "coarse.weights" in result.output and not (tmp_path / "probe").exists()
+
+
+def test_a_probe_is_not_probed_again(pretrained, tmp_path):
+    root, recipe, _ = pretrained
+    assert cli("-q", "probe", recipe, "--out", tmp_path / "probe").exit_code == 0
+    result = cli("probe", tmp_path / "probe", "--out", tmp_path / "again")
+    assert result.exit_code == 2 and "itself a linear probe" in result.output
+
+
+def test_by_default_each_fold_chooses_c_by_cross_validation():
+    """With many features and few rows C = 1 overfits; the probe chooses as LogisticRegressionCV does."""
+    from sklearn.linear_model import LogisticRegressionCV
+    from hierclf.train.probe import PROBE_CS
+    rng = np.random.default_rng(2)
+    features = rng.normal(size=(90, 200))
+    targets = np.repeat(np.arange(3), 30)
+    features[:, :3] += 0.8 * np.eye(3)[targets]
+    weight, bias, chosen = fit_probe(features, targets, 3)
+    scaled = StandardScaler().fit_transform(features)
+    expected = LogisticRegressionCV(Cs=list(PROBE_CS), cv=3, scoring="neg_log_loss", max_iter=2000).fit(scaled, targets)
+    assert chosen == expected.C_[0] < 1.0
+    logits = features @ weight.T + bias
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), expected.predict_proba(scaled), atol=1e-5)
