@@ -359,16 +359,18 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
 @click.option("--c", "c", type=click.FloatRange(min=0.0, min_open=True), default=None,
               help="Inverse regularisation strength of the logistic regression, on standardised features "
                    "(default: chosen in each fold by a 3-fold cross-validation inside its training rows).")
-def probe(source: Path, out: Path, c: float | None) -> None:
+@click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",
+              help="Override a key of RECIPE (repeatable).")
+def probe(source: Path, out: Path, c: float | None, overrides: tuple[str, ...]) -> None:
     """Fit the linear probe of a pretrained RUN (or RECIPE): a logistic regression on the frozen
     backbone's pooled features at the run's input size, on the same folds. It is written as a flat
     run, so `evaluate RUN --control OUT` scores it beside the run and `predict OUT` scores it on
     new images; a fine-tuned run that does not beat it has gone wrong."""
     from hierclf.report.text import stage_summary_lines
     from hierclf.run.folder import Run
-    from hierclf.train.probe import linear_probe
+    from hierclf.train.probe_run import linear_probe
 
-    summary = linear_probe(source, out, c)
+    summary = linear_probe(source, out, c, overrides)
     click.echo("\n".join(stage_summary_lines("linear probe", summary, Run.open(out))))
 
 

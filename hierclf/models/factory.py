@@ -4,7 +4,7 @@ a local weights file), or rebuilt from a trained model's spec.
 Whatever its layout, a model returns one row of logits per image, its blocks side by side: a
 plain timm model for one block, a head per block on a shared backbone, or one timm model per
 block (`separate`). What counts as the classifier (for freezing, and the backbone's learning
-rate) is decided here, and every classifier made here starts at zero (`zero_head`).
+rate) is decided here, and a new classifier on loaded weights starts at zero (`zero_head`).
 """
 from __future__ import annotations
 
@@ -38,12 +38,13 @@ class MultiHeadModel(torch.nn.Module):
     """One timm backbone (pooled features, dropout) and a linear classifier per attribute head.
     The attributes share what the backbone learns, at the cost of one model's compute."""
 
-    def __init__(self, backbone: torch.nn.Module, heads: Sequence[tuple[str, int]]):
+    def __init__(self, backbone: torch.nn.Module, heads: Sequence[tuple[str, int]], zero: bool = False):
+        """`zero`: the heads start at zero (`zero_head`), as on a backbone with loaded weights."""
         super().__init__()
         self.backbone = backbone
         width = getattr(backbone, "head_hidden_size", None) or backbone.num_features
         self.heads = torch.nn.ModuleDict({name: torch.nn.Linear(width, size) for name, size in heads})
-        for head in self.heads.values():
+        for head in self.heads.values() if zero else ():
             zero_head(head)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -64,12 +65,14 @@ class SeparateHeads(torch.nn.Module):
 
 
 def zero_head(classifier: torch.nn.Module) -> None:
-    """Start a new classifier at zero, as BiT does: every class equally likely, the first loss
-    ln C. timm sizes a classifier's init for its 1,000 ImageNet classes (EfficientNet's range is
-    1/√classes), so over pretrained features a head for a few classes starts with logits of
-    standard deviation 10 or more, and the first epoch's large gradients wreck the features it
-    sits on. The weights still learn from the first step (their gradient is the features times
-    the error); the backbone's gradient flows from the second."""
+    """Start a new classifier at zero, as BiT does for fine-tuning: every class equally likely, the
+    first loss ln C. timm sizes a classifier's init for its 1,000 ImageNet classes (EfficientNet's
+    range is 1/√classes), so over pretrained features a head for a few classes starts with logits
+    of standard deviation 3 to 16, and the first epoch's large gradients wreck the features it sits
+    on. The weights still learn from the first step (their gradient is the features times the
+    error); the backbone's gradient flows from the second. A model trained from scratch keeps
+    timm's own init, sized for its classes and its random features (there the zero head slowed
+    the first epochs of the tests' small runs)."""
     with torch.no_grad():
         for parameter in classifier.parameters():
             parameter.zero_()
@@ -118,6 +121,23 @@ def lowest_stages(model: torch.nn.Module, count: int, key: str) -> list[torch.nn
     return parameters
 
 
+def layer_scales(model: torch.nn.Module, decay: float) -> dict[int, float]:
+    """Each backbone parameter's share of the learning rate under layer-wise decay (BEiT's, as
+    timm's param_groups_layer_decay computes it): timm's fine parameter groups from the input up,
+    the top one at 1 and each one below at `decay` times the one above. Keyed by id(parameter); the
+    classifiers are not in it (they keep the full rate)."""
+    heads = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+    scales = {}
+    for inner in _timm_models(model):
+        named = dict(inner.named_parameters())
+        layers = {name: layer for name, layer in
+                  group_parameters(inner, inner.group_matcher(coarse=False), reverse=True).items()
+                  if id(named[name]) not in heads}
+        top = max(layers.values())
+        scales.update({id(named[name]): decay ** (top - layer) for name, layer in layers.items()})
+    return scales
+
+
 def set_frozen(model: torch.nn.Module, parameters: Sequence[torch.nn.Parameter], frozen: bool) -> None:
     """Stop (or restart) training `parameters`; frozen, a normalisation layer whose parameters are
     all among them keeps its running statistics (eval mode). Call it after `model.train()`."""
@@ -137,8 +157,10 @@ def create_model(config: ModelConfig, layout: OutputLayout, key: str = "coarse",
     pretrained weights, or a local file. With several blocks, a linear head each on a shared
     backbone, or with `separate` one timm model each."""
     check_arch(config.model, f"{key}.model")
+    loaded = bool(config.weights or config.pretrained or config.init_from_coarse)  # the features come from elsewhere
     with torch_seeded(seed):
-        model = _assemble(lambda num_classes: _timm_model(config, num_classes, key), layout, separate)
+        model = _assemble(lambda num_classes: _timm_model(config, num_classes, key, loaded), layout, separate,
+                          zero=loaded)
     data_config = resolve_model_data_config(_first_timm_model(model))
     mean, std = tuple(data_config["mean"]), tuple(data_config["std"])
     if config.in_chans == 1:
@@ -148,8 +170,10 @@ def create_model(config: ModelConfig, layout: OutputLayout, key: str = "coarse",
     return model, spec
 
 
-def _timm_model(config: ModelConfig, num_classes: int, key: str) -> torch.nn.Module:
-    """One timm model; num_classes 0 returns pooled features (a backbone for heads of our own)."""
+def _timm_model(config: ModelConfig, num_classes: int, key: str, zero: bool = False) -> torch.nn.Module:
+    """One timm model; num_classes 0 returns pooled features (a backbone for heads of our own).
+    With `zero` a new classifier starts at zero (timm's own pretrained one, for as many classes,
+    is kept; a weights file's that fits replaces it)."""
     try:
         model = timm.create_model(config.model, pretrained=config.pretrained, num_classes=num_classes,
                                   in_chans=config.in_chans, drop_rate=config.drop_rate,
@@ -159,14 +183,15 @@ def _timm_model(config: ModelConfig, num_classes: int, key: str) -> torch.nn.Mod
             raise HierclfError(f"{key}.pretrained: could not fetch weights for {config.model!r} ({error}); "
                                f"without network use {key}.weights = 'file.safetensors'") from None
         raise HierclfError(f"{key}.model = {config.model!r}: timm could not build it ({error})") from None
-    if num_classes and not (config.pretrained and num_classes == model.pretrained_cfg.get("num_classes")):
-        zero_head(model.get_classifier())  # not timm's own head: a new one (a file's may replace it below)
+    if zero and num_classes and not (config.pretrained and num_classes == model.pretrained_cfg.get("num_classes")):
+        zero_head(model.get_classifier())
     if config.weights:
         load_weights_file(model, Path(config.weights), f"{key}.weights")
     return model
 
 
-def _assemble(timm_model: Callable[[int], torch.nn.Module], layout: OutputLayout, separate: bool) -> torch.nn.Module:
+def _assemble(timm_model: Callable[[int], torch.nn.Module], layout: OutputLayout, separate: bool,
+              zero: bool = False) -> torch.nn.Module:
     """The model of a layout. One block is a plain timm model with that many outputs, so its
     weights keep timm's names (`fc.*`) and load into any timm model of that architecture; several
     blocks get a linear head each on one backbone, or with `separate` a timm model each.
@@ -175,7 +200,7 @@ def _assemble(timm_model: Callable[[int], torch.nn.Module], layout: OutputLayout
         return timm_model(layout.width)
     if separate:
         return SeparateHeads({block.name: timm_model(block.size) for block in layout.blocks})
-    return MultiHeadModel(timm_model(0), [(block.name, block.size) for block in layout.blocks])
+    return MultiHeadModel(timm_model(0), [(block.name, block.size) for block in layout.blocks], zero)
 
 
 def _timm_models(model: torch.nn.Module) -> list[torch.nn.Module]:

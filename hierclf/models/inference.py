@@ -59,18 +59,3 @@ def soft_vote(models: Sequence[torch.nn.Module], loader: DataLoader, device: tor
         return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
     return np.concatenate(probs).astype(np.float32), np.concatenate(rows)
 
-
-@torch.inference_mode()
-def pooled_features(model: torch.nn.Module, loader: DataLoader, device: torch.device,
-                    amp: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """What a timm model's classifier reads for every row of `loader` (the pooled features, after
-    timm's own head but its last layer: `forward_head(…, pre_logits=True)`), and each row's
-    index. In eval mode the classifier maps these to the model's logits."""
-    model.eval()
-    features, rows = [], []
-    for images, _, row in loader:
-        with autocast(device, amp):
-            pooled = model.forward_head(model.forward_features(images.to(device, non_blocking=True)), pre_logits=True)
-        features.append(pooled.float().cpu().numpy())
-        rows.append(row.numpy())
-    return np.concatenate(features), np.concatenate(rows)

@@ -1,7 +1,8 @@
 """Reading a recipe: a TOML file (or nested dicts) with `--set` overrides becomes a checked,
 frozen Recipe. Paths resolve to absolute ones; [fine] inherits [coarse], [fine.<name>] inherits
 [fine], [heads.<name>] inherits [coarse]'s loss keys; every key is coerced and bounded
-(`coerce`), then the cross-key rules run (`rules`)."""
+(`coerce`); a stage from pretrained weights takes the fine-tuning defaults where its tables set
+nothing (`finetuning`); then the cross-key rules run (`rules`)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,6 +14,7 @@ from typing import Any
 from hierclf.recipe.coerce import build_config, show_value, suggest
 from hierclf.data.bounded import checked_input
 from hierclf.errors import DataError, RecipeError
+from hierclf.recipe.finetuning import fine_tuned
 from hierclf.recipe.overrides import apply_override
 from hierclf.recipe.schema import (NESTED_SECTIONS, SECTION_CLASSES, SECTIONS, HeadConfig, HierarchyConfig, LossConfig,
                             Recipe, StageConfig)
@@ -80,12 +82,17 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
                 for name, cls in SECTION_CLASSES.items()}
     fine_table = raw.get("fine", {})
     group_tables = {k: v for k, v in fine_table.items() if isinstance(v, dict)}
-    fine = _build(StageConfig, {k: v for k, v in fine_table.items() if not isinstance(v, dict)}, "fine", source,
-                  overridden, inherit=sections["coarse"])
+    fine_keys = {k: v for k, v in fine_table.items() if not isinstance(v, dict)}
+    fine = _build(StageConfig, fine_keys, "fine", source, overridden, inherit=sections["coarse"])
     specialists = tuple((name, _build(StageConfig, table, f"fine.{name}", source, overridden, inherit=fine))
                         for name, table in group_tables.items())
     heads = _build_heads(raw.get("heads", {}), sections["hierarchy"], sections["coarse"], source, overridden)
-    recipe = Recipe(**sections, fine=fine, specialists=specialists, heads=heads)
+    # a stage from pretrained weights takes the fine-tuning defaults where its tables set nothing
+    coarse_set = set(raw.get("coarse", {})) if isinstance(raw.get("coarse"), dict) else set()
+    sections["coarse"] = fine_tuned(sections["coarse"], coarse_set)
+    fine_set = coarse_set | set(fine_keys)
+    specialists = tuple((name, fine_tuned(stage, fine_set | set(group_tables[name]))) for name, stage in specialists)
+    recipe = Recipe(**sections, fine=fine_tuned(fine, fine_set), specialists=specialists, heads=heads)
     check_recipe(recipe, source)
     return recipe
 

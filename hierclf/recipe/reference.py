@@ -6,6 +6,7 @@ import dataclasses
 from typing import Any
 
 from hierclf.recipe.coerce import show_value
+from hierclf.recipe.finetuning import FINE_TUNING
 from hierclf.recipe.schema import (SECTION_CLASSES, HeadConfig, LoaderConfig, LossConfig, MixConfig, ModelConfig,
                             OptimizerConfig, ScheduleConfig, StageConfig, TrainConfig)
 
@@ -39,7 +40,14 @@ def key_reference_markdown() -> str:
 
 def _table(keys: list[tuple[str, Any, str]]) -> list[str]:
     return (["| key | default | meaning |", "| --- | --- | --- |"]
-            + [f"| `{name}` | `{show_value(default)}` | {_cell(doc)} |" for name, default, doc in keys] + [""])
+            + [f"| `{name}` | {_default_cell(name, default)} | {_cell(doc)} |" for name, default, doc in keys] + [""])
+
+
+def _default_cell(name: str, default: Any) -> str:
+    """The default, and the fine-tuning one where a stage from pretrained weights takes another."""
+    if name in FINE_TUNING:
+        return f"`{show_value(default)}`; from pretrained weights `{show_value(FINE_TUNING[name])}`"
+    return f"`{show_value(default)}`"
 
 
 def _cell(text: str) -> str:

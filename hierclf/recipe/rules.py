@@ -4,6 +4,7 @@ above its peak, an augmentation list albumentations refuses, heads that never le
 from __future__ import annotations
 
 from hierclf.data.augment import check_augment_list
+from hierclf.data.labels import Attribute, joint_class_names
 from hierclf.data.tta import parse_view
 from hierclf.errors import RecipeError
 from hierclf.recipe.coerce import show_value
@@ -73,9 +74,13 @@ def _check_heads(recipe: Recipe, source: str) -> None:
         size = spec if isinstance(spec, int) else len(spec)
         if size < 2:
             raise RecipeError(f"{source}: hierarchy.heads.{name} = {show_value(spec)}: a head needs at least 2 values")
-    if recipe.data.class_names:
-        raise RecipeError(f"{source}: with hierarchy.heads the class names come from the heads; name a head's values "
-                          f"with heads = {{ {next(iter(hierarchy.heads))} = [\"name\", …] }} instead of data.class_names")
+    joint = joint_class_names([Attribute(name, tuple(spec) if not isinstance(spec, int) else
+                                         tuple(str(value) for value in range(spec)))
+                               for name, spec in hierarchy.heads.items()])
+    if recipe.data.class_names and tuple(recipe.data.class_names) != joint:
+        raise RecipeError(f"{source}: with hierarchy.heads the class names come from the heads ({', '.join(joint[:3])}, "
+                          f"…); name a head's values with heads = {{ {next(iter(hierarchy.heads))} = [\"name\", …] }} "
+                          f"instead of data.class_names, or list exactly those (a flat recipe's, reused)")
     for name, head in recipe.heads:
         for entry in head.weight_schedule:
             if len(entry) != 2 or entry[0] != int(entry[0]) or entry[0] < 1 or entry[1] < 0:

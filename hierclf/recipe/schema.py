@@ -136,6 +136,9 @@ class OptimizerConfig:
     momentum: float = _key(0.9, "Momentum of sgd (Nesterov); 0 is plain SGD.", lo=0.0, lt=1.0)
     backbone_lr: float = _key(1.0, "The backbone's learning rate as a multiple of lr (the heads get lr): below 1 "
                                    "for fine-tuning pretrained weights.", gt=0.0, hi=100.0)
+    layer_decay: float = _key(1.0, "Layer-wise rate decay (BEiT's, over timm's layer groups): the backbone's top "
+                                   "layer trains at its rate, each layer below at layer_decay × the one above, so "
+                                   "the general low-level features move least; 1 is off.", gt=0.0, hi=1.0)
 
 
 @dataclass(frozen=True)
@@ -240,6 +243,9 @@ class StageConfig(LossConfig, LoaderConfig, TrainConfig, ModelConfig):
     device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "Where to train: auto picks cuda, then mps, "
                                                                  "then cpu.", runtime=True)
     seed: int = _key(0, "Seed of weights, shuffling and augmentation.", lo=0)
+    probe_check: bool = _key(False, "Before a fold trains, fit the linear probe on the starting weights' features "
+                                    "(one pass over the fold's rows) and warn when a trained epoch scores below it: "
+                                    "fine-tuning that loses what the backbone knew.", runtime=True)
 
 
 @dataclass(frozen=True)

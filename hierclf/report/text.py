@@ -27,8 +27,9 @@ def stage_summary_lines(title: str, summary: dict[str, Any], run: Run) -> list[s
     lines = [f"\n{title} out-of-fold ({summary['rows']} rows, {len(summary['folds'])} folds){joint}: "
              f"macro-F1 {summary['oof_macro_f1']:.4f}  accuracy {summary['oof_accuracy']:.4f}"]
     for row in summary["folds"]:
+        probe = f"; the linear probe of its starting weights {row['probe_macro_f1']:.4f}" if "probe_macro_f1" in row else ""
         lines.append(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
-                     f"  (best epoch {row['best_epoch']} of {row['epochs_run']})")
+                     f"  (best epoch {row['best_epoch']} of {row['epochs_run']}{probe})")
     if "diagnosis" in summary:
         lines.append(f"  {summary['diagnosis']}")
     targets = layout.columns(oof["targets"])

@@ -15,7 +15,7 @@ from hierclf.run.files import read_json, read_npz
 
 RETRAIN = "delete the fold's folder to train it again"
 
-SCORES = ("val_accuracy", "val_macro_f1", "train_accuracy", "train_macro_f1")
+SCORES = ("val_accuracy", "val_macro_f1", "train_accuracy", "train_macro_f1", "probe_macro_f1")
 """The result.json scores a report reads: each a share, 0 to 1."""
 
 
@@ -90,4 +90,6 @@ def read_summary(path: Path) -> dict[str, Any]:
             check.number(check.field(fold, key, f"folds[{index}]"), f"folds[{index}].{key}", whole=True, lo=0)
         for key in ("val_accuracy", "val_macro_f1"):
             check.number(check.field(fold, key, f"folds[{index}]"), f"folds[{index}].{key}", lo=0.0, hi=1.0)
+        if "probe_macro_f1" in fold:
+            check.number(fold["probe_macro_f1"], f"folds[{index}].probe_macro_f1", lo=0.0, hi=1.0)
     return summary

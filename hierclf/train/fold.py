@@ -18,16 +18,19 @@ from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 from hierclf.errors import RunError
 from hierclf.hierarchy.stage import Stage, in_stage
-from hierclf.models.factory import create_model
+from hierclf.models.factory import SeparateHeads, create_model
 from hierclf.models.inference import memory_layout, soft_vote
+from hierclf.models.probe import pooled_features
 from hierclf.models.spec import ModelSpec
 from hierclf.models.weights import load_weights_file
+from hierclf.recipe.finetuning import starts_pretrained
 from hierclf.recipe.schema import learned_keys
 from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
 from hierclf.train.loop import fit
-from hierclf.train.losses import build_layout_loss
+from hierclf.train.guard import Guard, chance_loss, fold_probe
+from hierclf.train.losses import LayoutLoss, build_layout_loss
 from hierclf.train.record import FitRecord, fit_identity
 from hierclf.train.state import FitResult
 
@@ -54,7 +57,9 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main,
                        seconds_limit=seconds_limit,
                        made_for=fit_identity(stage.name, fold, learned_keys(stage.config),
-                                             items.ids[train_rows].tolist()))
+                                             items.ids[train_rows].tolist()),
+                       guard=_guard(f"{stage.name} fold {fold}", stage, model, loaders, criterion,
+                                    (train_rows, val_rows)))
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
                  placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)
@@ -85,6 +90,24 @@ def build_fold_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torc
     return model, spec
 
 
+def _guard(name: str, stage: Stage, model: torch.nn.Module, loaders: "FoldLoaders", criterion: LayoutLoss,
+           rows: tuple[np.ndarray, np.ndarray]) -> Guard | None:
+    """What a fold that starts from trained weights (pretrained, or the coarse model's) is checked
+    against as it trains: a uniform guess's loss, and with probe_check the linear probe of its
+    starting weights on the fold's rows (one unaugmented pass over them, before any step)."""
+    config = stage.config
+    if not (starts_pretrained(config) or config.init_from_coarse):
+        return None
+    train_rows, val_rows = rows
+    probe = None
+    if config.probe_check and not isinstance(model, SeparateHeads):  # separate models share no features
+        (train_features, train_order), (val_features, val_order) = (loaders.features(model, part) for part in rows)
+        probe = fold_probe(train_features, loaders.targets[train_rows[train_order]], val_features,
+                           loaders.targets[val_rows[val_order]], stage.layout)
+        log.info("%s: the linear probe of its starting weights scores %.4f validation macro-F1", name, probe)
+    return Guard(name, chance_loss(criterion, loaders.targets[train_rows]), probe, config.freeze_epochs + 1)
+
+
 class FoldLoaders:
     """Loaders over any rows of a fold: augmented and sampled for training, plain otherwise; each
     process's share of them when several train together."""
@@ -113,6 +136,12 @@ class FoldLoaders:
         probs, order = soft_vote([model], self.of(rows), self.placement.device, self.stage.layout,
                                  self.stage.config.amp, memory_format=memory_layout(self.stage.config.channels_last))
         return self.placement.processes.gather_rows(probs, order)
+
+    def features(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`model`'s pooled features for `rows` (unaugmented), and the position in `rows` of each."""
+        model.to(self.placement.device)
+        features, order = pooled_features(model, self.of(rows), self.placement.device, self.stage.config.amp)
+        return self.placement.processes.gather_rows(features, order)
 
 
 def _result(stage: Stage, fold: int, result: FitResult, rows: tuple[int, int],

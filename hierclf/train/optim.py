@@ -8,7 +8,7 @@ from timm.optim import create_optimizer_v2, param_groups_weight_decay
 from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
-from hierclf.models.factory import classifier_modules
+from hierclf.models.factory import classifier_modules, layer_scales
 from hierclf.recipe.schema import OptimizerConfig, TrainConfig
 
 
@@ -16,13 +16,14 @@ def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_
     """timm leaves biases and norm weights out of weight decay, as it should. timm's `sgd` is
     Nesterov SGD, which needs momentum; with momentum 0 the stage gets plain SGD (`momentum`
     in timm's names is SGD without Nesterov). The peak rate is `scaled_lr`. With `backbone_lr`
-    ≠ 1 the backbone's groups start at that rate × backbone_lr; the schedules scale every group
-    from its own start."""
+    ≠ 1 the backbone's groups start at that rate × backbone_lr, and with `layer_decay` < 1 each
+    of its layers below the top at layer_decay times the one above; the heads keep the rate. The
+    schedules scale every group from its own start."""
     opt, extra = config.optimizer, {}
     if config.optimizer == "sgd":
         opt, extra = ("sgd" if config.momentum > 0 else "momentum"), {"momentum": config.momentum}
     lr = scaled_lr(config, images_per_step)
-    grouping = _backbone_lr_groups(config, lr) if config.backbone_lr != 1.0 else None
+    grouping = _backbone_lr_groups(config, lr) if config.backbone_lr != 1.0 or config.layer_decay != 1.0 else None
     return create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=config.weight_decay,
                                param_group_fn=grouping, **extra)
 
@@ -38,17 +39,20 @@ def scaled_lr(config: OptimizerConfig, images_per_step: int) -> float:
 
 
 def _backbone_lr_groups(config: OptimizerConfig, lr: float):
-    """timm's weight-decay groups, each split into backbone and head, the backbone's at a lower lr."""
+    """timm's weight-decay groups, each split by rate: the heads at lr, the backbone's layers at
+    lr × backbone_lr × their layer-wise decay."""
     def groups(model: torch.nn.Module) -> list[dict]:
         head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+        scales = layer_scales(model, config.layer_decay) if config.layer_decay != 1.0 else {}
         skip = getattr(model, "no_weight_decay", lambda: set())()
         result = []
         for group in param_groups_weight_decay(model, config.weight_decay, no_weight_decay_list=skip):
-            for is_head in (False, True):
-                chosen = [p for p in group["params"] if (id(p) in head_ids) == is_head]
-                if chosen:
-                    rate = lr * (1.0 if is_head else config.backbone_lr)
-                    result.append({**group, "params": chosen, "lr": rate})
+            by_rate: dict[float, list[torch.nn.Parameter]] = {}
+            for parameter in group["params"]:
+                head = id(parameter) in head_ids
+                rate = lr if head else lr * config.backbone_lr * scales.get(id(parameter), 1.0)
+                by_rate.setdefault(rate, []).append(parameter)
+            result += [{**group, "params": chosen, "lr": rate} for rate, chosen in sorted(by_rate.items())]
         return result
     return groups
 

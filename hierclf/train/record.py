@@ -19,6 +19,7 @@ from hierclf.models.saved import save_model
 from hierclf.models.spec import ModelSpec
 from hierclf.run.files import write_json, write_npz, write_text
 from hierclf.train.checkpoint import capture, load_checkpoint, restore, save_checkpoint
+from hierclf.train.guard import Guard
 from hierclf.train.state import TrainingState
 
 log = logging.getLogger(__name__)
@@ -34,11 +35,12 @@ class FitRecord:
     the resume file is still read, but the draws it holds are rank 0's and are left out."""
 
     def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True,
-                 seconds_limit: float | None = None, made_for: str = ""):
+                 seconds_limit: float | None = None, made_for: str = "", guard: Guard | None = None):
         """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`);
-        `made_for`: what the fit is (`fit_identity`), so a resume file of another fit is refused."""
+        `made_for`: what the fit is (`fit_identity`), so a resume file of another fit is refused;
+        `guard`: what a fit from trained weights is checked against as its epochs are logged."""
         self.name, self.folder, self.writes = name, folder, writes
-        self.seconds_limit, self.made_for = seconds_limit, made_for
+        self.seconds_limit, self.made_for, self.guard = seconds_limit, made_for, guard
 
     @property
     def metrics_path(self) -> Path | None:
@@ -76,6 +78,8 @@ class FitRecord:
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
                  self.name, entry["epoch"], epochs, entry["train_loss"], entry["val_loss"], entry["val_accuracy"],
                  entry["val_macro_f1"], per_head, entry["lr"], entry["seconds"], "  *" if improved else "")
+        for warning in self.guard.after_epoch(entry) if self.guard is not None and self.writes else []:
+            log.warning(warning)
 
     def check_budget(self, training: TrainingState, epochs: int) -> None:
         """Stop the fit (`OverBudget`) once its epochs, resumed ones included, took longer than
@@ -97,6 +101,10 @@ class FitRecord:
         result.json (which marks the fold finished), and no resume file."""
         if not self.writes or self.folder is None:
             return
+        if self.guard is not None and self.guard.probe_macro_f1 is not None:
+            result = {**result, "probe_macro_f1": self.guard.probe_macro_f1}
+            for warning in self.guard.at_end(result["val_macro_f1"]):
+                log.warning(warning)
         write_npz(self.folder / "val.npz", **val)
         save_model(self.folder, model, spec)
         write_json(self.folder / "result.json", result)

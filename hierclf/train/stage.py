@@ -118,7 +118,7 @@ def _summary(stage: Stage, rows: int, oof_scores: dict[str, Any], per_fold: list
     summary = {"stage": stage.name, "rows": int(rows), "classes": list(stage.layout.output_names),
                "oof_accuracy": oof_scores["accuracy"], "oof_macro_f1": oof_scores["macro_f1"],
                "folds": [{key: fold[key] for key in ("fold", "best_epoch", "epochs_run", "val_accuracy",
-                                                     "val_macro_f1", "train_macro_f1") if key in fold}
+                                                     "val_macro_f1", "train_macro_f1", "probe_macro_f1") if key in fold}
                          for fold in per_fold]}
     train_scores = [fold["train_macro_f1"] for fold in per_fold if "train_macro_f1" in fold]
     if len(train_scores) == len(per_fold):

@@ -39,7 +39,7 @@ def test_initial_weights_come_from_the_seed_alone():
     again, _ = create_model(STAGE, ABC, seed=3)
     other, _ = create_model(STAGE, ABC, seed=4)
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), again.state_dict().values()))
-    assert not torch.equal(first.conv1[0].weight, other.conv1[0].weight)
+    assert not torch.equal(first.fc.weight, other.fc.weight)
 
 
 def test_unknown_architecture_suggests_names():
@@ -183,7 +183,15 @@ def test_a_specialist_from_the_coarse_model_gets_a_new_head_at_zero(tmp_path):
     torch.nn.init.normal_(coarse.get_classifier().weight, std=1.0)  # a trained head, nothing like zero
     path = tmp_path / "coarse.safetensors"
     save_file({k: v.contiguous() for k, v in coarse.state_dict().items()}, str(path))
-    specialist, _ = create_model(StageConfig(model="test_efficientnet", img_size=32), AB, seed=2)
+    specialist, _ = create_model(StageConfig(model="test_efficientnet", img_size=32, init_from_coarse=True), AB,
+                                 seed=2)
     load_weights_file(specialist, path, "fine.init_from_coarse", new_head=True)
     assert torch.count_nonzero(specialist.get_classifier().weight) == 0
     assert torch.equal(specialist.conv_stem.weight, coarse.conv_stem.weight)
+
+
+def test_from_scratch_every_weight_is_timms_own():
+    """Nothing is loaded: the head keeps timm's init, sized for these classes and random features."""
+    for separate, layout in ((False, ABC), (False, HEADS), (True, HEADS)):
+        model, _ = create_model(StageConfig(model="test_efficientnet", img_size=32), layout, separate=separate)
+        assert all(torch.count_nonzero(module.weight) > 0 for module in classifier_modules(model))

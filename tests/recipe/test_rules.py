@@ -63,3 +63,13 @@ def test_a_bad_augment_list_is_refused_with_the_key(entry, message):
     with pytest.raises(RecipeError) as caught:
         recipe_from_dict({"coarse": {"augment": [{"name": "HorizontalFlip"}, entry]}}, source="r.toml")
     assert "r.toml: coarse.augment[1]" in str(caught.value) and message in str(caught.value)
+
+
+def test_heads_take_a_flat_recipes_class_names_when_they_are_the_joint_ones():
+    """A flat recipe over the joint classes, in the heads' order, reused with heads: the same labels."""
+    heads = {"gender": ["male", "female"], "age": ["<30", ">=30"]}
+    joint = ["male/<30", "male/>=30", "female/<30", "female/>=30"]
+    recipe = recipe_from_dict({"data": {"csv": "a.csv", "class_names": joint}, "hierarchy": {"heads": heads}})
+    assert recipe.hierarchy.heads == {"gender": ("male", "female"), "age": ("<30", ">=30")}
+    with pytest.raises(RecipeError, match="class names come from the heads \\(male/<30, male/>=30, female/<30"):
+        recipe_from_dict({"data": {"csv": "a.csv", "class_names": joint[::-1]}, "hierarchy": {"heads": heads}})

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hierclf.hierarchy.layout import OutputLayout
-from hierclf.models.factory import create_model
+from hierclf.models.factory import classifier_modules, create_model
 from hierclf.recipe.schema import StageConfig, TrainConfig
 from hierclf.train.optim import build_optimizer, build_scheduler
 
@@ -89,6 +89,27 @@ def test_backbone_lr_gives_the_backbone_its_own_rate():
     decayed = [group["weight_decay"] for group in optimizer.param_groups]
     assert 0.0 in decayed and stage.weight_decay in decayed  # timm's no-decay split survives
     assert sum(len(g["params"]) for g in optimizer.param_groups) == len(list(model.parameters()))
+
+
+@pytest.mark.parametrize("heads", [False, True])
+def test_layer_decay_gives_each_lower_layer_a_smaller_share(heads):
+    """test_efficientnet's timm layer groups from the stem (0) to the last convolution (5): layer k
+    trains at lr × backbone_lr × decay^(5 − k); the classifiers at lr, whatever the layout."""
+    from timm.models import group_parameters
+    layout = (OutputLayout.of_heads([("a", ("0", "1")), ("b", ("0", "1", "2"))]) if heads
+              else OutputLayout.single(("a", "b", "c")))
+    model, _ = create_model(StageConfig(model="test_efficientnet"), layout)
+    optimizer = build_optimizer(model, TrainConfig(lr=1e-2, backbone_lr=0.5, layer_decay=0.5))
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    backbone = model.backbone if heads else model
+    layers = group_parameters(backbone, backbone.group_matcher(coarse=False), reverse=True)
+    named = dict(backbone.named_parameters())
+    heads_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
+    for name, layer in layers.items():
+        if id(named[name]) not in heads_ids:
+            assert rate[id(named[name])] == pytest.approx(1e-2 * 0.5 * 0.5 ** (5 - layer)), name
+    assert all(rate[i] == pytest.approx(1e-2) for i in heads_ids) and len(heads_ids) == (4 if heads else 2)
+    assert len(rate) == len(list(model.parameters()))
 
 
 def test_lr_base_batch_scales_the_rate_to_the_step_only_when_the_recipe_asks():

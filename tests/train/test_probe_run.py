@@ -11,11 +11,10 @@ from sklearn.preprocessing import StandardScaler
 from conftest import cli, write_csv_dataset, write_recipe
 from hierclf.data import load_training_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.models.inference import pooled_features
+from hierclf.models.probe import pooled_features
 from hierclf.models.saved import load_model
 from hierclf.run.files import read_json, read_npz
 from hierclf.run.folder import Run
-from hierclf.train.probe import fit_probe
 
 
 @pytest.fixture(scope="module")
@@ -65,25 +64,6 @@ def test_the_probe_is_scikit_learns_regression_folded_into_the_classifier(pretra
     assert "linear probe out-of-fold" in result.output
 
 
-def test_two_classes_are_one_logit_against_the_other():
-    rng = np.random.default_rng(0)
-    features = rng.normal(size=(60, 5))
-    targets = (features[:, 0] + 0.3 * rng.normal(size=60) > 0).astype(int)
-    weight, bias, _ = fit_probe(features, targets, 2, 1.0)
-    scaler = StandardScaler().fit(features)
-    expected = LogisticRegression(max_iter=2000).fit(scaler.transform(features), targets)
-    logits = features @ weight.T + bias
-    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
-    np.testing.assert_allclose(probs, expected.predict_proba(scaler.transform(features)), atol=1e-5)
-
-
-def test_a_class_missing_from_the_training_rows_is_never_predicted():
-    rng = np.random.default_rng(1)
-    features, targets = rng.normal(size=(40, 4)), rng.integers(0, 2, 40) * 2  # classes 0 and 2 of 3
-    weight, bias, _ = fit_probe(features, targets, 3, 1.0)
-    assert (np.argmax(features @ weight.T + bias, 1) != 1).all() and bias[1] < bias[[0, 2]].min() - 20
-
-
 def test_a_run_is_probed_on_its_own_folds_and_scored_beside_it(pretrained, tmp_path):
     root, recipe, train_csv = pretrained
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
@@ -109,20 +89,3 @@ def test_a_probe_is_not_probed_again(pretrained, tmp_path):
     assert cli("-q", "probe", recipe, "--out", tmp_path / "probe").exit_code == 0
     result = cli("probe", tmp_path / "probe", "--out", tmp_path / "again")
     assert result.exit_code == 2 and "itself a linear probe" in result.output
-
-
-def test_by_default_each_fold_chooses_c_by_cross_validation():
-    """With many features and few rows C = 1 overfits; the probe chooses as LogisticRegressionCV does."""
-    from sklearn.linear_model import LogisticRegressionCV
-    from hierclf.train.probe import PROBE_CS
-    rng = np.random.default_rng(2)
-    features = rng.normal(size=(90, 200))
-    targets = np.repeat(np.arange(3), 30)
-    features[:, :3] += 0.8 * np.eye(3)[targets]
-    weight, bias, chosen = fit_probe(features, targets, 3)
-    scaled = StandardScaler().fit_transform(features)
-    expected = LogisticRegressionCV(Cs=list(PROBE_CS), cv=3, scoring="neg_log_loss", max_iter=2000).fit(scaled, targets)
-    assert chosen == expected.C_[0] < 1.0
-    logits = features @ weight.T + bias
-    probs = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), expected.predict_proba(scaled), atol=1e-5)

@@ -14,13 +14,11 @@ import dataclasses
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.metrics import log_loss
-from sklearn.preprocessing import StandardScaler
 
 from hierclf.data import Items, load_training_items
 from hierclf.data.cache import cached_items
@@ -29,9 +27,10 @@ from hierclf.errors import RecipeError, RunError
 from hierclf.hierarchy.build import build_hierarchy, label_attributes
 from hierclf.metrics import scores
 from hierclf.models.factory import check_arch, create_model
-from hierclf.models.inference import pooled_features
+from hierclf.models.probe import fit_probe, pooled_features, softmax
 from hierclf.recipe.reading import load_recipe
-from hierclf.recipe.schema import CombineConfig, HierarchyConfig, Recipe, StageConfig
+from hierclf.recipe.finetuning import starts_pretrained
+from hierclf.recipe.schema import CombineConfig, HierarchyConfig, Recipe
 from hierclf.run.destinations import check_output, recipe_inputs
 from hierclf.run.files import write_json
 from hierclf.run.folder import TRAIN_ONLY, Folds, Run
@@ -44,12 +43,8 @@ from hierclf.train.stage import gather_oof
 
 log = logging.getLogger(__name__)
 
-def starts_pretrained(config: StageConfig) -> bool:
-    """Whether a stage starts from pretrained weights (a local file, or timm's)."""
-    return bool(config.weights or config.pretrained)
-
-
-def linear_probe(source: str | Path, out: str | Path, c: float | None = None) -> dict[str, Any]:
+def linear_probe(source: str | Path, out: str | Path, c: float | None = None,
+                 overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Fit the linear probe of a run (or of a recipe, before its run exists) into the run folder
     `out`: the recipe's [data], folds and [coarse] model at its input size, every class of the
     run (with heads, their joint classes).
@@ -59,10 +54,11 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None) ->
         out: the probe's run folder, a flat run.
         c: the regression's inverse regularisation strength, on standardised features; None
             chooses it in each fold (`fit_probe`).
+        overrides: `section.key=value` changes of a recipe (as fit-coarse's --set).
 
     Returns:
         The probe's out-of-fold summary (summary.json)."""
-    recipe, folds, where = _source(Path(source))
+    recipe, folds, where = _source(Path(source), overrides)
     config = recipe.coarse
     if not starts_pretrained(config):
         raise RecipeError(f"{where}: a linear probe reads a pretrained backbone's features, and [coarse] starts "
@@ -85,15 +81,17 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None) ->
     return gather_oof(run, run.coarse_stage, items)
 
 
-def _source(path: Path) -> tuple[Recipe, Folds | None, str]:
+def _source(path: Path, overrides: Sequence[str]) -> tuple[Recipe, Folds | None, str]:
     """The recipe a probe is fit for, the run's folds when `path` is a run folder, and what
     messages call it."""
     if path.is_dir():
+        if overrides:
+            raise RecipeError(f"--set changes a recipe; {path} is a run folder, probed as it was trained")
         run = Run.open(path)
         if run.is_probe:
             raise RunError(f"{path} is itself a linear probe; give the run it was fit for, or its recipe")
         return run.recipe, run.folds, str(run.recipe_path)
-    return load_recipe(path), None, str(path)
+    return load_recipe(path, overrides), None, str(path)
 
 
 def _fit_folds(run: Run, items: Items, c: float | None) -> None:
@@ -142,43 +140,6 @@ def _fit_folds(run: Run, items: Items, c: float | None) -> None:
 
 def _folds(run: Run) -> list[int]:
     return sorted(set(run.folds.fold.tolist()) - {TRAIN_ONLY})
-
-
-PROBE_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
-"""The regularisation strengths an automatic probe chooses from (on standardised features)."""
-
-
-def fit_probe(features: np.ndarray, targets: np.ndarray, num_classes: int,
-              c: float | None = None) -> tuple[np.ndarray, np.ndarray, float]:
-    """scikit-learn's logistic regression on standardised features, returned as the weight
-    (classes × features) and bias of one linear layer over the raw features, whose softmax is the
-    regression's predict_proba, and the C it used. With `c` None, C is chosen from PROBE_CS by a
-    stratified 3-fold cross-validation of the log-loss inside `targets`' rows, as a careful user
-    would (on a few thousand rows of 1,000 features, C = 1 overfits). A class the training rows
-    lack gets a bias far below the rest."""
-    scaler = StandardScaler().fit(features)
-    scaled = scaler.transform(features)
-    folds = int(min(3, np.bincount(targets)[np.unique(targets)].min()))
-    if c is None and folds >= 2:
-        regression = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, scoring="neg_log_loss",
-                                          max_iter=2000).fit(scaled, targets)
-        c = float(regression.C_[0])
-    else:
-        c = 1.0 if c is None else c
-        regression = LogisticRegression(C=c, max_iter=2000).fit(scaled, targets)
-    coef, intercept = regression.coef_, regression.intercept_
-    if len(regression.classes_) == 2:  # one logit for the second class against the first: as two
-        coef, intercept = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], intercept])
-    weight = np.zeros((num_classes, features.shape[1]))
-    bias = np.full(num_classes, -30.0)
-    weight[regression.classes_] = coef / scaler.scale_
-    bias[regression.classes_] = intercept - (coef / scaler.scale_) @ scaler.mean_
-    return weight.astype(np.float32), bias.astype(np.float32), c
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 def _fold_entry(features: np.ndarray, targets: np.ndarray, weight: np.ndarray, bias: np.ndarray,

@@ -1,0 +1,109 @@
+"""Does fine-tuning with the defaults beat the linear probe? A recipe's flat run (3 folds, the
+fine-tuning defaults wherever the recipe sets nothing) against `hierclf probe` of it on the same
+folds, out-of-fold and on a held-out test set, each difference with its 95 % paired-bootstrap
+interval (docs/benchmarks.md, "Fine-tuning that keeps what the backbone knows").
+
+    python benchmarks/finetune_goal.py recipes/clothing.toml --test data/clothing/test.csv --out runs/goal/clothing
+    python benchmarks/finetune_goal.py recipes/faces-utk.toml --test data/faces/test.csv --out runs/goal/faces \\
+        --also heads
+    python benchmarks/finetune_goal.py --out runs/bench-pays-lite0-15k-fix --test data/fashion-mnist-15k/test.csv
+
+Steps (each skipped when its run is finished): `flat` trains OUT/flat from RECIPE (with --set),
+`probe` fits OUT/probe over it, `report` scores both and every finished run named by --also
+(a folder under OUT on the same folds: a heads run, another recipe's flat run). Each process on
+one core (OMP_NUM_THREADS=1 taskset -c N), loader workers 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from hierclf.data import load_input_items
+from hierclf.hierarchy.build import label_attributes
+from hierclf.metrics import paired_difference, scores
+from hierclf.predict.pipeline import Inference, predict_items
+from hierclf.recipe.reading import load_recipe
+from hierclf.report.costs import training_cost
+from hierclf.report.evaluate import score_run
+from hierclf.run.fold_files import read_history
+from hierclf.run.folder import Run
+from hierclf.train import fit_coarse
+from hierclf.train.probe_run import linear_probe
+
+
+def _finished(root: Path) -> bool:
+    return (root / "hierarchy.json").is_file() and Run.open(root).oof_path("coarse").is_file()
+
+
+def _first_epoch_loss(run: Run) -> float | None:
+    """The first epoch's mean training loss over the folds (metrics.jsonl), or None for a probe."""
+    if run.is_probe:
+        return None
+    firsts = [read_history(run.fold_dir("coarse", fold))[0]["train_loss"] for fold in run.finished_folds("coarse")]
+    return float(np.mean(firsts))
+
+
+def score(out: Path, names: list[str], test_csv: Path) -> dict:
+    """Each run's out-of-fold and test macro-F1 (its recipe's pipeline), training cost and first
+    epoch's loss, and flat − each, out-of-fold and on the test set, with paired intervals."""
+    runs = {name: Run.open(out / name) for name in names}
+    flat = runs["flat"]
+    classes = flat.hierarchy.class_names
+    test = load_input_items(test_csv, classes, attributes=label_attributes(flat.recipe.hierarchy))
+    rows, labels = {}, {}
+    for name, run in runs.items():
+        report = score_run(run)
+        oof_labels = report.outcomes[report.chosen].labels
+        test_labels = predict_items(run, test, inference=Inference(workers=0)).probs.argmax(1)
+        labels[name] = oof_labels, test_labels
+        cost = training_cost(run)
+        rows[name] = {"oof": report.pipelines[report.chosen]["macro_f1"],
+                      "test": scores(test.labels, test_labels, len(classes))["macro_f1"],
+                      "first_loss": _first_epoch_loss(run), "chance": math.log(len(classes)),
+                      "seconds": cost["seconds"], "images": cost["images"]}
+    oof_targets = report.labels
+    for name in rows:
+        rows[name]["flat_minus"] = {
+            "oof": paired_difference(oof_targets, labels["flat"][0], labels[name][0], len(classes)),
+            "test": paired_difference(test.labels, labels["flat"][1], labels[name][1], len(classes))}
+    return rows
+
+
+def _interval(difference: dict) -> str:
+    return f"{difference['difference'] * 100:+.2f} ({difference['low'] * 100:+.2f} to {difference['high'] * 100:+.2f})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", type=Path, nargs="?")
+    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--also", action="append", default=[], metavar="NAME")
+    parser.add_argument("--step", action="append", choices=["flat", "probe", "report"])
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    steps = args.step or ["flat", "probe", "report"]
+    if "flat" in steps and not _finished(args.out / "flat"):
+        fit_coarse(load_recipe(args.recipe, [*args.overrides, "coarse.workers=0"]), args.out / "flat")
+    if "probe" in steps and not _finished(args.out / "probe"):
+        linear_probe(args.out / "flat", args.out / "probe")
+    if "report" in steps:
+        rows = score(args.out, ["probe", "flat", *args.also], args.test)
+        (args.out / "goal.json").write_text(json.dumps(rows, indent=1) + "\n")
+        print("| run | OOF macro-F1 | test macro-F1 | flat − this, OOF | flat − this, test | first epoch's loss / "
+              "ln C | training seconds |")
+        print("| --- | --- | --- | --- | --- | --- | --- |")
+        for name, row in rows.items():
+            loss = f"{row['first_loss']:.3f} / {row['chance']:.3f}" if row["first_loss"] is not None else ""
+            print(f"| {name} | {row['oof']:.4f} | {row['test']:.4f} | {_interval(row['flat_minus']['oof'])} | "
+                  f"{_interval(row['flat_minus']['test'])} | {loss} | {row['seconds']:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

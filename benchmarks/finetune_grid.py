@@ -1,0 +1,124 @@
+"""Which fine-tuning settings keep what a pretrained backbone knows? A small grid, one fold each,
+against the linear probe on the same fold: the measurement behind the fine-tuning defaults
+(recipe/finetuning.py; docs/benchmarks.md, "Fine-tuning that keeps what the backbone knows").
+
+Each setting trains fold 0 of a 3-fold run of the recipe (its data, model, size, epochs and
+rate), every fine-tuning key set explicitly, so the defaults play no part; `timm-head` is the
+library before its heads started at zero (timm's own classifier init, sized for 1,000 classes).
+The linear probe is `hierclf probe` on the same folds. The score is fold 0's validation
+macro-F1 at the best epoch (and at the last), never the test set: the defaults are chosen here.
+
+    python benchmarks/finetune_grid.py recipes/clothing.toml --out runs/grid/clothing
+    python benchmarks/finetune_grid.py recipes/fashion-mnist-lite0.toml --out runs/grid/fashion-6k \\
+        --set data.csv=data/fashion-mnist-6k/train.csv
+    python benchmarks/finetune_grid.py recipes/clothing.toml --out runs/grid/clothing --setting lr3x …  # round 2
+    python benchmarks/finetune_grid.py --report runs/grid/clothing runs/grid/faces runs/grid/fashion-6k
+
+One process per recipe, each on one core (OMP_NUM_THREADS=1 taskset -c N), loader workers 0.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from unittest import mock
+
+from hierclf.recipe.reading import load_recipe
+from hierclf.run.files import read_json
+from hierclf.run.fold_files import read_history
+from hierclf.train import fit_coarse
+from hierclf.train.probe_run import linear_probe
+
+AS_LOADED = {"freeze_epochs": 0, "backbone_lr": 1.0, "layer_decay": 1.0}
+SETTINGS = {
+    "timm-head": AS_LOADED,
+    "as-is": AS_LOADED,
+    "freeze1": {**AS_LOADED, "freeze_epochs": 1},
+    "blr0.1": {**AS_LOADED, "backbone_lr": 0.1},
+    "freeze1-blr0.1": {**AS_LOADED, "freeze_epochs": 1, "backbone_lr": 0.1},
+    "freeze1-ld0.85": {**AS_LOADED, "freeze_epochs": 1, "layer_decay": 0.85},
+    "freeze1-blr0.1-warm0": {**AS_LOADED, "freeze_epochs": 1, "backbone_lr": 0.1, "warmup_epochs": 0},
+    # round 2: the rate itself (lr_scale multiplies the recipe's lr), milder backbone shares, decay alone
+    "lr0.3x": {**AS_LOADED, "lr_scale": 0.3},
+    "lr3x": {**AS_LOADED, "lr_scale": 3.0},
+    "blr0.3": {**AS_LOADED, "backbone_lr": 0.3},
+    "lr3x-blr0.3": {**AS_LOADED, "lr_scale": 3.0, "backbone_lr": 0.3},
+    "ld0.85": {**AS_LOADED, "layer_decay": 0.85},
+    "freeze1-warm0": {**AS_LOADED, "freeze_epochs": 1, "warmup_epochs": 0},
+}
+ROUND_1 = list(SETTINGS)[:7]
+
+
+def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str]) -> None:
+    runtime = [*overrides, "coarse.workers=0"]
+    if not (out / "probe" / "coarse" / "oof.npz").exists():
+        linear_probe(recipe, out / "probe", overrides=runtime)
+    base_lr = load_recipe(recipe, runtime).coarse.lr
+    for name in names:
+        setting = dict(SETTINGS[name])
+        if "lr_scale" in setting:
+            setting["lr"] = base_lr * setting.pop("lr_scale")
+        loaded = load_recipe(recipe, [*runtime, *(f"coarse.{key}={value}" for key, value in setting.items())])
+        started = time.perf_counter()
+        if name == "timm-head":  # the library before: the classifier timm initialises for 1,000 classes
+            with mock.patch("hierclf.models.factory.zero_head", lambda classifier: None):
+                fit_coarse(loaded, out / name, only_fold=0)
+        else:
+            fit_coarse(loaded, out / name, only_fold=0)
+        logging.info("%s: %.0f s", name, time.perf_counter() - started)
+
+
+def grid_rows(out: Path) -> list[dict]:
+    """Each finished setting's fold-0 figures beside the probe's."""
+    probe = read_json(out / "probe" / "coarse" / "fold-0" / "result.json")
+    classes = len(read_json(out / "probe" / "coarse" / "summary.json")["classes"])
+    rows = [{"set": out.name, "setting": "linear probe", "best": probe["val_macro_f1"], "last": probe["val_macro_f1"],
+             "first_loss": None, "chance": math.log(classes), "seconds": None}]
+    for name in SETTINGS:
+        folder = out / name / "coarse" / "fold-0"
+        if not (folder / "result.json").exists():
+            continue
+        history = read_history(folder)
+        rows.append({"set": out.name, "setting": name, "best": read_json(folder / "result.json")["val_macro_f1"],
+                     "last": history[-1]["val_macro_f1"], "first_loss": history[0]["train_loss"],
+                     "chance": math.log(classes), "epochs": len(history),
+                     "seconds": sum(line["seconds"] for line in history)})
+    return rows
+
+
+def report(outs: list[Path]) -> None:
+    print("| set | setting | fold-0 val macro-F1, best epoch | last epoch | − probe | first epoch's train_loss / ln C "
+          "| seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    for out in outs:
+        rows = grid_rows(out)
+        probe = rows[0]["best"]
+        for row in rows:
+            loss = f"{row['first_loss']:.3f} / {row['chance']:.3f}" if row["first_loss"] is not None else ""
+            seconds = f"{row['seconds']:.0f}" if row["seconds"] is not None else ""
+            print(f"| {row['set']} | {row['setting']} | {row['best']:.4f} | {row['last']:.4f} | "
+                  f"{(row['best'] - probe) * 100:+.2f} | {loss} | {seconds} |")
+    summary = Path(outs[0]).parent / "grid.json"
+    summary.write_text(json.dumps([row for out in outs for row in grid_rows(out)], indent=1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("recipe", type=Path, nargs="?")
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser.add_argument("--setting", action="append", choices=list(SETTINGS), help="default: round 1's")
+    parser.add_argument("--report", type=Path, nargs="+", metavar="OUT")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.report:
+        report(args.report)
+    else:
+        run_grid(args.recipe, args.out, args.overrides, args.setting or ROUND_1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The keys a stage takes when it starts from pretrained weights (`weights` or `pretrained`) and
+its recipe does not set them: fine-tuning that keeps what the backbone knows. A head trained
+alone first, on frozen features, as fastai's `fine_tune` does; the backbone at a lower rate than
+the new head; each fold checked against the linear probe. Chosen by measurement
+(benchmarks/finetune_grid.py; the grid and its figures are in docs/benchmarks.md, "Fine-tuning
+that keeps what the backbone knows"), not by habit. A key the recipe sets, in the stage's table
+or one it inherits from, is never replaced.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Collection
+
+from hierclf.recipe.schema import StageConfig
+
+FINE_TUNING: dict[str, Any] = {"probe_check": True}
+
+
+def starts_pretrained(config: StageConfig) -> bool:
+    """Whether a stage starts from pretrained weights (a local file, or timm's)."""
+    return bool(config.weights or config.pretrained)
+
+
+def fine_tuned(config: StageConfig, explicit: Collection[str]) -> StageConfig:
+    """`config` with the fine-tuning defaults in every key not in `explicit` (those its recipe
+    sets), when it starts from pretrained weights; else as it is. The head-only epochs leave at
+    least one that trains the backbone (none in a one-epoch run)."""
+    if not starts_pretrained(config):
+        return config
+    defaults = {key: value for key, value in FINE_TUNING.items() if key not in explicit}
+    if "freeze_epochs" in defaults:
+        defaults["freeze_epochs"] = min(defaults["freeze_epochs"], config.epochs - 1)
+    return dataclasses.replace(config, **defaults)
