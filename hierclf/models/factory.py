@@ -20,6 +20,7 @@ from hierclf.errors import HierclfError, RecipeError
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.spec import ModelSpec
 from hierclf.models.weights import load_weights_file
+from hierclf.recipe.finetuning import starts_trained
 from hierclf.recipe.schema import ModelConfig
 from hierclf.seeding import torch_seeded
 
@@ -157,7 +158,7 @@ def create_model(config: ModelConfig, layout: OutputLayout, key: str = "coarse",
     pretrained weights, or a local file. With several blocks, a linear head each on a shared
     backbone, or with `separate` one timm model each."""
     check_arch(config.model, f"{key}.model")
-    loaded = bool(config.weights or config.pretrained or config.init_from_coarse)  # the features come from elsewhere
+    loaded = starts_trained(config)
     with torch_seeded(seed):
         model = _assemble(lambda num_classes: _timm_model(config, num_classes, key, loaded), layout, separate,
                           zero=loaded)

@@ -11,14 +11,20 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Collection
 
-from hierclf.recipe.schema import StageConfig
+from hierclf.recipe.schema import ModelConfig, StageConfig
 
 FINE_TUNING: dict[str, Any] = {"probe_check": True}
 
 
-def starts_pretrained(config: StageConfig) -> bool:
+def starts_pretrained(config: ModelConfig) -> bool:
     """Whether a stage starts from pretrained weights (a local file, or timm's)."""
     return bool(config.weights or config.pretrained)
+
+
+def starts_trained(config: ModelConfig) -> bool:
+    """Whether a stage's model starts from trained weights: pretrained ones, or the coarse model's
+    of the same fold (init_from_coarse). Its new heads start at zero, and its folds are guarded."""
+    return starts_pretrained(config) or config.init_from_coarse
 
 
 def fine_tuned(config: StageConfig, explicit: Collection[str]) -> StageConfig:

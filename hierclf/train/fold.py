@@ -23,7 +23,7 @@ from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.probe import pooled_features
 from hierclf.models.spec import ModelSpec
 from hierclf.models.weights import load_weights_file
-from hierclf.recipe.finetuning import starts_pretrained
+from hierclf.recipe.finetuning import starts_trained
 from hierclf.recipe.schema import learned_keys
 from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
@@ -96,7 +96,7 @@ def _guard(name: str, stage: Stage, model: torch.nn.Module, loaders: "FoldLoader
     against as it trains: a uniform guess's loss, and with probe_check the linear probe of its
     starting weights on the fold's rows (one unaugmented pass over them, before any step)."""
     config = stage.config
-    if not (starts_pretrained(config) or config.init_from_coarse):
+    if not starts_trained(config):
         return None
     train_rows, val_rows = rows
     probe = None

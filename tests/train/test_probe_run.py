@@ -72,7 +72,13 @@ def test_a_run_is_probed_on_its_own_folds_and_scored_beside_it(pretrained, tmp_p
     assert Run.open(tmp_path / "probe").folds.matches(Run.open(tmp_path / "run").folds)
     evaluated = cli("evaluate", tmp_path / "run", "--control", tmp_path / "probe")
     assert evaluated.exit_code == 0, evaluated.output
-    assert "the linear probe" in evaluated.output
+    report = read_json(tmp_path / "run" / "report.json")
+    probe, run_f1 = report["controls"][0], report["pipelines"]["flat"]["macro_f1"]
+    assert probe["probe"] and report["controls"][0]["paired_difference"]
+    verdict = [line for line in report["verdict"] if "the linear probe" in line]
+    assert len(verdict) == 1 and ("fine-tuning lost what the pretrained backbone knew" in verdict[0]) == \
+        (run_f1 <= probe["macro_f1"])
+    assert verdict[0] in evaluated.output and "  probe " in evaluated.output
     predicted = cli("predict", tmp_path / "probe", train_csv, "--out", tmp_path / "probe.csv")
     assert predicted.exit_code == 0, predicted.output
 
