@@ -52,7 +52,7 @@ SETTINGS = {
 ROUND_1 = list(SETTINGS)[:7]
 
 
-def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str]) -> None:
+def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fold: int | None = 0) -> None:
     runtime = [*overrides, "coarse.workers=0"]
     if not (out / "probe" / "coarse" / "oof.npz").exists():
         linear_probe(recipe, out / "probe", overrides=runtime)
@@ -65,9 +65,9 @@ def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str]) ->
         started = time.perf_counter()
         if name == "timm-head":  # the library before: the classifier timm initialises for 1,000 classes
             with mock.patch("hierclf.models.factory.zero_head", lambda classifier: None):
-                fit_coarse(loaded, out / name, only_fold=0)
+                fit_coarse(loaded, out / name, only_fold=fold)
         else:
-            fit_coarse(loaded, out / name, only_fold=0)
+            fit_coarse(loaded, out / name, only_fold=fold)
         logging.info("%s: %.0f s", name, time.perf_counter() - started)
 
 
@@ -111,13 +111,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--setting", action="append", choices=list(SETTINGS), help="default: round 1's")
+    parser.add_argument("--all-folds", action="store_true", help="train every fold, not only fold 0 (a whole run "
+                                                                  "of a setting, to score it as finetune_goal.py does)")
     parser.add_argument("--report", type=Path, nargs="+", metavar="OUT")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.report:
         report(args.report)
     else:
-        run_grid(args.recipe, args.out, args.overrides, args.setting or ROUND_1)
+        run_grid(args.recipe, args.out, args.overrides, args.setting or ROUND_1, None if args.all_folds else 0)
 
 
 if __name__ == "__main__":

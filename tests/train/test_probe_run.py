@@ -95,3 +95,23 @@ def test_a_probe_is_not_probed_again(pretrained, tmp_path):
     assert cli("-q", "probe", recipe, "--out", tmp_path / "probe").exit_code == 0
     result = cli("probe", tmp_path / "probe", "--out", tmp_path / "again")
     assert result.exit_code == 2 and "itself a linear probe" in result.output
+
+
+def test_a_heads_recipe_is_probed_over_its_joint_classes_on_its_folds(tmp_path):
+    """The probe of attribute heads is flat over their joint classes, split as the heads run is,
+    so evaluate can set it beside that run."""
+    from conftest import MASK_HEADS, mask_recipe, write_mask_dataset
+    torch.manual_seed(0)
+    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()},
+              str(tmp_path / "imagenet.safetensors"))
+    images = write_mask_dataset(tmp_path / "data", people_per_kind=3)
+    recipe = mask_recipe(tmp_path / "heads.toml", images, {"heads": MASK_HEADS})
+    weights = f"coarse.weights={tmp_path / 'imagenet.safetensors'}"
+    result = cli("-q", "probe", recipe, "--out", tmp_path / "probe", "--set", weights)
+    assert result.exit_code == 0, result.output
+    probe = Run.open(tmp_path / "probe")
+    assert probe.hierarchy.is_flat and probe.hierarchy.class_names[:2] == ("wear/male/<30", "wear/male/30-59")
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "heads", "--set", weights,
+               "--set", "coarse.epochs=1").exit_code == 0
+    assert Run.open(tmp_path / "heads").folds.matches(probe.folds)
+    assert cli("evaluate", tmp_path / "heads", "--control", tmp_path / "probe").exit_code == 0
