@@ -75,8 +75,8 @@ def test_the_probe_check_changes_nothing_that_is_learned(pretrained_recipe, tmp_
 
 
 def test_a_pretrained_first_epoch_starts_at_the_chance_loss(pretrained_recipe, tmp_path):
-    """With the defaults (a zero head, trained alone first) the first epoch's mean training loss is
-    no more than a uniform guess's: metrics.jsonl shows it."""
+    """A new head on loaded weights starts at zero: the first epoch's mean training loss is no more
+    than a uniform guess's, and metrics.jsonl shows it."""
     fit_coarse(load_recipe(pretrained_recipe, ["coarse.epochs=1"]), tmp_path / "run", only_fold=0)
     first = read_json(tmp_path / "run" / "coarse" / "fold-0" / "result.json")
     line = (tmp_path / "run" / "coarse" / "fold-0" / "metrics.jsonl").read_text().splitlines()[0]
