@@ -1,5 +1,6 @@
-"""Sources: a CSV plus an image folder, a class-per-folder tree, a plain folder of images, or
-the face-mask competition's folder of people.
+"""Sources: a CSV plus an image folder, a class-per-folder tree, a folder whose paths hold the
+labels (`data.pattern`, and its preset the face-mask competition's folder of people), or a plain
+folder of images.
 
 Everything a source can get wrong (a missing column, a missing image, an unknown label) is
 found here, before any training starts, and reported naming the file and the row.
@@ -19,6 +20,7 @@ from hierclf.data.bounded import checked_input
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
+from hierclf.data.pattern import Pattern, bin_names, read_pattern_folder
 from hierclf.errors import DataError, RecipeError
 
 if TYPE_CHECKING:
@@ -42,9 +44,14 @@ def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), 
     Returns:
         The rows, each with its id, label, fold group and file."""
     class_names = joint_class_names(attributes) if attributes else data.class_names or None
-    where = data.csv or data.folder or data.mask_images
+    where = data.source
     if data.mask_images:
         items = read_mask_folder(Path(data.mask_images), data.age_bounds, attributes)
+    elif data.pattern:
+        items = read_pattern_folder(Path(data.images), Pattern(data.pattern, data.pattern_values, data.pattern_bins,
+                                                               data.pattern_unmatched == "skip", data.label_column,
+                                                               data.group_column),
+                                    attributes, class_names)
     elif data.csv:
         columns = CsvColumns(data.id_column, data.label_column, data.group_column, data.ids_outside)
         items = read_csv_items(Path(data.csv), Path(data.images) if data.images else None, columns,
@@ -52,8 +59,9 @@ def load_training_items(data: DataConfig, attributes: Sequence[Attribute] = (), 
     elif data.folder:
         items = read_class_tree(Path(data.folder), class_names=class_names)
     else:
-        raise RecipeError("the recipe's [data] needs csv (a CSV of id,label), folder (a class-per-folder tree) "
-                          "or mask_images (the face-mask competition's folder)")
+        raise RecipeError("the recipe's [data] needs csv (a CSV of id,label), folder (a class-per-folder tree), "
+                          "images with pattern (labels in the file names) or mask_images (the face-mask "
+                          "competition's folder)")
     if len(items) == 0:
         raise DataError(f"{where} holds no images")
     if not items.has_labels:
@@ -184,47 +192,30 @@ GENDER_VALUES = ("male", "female")
 
 def mask_attributes(age_bounds: Sequence[int]) -> tuple[Attribute, ...]:
     """The competition's attributes: mask × gender × age, label = mask·6 + gender·3 + age."""
-    edges = list(age_bounds)
-    ages = [f"<{edges[0]}"] + [f"{low}-{high - 1}" for low, high in zip(edges, edges[1:])] + [f">={edges[-1]}"]
-    return (Attribute("mask", MASK_VALUES), Attribute("gender", GENDER_VALUES), Attribute("age", tuple(ages)))
+    return (Attribute("mask", MASK_VALUES), Attribute("gender", GENDER_VALUES), Attribute("age", bin_names(age_bounds)))
+
+
+def mask_pattern(age_bounds: Sequence[int]) -> Pattern:
+    """The competition's folder as a pattern (a preset of `data.pattern`, not a reader of its own):
+    the person id is the fold group, so one person's photos never sit on both sides of a split."""
+    return Pattern(regex=r"(?P<group>[^/_]+)_(?P<gender>[^/_]+)_[^/_]+_(?P<age>\d+)/"
+                         r"(?P<mask>mask[1-5]|incorrect_mask|normal)\.[^/.]+",
+                   values={"mask": {name: MASK_VALUES[value] for name, value in MASK_FILES.items()},
+                           "gender": {name: name for name in GENDER_VALUES}},
+                   bins={"age": tuple(age_bounds)}, attributes=mask_attributes(age_bounds), where="data.mask_images",
+                   layout="expected <person-id>_<gender>_<race>_<age>/{mask1..mask5,incorrect_mask,normal}.<ext>, "
+                          "as 000001_female_Asian_45/mask1.jpg")
 
 
 def read_mask_folder(root: Path, age_bounds: Sequence[int], attributes: Sequence[Attribute] = ()) -> Items:
     """root/<person-id>_<gender>_<race>_<age>/{mask1..mask5,incorrect_mask,normal}.<ext>: one row
-    per photo with its mask, gender and age bin, and the person id as its fold group, so one
-    person's photos never sit on both sides of a split. Labels follow `attributes` (the recipe's
-    heads, in its order), else the competition's mask·6 + gender·3 + age."""
-    standard = mask_attributes(age_bounds)
-    attributes = tuple(attributes) or standard
-    sizes = {attribute.name: attribute.size for attribute in standard}
-    if {attribute.name: attribute.size for attribute in attributes} != sizes:
+    per photo with its mask, gender and age bin (`mask_pattern`). Labels follow `attributes` (the
+    recipe's heads, in its order), else the competition's mask·6 + gender·3 + age."""
+    sizes = {attribute.name: attribute.size for attribute in mask_attributes(age_bounds)}
+    if attributes and {attribute.name: attribute.size for attribute in attributes} != sizes:
         raise RecipeError(f"data.mask_images gives heads {', '.join(f'{k} ({v})' for k, v in sizes.items())}; "
                           f"hierarchy.heads has " + ", ".join(f"{a.name} ({a.size})" for a in attributes))
-    if not root.is_dir():
-        raise DataError(f"data.mask_images: folder {root} does not exist")
-    ids, paths, groups, values = [], [], [], []
-    for person in sorted(entry for entry in root.iterdir() if entry.is_dir() and not entry.name.startswith(".")):
-        parts = person.name.split("_")
-        if len(parts) != 4 or parts[1].lower() not in GENDER_VALUES or not parts[3].isdigit():
-            raise DataError(f"{person}: expected a folder named <person-id>_<gender>_<race>_<age> "
-                            f"(as 000001_female_Asian_45)")
-        gender = GENDER_VALUES.index(parts[1].lower())
-        age = int(np.searchsorted(np.asarray(age_bounds), int(parts[3]), side="right"))
-        for path in sorted(p for p in person.iterdir() if not p.name.startswith(".")):
-            if not is_image_file(path):
-                continue
-            if path.stem not in MASK_FILES:
-                raise DataError(f"{path}: expected one of {', '.join(MASK_FILES)} (any image extension)")
-            found = {"mask": MASK_FILES[path.stem], "gender": gender, "age": age}
-            ids.append(f"{person.name}/{path.name}")
-            paths.append(str(path))
-            groups.append(parts[0])
-            values.append([found[attribute.name] for attribute in attributes])
-    if not ids:
-        raise DataError(f"data.mask_images: {root} holds no person folders with images")
-    labels = encode_factors(np.asarray(values), [attribute.size for attribute in attributes])
-    return Items(ids=np.asarray(ids), labels=labels, class_names=joint_class_names(attributes),
-                 paths=np.asarray(paths), groups=np.asarray(groups))
+    return read_pattern_folder(root, mask_pattern(age_bounds), attributes)
 
 
 def read_image_folder(root: Path, class_names: Sequence[str]) -> Items:

@@ -25,11 +25,23 @@ def check_recipe(recipe: Recipe, source: str) -> None:
 
 def _check_data(recipe: Recipe, source: str) -> None:
     data = recipe.data
-    sources = [key for key in ("csv", "folder", "mask_images") if getattr(data, key)]
+    sources = [key for key in ("csv", "folder", "mask_images", "pattern") if getattr(data, key)]
     if len(sources) > 1:
         raise RecipeError(f"{source}: data.{sources[0]} and data.{sources[1]} are both set; choose one")
-    if data.images and not data.csv:
-        raise RecipeError(f"{source}: data.images only applies with data.csv")
+    if data.images and not (data.csv or data.pattern):
+        raise RecipeError(f"{source}: data.images only applies with data.csv or data.pattern")
+    if data.pattern and not data.images:
+        raise RecipeError(f"{source}: data.pattern labels the images under data.images; set it")
+    if (data.pattern_values or data.pattern_bins or data.pattern_unmatched != "error") and not data.pattern:
+        raise RecipeError(f"{source}: data.pattern_values, pattern_bins and pattern_unmatched apply to data.pattern, "
+                          f"which is not set")
+    for name, bounds in data.pattern_bins.items():
+        if not bounds or list(bounds) != sorted(set(bounds)):
+            raise RecipeError(f"{source}: data.pattern_bins.{name} = {show_value(bounds)}: expected increasing bounds "
+                              f"(each bin's start), as [30, 60]")
+        if name in data.pattern_values:
+            raise RecipeError(f"{source}: data.pattern {name!r} has both pattern_values and pattern_bins; a group's "
+                              f"text is either mapped or binned")
     if list(data.age_bounds) != sorted(set(data.age_bounds)) or any(bound <= 0 for bound in data.age_bounds):
         raise RecipeError(f"{source}: data.age_bounds = {show_value(data.age_bounds)}: expected increasing "
                           f"positive ages")

@@ -36,8 +36,21 @@ class DataConfig:
     """Where the labelled training images are."""
 
     csv: str = _key("", "CSV with one row per image: id, label and optionally a group column.", path=True)
-    images: str = _key("", "Folder holding the CSV's images. Default: the folder named like the CSV "
-                           "beside it (train/ for train.csv), else the CSV's own folder.", path=True)
+    images: str = _key("", "Folder holding the CSV's images (default: the folder named like the CSV beside it, "
+                           "train/ for train.csv, else the CSV's own folder); with pattern, the folder whose "
+                           "images it labels.", path=True)
+    pattern: str = _key("", "Labels from file names, instead of csv: a regular expression matched against each "
+                            "image's whole path under data.images (/-separated). Its named groups give the label "
+                            "(named as label_column), the fold group (as group_column: the person) or an "
+                            "attribute each (the heads'): '(?P<age>\\d+)_(?P<gender>[01])_\\d+_.*\\.jpg'.")
+    pattern_values: dict[str, dict[str, str]] = _key(
+        {}, "pattern: per group, the value each matched text stands for: { gender = { \"0\" = \"male\", \"1\" = "
+            "\"female\" } } (matched exactly, else ignoring case).")
+    pattern_bins: dict[str, tuple[float, ...]] = _key(
+        {}, "pattern: per group, numbers binned at these bounds: { age = [30, 60] } is <30, 30-59, >=60.")
+    pattern_unmatched: Literal["error", "skip"] = _key("error", "pattern: images it does not match stop the command "
+                                                                "(error, naming them) or are left out and counted "
+                                                                "(skip, as children left out of an adults' set).")
     folder: str = _key("", "A class-per-folder tree (folder/CLASS/IMAGE), instead of csv.", path=True)
     mask_images: str = _key("", "The face-mask competition's folder, instead of csv: <person-id>_<gender>_<race>_<age>/"
                                 "{mask1..mask5,incorrect_mask,normal}.<ext>. Rows get mask, gender and age "
@@ -47,11 +60,17 @@ class DataConfig:
     id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
     ids_outside: bool = _key(False, "Let the CSV's ids leave the image folder (an absolute path, or one climbing "
                                     "out with ..); refused by default, naming the line.")
-    label_column: str = _key("label", "CSV column holding the label: a class index or a class name.")
-    group_column: str = _key("group", "CSV column whose rows must stay on one side of every split "
+    label_column: str = _key("label", "CSV column (or pattern group) holding the label: a class index or a class "
+                                      "name.")
+    group_column: str = _key("group", "CSV column (or pattern group) whose rows must stay on one side of every split "
                                       "(augmented copies, photos of one person). Used when present.")
     class_names: tuple[str, ...] = _key((), "Class names in index order. Default: the label values "
                                             "(sorted names, or 0..max for integer labels).")
+
+    @property
+    def source(self) -> str:
+        """The file or folder the rows come from, as messages name it."""
+        return self.csv or self.folder or self.mask_images or self.images or "the rows"
 
 
 @dataclass(frozen=True)

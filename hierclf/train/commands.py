@@ -31,7 +31,7 @@ from hierclf.run.folder import Folds, Run, open_coarse_run, recipe_differences
 from hierclf.runtime.processes import Processes, join
 from hierclf.train.checks import (check_fold, check_model, check_processes, check_specialist_tables,
                                   chosen_parts)
-from hierclf.train.kfold import assign_folds
+from hierclf.train.kfold import split_rows
 from hierclf.train.stage import train_stage
 
 log = logging.getLogger(__name__)
@@ -82,8 +82,7 @@ def _start_coarse(recipe: Recipe, out: Path, only_fold: int | str | None, items:
         raise HierclfError("fit_coarse needs a label for every row")
     present = np.unique(items.labels)
     if len(present) < 2:
-        where = recipe.data.csv or recipe.data.folder or recipe.data.mask_images or "the rows"
-        raise DataError(f"{where}: every row has the label {items.class_names[present[0]]!r}; a classifier needs "
+        raise DataError(f"{recipe.data.source}: every row has the label {items.class_names[present[0]]!r}; a classifier needs "
                         f"at least two classes")
     hierarchy = build_hierarchy(recipe.hierarchy, items.class_names)
     items = dataclasses.replace(items, class_names=hierarchy.class_names)
@@ -96,7 +95,7 @@ def _start_coarse(recipe: Recipe, out: Path, only_fold: int | str | None, items:
         check_processes(stage, processes)
     if not given and items.paths is not None:
         check_images(items.paths, recipe.coarse.workers)
-    fold_of_row = assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names)
+    fold_of_row = split_rows(items, recipe.folds, recipe.data.source)
     check_fold(only_fold, fold_of_row)
     folds = Folds(ids=items.ids, labels=items.labels, fold=fold_of_row)
     if recipe.hierarchy.coarse_run:

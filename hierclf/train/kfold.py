@@ -1,5 +1,5 @@
 """Leakage-safe folds: stratified by target, grouped so rows sharing a source (augmented copies
-of one image, photos of one person) never sit on both sides of a split."""
+of one image, photos of one person, byte-identical copies) never sit on both sides of a split."""
 from __future__ import annotations
 
 import logging
@@ -8,11 +8,20 @@ from collections import Counter
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
+from hierclf.data.duplicates import with_copies_together
+from hierclf.data.items import Items
 from hierclf.errors import DataError
 from hierclf.recipe.schema import FoldsConfig
 from hierclf.run.folder import TRAIN_ONLY
 
 log = logging.getLogger(__name__)
+
+
+def split_rows(items: Items, folds: FoldsConfig, where: str = "data") -> np.ndarray:
+    """The validation fold of each of `items`' rows (`assign_folds`), byte-identical copies kept in
+    one fold: what fit-coarse and the linear probe split a recipe's rows by."""
+    items = with_copies_together(items, where)
+    return assign_folds(items.labels, items.fold_groups, folds, items.class_names)
 
 
 def assign_folds(targets: np.ndarray, groups: np.ndarray, folds: FoldsConfig,

@@ -37,7 +37,7 @@ from hierclf.run.folder import TRAIN_ONLY, Folds, Run
 from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
 from hierclf.runtime.processes import Placement
 from hierclf.train.fold import FoldLoaders
-from hierclf.train.kfold import assign_folds
+from hierclf.train.kfold import split_rows
 from hierclf.train.record import FitRecord
 from hierclf.train.stage import gather_oof
 
@@ -69,8 +69,7 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None,
     if folds is None:
         if items.paths is not None:
             check_images(items.paths, config.workers)
-        folds = Folds(ids=items.ids, labels=items.labels,
-                      fold=assign_folds(items.labels, items.fold_groups, recipe.folds, items.class_names))
+        folds = Folds(ids=items.ids, labels=items.labels, fold=split_rows(items, recipe.folds, recipe.data.source))
     else:
         folds.check_data(items.ids, items.labels, Path(source))
     flat = dataclasses.replace(recipe, data=dataclasses.replace(recipe.data, class_names=tuple(items.class_names)),

@@ -129,10 +129,19 @@ def test_mask_folder_follows_the_recipes_head_order_and_age_bounds(tmp_path):
     assert items.class_names == tuple(str(i) for i in range(18))
 
 
+def _bad_person_folder(root):
+    (root / "images" / "000099_Asian_20").mkdir()
+    Image.new("RGB", (4, 4)).save(root / "images" / "000099_Asian_20" / "normal.png")
+
+
 @pytest.mark.parametrize("make, message", [
-    (lambda root: (root / "images" / "000099_other_Asian_20").mkdir(), "expected a folder named <person-id>"),
+    (_bad_person_folder, r"1 of 43 images under .* do not match \(expected <person-id>_<gender>_<race>_<age>/"
+                         r"\{mask1..mask5,incorrect_mask,normal\}.<ext>, .*\): 000099_Asian_20/normal.png"),
     (lambda root: Image.new("RGB", (4, 4)).save(sorted((root / "images").iterdir())[0] / "mask9.png"),
-     "mask9.png: expected one of mask1"),
+     r"do not match \(expected .*\): 000001_male_Asian_\d+/mask9.png"),
+    (lambda root: Image.new("RGB", (4, 4)).save(root / "images" / "000099_other_Asian_20" / "normal.png")
+     if (root / "images" / "000099_other_Asian_20").mkdir() is None else None, "gender 'other' is not one of male, "
+                                                                                "female"),
 ])
 def test_mask_folder_refusals(tmp_path, make, message):
     write_mask_dataset(tmp_path, people_per_kind=1, size=16)
