@@ -4,8 +4,10 @@ folds, out-of-fold and on a held-out test set, each difference with its 95 % pai
 interval (docs/benchmarks.md, "Fine-tuning that keeps what the backbone knows").
 
     python benchmarks/finetune_goal.py recipes/clothing.toml --test data/clothing/test.csv --out runs/goal/clothing
-    python benchmarks/finetune_goal.py recipes/faces-utk.toml --test data/faces/test.csv --out runs/goal/faces \\
-        --also heads
+    python benchmarks/finetune_goal.py recipes/faces-utk.toml --test data/utkface/test --out runs/goal/faces
+    hierclf fit-coarse recipes/faces-utk.toml --out runs/goal/faces/heads \\
+        --set 'hierarchy.heads={gender=["male","female"],age=["<30","30-59",">=60"]}'
+    python benchmarks/finetune_goal.py --test data/utkface/test --out runs/goal/faces --step report --also heads
     python benchmarks/finetune_goal.py --out runs/bench-pays-lite0-15k-fix --test data/fashion-mnist-15k/test.csv
 
 Steps (each skipped when its run is finished): `flat` trains OUT/flat from RECIPE (with --set),
@@ -16,6 +18,7 @@ one core (OMP_NUM_THREADS=1 taskset -c N), loader workers 0.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -23,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hierclf.data import load_input_items
+from hierclf.data import load_input_items, load_training_items
 from hierclf.hierarchy.build import label_attributes
 from hierclf.metrics import paired_difference, scores
 from hierclf.predict.pipeline import Inference, predict_items
@@ -48,13 +51,23 @@ def _first_epoch_loss(run: Run) -> float | None:
     return float(np.mean(firsts))
 
 
-def score(out: Path, names: list[str], test_csv: Path) -> dict:
+def test_items(flat: Run, test: Path):
+    """The labelled test rows: a CSV, or a folder read as the run's own [data] reads its images
+    (a data.pattern recipe's test folder)."""
+    attributes = label_attributes(flat.recipe.hierarchy)
+    if test.is_dir() and flat.recipe.data.pattern:
+        data = dataclasses.replace(flat.recipe.data, images=str(test), pattern_unmatched="error")
+        return load_training_items(data, attributes, check_files=False)
+    return load_input_items(test, flat.hierarchy.class_names, attributes=attributes)
+
+
+def score(out: Path, names: list[str], test_path: Path) -> dict:
     """Each run's out-of-fold and test macro-F1 (its recipe's pipeline), training cost and first
     epoch's loss, and flat − each, out-of-fold and on the test set, with paired intervals."""
     runs = {name: Run.open(out / name) for name in names}
     flat = runs["flat"]
     classes = flat.hierarchy.class_names
-    test = load_input_items(test_csv, classes, attributes=label_attributes(flat.recipe.hierarchy))
+    test = test_items(flat, test_path)
     rows, labels = {}, {}
     for name, run in runs.items():
         report = score_run(run)
@@ -81,7 +94,8 @@ def _interval(difference: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", type=Path, nargs="?")
-    parser.add_argument("--test", type=Path, required=True)
+    parser.add_argument("--test", type=Path, required=True, help="the labelled test rows: a CSV, or a folder "
+                                                                 "the recipe's data.pattern labels")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--also", action="append", default=[], metavar="NAME")

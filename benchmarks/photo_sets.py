@@ -8,20 +8,19 @@ extract it first:
     git -C FACES.git archive --format=tar HEAD crop_part1 | tar -x -C SRC/faces  # Mohanish-5744/Major_Ensemble_Gender
 
     python benchmarks/photo_sets.py clothing SRC/clothing data/clothing
-    python benchmarks/photo_sets.py faces SRC/faces/crop_part1 data/faces
+    python benchmarks/photo_sets.py faces SRC/faces/crop_part1 data/utkface
 
 - **clothing** (CC0): 10 classes in class folders; train/ and validation/ become train.csv
   (3,409 photos), test/ test.csv (372).
 - **faces**: UTKFace's aligned faces (`AGE_GENDER_RACE_DATETIME.jpg.chip.jpg`, 200 px; for
-  non-commercial research only), adults only (18 or more), labelled gender × age bin
-  (<30, 30–59, ≥60), the mask competition's six joint classes, as `label` (`female/<30`) and as
-  one column per attribute (`gender`, `age`), so the same CSV serves a flat recipe and one with
-  `[hierarchy] heads`. Byte-identical files are one photo: a file that appears twice with one
-  label is kept once, with two labels it is dropped (both are counted). A stratified fifth
-  (seed 0) is the test set.
+  non-commercial research only), adults only (18 or more), in train/ and test/ under their own
+  names: recipes/faces-utk.toml reads gender × age bin (<30, 30–59, ≥60) from them with
+  `data.pattern`. Byte-identical files are one photo: a file that appears twice with one label is
+  kept once, with two labels it is dropped (both are counted), so no photo sits in both train/
+  and test/. A stratified fifth (seed 0) is the test set.
 
-(Issue 32 brings labels from file names into the library as `[data] pattern`; until then this
-script writes them as CSV columns.)
+The fine-tuning benchmarks of issue 31 read the faces as a CSV this script wrote then (the same
+4,620 training faces, labels and order: `git show 3beeb48:benchmarks/photo_sets.py`).
 """
 from __future__ import annotations
 
@@ -76,6 +75,9 @@ def _age_bin(age: int) -> str:
 
 
 def faces(src: Path, out: Path) -> None:
+    """Adults only, byte-identical files kept once (dropped where their labels differ), then a
+    stratified fifth as the test set: out/train/ and out/test/, each file under its own name, so
+    the recipe reads its labels through data.pattern."""
     name = re.compile(r"(\d+)_([01])_\d_\d+\.jpg\.chip\.jpg$")
     by_digest, unreadable, children = defaultdict(list), 0, 0
     for image in sorted(src.glob("*.jpg")):
@@ -91,25 +93,21 @@ def faces(src: Path, out: Path) -> None:
         by_digest[hashlib.sha1(image.read_bytes()).hexdigest()].append((image, label))
     rows, repeated, conflicting = [], 0, 0
     for copies in by_digest.values():
-        labels = {label for _, label in copies}
-        if len(labels) > 1:
+        if len({label for _, label in copies}) > 1:
             conflicting += 1
             continue
         repeated += len(copies) > 1
-        image, label = copies[0]
-        gender, age = label.split("/")
-        rows.append({"id": image.name.split(".")[0], "label": label, "gender": gender, "age": age, "file": image})
+        rows.append(copies[0])
+    rows.sort()
     print(f"{len(rows)} adult faces; left out: {children} children, {unreadable} names without age_gender_race, "
           f"{conflicting} photos stored twice with different labels; {repeated} stored twice with one label, "
           f"kept once")
-    labels = np.array([row["label"] for row in rows])
+    labels = np.array([label for _, label in rows])
     train, test = train_test_split(np.arange(len(rows)), test_size=0.2, stratify=labels, random_state=0)
     for split, chosen in (("train", train), ("test", test)):
-        chosen_rows = [rows[i] for i in sorted(chosen)]
-        for row in chosen_rows:
-            _link(row["file"], out / split / f"{row['id']}.jpg")
-        _write_csv(out / f"{split}.csv", [{k: v for k, v in row.items() if k != "file"} for row in chosen_rows])
-        print(f"{split}: {len(chosen_rows)} faces, {dict(sorted(Counter(r['label'] for r in chosen_rows).items()))}")
+        for row in sorted(chosen):
+            _link(rows[row][0], out / split / rows[row][0].name)
+        print(f"{split}: {len(chosen)} faces, {dict(sorted(Counter(labels[chosen]).items()))}")
 
 
 def main() -> None:

@@ -29,7 +29,7 @@ from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
 from hierclf.train.loop import fit
-from hierclf.train.guard import Guard, chance_loss, fold_probe
+from hierclf.train.guard import Guard, chance_loss, checked_epoch, fold_probe
 from hierclf.train.losses import LayoutLoss, build_layout_loss
 from hierclf.train.record import FitRecord, fit_identity
 from hierclf.train.state import FitResult
@@ -105,7 +105,8 @@ def _guard(name: str, stage: Stage, model: torch.nn.Module, loaders: "FoldLoader
         probe = fold_probe(train_features, loaders.targets[train_rows[train_order]], val_features,
                            loaders.targets[val_rows[val_order]], stage.layout)
         log.info("%s: the linear probe of its starting weights scores %.4f validation macro-F1", name, probe)
-    return Guard(name, chance_loss(criterion, loaders.targets[train_rows]), probe, config.freeze_epochs + 1)
+    return Guard(name, chance_loss(criterion, loaders.targets[train_rows]), probe,
+                 checked_epoch(config.epochs, config.warmup_epochs, config.freeze_epochs))
 
 
 class FoldLoaders:

@@ -18,6 +18,13 @@ from hierclf.train.guard import Guard, chance_loss
 from hierclf.train.losses import build_layout_loss
 
 
+def test_the_probe_is_checked_halfway_never_while_warming_up():
+    from hierclf.train.guard import checked_epoch
+    assert [checked_epoch(epochs, 1, 0) for epochs in (1, 2, 3, 6, 9)] == [1, 2, 2, 3, 5]
+    assert checked_epoch(6, warmup_epochs=4, freeze_epochs=0) == 5 and checked_epoch(6, 0, 5) == 6
+    assert checked_epoch(4, warmup_epochs=9, freeze_epochs=0) == 4
+
+
 def test_a_uniform_guess_costs_ln_c_whatever_the_loss_keys():
     heads = OutputLayout.of_heads([("a", ("0", "1")), ("b", ("0", "1", "2"))])
     targets = np.stack([np.arange(12) % 2, np.arange(12) % 3], axis=1)
@@ -30,7 +37,7 @@ def test_a_uniform_guess_costs_ln_c_whatever_the_loss_keys():
 
 
 def test_the_guard_warns_once_each_where_it_should():
-    guard = Guard("coarse fold 0", chance_loss=1.0, probe_macro_f1=0.7, backbone_epoch=2)
+    guard = Guard("coarse fold 0", chance_loss=1.0, probe_macro_f1=0.7, checked_epoch=2)
     assert guard.after_epoch({"epoch": 1, "train_loss": 1.19, "val_macro_f1": 0.5}) == []  # epoch 1: the head alone
     wrecked = guard.after_epoch({"epoch": 1, "train_loss": 4.4, "val_macro_f1": 0.5})
     assert len(wrecked) == 1 and "4.4× a uniform guess's" in wrecked[0] and "freeze_epochs" in wrecked[0]
