@@ -1,5 +1,6 @@
-"""Lay out the two public photo sets as hierclf CSV datasets (train.csv, test.csv and the images
-beside them, hard-linked where the file system allows), for the real-photo benchmarks.
+"""Lay out the two public photo sets for the real-photo benchmarks: clothing as a CSV dataset
+(train.csv, test.csv and the images beside them), faces as train/ and test/ folders under the
+files' own names (the recipe reads their labels), hard-linked where the file system allows.
 
 Neither set is part of the repository; bring each with the `fetch` tool (or git clone) and
 extract it first:
@@ -38,7 +39,6 @@ from sklearn.model_selection import train_test_split
 
 GENDERS = ("male", "female")          # UTKFace: 0 male, 1 female
 AGES = ("<30", "30-59", ">=60")
-FACE_CLASSES = [f"{gender}/{age}" for gender in GENDERS for age in AGES]  # the heads' mixed-radix order
 
 
 def _link(source: Path, target: Path) -> None:
