@@ -16,7 +16,7 @@ from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError
 from hierclf.hierarchy.build import label_attributes
 from hierclf.report.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
-from hierclf.report.report import Report
+from hierclf.report.report import Report, budget_cell
 from hierclf.run.fold_files import read_history
 from hierclf.run.folder import Run
 
@@ -61,12 +61,11 @@ def _image(data: bytes, alt: str, css: str = "figure") -> str:
 
 
 def _score_table(report: Report) -> str:
-    base = report.flat_images
     lines = ["<table><tr><th>pipeline</th><th>macro-F1</th><th>accuracy</th><th>ECE</th><th>NLL</th>"
-             "<th>training images × flat</th><th>training s</th><th>inference passes per image</th></tr>"]
+             "<th>training images, megapixels, seconds × flat</th><th>training s</th><th>inference passes per image</th></tr>"]
     for name, result, is_chosen in report.score_rows():
         label = f"{name} ({', '.join(result['runs'])})" if "runs" in result else name
-        ratio = f"{result['training']['images'] / base:.2f}" if base else "–"
+        ratio = budget_cell(report.budget(result))
         lines.append(f"<tr{' class=chosen' if is_chosen or name == report.chosen else ''}><td>{_e(label)}</td>"
                      f"<td>{result['macro_f1']:.4f}</td><td>{result['accuracy']:.4f}</td><td>{result['ece']:.4f}</td>"
                      f"<td>{result['nll']:.4f}</td><td>{ratio}</td><td>{result['training']['seconds']:.0f}</td>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 import io
 
-from hierclf.report.report import Report
+from hierclf.report.report import Report, budget_cell
 
 
 def report_markdown(report: Report) -> str:
@@ -33,16 +33,16 @@ def report_markdown(report: Report) -> str:
 
 
 def _score_table(report: Report) -> list[str]:
-    base = report.flat_images
-    lines = ["| pipeline | macro-F1 | accuracy | ECE | NLL | training images | × flat | training s | inference "
-             "passes per image | megapixels |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| pipeline | macro-F1 | accuracy | ECE | NLL | training images | training s | images, megapixels, "
+             "seconds × flat | inference passes per image | megapixels |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, result, chosen in report.score_rows():
         label = f"{name} (`{'`, `'.join(result['runs'])}`)" if "runs" in result else name
         training, inference = result["training"], result["inference"]
-        ratio = f"{training['images'] / base:.2f}" if base else "–"
+        ratio = budget_cell(report.budget(result))
         lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} "
-                     f"| {result['ece']:.4f} | {result['nll']:.4f} | {training['images']:,.0f} | {ratio} "
-                     f"| {training['seconds']:.0f} | {inference['passes']:.2f} | {inference['megapixels']:.4f} |")
+                     f"| {result['ece']:.4f} | {result['nll']:.4f} | {training['images']:,.0f} "
+                     f"| {training['seconds']:.0f} | {ratio} | {inference['passes']:.2f} | {inference['megapixels']:.4f} |")
     return lines
 
 

@@ -26,6 +26,19 @@ def control_name(control: dict[str, Any]) -> str:
     return f"the linear probe {control['run']}" if control.get("probe") else f"control {', '.join(control['runs'])}"
 
 
+COST_UNITS = ("images", "megapixels", "seconds")
+
+
+def budget_text(budget: dict[str, float | None]) -> str:
+    """"1.27× images, 1.47× megapixels, 1.31× seconds", leaving out the units not known."""
+    return ", ".join(f"{ratio:.2f}× {unit}" for unit, ratio in budget.items() if ratio is not None)
+
+
+def budget_cell(budget: dict[str, float | None]) -> str:
+    """"1.27 / 1.47 / 1.31": a table cell of the three multiples, "–" for a unit not known."""
+    return " / ".join("–" if ratio is None else f"{ratio:.2f}" for ratio in budget.values())
+
+
 def _noise(interval: dict[str, float] | None) -> str:
     """The paired interval of a difference, and whether it is within the noise (holds 0)."""
     if not interval:
@@ -61,24 +74,27 @@ class Report:
     def rows(self) -> int:
         return int(len(self.ids))
 
-    @property
-    def flat_images(self) -> float | None:
-        """The training images of the flat run compared against: the unit of every budget."""
-        return (self.flat or {}).get("training", {}).get("images") or None
+    def budget(self, result: dict[str, Any]) -> dict[str, float | None]:
+        """A pipeline's or control's training cost as multiples of the flat run's, in each unit
+        (images, megapixels, seconds): a run at a larger size pays in megapixels and seconds what
+        its image count hides. None where the flat run is missing or did not record the unit."""
+        flat = (self.flat or {}).get("training", {})
+        return {unit: (result["training"][unit] / flat[unit] if flat.get(unit) else None) for unit in COST_UNITS}
 
     @property
     def verdict(self) -> list[str]:
-        """Whether the recipe's pipeline beats the flat run and each control, with the training
-        images each took relative to the flat run (when one is compared against)."""
-        chosen, base = self.pipelines[self.chosen], self.flat_images
+        """Whether the recipe's pipeline beats the flat run and each control, with what each one's
+        training cost relative to the flat run (when one is compared against)."""
+        chosen = self.pipelines[self.chosen]
+        mine = budget_text(self.budget(chosen)) if self.flat is not None else ""
         lines = []
         compared = [("the flat run", self.flat)] + [(control_name(c), c) for c in self.controls]
         for label, other in compared:
             if other is None:
                 continue
             gain = chosen["macro_f1"] - other["macro_f1"]
-            budget = (f" at {chosen['training']['images'] / base:.2f}× the flat run's training images against "
-                      f"{other['training']['images'] / base:.2f}×") if base else ""
+            budget = (f" at {mine} of the flat run's training against {budget_text(self.budget(other))}"
+                      if mine else "")
             lines.append(f"{self.chosen} {'beats' if gain > 0 else 'does not beat'} {label} "
                          f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points"
                          f"{_noise(other.get('paired_difference'))}){budget}"

@@ -11,7 +11,7 @@ from hierclf.hierarchy.stage import in_stage
 from hierclf.hierarchy.suggest import suggest_groups
 from hierclf.metrics import confusion, report_text
 from hierclf.recipe.coerce import show_value
-from hierclf.report.report import Report
+from hierclf.report.report import Report, budget_text
 from hierclf.run.files import read_npz
 from hierclf.run.folder import Run
 from hierclf.run.outputs import load_oof
@@ -47,11 +47,11 @@ def evaluation_lines(report: Report) -> list[str]:
     """`hierclf evaluate`'s summary: each pipeline's and control's scores, cost and calibration,
     the verdicts, the section of the run's kind of hierarchy, the most confused pairs."""
     lines = [f"{report.rows} rows, out-of-fold (one fold model per row; predict votes all K)"]
-    base = report.flat_images
     for name, result, chosen in report.score_rows():
         runs = f"  ({', '.join(result['runs'])})" if "runs" in result else ""
         note = runs or ("  ← recipe's combiner" if chosen else "")
-        budget = f"  training ×{result['training']['images'] / base:.2f}" if base else ""
+        budget = budget_text(report.budget(result))
+        budget = f"  training {budget}" if budget else ""
         lines.append(f"  {name:<10} macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}  "
                      f"ECE {result['ece']:.4f}{budget}  inference {result['inference']['passes']:.1f} passes/image"
                      f"{note}")

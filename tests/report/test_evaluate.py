@@ -151,7 +151,14 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     assert f"95% interval {paired['low'] * 100:+.2f} to {paired['high'] * 100:+.2f}" in report["verdict"][0]
     assert len(report["verdict"]) == 3 and "one fold model" in report["oof_estimates"]
     markdown = (detail_runs / "linked" / "report.md").read_text()
-    assert "| training images | × flat |" in markdown and "one fold model" in markdown
+    assert "| images, megapixels, seconds × flat |" in markdown and "one fold model" in markdown
+    # the verdict counts what each paid: the 48 px specialist over a 12 px flat run costs far more
+    # megapixels than images, and the 2-seed control exactly twice the flat run in both
+    mine, flat_cost = report["pipelines"][chosen]["training"], report["flat"]["training"]
+    images, megapixels = mine["images"] / flat_cost["images"], mine["megapixels"] / flat_cost["megapixels"]
+    assert megapixels > 2 * images
+    assert (f"at {images:.2f}× images, {megapixels:.2f}× megapixels, {mine['seconds'] / flat_cost['seconds']:.2f}× "
+            f"seconds of the flat run's training against 2.00× images, 2.00× megapixels") in report["verdict"][1]
     assert "control 1" in result.stdout and "inference 6.0 passes/image" in result.stdout
     assert f"{chosen} beats the flat run" in result.stdout
 
