@@ -3,6 +3,8 @@ scikit-learn's logistic regression on them, returned as a linear layer the model
 by `hierclf probe` (a whole control run) and by each fine-tuned fold's check against the probe."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
@@ -48,9 +50,11 @@ def fit_probe(features: np.ndarray, targets: np.ndarray, num_classes: int,
     scaled = scaler.transform(features)
     folds = int(min(3, np.bincount(targets)[np.unique(targets)].min()))
     if c is None and folds >= 2:
-        regression = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, scoring="neg_log_loss",
-                                          max_iter=2000).fit(scaled, targets)
-        c = float(regression.C_[0])
+        with warnings.catch_warnings():  # scikit-learn 1.9 announces new defaults that change nothing here
+            warnings.filterwarnings("ignore", category=FutureWarning, module="sklearn")
+            regression = LogisticRegressionCV(Cs=list(PROBE_CS), cv=folds, scoring="neg_log_loss",
+                                              max_iter=2000).fit(scaled, targets)
+        c = float(np.ravel(regression.C_)[0])  # one C per class before scikit-learn 1.10, one after
     else:
         c = 1.0 if c is None else c
         regression = LogisticRegression(C=c, max_iter=2000).fit(scaled, targets)
