@@ -36,8 +36,8 @@ class Guard:
     name: str
     chance_loss: float
     probe_macro_f1: float | None = None
-    checked_epoch: int = 1
-    """The epoch compared with the probe while the fold trains (`checked_epoch`)."""
+    checked_epoch: int | None = 1
+    """The epoch compared with the probe while the fold trains (`checked_epoch`; None: only the end)."""
 
     def after_epoch(self, entry: dict[str, Any]) -> list[str]:
         """The warnings an epoch's figures (a metrics.jsonl line) call for."""
@@ -63,10 +63,12 @@ class Guard:
                 f"{KEYS[1:]}"]
 
 
-def checked_epoch(epochs: int, warmup_epochs: int, freeze_epochs: int) -> int:
+def checked_epoch(epochs: int, warmup_epochs: int, freeze_epochs: int) -> int | None:
     """The epoch a fold is compared with its probe while it trains: half its epochs, and never one
-    still warming up or training the head alone."""
-    return min(epochs, max(math.ceil(epochs / 2), warmup_epochs + 1, freeze_epochs + 1))
+    still warming up or training the head alone. None where that is the last epoch: the check at
+    the end says it once."""
+    epoch = max(math.ceil(epochs / 2), warmup_epochs + 1, freeze_epochs + 1)
+    return epoch if epoch < epochs else None
 
 
 def chance_loss(criterion: LayoutLoss, targets: np.ndarray) -> float:

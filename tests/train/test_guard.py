@@ -20,9 +20,12 @@ from hierclf.train.losses import build_layout_loss
 
 def test_the_probe_is_checked_halfway_never_while_warming_up():
     from hierclf.train.guard import checked_epoch
-    assert [checked_epoch(epochs, 1, 0) for epochs in (1, 2, 3, 6, 9)] == [1, 2, 2, 3, 5]
-    assert checked_epoch(6, warmup_epochs=4, freeze_epochs=0) == 5 and checked_epoch(6, 0, 5) == 6
-    assert checked_epoch(4, warmup_epochs=9, freeze_epochs=0) == 4
+    assert [checked_epoch(epochs, 1, 0) for epochs in (3, 6, 9)] == [2, 3, 5]
+    assert checked_epoch(6, warmup_epochs=4, freeze_epochs=0) == 5
+    # where that is the last epoch, the check at the end says it once, not twice
+    assert checked_epoch(1, 1, 0) is checked_epoch(2, 1, 0) is checked_epoch(6, 0, 5) is checked_epoch(4, 9, 0) is None
+    assert Guard("x", 1.0, probe_macro_f1=0.7, checked_epoch=None).after_epoch(
+        {"epoch": 1, "train_loss": 0.5, "val_macro_f1": 0.1}) == []
 
 
 def test_a_uniform_guess_costs_ln_c_whatever_the_loss_keys():
