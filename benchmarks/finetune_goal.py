@@ -58,7 +58,11 @@ def test_items(flat: Run, test: Path):
     if test.is_dir() and flat.recipe.data.pattern:
         data = dataclasses.replace(flat.recipe.data, images=str(test), pattern_unmatched="error")
         return load_training_items(data, attributes, check_files=False)
-    return load_input_items(test, flat.hierarchy.class_names, attributes=attributes)
+    items = load_input_items(test, flat.hierarchy.class_names, attributes=attributes)
+    if not items.has_labels:
+        raise SystemExit(f"--test {test}: not every row has a label to score (a folder of images is read with "
+                         f"labels only by a data.pattern recipe, and {flat.root}'s reads a CSV)")
+    return items
 
 
 def score(out: Path, names: list[str], test_path: Path) -> dict:
