@@ -20,6 +20,7 @@ from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
 from hierclf.runtime.processes import Placement, Processes
 from hierclf.train.fold import train_fold
 from hierclf.train.kfold import TRAIN_ONLY
+from hierclf.train.record import RESUME
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,8 @@ def _unfinished(run: Run, stage: Stage, folds: list[int]) -> list[int]:
     finished = [fold for fold in folds if run.fold_finished(stage.name, fold)]
     for fold in finished:
         log.info("%s fold %d is already trained; keeping it", stage.name, fold)
+        # a fit killed between writing result.json and removing the resume file left it behind
+        (run.fold_dir(stage.name, fold) / RESUME).unlink(missing_ok=True)
     return [fold for fold in folds if fold not in finished]
 
 
