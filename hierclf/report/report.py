@@ -39,6 +39,13 @@ def budget_cell(budget: dict[str, float | None]) -> str:
     return " / ".join("–" if ratio is None else f"{ratio:.2f}" for ratio in budget.values())
 
 
+def _beaten(chosen: dict[str, Any], other: dict[str, Any]) -> bool:
+    """The chosen pipeline beats `other` beyond the noise: a higher score, and its paired interval
+    (where there is one) above 0."""
+    interval = other.get("paired_difference")
+    return chosen["macro_f1"] > other["macro_f1"] and (not interval or interval["low"] > 0)
+
+
 def _noise(interval: dict[str, float] | None) -> str:
     """The paired interval of a difference, and whether it is within the noise (holds 0)."""
     if not interval:
@@ -99,7 +106,20 @@ class Report:
                          f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points"
                          f"{_noise(other.get('paired_difference'))}){budget}"
                          f"{PROBE_NOT_BEATEN if other.get('probe') and gain <= 0 else ''}")
-        return lines
+        return lines + self._cheaper_line(chosen, compared)
+
+    def _cheaper_line(self, chosen: dict[str, Any], compared: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
+        """Where the pipeline does not beat a run that cost less to train beyond the noise, the
+        cheapest such run named as the better choice: a hierarchy must pay for what it costs."""
+        unit = "megapixels" if chosen["training"].get("megapixels") else "images"
+        cheaper = [(other["training"][unit] / chosen["training"][unit], label) for label, other in compared
+                   if other is not None and other["training"][unit] < chosen["training"][unit]
+                   and not _beaten(chosen, other)]
+        if not cheaper or self.chosen == "flat":
+            return []
+        share, label = min(cheaper)
+        return [f"{label} scores as well for less ({share:.2f}× the training {unit} of {self.chosen}): it is the "
+                f"better pipeline here"]
 
     def score_rows(self) -> list[tuple[str, dict[str, Any], bool]]:
         """(name, scores, is the recipe's combiner) for the flat run compared against, each control,

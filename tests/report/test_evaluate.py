@@ -172,6 +172,18 @@ def test_a_hierarchy_that_does_not_beat_its_control_is_reported_as_such(detail_r
     report.controls[0]["macro_f1"] = 1.5  # a control no pipeline can beat
     assert "does not beat control" in report.verdict[1]
     assert report.to_dict()["verdict"] == report.verdict
+    # the control cost less than the hierarchy (the flat run alone): named as the better choice
+    assert report.verdict[-1].startswith(f"control {detail_runs / 'flat'} scores as well for less (")
+    assert "the training megapixels of" in report.verdict[-1] and len(report.verdict) == 3
+
+
+def test_a_hierarchy_beyond_the_noise_of_every_cheaper_run_names_none(detail_runs):
+    report = evaluate_run(detail_runs / "linked", controls=[[detail_runs / "flat"]])
+    for other in (report.flat, report.controls[0]):
+        other["paired_difference"] = {"difference": 0.02, "low": 0.01, "high": 0.03}
+    assert not any("scores as well for less" in line for line in report.verdict)
+    report.flat["paired_difference"] = {"difference": 0.02, "low": -0.01, "high": 0.03}  # within the noise
+    assert report.verdict[-1].startswith("the flat run scores as well for less")
 
 
 def test_a_control_split_differently_is_refused(detail_runs, tmp_path):
