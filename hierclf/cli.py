@@ -324,20 +324,27 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
 @click.option("--group", required=True, help="The group (or head) whose specialist to choose.")
 @click.option("--try", "tries", multiple=True, required=True, metavar="KEY=V1,V2,…",
               help="A [fine.GROUP] key and the values to try, as img_size=40,48 (repeatable: every combination "
-                   "is tried).")
+                   "is tried). Keys joined by + move together: model+weights=tf_efficientnet_lite2+lite2.safetensors "
+                   "(a setting that names weights starts from them, not from the coarse model).")
 @click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="The fold to train and score on.")
 @click.option("--budget", type=click.FloatRange(min=0.0, min_open=True), default=0.5, show_default=True,
               help="A setting's epochs may take at most this multiple of the seconds the coarse stage's fold "
                    "took; one that passes it stops there and is not chosen.")
 @click.option("--combiner", default=None, help="The pipeline that scores a setting (default: combine.method).")
-@click.option("--write", is_flag=True, help="Write the best setting into RUN's recipe and keep its trained fold.")
+@click.option("--write", is_flag=True, help="Write the best setting into RUN's recipe and keep its trained fold "
+                                          "(not when the flat model at the matched size scores as well).")
+@click.option("--bar/--no-bar", default=None,
+              help="Train the flat model on the fold at the size whose megapixels are the best setting's pipeline's, "
+                   "and choose the specialist only if it beats that model beyond the noise (default: when the "
+                   "coarse stage is a flat run).")
 def tune_fine(run: Path, group: str, tries: tuple[str, ...], fold: int, budget: float, combiner: str | None,
-              write: bool) -> None:
+              write: bool, bar: bool | None) -> None:
     """Train GROUP's specialist on one fold with each setting that fits the budget, and score
-    each through the pipeline on that fold's rows; print the table and the best."""
-    from hierclf.tune.specialist import tune_specialist
+    each through the pipeline on that fold's rows; print the table and the best, against the
+    flat model given the same megapixels."""
+    from hierclf.tune.specialist import Search, tune_specialist
 
-    tuning = tune_specialist(run, group, tries, fold=fold, budget=budget, combiner=combiner, write=write)
+    tuning = tune_specialist(run, group, tries, Search(fold, budget, combiner, bar), write=write)
     click.echo("\n".join(tuning.lines()))
 
 

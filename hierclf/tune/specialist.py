@@ -17,7 +17,7 @@ import dataclasses
 import itertools
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -41,6 +41,7 @@ from hierclf.run.outputs import RunOOF
 from hierclf.train.checks import check_fold, check_model, chosen_parts
 from hierclf.train.record import RESUME
 from hierclf.train.stage import train_stage
+from hierclf.tune.bar import Bar, flat_bar
 
 log = logging.getLogger(__name__)
 
@@ -61,25 +62,41 @@ class Setting:
         return " ".join(f"{key}={value}" for key, value in self.keys)
 
     def overrides(self, group: str) -> list[str]:
-        return [f"fine.{group}.{key}={value}" for key, value in self.keys]
+        """Its `--set`s; a setting that names weights starts from them, not from the coarse model."""
+        sets = [f"fine.{group}.{key}={value}" for key, value in self.keys]
+        named = {key for key, _ in self.keys}
+        if "weights" in named and "init_from_coarse" not in named:
+            sets.append(f"fine.{group}.init_from_coarse=false")
+        return sets
 
 
 def settings_grid(tries: Sequence[str]) -> list[Setting]:
-    """Every combination of `KEY=V1,V2,…` (keys of one [fine.<group>] table)."""
-    axes: dict[str, list[str]] = {}
+    """Every combination of `KEY=V1,V2,…` (keys of one [fine.<group>] table). Keys joined by `+`
+    move together, their values joined by `+` in the same order (an empty one leaves the key as
+    the recipe has it): `model+weights=tf_efficientnet_lite2+lite2.safetensors` is one axis."""
+    axes: dict[str, list[tuple[tuple[str, str], ...]]] = {}
     for text in tries:
         key, sign, values = text.partition("=")
-        key = key.strip()
-        if not sign or not key or "." in key or not values.strip():
+        keys = tuple(part.strip() for part in key.split("+"))
+        if not sign or not all(keys) or any("." in part for part in keys) or not values.strip():
             raise RecipeError(f"--try {text!r}: expected KEY=V1,V2,… with a key of the group's [fine.<group>] "
-                              f"table, as img_size=40,48")
-        if key in axes:
-            raise RecipeError(f"--try {text!r}: {key} is already tried; give all its values in one --try")
-        axes[key] = [value.strip() for value in values.split(",") if value.strip()]
-    grid = [Setting(tuple(zip(axes, values))) for values in itertools.product(*axes.values())]
+                              f"table, as img_size=40,48 (or KEY+KEY=V+V,… for keys that move together)")
+        for part in keys:
+            if part in {name for named in axes for name in named.split("+")} or keys.count(part) > 1:
+                raise RecipeError(f"--try {text!r}: {part} is already tried; give all its values in one --try")
+        axes[key.strip()] = [_zipped(text, keys, value) for value in values.split(",") if value.strip()]
+    grid = [Setting(tuple(pair for pairs in values for pair in pairs)) for values in itertools.product(*axes.values())]
     if len(grid) > MAX_SETTINGS:
         raise RecipeError(f"--try: {len(grid)} combinations; at most {MAX_SETTINGS} are tried, so give fewer values")
     return grid
+
+
+def _zipped(text: str, keys: tuple[str, ...], value: str) -> tuple[tuple[str, str], ...]:
+    parts = [part.strip() for part in value.split("+")] if len(keys) > 1 else [value.strip()]
+    if len(parts) != len(keys):
+        raise RecipeError(f"--try {text!r}: {value.strip()!r} gives {len(parts)} values for the {len(keys)} keys "
+                          f"{'+'.join(keys)}; join one value per key with +")
+    return tuple((key, part) for key, part in zip(keys, parts) if part)
 
 
 @dataclass(frozen=True)
@@ -93,6 +110,8 @@ class Trial:
     within: float | None = None
     macro_f1: float | None = None
     note: str = ""
+    labels: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The pipeline's labels of the fold's rows (`_Pipeline.ids`' order)."""
 
     @property
     def eligible(self) -> bool:
@@ -111,6 +130,8 @@ class Tuning:
     trials: tuple[Trial, ...]
     baseline: float | None
     written: bool = False
+    bar: Bar | None = None
+    write_asked: bool = False
 
     @property
     def best(self) -> Trial | None:
@@ -133,37 +154,62 @@ class Tuning:
                      f"{trial.macro_f1:>8.4f}" if trial.macro_f1 is not None else f"{'':>8}"]
             note = f"  {trial.note}" if trial.note else ""
             lines.append(f"{trial.setting.label:<{width}}  {'  '.join(cells)}{note}")
+        if self.bar is not None:
+            lines.append(self.bar.line(width))
         best = self.best
         if best is None:
             return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold's seconds; raise --budget "
                                 "or try cheaper settings (fewer epochs, a smaller img_size, frozen_stages)"]
         sets = " ".join(f"--set {override}" for override in best.setting.overrides(self.group))
+        if self.bar is not None and not self.bar.cleared:
+            return [*lines, "", f"best specialist: {best.setting.label}; but {self.bar.verdict()}"
+                    + (" Nothing written." if self.write_asked else "")]
         if self.written:
-            return [*lines, "", f"best: {best.setting.label}; written into {self.run / 'recipe.toml'}, its fold "
-                                f"{self.fold} kept. Next: hierclf fit-fine {self.run} --group {self.group}"]
-        return [*lines, "", f"best: {best.setting.label}. To train it: hierclf fit-fine {self.run} "
-                            f"--group {self.group} {sets} (or tune-fine again with --write)"]
+            then = (f"written into {self.run / 'recipe.toml'}, its fold {self.fold} kept. Next: hierclf fit-fine "
+                    f"{self.run} --group {self.group}")
+        else:
+            then = (f"to train it: hierclf fit-fine {self.run} --group {self.group} {sets} (or tune-fine again "
+                    f"with --write)")
+        if self.bar is not None:
+            return [*lines, "", f"best: {best.setting.label}; {self.bar.verdict()} {then[0].upper()}{then[1:]}"]
+        return [*lines, "", f"best: {best.setting.label}; {then}"]
 
 
-def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], fold: int = 0, budget: float = 0.5,
-                    combiner: str | None = None, write: bool = False, items: Items | None = None) -> Tuning:
-    """Train `group`'s specialist on `fold` with every combination of `tries`, and score each.
+@dataclass(frozen=True)
+class Search:
+    """Where and against what a specialist's settings are tried.
+
+    fold: the fold to train on and score on.
+    budget: a setting's epochs may take at most this multiple of the seconds the coarse stage's
+        fold took; one that passes it stops there (resumable by a call with a larger budget) and
+        is not chosen.
+    combiner: the pipeline that scores a setting (default: the recipe's combine.method).
+    bar: train the flat model at the best setting's megapixels on the fold (tune/bar.py), and
+        choose the specialist only where it beats that model beyond the noise; None: when the
+        coarse stage is flat (a hierarchy over a flat run), as the bar is that run's recipe."""
+
+    fold: int = 0
+    budget: float = 0.5
+    combiner: str | None = None
+    bar: bool | None = None
+
+
+def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], search: Search = Search(),
+                    write: bool = False, items: Items | None = None) -> Tuning:
+    """Train `group`'s specialist on `search.fold` with every combination of `tries`, and score each.
 
     Args:
-        run_path: a run folder whose coarse stage has `fold` trained.
+        run_path: a run folder whose coarse stage has the fold trained.
         group: the group (or head) whose specialist to choose.
         tries: `KEY=V1,V2,…` of its [fine.<group>] keys; every combination is one setting.
-        fold: the fold to train on and score on.
-        budget: a setting's epochs may take at most this multiple of the seconds the coarse
-            stage's fold took; one that passes it stops there (resumable by a call with a larger
-            budget) and is not chosen.
-        combiner: the pipeline that scores a setting (default: the recipe's combine.method).
+        search: the fold, the budget, the combiner and the bar.
         write: put the best setting into the run's recipe and its fold into the specialist's folder.
         items: in-memory rows, the same the coarse stage trained on.
 
     Returns:
-        Every trial, the coarse stage's own macro-F1 on the fold when it predicts the classes, and
-        whether the best was written."""
+        Every trial, the coarse stage's own macro-F1 on the fold when it predicts the classes, the
+        bar, and whether the best was written."""
+    fold, budget, combiner, bar = search.fold, search.budget, search.combiner, search.bar
     run = Run.open(run_path)
     if run.hierarchy.is_flat:
         raise RunError(f"{run.root} has {run.hierarchy.describe()}, so there is no specialist to tune; fit a run "
@@ -182,11 +228,20 @@ def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], fold
     run.folds.check_data(items.ids, items.labels, run.root)
     coarse = fold_training_cost(run, run.coarse_stage, fold)
     pipeline = _Pipeline(run, name, group, fold)
+    baseline = pipeline.baseline()
+    if bar and baseline is None:
+        raise RunError(f"{run.root}: its coarse stage predicts {run.hierarchy.part_noun}s, not the classes, so there "
+                       f"is no flat model to train at a matched size (--bar); compare the pipeline with a flat run "
+                       f"by hierclf evaluate --control")
     trials = tuple(_trial(run, setting, stage, items, fold, budget, coarse, pipeline)
                    for setting, stage in zip(grid, stages))
-    tuning = Tuning(run.root, group, fold, budget, name, trials, pipeline.baseline())
-    if write and tuning.best is not None:
-        _write_best(run, group, tuning.best.setting, fold)
+    tuning = Tuning(run.root, group, fold, budget, name, trials, baseline, write_asked=write)
+    best = tuning.best
+    if (baseline is not None if bar is None else bar) and best is not None:
+        measured = flat_bar(run, items, fold, best.megapixels, coarse, pipeline.ids, pipeline.labels, best.labels)
+        tuning = dataclasses.replace(tuning, bar=measured)
+    if write and best is not None and (tuning.bar is None or tuning.bar.cleared):
+        _write_best(run, group, best.setting, fold)
         tuning = dataclasses.replace(tuning, written=True)
     return tuning
 
@@ -235,7 +290,8 @@ def _trial(run: Run, setting: Setting, stage: Stage, items: Items, fold: int, bu
     seconds = fold_training_cost(run, stage, fold).seconds / max(coarse.seconds, 1e-12)
     within = float(read_result(run.fold_dir(stage.name, fold))["val_accuracy"])
     note = "over budget in seconds" if seconds > budget else ""  # trained by an earlier call with a larger one
-    return Trial(setting, megapixels, seconds, within, pipeline.score(stage), note)
+    macro_f1, labels = pipeline.score(stage)
+    return Trial(setting, megapixels, seconds, within, macro_f1, note, labels)
 
 
 class _Pipeline:
@@ -249,14 +305,15 @@ class _Pipeline:
         self.ids, self.coarse_probs = coarse["ids"], coarse["probs"]
         self.labels = np.asarray([label_of[i] for i in self.ids.tolist()], dtype=np.int64)
 
-    def score(self, stage: Stage) -> float:
+    def score(self, stage: Stage) -> tuple[float, np.ndarray]:
+        """The pipeline's macro-F1 on the fold's rows with `stage` as the group's specialist, and its labels."""
         special = read_val(self.run.fold_dir(stage.name, self.fold), stage.layout.width)
         position = {image_id: row for row, image_id in enumerate(special["ids"].tolist())}
         order = np.asarray([position[i] for i in self.ids.tolist()])
         outputs = StageOutputs(self.coarse_probs, {self.group: special["probs"][order]}, self.labels)
         oof = RunOOF(ids=self.ids, folds=np.full(len(self.ids), self.fold), outputs=outputs)
         combined = out_of_fold(self.combiner, self.run.hierarchy, oof, seed=self.run.recipe.folds.seed)
-        return scores(self.labels, combined.labels, self.run.hierarchy.num_classes)["macro_f1"]
+        return scores(self.labels, combined.labels, self.run.hierarchy.num_classes)["macro_f1"], combined.labels
 
     def baseline(self) -> float | None:
         """The coarse stage's own macro-F1 on the fold, when it predicts the classes (a flat run)."""
