@@ -181,3 +181,28 @@ def test_without_the_export_extra_it_says_what_to_install(flat_run, tmp_path, mo
     result = cli("export", flat_run[0], "--out", tmp_path / "p.onnx")
     assert result.exit_code == 2 and "onnxruntime is missing" in result.stderr, result.output
     assert "pip install 'hierclf[export]'" in result.stderr and not (tmp_path / "p.onnx").exists()
+
+
+def test_a_specialist_of_another_architecture_from_its_own_weights_follows_through(detail_runs, tmp_path):
+    """A specialist need not be the coarse stage's network: test_efficientnet started from a local
+    weights file, at 48 px, under the 12 px test_resnet flat run; fit-fine, evaluate, predict and
+    export follow it."""
+    import timm
+    from safetensors.torch import save_file
+
+    weights = tmp_path / "effnet.safetensors"
+    save_file(timm.create_model("test_efficientnet", num_classes=1000).state_dict(), weights)
+    run = tmp_path / "run"
+    for args in (("fit-coarse", detail_runs / "linked.toml", "--out", run, "--set", "fine.model=test_efficientnet",
+                  "--set", f"fine.weights={weights}", "--set", "fine.init_from_coarse=false",
+                  "--set", "fine.img_size=48", "--set", "fine.epochs=8"),
+                 ("fit-fine", run), ("evaluate", run)):
+        result = cli("-q", *args)
+        assert result.exit_code == 0, result.output
+    opened = Run.open(run)
+    specialist = opened.stage_dir(opened.specialist_stages["patch"].name)
+    assert json.loads((specialist / "fold-0" / "model.json").read_text())["arch"] == "test_efficientnet"
+    assert json.loads((specialist / "summary.json").read_text())["oof_accuracy"] > 0.7  # it learnt its group
+    path, output = exported(run, tmp_path, "--combiner", "blend")
+    assert "fine/patch (3 folds, 48 px)" in output
+    assert_serves_as_predict(path, run, pixels_of(detail_runs / "data" / "train", 7), "blend")
