@@ -55,8 +55,8 @@ class Bar:
                 f"{self.macro_f1:>8.4f}")
 
     def verdict(self) -> str:
-        shown = (f"{self.difference['difference'] * 100:+.2f} points, {self.difference['low'] * 100:+.2f} to "
-                 f"{self.difference['high'] * 100:+.2f}")
+        shown = (f"the pipeline {self.difference['difference'] * 100:+.2f} points against it, 95% interval "
+                 f"{self.difference['low'] * 100:+.2f} to {self.difference['high'] * 100:+.2f}")
         if self.cleared:
             return f"it beats the flat model at {self.img_size} px on this fold ({shown})."
         return (f"the flat model at {self.img_size} px scores as well for no more megapixels ({shown}): it is the "
