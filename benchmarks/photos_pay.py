@@ -30,11 +30,11 @@ import torch
 
 from hierclf.combine.base import StageOutputs
 from hierclf.metrics import paired_difference, scores
-from hierclf.predict.stage_models import StageModels
-from hierclf.run.fitted import load_combiner
 from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.report.costs import inference_cost, training_cost
+from hierclf.predict.stage_models import StageModels
+from hierclf.report.costs import training_cost
 from hierclf.report.evaluate import score_run
+from hierclf.run.fitted import load_combiner
 from hierclf.run.folder import Run
 
 from finetune_goal import test_items

@@ -60,6 +60,14 @@ def read_val(folder: Path, width: int) -> dict[str, np.ndarray]:
     return checked_outputs(read_npz(path), width, ReadBack(str(path), RETRAIN))
 
 
+def read_val_probs(folder: Path, width: int, ids: np.ndarray) -> np.ndarray:
+    """A finished fold's validation probabilities, one row per id of `ids` in that order (the
+    fold's rows as another stage's outputs order them, so two stages' rows line up)."""
+    val = read_val(folder, width)
+    position = {image_id: row for row, image_id in enumerate(val["ids"].tolist())}
+    return val["probs"][np.asarray([position[i] for i in ids.tolist()], dtype=np.int64)]
+
+
 def checked_outputs(arrays: dict[str, np.ndarray], width: int, check: ReadBack) -> dict[str, np.ndarray]:
     """A stage's saved outputs (a fold's val.npz, a stage's oof.npz): one id and one row of
     `width` probabilities (finite, 0 to 1) per row."""

@@ -19,7 +19,7 @@ import numpy as np
 from hierclf.data import Items
 from hierclf.metrics import paired_difference, scores
 from hierclf.report.costs import Cost, fold_training_cost
-from hierclf.run.fold_files import read_val
+from hierclf.run.fold_files import read_val_probs
 from hierclf.run.folder import Run
 from hierclf.train.stage import train_stage
 
@@ -72,7 +72,8 @@ def _flat_recipe(run: Run) -> str:
 def flat_bar(run: Run, items: Items, fold: int, megapixels: float, coarse: Cost, ids: np.ndarray,
              labels: np.ndarray, best: np.ndarray) -> Bar:
     """Train the flat stage on `fold` at the size `megapixels` buys (kept under RUN/tuning/, so
-    a second call reuses it; at the flat run's own size, its fold as it is) and score it on the fold's rows against the `best` pipeline's labels.
+    a second call reuses it; at the flat run's own size, its fold as it is) and score it on the
+    fold's rows against the `best` pipeline's labels.
 
     `ids` and `labels` are the fold's rows and classes in the order of `best`."""
     stage = run.coarse_stage
@@ -84,13 +85,10 @@ def flat_bar(run: Run, items: Items, fold: int, megapixels: float, coarse: Cost,
         run.bind_stage(stage)
         if not run.fold_finished(stage.name, fold):
             train_stage(run, stage, items, fold)
-    outputs = read_val(run.fold_dir(stage.name, fold), stage.layout.width)
-    position = {image_id: row for row, image_id in enumerate(outputs["ids"].tolist())}
-    predicted = outputs["probs"][[position[i] for i in ids.tolist()]].argmax(1)
+    predicted = read_val_probs(run.fold_dir(stage.name, fold), stage.layout.width, ids).argmax(1)
     classes = stage.layout.width
     difference = paired_difference(labels, best, predicted, classes, seed=run.recipe.folds.seed)
     cost = fold_training_cost(run, stage, fold)
     return Bar(stage.config.img_size, cost.megapixels / max(coarse.megapixels, 1e-12),
                cost.seconds / max(coarse.seconds, 1e-12), scores(labels, predicted, classes)["macro_f1"], difference,
                _flat_recipe(run))
-

@@ -35,7 +35,7 @@ from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import Recipe
 from hierclf.report.costs import Cost, epochs_seconds, fold_training_cost
 from hierclf.report.evaluate import out_of_fold
-from hierclf.run.fold_files import read_result, read_val
+from hierclf.run.fold_files import read_result, read_val, read_val_probs
 from hierclf.run.folder import Run, recipe_differences
 from hierclf.run.outputs import RunOOF
 from hierclf.train.checks import check_fold, check_model, chosen_parts
@@ -307,10 +307,8 @@ class _Pipeline:
 
     def score(self, stage: Stage) -> tuple[float, np.ndarray]:
         """The pipeline's macro-F1 on the fold's rows with `stage` as the group's specialist, and its labels."""
-        special = read_val(self.run.fold_dir(stage.name, self.fold), stage.layout.width)
-        position = {image_id: row for row, image_id in enumerate(special["ids"].tolist())}
-        order = np.asarray([position[i] for i in self.ids.tolist()])
-        outputs = StageOutputs(self.coarse_probs, {self.group: special["probs"][order]}, self.labels)
+        special = read_val_probs(self.run.fold_dir(stage.name, self.fold), stage.layout.width, self.ids)
+        outputs = StageOutputs(self.coarse_probs, {self.group: special}, self.labels)
         oof = RunOOF(ids=self.ids, folds=np.full(len(self.ids), self.fold), outputs=outputs)
         combined = out_of_fold(self.combiner, self.run.hierarchy, oof, seed=self.run.recipe.folds.seed)
         return scores(self.labels, combined.labels, self.run.hierarchy.num_classes)["macro_f1"], combined.labels
