@@ -9,6 +9,7 @@ import json
 import os
 import re
 import socket
+import stat
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,11 +32,32 @@ HOST = hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
 
 
 
+def special_kind(path: Path) -> str | None:
+    """What `path` is when it exists and is neither a regular file nor a folder (a FIFO, a socket,
+    a device node; a link followed): a rename onto it would replace the node itself, and run as
+    root, `--out /dev/null` would leave the machine a regular file in its place."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    kinds = {stat.S_ISFIFO: "a FIFO", stat.S_ISSOCK: "a socket", stat.S_ISCHR: "a character device",
+             stat.S_ISBLK: "a block device"}
+    return next((name for test, name in kinds.items() if test(mode)), None)
+
+
+def refuse_special(path: Path, where: str) -> None:
+    kind = special_kind(path)
+    if kind is not None:
+        raise RunError(f"{where}: that is {kind}, not a regular file; give a new path or a regular file")
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path beside `path`, renamed onto it only when the block succeeds. A write the
     system refuses (a full disk, a quota, a folder turned read-only) ends in one RunError naming
-    the file; the file as it was stays, and so does everything finished before."""
+    the file; the file as it was stays, and so does everything finished before. A path that is a
+    FIFO, socket or device is refused before anything is written."""
+    refuse_special(path, str(path))
     temporary = path.parent / f".{path.name}.{HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,8 +84,10 @@ def check_writable(path: Path, option: str, folder: bool = False) -> None:
     """Refuse, before any work, an output `path` (a file, or with `folder` a folder) that cannot
     be written: a folder where a file is wanted or the reverse, a path under a file, or a place
     the user may not write (tried by creating and deleting a file there, which also catches what
-    permission bits do not: a read-only or immutable mount, root's immutable folders)."""
+    permission bits do not: a read-only or immutable mount, root's immutable folders), and a path
+    that is neither a regular file nor a folder (`special_kind`)."""
     where = f"{option} {path}"
+    refuse_special(path, where)
     if path.exists() and path.is_dir() != folder:
         wanted, found = ("folder", "file") if folder else ("file", "folder")
         raise RunError(f"{where}: that is a {found}; give a {wanted} path")

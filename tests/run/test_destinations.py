@@ -75,3 +75,48 @@ def test_a_folder_output_inside_a_class_tree_it_reads_is_refused(tmp_path):
     assert not (tree / "run").exists()
     with pytest.raises(RunError, match="that folder holds"):
         check_output(tmp_path, "--out", reads=[tree], folder=True)
+
+
+def test_an_output_that_is_a_fifo_socket_or_device_is_refused_and_left_as_it_is(flat_run, tmp_path):
+    """A rename onto such a node replaces the node: as root, `--out /dev/null` would leave the
+    machine a regular file there. Every command refuses it before any work."""
+    import os
+    import socket
+    import stat
+
+    run, recipe, train_csv, _ = flat_run
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    device = tmp_path / "null"
+    device.symlink_to(os.devnull)
+    unix = tmp_path / "s"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(unix))
+    weights = run / "coarse" / "fold-0" / "weights.safetensors"
+    commands = [("predict", run, train_csv, "--out"), ("export", run, "--out"),
+                ("import-weights", weights, "--model", "test_resnet", "--out"),
+                ("augment", recipe, "--copies", 1, "--out"), ("dataset", "digits")]
+    try:
+        for node, kind in ((fifo, "a FIFO"), (device, "a character device"), (unix, "a socket")):
+            for command in commands:
+                result = cli(*command, node)
+                assert result.exit_code == 2, (command, node, result.output)
+                assert f"that is {kind}, not a regular file" in result.stderr, (command, result.stderr)
+                assert "Traceback" not in result.output
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISCHR(os.stat(device).st_mode)
+        assert stat.S_ISSOCK(os.stat(unix).st_mode)
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null", "s"]  # no temporary left
+    finally:
+        server.close()
+
+
+def test_the_atomic_writer_itself_refuses_a_node(tmp_path):
+    import os
+
+    from hierclf.run.files import write_text
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with pytest.raises(RunError, match="that is a FIFO"):
+        write_text(fifo, "x")
+    assert os.path.exists(fifo) and not fifo.is_file()
