@@ -5,6 +5,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import os
 import shutil
 import tempfile
 import weakref
@@ -38,13 +40,16 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
     overrides : {"coarse.lr": 0.01, …}: recipe keys set on top. `set_params(coarse__lr=0.01)`
         (and so `GridSearchCV` over `coarse__lr`) lands here.
     random_state : seeds the folds and every stage; nothing else draws randomness.
-    run_dir : the run folder to train into; None trains into a temporary folder, removed when the
-        estimator is garbage-collected.
+    run_dir : a folder to keep the runs in: each fit trains into its own run folder there,
+        `fit-<fingerprint>`, named by the images, labels and recipe it was given, so a refit on
+        other data (each split of `cross_val_score`, each candidate of `GridSearchCV`) trains
+        anew and a refit on the same data and recipe resumes the finished run. None trains into
+        a temporary folder, removed when the estimator is garbage-collected.
     combiner : the combiner `predict_proba` uses (default: the recipe's combine.method).
     device : where training and prediction run ("cpu", "cuda", "auto").
 
     Attributes after `fit`: `classes_` (the labels of y, any type, sorted as LabelEncoder sorts
-    them), `run_dir_` (the run folder).
+    them), `run_dir_` (the run folder this fit trained).
 
     X is an array of uint8 images, N×H×W or N×H×W×C, or a sequence of image file paths.
     `predict_proba` returns float64 rows over `classes_` summing to 1: the soft vote of the K fold
@@ -94,7 +99,7 @@ class HierarchicalClassifier(ClassifierMixin, BaseEstimator):
             raise HierclfError(f"labels {list(self.classes_)} do not stay apart as text; use distinct labels")
         items = _items(X, encoder.transform(y), names)
         recipe = self._build_recipe(names)
-        run_dir = _temporary_run(self) if self.run_dir is None else Path(self.run_dir)
+        run_dir = _temporary_run(self) if self.run_dir is None else _fit_folder(Path(self.run_dir), items, recipe)
         fit_coarse(recipe, run_dir, items=items)
         if recipe.hierarchy.groups or recipe.specialists:
             fit_fine(run_dir, items=items)
@@ -178,6 +183,26 @@ def _temporary_run(estimator: HierarchicalClassifier) -> Path:
     return folder / "run"
 
 
+def _fit_folder(run_dir: Path, items: Items, recipe: Recipe) -> Path:
+    """The run folder under `run_dir` for this data and recipe (see the class's `run_dir`)."""
+    from hierclf.run.destinations import check_output, is_run_folder
+
+    if is_run_folder(run_dir):
+        raise HierclfError(f"run_dir {run_dir} is a run folder; each fit trains into a folder of its own under "
+                           f"run_dir, so give the folder to keep them in")
+    check_output(run_dir, "run_dir", folder=True)
+    digest = hashlib.sha256(recipe.to_toml().encode())
+    digest.update(np.asarray(items.labels, dtype=np.int64).tobytes())
+    if items.images is not None:
+        digest.update(f"{items.images.shape} {items.images.dtype}".encode())
+        digest.update(np.ascontiguousarray(items.images).data)
+    else:
+        for path in items.paths:
+            found = os.stat(path)
+            digest.update(f"{os.path.abspath(path)}\0{found.st_size}\0{found.st_mtime_ns}\n".encode())
+    return run_dir / f"fit-{digest.hexdigest()[:16]}"
+
+
 def _kept_file(path: Path) -> bool:
     """A run's own file: not one being written, nor a lock."""
     return path.is_file() and not is_temporary(path) and path.name != LOCK
@@ -216,9 +241,26 @@ def _checked_labels(y: Any, rows: int) -> np.ndarray:
     return labels
 
 
+def _stacked(images: Sequence[Any]) -> np.ndarray:
+    """A sequence of image arrays as one N×H×W(×C) array, refused when they differ in shape (images
+    of many sizes are given as files, which are resized as they are read)."""
+    first = images[0]
+    for row, image in enumerate(images):
+        if not isinstance(image, np.ndarray):
+            raise DataError(f"X: row {row} is a {type(image).__name__} among image arrays; give arrays only, "
+                            f"or image paths only")
+        if image.shape != first.shape:
+            raise DataError(f"X: image arrays differ in size (row 0 is {'×'.join(map(str, first.shape))}, row "
+                            f"{row} is {'×'.join(map(str, image.shape))}); give arrays of one size, or the images "
+                            f"as files, which are resized as they are read")
+    return np.stack(images)
+
+
 def _items(X: Any, labels: np.ndarray | None, class_names: list[str]) -> Items:
-    """Rows from an image array or a sequence of image paths."""
+    """Rows from an image array, a sequence of arrays of one size, or a sequence of image paths."""
     _row_count(X)
+    if not isinstance(X, np.ndarray) and any(isinstance(image, np.ndarray) for image in X):
+        X = _stacked(X)
     if isinstance(X, np.ndarray) and X.dtype != object:
         return Items.from_arrays(X, labels, class_names)
     paths = [str(path) for path in X]

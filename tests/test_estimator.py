@@ -7,6 +7,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 
 from conftest import CLASSES, TINY_STAGE, shape_image
 from hierclf import HierarchicalClassifier, Inference, Items, predict_items
+from hierclf.errors import HierclfError
 
 RECIPE = {"folds": {"count": 2}, "coarse": {**TINY_STAGE, "epochs": 10}}
 
@@ -43,14 +44,49 @@ def test_clone_set_params_and_recipe_keys_as_double_underscore():
     assert copy.overrides == {"coarse.lr": 0.01}
 
 
-def test_cross_val_score_and_grid_search_over_a_recipe_key():
+def test_cross_val_score_and_grid_search_over_a_recipe_key(tmp_path):
+    """With a fixed run_dir too: every split and candidate trains into a run folder of its own."""
     X, y = images(per_class=48)  # each outer split trains on half, in 2 folds of its own
-    scores = cross_val_score(HierarchicalClassifier(recipe=RECIPE), X, y, cv=2)
+    scores = cross_val_score(HierarchicalClassifier(recipe=RECIPE, run_dir=tmp_path / "cv"), X, y, cv=2)
     assert len(scores) == 2 and scores.min() >= 0.7
-    search = GridSearchCV(HierarchicalClassifier(recipe=RECIPE), {"coarse__lr": [2e-6, 3e-3]}, cv=2)
+    assert len(list((tmp_path / "cv").glob("fit-*"))) == 2
+    search = GridSearchCV(HierarchicalClassifier(recipe=RECIPE, run_dir=tmp_path / "grid"),
+                          {"coarse__lr": [2e-6, 3e-3]}, cv=2)
     search.fit(X, y)
     assert search.best_params_ == {"coarse__lr": 3e-3}  # a rate that learns beats one that cannot
     assert search.cv_results_["mean_test_score"][1] > search.cv_results_["mean_test_score"][0] + 0.2
+    assert len(list((tmp_path / "grid").glob("fit-*"))) == 5  # 2 candidates × 2 splits, and the refit
+    assert search.best_estimator_.run_dir_.parent == tmp_path / "grid"
+
+
+def test_a_refit_with_a_fixed_run_dir_trains_on_what_it_is_given(tmp_path):
+    """Other images with labels in the same order: a run of its own, not the old models; the
+    same images and recipe again: the finished run, resumed."""
+    X, y = images(per_class=8)
+    quick = {**RECIPE, "coarse": {**RECIPE["coarse"], "epochs": 1}}
+    model = HierarchicalClassifier(recipe=quick, run_dir=tmp_path).fit(X, y)
+    first, expected = model.run_dir_, model.predict_proba(X[:6])
+    model.fit(255 - X, y)
+    assert model.run_dir_ != first and model.run_dir_.parent == tmp_path
+    assert not np.allclose(model.predict_proba(X[:6]), expected)
+    model.fit(X, y)
+    assert model.run_dir_ == first and np.allclose(model.predict_proba(X[:6]), expected)
+    with pytest.raises(HierclfError, match="is a run folder; each fit trains into a folder of its own"):
+        HierarchicalClassifier(recipe=quick, run_dir=first).fit(X, y)
+
+
+def test_image_arrays_of_one_size_stack_and_of_several_are_refused(tmp_path):
+    from hierclf.errors import DataError
+
+    X, y = images(per_class=8)
+    quick = {**RECIPE, "coarse": {**RECIPE["coarse"], "epochs": 1}}
+    model = HierarchicalClassifier(recipe=quick, random_state=3).fit(list(X), y)
+    assert np.allclose(model.predict_proba(list(X[:5])), model.predict_proba(X[:5]))
+    mixed = [X[0], X[1][:10], *X[2:]]
+    with pytest.raises(DataError, match=r"image arrays differ in size \(row 0 is 16×16, row 1 is 10×16\)"):
+        model.predict(mixed)
+    with pytest.raises(DataError, match="row 1 is a str among image arrays"):
+        model.fit([X[0], "a.png", *X[2:]], y)
 
 
 def test_groups_train_specialists_and_paths_work_as_input(tmp_path):
@@ -60,7 +96,7 @@ def test_groups_train_specialists_and_paths_work_as_input(tmp_path):
         paths.append(tmp_path / f"{row}.png")
         Image.fromarray(pixels).save(paths[-1])
     model = HierarchicalClassifier(recipe=RECIPE, groups=[["left", "right"]], run_dir=tmp_path / "run").fit(paths, y)
-    assert model.run_dir_ == tmp_path / "run" and (tmp_path / "run" / "fine").is_dir()
+    assert model.run_dir_.parent == tmp_path / "run" and (model.run_dir_ / "fine").is_dir()
     assert model.score(paths, y) >= 0.8
     with pytest.raises(Exception, match="no such file|does not exist"):
         model.predict([tmp_path / "missing.png"])
