@@ -1,6 +1,8 @@
 """Decoding any image file a user may have into an RGB (or grey) uint8 array."""
 from __future__ import annotations
 
+import logging
+import os
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -13,9 +15,36 @@ from hierclf.errors import DataError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
+log = logging.getLogger(__name__)
+
 
 def is_image_file(path: Path) -> bool:
     return path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def is_hidden(name: str) -> bool:
+    """What file managers, archivers and notebooks leave beside the data (.DS_Store, ._a.jpg,
+    .ipynb_checkpoints, __MACOSX): never a class, never an image."""
+    return name.startswith(".") or name == "__MACOSX"
+
+
+def images_under(root: Path, nested: bool = True) -> list[Path]:
+    """The image files under `root` (with `nested` off, directly in it), sorted by their path's
+    parts; hidden files and folders are left out, and counted in one warning."""
+    images, hidden = [], []
+    for folder, folders, files in os.walk(root):
+        hidden += sorted(name for name in folders + files if is_hidden(name))
+        folders[:] = sorted(name for name in folders if not is_hidden(name)) if nested else []
+        images += [Path(folder) / name for name in files if not is_hidden(name) and is_image_file(Path(folder) / name)]
+    report_hidden(root, hidden)
+    return sorted(images, key=lambda path: path.relative_to(root).parts)
+
+
+def report_hidden(root: Path, hidden: Sequence[str]) -> None:
+    if hidden:
+        names = sorted(set(hidden))
+        log.warning("%s: %d hidden entr%s left out (%s%s)", root, len(hidden), "y" if len(hidden) == 1 else "ies",
+                    ", ".join(names[:3]), ", …" if len(names) > 3 else "")
 
 
 def decode_image(path: str | Path, channels: int = 3, max_side: int | None = None) -> np.ndarray:

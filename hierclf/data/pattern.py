@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from hierclf.data.images import is_image_file
+from hierclf.data.images import images_under
 from hierclf.data.items import Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.errors import DataError, RecipeError
@@ -68,7 +68,7 @@ def read_pattern_folder(root: Path, pattern: Pattern, attributes: Sequence[Attri
     if not root.is_dir():
         raise DataError(f"{pattern.where}: folder {root} does not exist")
     found, unmatched = [], []
-    for path in _images_under(root):
+    for path in images_under(root):
         relative = path.relative_to(root).as_posix()
         match = compiled.fullmatch(relative)
         if match is None:
@@ -119,18 +119,6 @@ def _ordered_as(class_names: Sequence[str], attributes: tuple[Attribute, ...], w
     expected = ", ".join(joint_class_names(attributes)[:4])
     raise RecipeError(f"data.class_names names other classes than the joint ones of {where}'s groups "
                       f"{', '.join(a.name for a in attributes)} ({expected}, …, in any order of the groups)")
-
-
-def _images_under(root: Path) -> list[Path]:
-    """The image files under `root`, each folder's entries in sorted order (as the mask
-    competition's reader walked them), hidden files and folders left out (._ files, .DS_Store,
-    .ipynb_checkpoints)."""
-    images = []
-    for folder, folders, files in os.walk(root):
-        folders[:] = sorted(name for name in folders if not name.startswith("."))
-        images += [Path(folder) / name for name in sorted(files)
-                   if not name.startswith(".") and is_image_file(Path(folder) / name)]
-    return sorted(images, key=lambda path: path.relative_to(root).parts)
 
 
 def _report_unmatched(root: Path, pattern: Pattern, unmatched: list[str], matched: int) -> None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from hierclf.data.bounded import checked_input
-from hierclf.data.images import IMAGE_EXTENSIONS, check_images, is_image_file
+from hierclf.data.images import IMAGE_EXTENSIONS, check_images, images_under, is_hidden, is_image_file, report_hidden
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.data.pattern import Pattern, bin_names, read_pattern_folder
@@ -94,7 +94,7 @@ def load_input_items(path: Path, class_names: Sequence[str], id_column: str = "i
                               class_names=class_names, labels_required=False, attributes=attributes)
     if not path.is_dir():
         raise DataError(f"input {path} does not exist")
-    entries = sorted(path.iterdir())
+    entries = [entry for entry in sorted(path.iterdir()) if not is_hidden(entry.name)]
     if any(is_image_file(entry) for entry in entries):
         return read_image_folder(path, class_names)
     if any(entry.is_dir() for entry in entries):
@@ -166,7 +166,9 @@ def read_class_tree(root: Path, class_names: Sequence[str] | None = None,
     """root/<class>/**/<image>: the folder names are the class names (sorted, as torchvision does)."""
     if not root.is_dir():
         raise DataError(f"folder {root} does not exist")
-    folders = sorted(entry for entry in root.iterdir() if entry.is_dir())
+    entries = sorted(root.iterdir())
+    report_hidden(root, [entry.name for entry in entries if is_hidden(entry.name)])
+    folders = [entry for entry in entries if entry.is_dir() and not is_hidden(entry.name)]
     if not folders:
         raise DataError(f"{root} has no class folders (expected {root}/<class>/<image>)")
     names = tuple(class_names) if class_names else tuple(folder.name for folder in folders)
@@ -176,7 +178,7 @@ def read_class_tree(root: Path, class_names: Sequence[str] | None = None,
         if folder.name not in index_of and not allow_unknown:
             raise DataError(f"{folder}: {folder.name!r} is not a class of this run; classes are "
                             f"{', '.join(names)}")
-        for path in sorted(p for p in folder.rglob("*") if is_image_file(p)):
+        for path in images_under(folder):
             ids.append(path.relative_to(root).as_posix())
             paths.append(str(path))
             labels.append(index_of.get(folder.name, UNKNOWN_LABEL))
@@ -220,7 +222,7 @@ def read_mask_folder(root: Path, age_bounds: Sequence[int], attributes: Sequence
 
 def read_image_folder(root: Path, class_names: Sequence[str]) -> Items:
     """Every image directly in root, unlabelled; the file name is the id."""
-    files = sorted(path for path in root.iterdir() if is_image_file(path))
+    files = images_under(root, nested=False)
     return Items(ids=np.asarray([path.name for path in files]),
                  labels=np.full(len(files), UNKNOWN_LABEL, dtype=np.int64),
                  class_names=tuple(class_names), paths=np.asarray([str(path) for path in files]))
@@ -250,17 +252,21 @@ def _resolve_images(ids: list[str], folder: Path, csv_path: Path, outside_allowe
     if not folder.is_dir():
         raise DataError(f"image folder {folder} (for {csv_path}) does not exist; set data.images")
     present = {entry.name for entry in folder.iterdir()}
-    stems: dict[str, str] = {}
+    stems: dict[str, list[str]] = {}
     for name in sorted(present):
         stem, dot, suffix = name.rpartition(".")
         if dot and f".{suffix.lower()}" in IMAGE_EXTENSIONS:
-            stems.setdefault(stem, name)
+            stems.setdefault(stem, []).append(name)
     paths, missing = [], []
     for line, image_id in enumerate(ids, start=2):
         if image_id in present:
             paths.append(str(folder / image_id))
         elif image_id in stems:
-            paths.append(str(folder / stems[image_id]))
+            if len(stems[image_id]) > 1:
+                raise DataError(f"{csv_path}, line {line}: id {image_id!r} could be any of "
+                                f"{' and '.join(stems[image_id])} in {folder}; write the id with its extension, "
+                                f"or remove the images that are not meant")
+            paths.append(str(folder / stems[image_id][0]))
         elif "/" in image_id and (folder / image_id).is_file():
             if not outside_allowed and _leaves(image_id):
                 raise DataError(f"{csv_path}, line {line}: id {image_id!r} points outside the image folder "

@@ -240,3 +240,40 @@ def test_ids_that_leave_the_image_folder_are_refused_naming_the_line(tmp_path):
         allowed = load_training_items(DataConfig(csv=str(train_csv), ids_outside=True))
         assert Path(allowed.paths[0]).resolve() == (secret / "x.png").resolve()
         assert load_input_items(train_csv, sorted(CLASSES), outside_allowed=True).ids[0] == image_id
+
+
+def test_hidden_entries_are_neither_classes_nor_images_and_are_counted(tmp_path, caplog):
+    """.ipynb_checkpoints beside the classes and inside one, macOS's ._ files and __MACOSX, a
+    .DS_Store: left out of training and prediction inputs alike, with one warning each."""
+    import logging
+    import shutil
+
+    tree = write_tree_dataset(tmp_path / "tree", per_class=3)
+    shutil.copytree(tree / "left", tree / ".ipynb_checkpoints")
+    shutil.copytree(tree / "middle", tree / "middle" / ".ipynb_checkpoints")
+    shutil.copytree(tree / "right", tree / "__MACOSX")
+    shutil.copy(tree / "left" / "000.png", tree / "left" / "._000.png")
+    (tree / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    with caplog.at_level(logging.WARNING):
+        items = load_training_items(DataConfig(folder=str(tree)))
+    assert items.class_names == ("left", "middle", "right") and len(items) == 9
+    assert list(items.labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    assert "3 hidden entries left out (.DS_Store, .ipynb_checkpoints, __MACOSX)" in caplog.text
+    assert "left: 1 hidden entry left out (._000.png)" in caplog.text
+    again = load_input_items(tree, class_names=CLASSES)
+    assert len(again) == 9
+    flat = load_input_items(tree / "left", class_names=CLASSES)
+    assert list(flat.ids) == ["000.png", "001.png", "002.png"]
+
+
+def test_an_id_that_two_image_files_could_be_is_refused_naming_both(tmp_path):
+    train_csv = write_csv_dataset(tmp_path, per_class=2)
+    image = tmp_path / "train" / "left-001.png"
+    Image.open(image).convert("RGB").save(image.with_suffix(".jpg"))
+    with pytest.raises(DataError, match=r"train.csv, line 3: id 'left-001' could be any of left-001.jpg and "
+                                        r"left-001.png in .*; write the id with its extension"):
+        load_training_items(DataConfig(csv=str(train_csv)))
+    rows = list(csv.reader(train_csv.open()))
+    rows[2][0] = "left-001.png"
+    rewrite_csv(train_csv, rows)
+    assert load_training_items(DataConfig(csv=str(train_csv))).paths[1].endswith("left-001.png")
