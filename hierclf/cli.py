@@ -10,6 +10,7 @@ import click
 from hierclf.combine.registry import COMBINERS
 from hierclf.errors import HierclfError, user_message
 from hierclf.export.command import export
+from hierclf.options import FiniteRange, FoldChoice, parse_seeds, parse_weights
 from hierclf.runtime.launch import launched
 
 
@@ -89,20 +90,7 @@ def import_weights(src: Path, model: str, out: Path) -> None:
     click.echo(f"{len(converted.tensors)} tensors of {src}, matched to {model}'s names {converted.by}: {out}")
 
 
-class _FoldChoice(click.ParamType):
-    """A fold number, or "next"."""
-
-    name = "fold"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, int) or value == "next":
-            return value
-        if str(value).isdigit():
-            return int(value)
-        self.fail(f"{value!r}: expected a fold number or next", param, ctx)
-
-
-_FOLD = _FoldChoice()
+_FOLD = FoldChoice()
 
 
 @main.command("fit-coarse")
@@ -122,7 +110,7 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
 
     loaded = load_recipe(recipe, overrides)
     runs = [(loaded, out)] if seeds is None else [(loaded.with_seed(seed), out / f"seed-{seed}")
-                                                  for seed in _parse_seeds(seeds)]
+                                                  for seed in parse_seeds(seeds)]
     for run_recipe, run_out in runs:
         summary = fit_coarse(run_recipe, run_out, only_fold=fold)
         if _launched_rank():
@@ -137,13 +125,6 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
             continue
         title = "coarse" if seeds is None else f"coarse, seed {run_recipe.coarse.seed} ({run_out})"
         _echo_stage_summary(title, summary, run_out)
-
-
-def _parse_seeds(text: str) -> list[int]:
-    parts = [part.strip() for part in text.split(",") if part.strip()]
-    if not parts or not all(part.isdigit() for part in parts) or len(set(parts)) < len(parts):
-        raise HierclfError(f"--seeds {text!r}: expected distinct whole numbers, as 0,1,2")
-    return [int(part) for part in parts]
 
 
 @main.command()
@@ -258,7 +239,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     if part is not None:
         origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights)
         items = part.rows(items)
-    predictions = predict_runs(opened, items, _parse_weights(weights), combiner=combiner, trace=trace,
+    predictions = predict_runs(opened, items, parse_weights(weights), combiner=combiner, trace=trace,
                                inference=inference)
     if part is not None:
         joined = write_shard(out, part, predictions, origin, with_probs=probs, label_index=label_index)
@@ -290,15 +271,6 @@ def _echo_predictions(input_path: Path, out: Path, predictions, hierarchy, probs
         click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
 
 
-def _parse_weights(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(part) for part in text.split(",")]
-    except ValueError:
-        raise HierclfError(f"--weights {text!r}: expected numbers, as 1,1,2") from None
-
-
 @main.command()
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--against", type=click.Path(path_type=Path), default=None,
@@ -327,7 +299,7 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
                    "is tried). Keys joined by + move together: model+weights=tf_efficientnet_lite2+lite2.safetensors "
                    "(a setting that names weights starts from them, not from the coarse model).")
 @click.option("--fold", type=click.IntRange(min=0), default=0, show_default=True, help="The fold to train and score on.")
-@click.option("--budget", type=click.FloatRange(min=0.0, min_open=True), default=0.5, show_default=True,
+@click.option("--budget", type=FiniteRange(min=0.0, min_open=True), default=0.5, show_default=True,
               help="A setting's epochs may take at most this multiple of the seconds the coarse stage's fold "
                    "took; one that passes it stops there and is not chosen.")
 @click.option("--combiner", default=None, help="The pipeline that scores a setting (default: combine.method).")
@@ -351,7 +323,7 @@ def tune_fine(run: Path, group: str, tries: tuple[str, ...], fold: int, budget: 
 @main.command("suggest-groups")
 @click.argument("run", type=click.Path(path_type=Path))
 @click.option("--max-groups", type=click.IntRange(min=1), default=3, show_default=True)
-@click.option("--min-confusion", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=0.02,
+@click.option("--min-confusion", type=FiniteRange(min=0.0, max=1.0, min_open=True), default=0.02,
               show_default=True, help="Mean mutual confusion rate two classes need to share a group.")
 def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> None:
     """Propose groups of confusable classes from a flat RUN's out-of-fold confusion matrix."""
@@ -363,7 +335,7 @@ def suggest_groups_command(run: Path, max_groups: int, min_confusion: float) -> 
 @main.command()
 @click.argument("source", metavar="RUN|RECIPE", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="The probe's run folder to write.")
-@click.option("--c", "c", type=click.FloatRange(min=0.0, min_open=True), default=None,
+@click.option("--c", "c", type=FiniteRange(min=0.0, min_open=True), default=None,
               help="Inverse regularisation strength of the logistic regression, on standardised features "
                    "(default: chosen in each fold by a 3-fold cross-validation inside its training rows).")
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE",

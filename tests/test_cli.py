@@ -40,6 +40,10 @@ def test_user_errors_exit_2_in_one_line_and_write_nothing(flat_run, tmp_path):
          "--tta: unknown TTA variant 'spin'"),
         (("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--weights", "1"),
          "--weights has 1 numbers for 2 runs"),
+        *((("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--weights", given),
+           f"--weights: expected finite numbers ≥ 0, not all 0; got {shown}")
+          for given, shown in (("inf,1", "inf, 1"), ("nan,1", "nan, 1"), ("1e308,1e308", "1e+308, 1e+308"),
+                               ("-1,2", "-1, 2"), ("0,0", "0, 0"))),
         (("predict", root, root, train_csv, "--out", tmp_path / "p.csv", "--trace"),
          "--trace follows one run's stages"),
         (("fit-coarse", recipe, "--out", root.parent / "data"), "that folder holds"),
@@ -233,3 +237,26 @@ def test_a_decompression_bomb_ends_clean_in_training_and_in_predict(flat_run, tm
     assert result.exit_code == 2, result.output
     assert result.stderr.startswith("hierclf: error: image ") and "too large to decode safely" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "p.csv").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("tune-fine", "RUN", "--group", "g", "--try", "epochs=1", "--budget"),
+    ("suggest-groups", "RUN", "--min-confusion"),
+    ("probe", "RUN", "--out", "P", "--c"),
+])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_every_numeric_option_refuses_nan_and_infinity(args, value):
+    """click's own ranges let NaN through (each comparison with it is false): a budget of NaN was
+    never over budget."""
+    result = cli(*args, value)
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{value} is not a finite number" in result.output or "is not in the range" in result.output, result.output
+
+
+def test_the_library_refuses_a_budget_that_is_not_a_finite_positive_number():
+    from hierclf.errors import HierclfError
+    from hierclf.tune.specialist import Search
+
+    for budget in (float("nan"), float("inf"), 0.0, -1.0):
+        with pytest.raises(HierclfError, match=f"--budget {budget}: expected a finite number > 0"):
+            Search(budget=budget)

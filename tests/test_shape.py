@@ -18,7 +18,7 @@ PACKAGE = Path(hierclf.__file__).parent
 
 LAYERS = (
     ("errors",),
-    ("seeding", "metrics", "readback"),
+    ("seeding", "metrics", "readback", "options"),
     ("runtime", "combine"),
     ("data",),
     ("recipe",),

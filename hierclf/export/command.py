@@ -6,19 +6,7 @@ from pathlib import Path
 
 import click
 
-from hierclf.errors import HierclfError
-
-
-def _folds(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    try:
-        folds = [int(part) for part in text.split(",")]
-    except ValueError:
-        folds = []
-    if not folds or min(folds) < 0:
-        raise HierclfError(f"--folds {text!r}: expected fold numbers, as 0,2")
-    return folds
+from hierclf.options import parse_folds
 
 
 @click.command()
@@ -41,7 +29,7 @@ def export(run: Path, out: Path, combiner: str | None, folds: str | None, tta: s
     from hierclf.run.folder import Run
 
     check_output(out, "--out", reads=[run])
-    exported = export_onnx(Run.open(run), out, combiner, _folds(folds), views_option(tta), dynamo)
+    exported = export_onnx(Run.open(run), out, combiner, parse_folds(folds), views_option(tta), dynamo)
     stages = ", ".join(f"{stage['name']} ({stage['folds']} fold{'s' if stage['folds'] != 1 else ''}, "
                        f"{stage['img_size']} px)"
                        for stage in exported.about["stages"])

@@ -118,8 +118,9 @@ def predict_runs(runs: Sequence[str | Path | Run], items: Items, weights: Sequen
         weights = [1.0] * len(runs)
     if len(weights) != len(runs):
         raise HierclfError(f"--weights has {len(weights)} numbers for {len(runs)} runs")
-    if any(w < 0 for w in weights) or not sum(weights) > 0:
-        raise HierclfError(f"--weights: expected numbers ≥ 0, not all 0; got {', '.join(f'{w:g}' for w in weights)}")
+    if not all(np.isfinite(w) and w >= 0 for w in weights) or not 0 < sum(weights) < np.inf:
+        raise HierclfError(f"--weights: expected finite numbers ≥ 0, not all 0; got "
+                           f"{', '.join(f'{w:g}' for w in weights)}")
     if trace:
         raise HierclfError("--trace follows one run's stages; predict with one run to trace it")
     opened = [_opened(run) for run in runs]

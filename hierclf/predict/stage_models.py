@@ -28,11 +28,12 @@ class StageModels:
                  batch_size: int = 256, workers: int = 2, tta: Sequence[View] = ()):
         """`folds` limits the vote to those fold models (every finished one by default)."""
         finished = run.finished_folds(stage.name)
-        wanted = finished if folds is None else [fold for fold in folds if fold in finished]
+        command = f"hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}"
+        if folds is not None:
+            _check_folds(run, stage.name, list(folds), finished, command)
+        wanted = finished if folds is None else list(folds)
         if not wanted:
-            among = "" if folds is None else f" among {list(folds)}"
-            raise RunError(f"{run.root} has no trained {stage.name} fold{among}; "
-                           f"run `hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}` first")
+            raise RunError(f"{run.root} has no trained {stage.name} fold; run `{command}` first")
         if folds is None and len(wanted) < run.recipe.folds.count:
             log.warning("%s: using %d of %d folds (the others are not trained yet)", stage.name, len(wanted),
                         run.recipe.folds.count)
@@ -55,3 +56,18 @@ class StageModels:
         probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta,
                                 memory_format=self.memory_format)
         return probs[np.argsort(rows)]
+
+
+def _check_folds(run: Run, stage: str, folds: list[int], finished: Sequence[int], command: str) -> None:
+    """Folds asked for by number: each once, each a fold of the run, each trained for `stage`."""
+    repeated = sorted({fold for fold in folds if folds.count(fold) > 1})
+    if repeated:
+        raise RunError(f"--folds {','.join(map(str, folds))}: fold {repeated[0]} is named twice; name each fold once")
+    count = run.recipe.folds.count
+    unknown = [fold for fold in folds if not 0 <= fold < count]
+    if unknown:
+        raise RunError(f"--folds {','.join(map(str, folds))}: this run has folds 0..{count - 1}, no fold {unknown[0]}")
+    untrained = [fold for fold in folds if fold not in finished]
+    if untrained:
+        raise RunError(f"--folds {','.join(map(str, folds))}: fold {untrained[0]} of {stage} is not trained yet; run "
+                       f"`{command}` first, or leave it out")

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -192,6 +193,12 @@ class Search:
     budget: float = 0.5
     combiner: str | None = None
     bar: bool | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
+            raise HierclfError(f"--budget {self.budget}: expected a finite number > 0")
+        if not (isinstance(self.fold, int) and self.fold >= 0):
+            raise HierclfError(f"--fold {self.fold}: expected a fold number")
 
 
 def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], search: Search = Search(),

@@ -162,7 +162,9 @@ def test_models_too_large_for_one_onnx_file_are_refused_before_tracing(flat_run,
 @pytest.mark.parametrize("options, message", [
     (["--out", "{run}/pipeline.onnx"], "--out .* inside the run folder"),
     (["--out", "{tmp}/p.onnx", "--folds", "one"], "--folds 'one': expected fold numbers"),
-    (["--out", "{tmp}/p.onnx", "--folds", "7"], "no trained coarse fold among \\[7\\]"),
+    (["--out", "{tmp}/p.onnx", "--folds", "7"], "--folds 7: this run has folds 0..2, no fold 7"),
+    (["--out", "{tmp}/p.onnx", "--folds", "0,5"], "--folds 0,5: this run has folds 0..2, no fold 5"),
+    (["--out", "{tmp}/p.onnx", "--folds", "0,0"], "--folds 0,0: fold 0 is named twice; name each fold once"),
     (["--out", "{tmp}/p.onnx", "--combiner", "product"], None),  # a flat run has one pipeline
     (["--out", "{tmp}/p.onnx", "--tta", "spin"], "--tta: unknown TTA variant 'spin'")])
 def test_what_export_refuses_it_says_in_one_line(flat_run, tmp_path, options, message):
@@ -174,6 +176,18 @@ def test_what_export_refuses_it_says_in_one_line(flat_run, tmp_path, options, me
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert re.search(message, result.stderr), result.stderr
     assert not (tmp_path / "p.onnx").exists() and not (run / "pipeline.onnx").exists()
+
+
+def test_a_fold_not_trained_yet_is_refused_not_dropped(flat_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(flat_run[0], run)
+    shutil.rmtree(run / "coarse" / "fold-2")
+    result = cli("export", run, "--out", tmp_path / "p.onnx", "--folds", "0,2")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--folds 0,2: fold 2 of coarse is not trained yet; run `hierclf fit-coarse` first" in result.stderr
+    assert not (tmp_path / "p.onnx").exists()
 
 
 def test_without_the_export_extra_it_says_what_to_install(flat_run, tmp_path, monkeypatch):

@@ -1,0 +1,63 @@
+"""The command line's value types and list parsers: every number a user types is checked here
+once, in range and finite (click's own ranges let NaN through, since every comparison with it is
+false), so a command never runs with a budget of NaN or a weight of infinity."""
+from __future__ import annotations
+
+import math
+
+import click
+
+from hierclf.errors import HierclfError
+
+
+class FiniteRange(click.FloatRange):
+    """click.FloatRange that also refuses NaN and infinity."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value} is not a finite number", param, ctx)
+        return number
+
+
+class FoldChoice(click.ParamType):
+    """A fold number, or "next"."""
+
+    name = "fold"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == "next":
+            return value
+        if str(value).isdigit():
+            return int(value)
+        self.fail(f"{value!r}: expected a fold number or next", param, ctx)
+
+
+def parse_seeds(text: str) -> list[int]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts or not all(part.isdigit() for part in parts) or len(set(parts)) < len(parts):
+        raise HierclfError(f"--seeds {text!r}: expected distinct whole numbers, as 0,1,2")
+    return [int(part) for part in parts]
+
+
+def parse_weights(text: str | None) -> list[float] | None:
+    """Each run's weight in a vote (their range is checked where they are used, `predict_runs`)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",")]
+    except ValueError:
+        raise HierclfError(f"--weights {text!r}: expected numbers, as 1,1,2") from None
+
+
+def parse_folds(text: str | None) -> list[int] | None:
+    """Fold numbers, as 0,2 (whether the run has them is checked where they are used, `StageModels`)."""
+    if text is None:
+        return None
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        folds = []
+    if not folds or min(folds) < 0:
+        raise HierclfError(f"--folds {text!r}: expected fold numbers, as 0,2")
+    return folds
