@@ -44,12 +44,17 @@ class Shard:
     def parse(cls, text: str) -> "Shard":
         """`I/N`, as `--shard 0/4` writes it."""
         index, _, count = text.partition("/")
-        if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        digits = index.isdigit() and count.isdigit() and len(count) <= 18  # int() of a longer text costs, or fails
+        if not (digits and int(index) < int(count)):
             raise HierclfError(f"--shard {text!r}: expected I/N with 0 <= I < N, as 0/4")
         return cls(int(index), int(count))
 
     def rows(self, items: Items) -> Items:
-        """This shard's rows of `items`."""
+        """This shard's rows of `items`; more shards than rows are refused, so the parts to join
+        are never more than the rows (memory and files do not grow with N)."""
+        if self.count > len(items):
+            raise HierclfError(f"--shard {self.index}/{self.count}: the input holds {len(items)} image"
+                               f"{'s' if len(items) != 1 else ''}, so it splits into at most {len(items)} shards")
         return items.subset(list(range(self.index, len(items), self.count)))
 
     def part(self, out: Path, origin: str) -> Path:

@@ -84,3 +84,24 @@ def test_parts_that_do_not_fit_together_are_refused(tmp_path):
     with pytest.raises(HierclfError, match="do not fit together"):
         merge_shards(out, 2, "k")
     assert not out.exists()
+
+
+def test_more_shards_than_rows_are_refused_before_any_part_is_written(flat_run, tmp_path):
+    """A huge N once allocated in proportion to N (20 GB before the kernel killed it) and left a
+    part file behind: the part count is bounded by the rows."""
+    import resource
+    import time
+
+    run, _, train_csv, _ = flat_run
+    rows = len(train_csv.read_text().splitlines()) - 1
+    before, started = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.monotonic()
+    result = cli("predict", run, train_csv, "--out", tmp_path / "p.csv", "--shard", "1/1000000000000")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--shard 1/1000000000000: the input holds {rows} images, so it splits into at most {rows} shards" \
+        in result.stderr
+    assert time.monotonic() - started < 30 and resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 500_000
+    result = cli("predict", run, train_csv, "--out", tmp_path / "p.csv", "--shard", "0/" + "9" * 5000)
+    assert result.exit_code == 2 and "expected I/N with 0 <= I < N" in result.stderr, result.output
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(HierclfError, match="splits into at most 2 shards"):
+        Shard(0, 3).rows(load_input_items(train_csv, Run.open(run).hierarchy.class_names).subset([0, 1]))
