@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import timm
 import torch
 
 from hierclf.errors import RunError
@@ -21,6 +22,10 @@ def save_model(folder: Path, model: torch.nn.Module, spec: ModelSpec,
 
 def load_model(folder: Path, device: torch.device) -> tuple[torch.nn.Module, ModelSpec]:
     spec = ModelSpec.from_dict(read_json(folder / "model.json"), str(folder / "model.json"))
+    if ":" in spec.arch or not timm.is_model(spec.arch):  # hf-hub:, local-dir: would reach out of the run
+        where = " (a hub name: a saved run is rebuilt offline, from its own files)" if ":" in spec.arch else ""
+        raise RunError(f"{folder}/model.json: arch {spec.arch!r} is no architecture timm has on this machine"
+                       f"{where}; {RETRAIN}")
     model = model_from_spec(spec)
     try:
         model.load_state_dict(load_weights(folder / "weights.safetensors"))

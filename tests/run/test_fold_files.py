@@ -62,6 +62,13 @@ CASES = [
      "predict", r"weights.safetensors does not fit its model.json \(.*\); delete the fold's folder"),
     ("model", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(std=[0.0])),
      "predict", r"model.json: std\[0\] is 0.0, expected > 0"),
+    ("arch", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(arch="resnet_nope")),
+     "predict", r"model.json: arch 'resnet_nope' is no architecture timm has on this machine; delete the fold's"),
+    ("arch-export", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(arch="resnet_nope")),
+     "export", r"model.json: arch 'resnet_nope' is no architecture timm has on this machine; delete the fold's"),
+    ("hub", lambda run: _edit_json(run / FOLD / "model.json", lambda m: m.update(arch="hf-hub:timm/resnet18.a1_in1k")),
+     "predict", r"arch 'hf-hub:timm/resnet18.a1_in1k' is no architecture timm has on this machine \(a hub name: "
+                r"a saved run is rebuilt offline"),
 ]
 
 
@@ -77,7 +84,8 @@ def test_a_damaged_file_of_a_run_is_refused_in_one_line(flat_run, tmp_path, name
                         hierarchy={"groups": [["left", "right"]], "coarse_run": str(run)})
     args = {"evaluate": ("evaluate", run), "fit-coarse": ("-q", "fit-coarse", recipe, "--out", run),
             "fit-fine-over": ("-q", "fit-coarse", over, "--out", tmp_path / "over"),
-            "predict": ("predict", run, train_csv, "--out", tmp_path / "p.csv")}[command]
+            "predict": ("predict", run, train_csv, "--out", tmp_path / "p.csv"),
+            "export": ("export", run, "--out", tmp_path / "p.onnx")}[command]
     result = cli(*args)
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert re.search(message, result.stderr), result.stderr
