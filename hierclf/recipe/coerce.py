@@ -126,9 +126,37 @@ def suggest(word: str, choices: typing.Iterable[str]) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def show_value(value: Any) -> str:
-    """A value as the recipe would spell it, on one line."""
+def show_value(value: Any, limit: int = 200) -> str:
+    """A value as the recipe would spell it, on one line, cut at `limit` characters."""
     try:
-        return json.dumps(plain(value), ensure_ascii=False)
-    except TypeError:
-        return repr(value)
+        shown = json.dumps(plain(value), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError):
+        shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}… ({len(shown):,} characters)"
+
+
+MAX_TEXT, MAX_DEPTH = 4096, 8
+"""The longest text a recipe value may hold (a path, a class name) and how deep its tables and
+arrays may nest ([fine.<group>] keys hold lists of lists at most): far beyond any real recipe,
+and short of what a message can show or the reader's recursion can take."""
+
+
+def check_size(raw: Any, source: str) -> None:
+    """Refuse a recipe nested deeper than MAX_DEPTH or holding a text longer than MAX_TEXT, walked
+    without recursion (a hostile file must not overflow the stack here either)."""
+    stack = [(raw, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise RecipeError(f"{source}: {where or 'a value'} holds {len(value):,} characters, more than the "
+                              f"{MAX_TEXT:,} a recipe value may")
+        children = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for key, child in children:
+            if isinstance(child, (dict, list)) and depth >= MAX_DEPTH:
+                raise RecipeError(f"{source}: {where or 'the recipe'} is nested deeper than the {MAX_DEPTH} levels a "
+                                  f"recipe may be")
+            if isinstance(key, str) and len(key) > MAX_TEXT:
+                raise RecipeError(f"{source}: a key holds {len(key):,} characters, more than the {MAX_TEXT:,} a "
+                                  f"recipe key may")
+            named = where if isinstance(key, int) else f"{where}.{key}" if where else key  # keys, not indices
+            stack.append((child, depth + 1, named))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tomllib
 from typing import Any
 
-from hierclf.recipe.coerce import suggest
+from hierclf.recipe.coerce import MAX_TEXT, suggest
 from hierclf.errors import RecipeError
 from hierclf.recipe.schema import NESTED_SECTIONS, SECTIONS
 
@@ -22,10 +22,15 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not all(keys) or not (two_parts or three_parts):
         raise RecipeError(f"--set {text!r}: expected section.key=value (e.g. coarse.epochs=3), "
                           f"fine.GROUP.key=value or heads.HEAD.key=value")
+    if len(value_text) > MAX_TEXT:
+        raise RecipeError(f"--set {dotted.strip()}=…: its value holds {len(value_text):,} characters, more than the "
+                          f"{MAX_TEXT:,} a recipe value may")
     try:
         value = tomllib.loads(f"v = {value_text}")["v"]
     except tomllib.TOMLDecodeError:
         value = value_text
+    except RecursionError:
+        raise RecipeError(f"--set {dotted.strip()}=…: its value is nested deeper than a recipe value may be") from None
     return keys, value
 
 

@@ -11,7 +11,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from hierclf.recipe.coerce import build_config, show_value, suggest
+from hierclf.recipe.coerce import build_config, check_size, show_value, suggest
 from hierclf.data.bounded import checked_input
 from hierclf.errors import DataError, RecipeError
 from hierclf.recipe.finetuning import fine_tuned
@@ -33,7 +33,7 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         The frozen `Recipe`, every path in it absolute."""
     path = Path(path)
     try:
-        text = checked_input(path, "recipe").read_text(encoding="utf-8")
+        text = checked_input(path, "recipe").read_text(encoding="utf-8-sig")  # a byte-order mark, as CSVs may have
     except DataError as error:
         raise RecipeError(str(error)) from None
     except (OSError, UnicodeDecodeError) as error:
@@ -42,6 +42,9 @@ def load_recipe(path: str | Path, overrides: typing.Sequence[str] = ()) -> Recip
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise RecipeError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise RecipeError(f"{path}: nested deeper than a recipe may be (arrays or inline tables within each "
+                          f"other, thousands deep)") from None
     return recipe_from_dict(raw, source=str(path), overrides=overrides, base=path.resolve().parent)
 
 
@@ -60,6 +63,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
         The frozen `Recipe`, every path in it absolute."""
     if not isinstance(raw, dict):
         raise RecipeError(f"{source}: expected a table of sections")
+    check_size(raw, source)  # the file's own values, before paths resolve; again once --set applied
     raw = {name: dict(table) if isinstance(table, dict) else table for name, table in raw.items()}
     for name in NESTED_SECTIONS:
         if isinstance(raw.get(name), dict):
@@ -78,6 +82,7 @@ def recipe_from_dict(raw: dict[str, Any], source: str = "recipe", overrides: typ
             table = table[part]
         _resolve_paths(table, _table_class(tuple(keys[:-1])), Path.cwd(), only=keys[-1])
         overridden.add(".".join(keys))
+    check_size(raw, source)
     sections = {name: _build(cls, raw.get(name, {}), name, source, overridden)
                 for name, cls in SECTION_CLASSES.items()}
     fine_table = raw.get("fine", {})

@@ -140,3 +140,31 @@ def test_heads_inherit_the_coarse_loss_keys(tmp_path):
     assert again.heads == recipe.heads and again.hierarchy == recipe.hierarchy
     changed = load_recipe(write(tmp_path, HEADS), ["heads.age.weight=3"])
     assert recipe_differences(load_recipe(write(tmp_path, HEADS)), changed) == ["heads.age.weight: 1.0 → 3.0"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[coarse]\nmodel = " + "[" * 70000 + "]" * 70000 + "\n", "nested deeper than a recipe may be"),
+    ("[coarse]\nmodel = " + "{a = " * 20000 + "1" + "}" * 20000 + "\n", "nested deeper than a recipe may be"),
+    ("[coarse]\nmodel = " + "[" * 12 + "]" * 12 + "\n", "coarse.model is nested deeper than the 8 levels"),
+    ('[data]\ncsv = "' + "x" * 3_000_000 + '"\n', "data.csv holds 3,000,000 characters, more than the 4,096"),
+])
+def test_hostile_recipes_end_in_one_short_line(tmp_path, text, message):
+    """A 196 KB file of nested arrays ended in RecursionError; a 3 MB value in MemoryError or a
+    3 MB error line."""
+    with pytest.raises(RecipeError, match=message) as caught:
+        load_recipe(write(tmp_path, text))
+    assert len(str(caught.value)) < 400
+
+
+def test_an_overlong_or_deep_set_value_is_refused_naming_it(tmp_path):
+    path = write(tmp_path, '[data]\ncsv = "a.csv"\n')
+    with pytest.raises(RecipeError, match="--set coarse.model=…: its value holds 5,000 characters"):
+        load_recipe(path, ["coarse.model=" + "x" * 5000])
+    with pytest.raises(RecipeError, match="coarse.model is nested deeper than the 8 levels"):
+        load_recipe(path, ["coarse.model=" + "[" * 10 + "]" * 10])
+
+
+def test_a_recipe_saved_with_a_byte_order_mark_is_read(tmp_path):
+    path = tmp_path / "bom.toml"
+    path.write_bytes(b"\xef\xbb\xbf" + b'[data]\ncsv = "a.csv"\n[coarse]\nepochs = 3\n')
+    assert load_recipe(path).coarse.epochs == 3
