@@ -18,12 +18,22 @@ from hierclf.train.kfold import TRAIN_ONLY
 from hierclf.train.stage import NEXT
 
 
+def check_device(device: str, key: str) -> None:
+    """A device this machine lacks (coarse.device = "cuda" on a laptop), refused naming the key
+    before anything is written."""
+    try:
+        resolve_device(device)
+    except HierclfError as error:
+        raise RecipeError(f"{key}.{error}") from None
+
+
 def check_model(stage: Stage) -> None:
     """Build the stage's model once, so a weights file that is missing, unreadable or for another
     architecture, or more frozen stages than it has, is refused before the run folder is written
     to. A specialist started from the coarse model is built without its starting weights (the
-    coarse folds give them)."""
+    coarse folds give them). The stage's device is resolved first."""
     config = stage.config
+    check_device(config.device, stage.key)
     if config.init_from_coarse:
         config = dataclasses.replace(config, pretrained=False, weights="")
     model, _ = create_model(config, stage.layout, key=stage.key, separate=stage.separate, seed=0)

@@ -36,6 +36,7 @@ from hierclf.run.files import write_json
 from hierclf.run.folder import TRAIN_ONLY, Folds, Run
 from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
 from hierclf.runtime.processes import Placement
+from hierclf.train.checks import check_device
 from hierclf.train.fold import FoldLoaders
 from hierclf.train.kfold import split_rows
 from hierclf.train.record import FitRecord
@@ -64,6 +65,7 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None,
         raise RecipeError(f"{where}: a linear probe reads a pretrained backbone's features, and [coarse] starts "
                           f"from scratch; set coarse.weights (a local file) or coarse.pretrained")
     check_arch(config.model, "coarse.model")
+    check_device(config.device, "coarse")
     check_output(Path(out), "--out", reads=[*recipe_inputs(recipe), Path(source)], folder=True, run=True)
     items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
     if folds is None:

@@ -98,3 +98,22 @@ def test_too_many_frozen_stages_are_refused_before_anything_is_written(detail_ru
     result = cli("fit-fine", tmp_path / "linked", "--set", "fine.frozen_stages=7")
     assert result.exit_code == 2 and "fine.patch.frozen_stages = 7" in result.stderr, result.output
     assert not list((tmp_path / "linked").glob("fine*"))
+
+
+def test_a_device_the_machine_lacks_is_refused_before_anything_is_written(detail_runs, tmp_path, monkeypatch):
+    """--set coarse.device=cuda on a machine without CUDA left folds.npz, hierarchy.json and
+    recipe.toml behind."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = cli("fit-coarse", detail_runs / "flat.toml", "--out", tmp_path / "run", "--set", "coarse.device=cuda")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "coarse.device = 'cuda' but no CUDA device is available (use 'auto' or 'cpu')" in result.stderr
+    assert not (tmp_path / "run").exists()
+    result = cli("probe", detail_runs / "flat.toml", "--out", tmp_path / "probe", "--set", "coarse.device=cuda",
+                 "--set", "coarse.pretrained=true")
+    assert result.exit_code == 2 and not (tmp_path / "probe").exists(), result.output
+    recipe_before = (detail_runs / "hier" / "recipe.toml").read_text()
+    result = cli("fit-fine", detail_runs / "hier", "--set", "fine.device=cuda")
+    assert result.exit_code == 2 and "fine.patch.device = 'cuda' but no CUDA device" in result.stderr, result.output
+    assert (detail_runs / "hier" / "recipe.toml").read_text() == recipe_before
