@@ -88,6 +88,9 @@ def import_weights(src: Path, model: str, out: Path) -> None:
     converted = convert_checkpoint(src, model)
     save_weights(out, converted.tensors)
     click.echo(f"{len(converted.tensors)} tensors of {src}, matched to {model}'s names {converted.by}: {out}")
+    if converted.left_out:
+        click.echo(f"left out {model}'s classifier ({', '.join(converted.left_out)}): the checkpoint's is for another "
+                   f"number of classes, and a recipe's stage trains its own head from these weights")
 
 
 _FOLD = FoldChoice()

@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from hierclf.data.bounded import checked_input
 from hierclf.errors import DataError, RecipeError
+from hierclf.models.weights import check_weights_size
 
 WRAPPERS = ("module.", "model.", "net.", "backbone.")
 """Prefixes that wrap a model's own names: DataParallel's, and training scripts' attribute names."""
@@ -37,6 +38,9 @@ class Converted:
 
     tensors: dict[str, torch.Tensor]
     by: str
+    left_out: tuple[str, ...] = ()
+    """The target's classifier tensors, when the checkpoint's classifier is for another number
+    of classes: a recipe's stage trains a new head anyway."""
 
 
 def read_checkpoint(path: Path, option: str = "SRC") -> dict[str, torch.Tensor]:
@@ -52,6 +56,8 @@ def read_checkpoint(path: Path, option: str = "SRC") -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:
         raise RecipeError(f"{option} {path}: cannot read it as weights: it holds objects other than tensors, "
                           f"and nothing else is unpickled") from None
+    except MemoryError:
+        raise RecipeError(f"{option} {path}: not enough memory to read it") from None
     except (OSError, RuntimeError, SafetensorError, ValueError, EOFError) as error:
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RecipeError(f"{option} {path}: cannot read it as weights ({first})") from None
@@ -67,34 +73,45 @@ def read_checkpoint(path: Path, option: str = "SRC") -> dict[str, torch.Tensor]:
 
 
 def convert(source: dict[str, torch.Tensor], target: dict[str, torch.Tensor], model: str,
-            where: str = "SRC") -> Converted:
+            where: str = "SRC", head: str = "") -> Converted:
     """`source`'s tensors under `target`'s names (a timm model's state dict): by name where the
-    names match once wrapping prefixes are stripped, else by order, each shape checked."""
+    names match once wrapping prefixes are stripped, else by order, each shape checked. Tensors
+    under `head` (the classifier's prefix) that do not fit are left out, not refused: the same
+    architecture trained for another number of classes."""
     renamed = _strip_wrappers(source)
     wanted = {name: tensor for name, tensor in target.items() if not name.endswith(COUNTERS)}
-    if all(name in renamed and renamed[name].shape == tensor.shape for name, tensor in wanted.items()):
-        return Converted({name: renamed[name] for name in target if name in renamed}, "by name")
+    misfits = [name for name, tensor in wanted.items() if name not in renamed or renamed[name].shape != tensor.shape]
+    if all(head and name.startswith(head) for name in misfits):
+        return Converted({name: renamed[name] for name in target if name in renamed and name not in misfits},
+                         "by name", tuple(misfits))
     learned = [(name, tensor) for name, tensor in source.items() if not name.endswith(COUNTERS)]
     if len(learned) != len(wanted):
         raise RecipeError(f"{where}: {len(learned)} tensors (BatchNorm counters aside), but {model} has "
                           f"{len(wanted)}: it is not a port of {model}")
-    converted = {}
+    converted, left_out = {}, []
     for (name, tensor), (own, shape) in zip(learned, ((own, t.shape) for own, t in wanted.items())):
-        if tensor.shape != shape:
+        if tensor.shape == shape:
+            converted[own] = tensor
+        elif head and own.startswith(head):
+            left_out.append(own)
+        else:
             raise RecipeError(f"{where}: tensor {name!r} {tuple(tensor.shape)} does not fit {model}'s {own!r} "
                               f"{tuple(shape)}, at the same place in order; it is not a port of {model}")
-        converted[own] = tensor
-    return Converted(converted, "by order")
+    return Converted(converted, "by order", tuple(left_out))
 
 
 def convert_checkpoint(path: Path, model: str) -> Converted:
     """The checkpoint at `path` under the names of timm's `model` (built from scratch, only for
-    its names and shapes)."""
+    its names and shapes), refused by size before it is read."""
     import timm
 
+    built = timm.create_model(model, pretrained=False)
+    target = built.state_dict()
+    if path.is_file():
+        check_weights_size(path, target, model, f"SRC {path}")
     source = read_checkpoint(path)
-    target = timm.create_model(model, pretrained=False).state_dict()
-    return convert(source, target, model, f"SRC {path}")
+    classifier = built.pretrained_cfg.get("classifier")
+    return convert(source, target, model, f"SRC {path}", f"{classifier}." if isinstance(classifier, str) else "")
 
 
 def _strip_wrappers(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -31,14 +31,17 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
         checked_input(path, "weights file")
     except DataError as error:
         raise RecipeError(f"{key} = '{path}': {error}") from None
+    own = model.state_dict()
+    check_weights_size(path, own, type(model).__name__, f"{key} = '{path}'")
     try:
         state = timm.models.load_state_dict(str(path), weights_only=True)
+    except MemoryError:
+        raise RecipeError(f"{key} = '{path}': not enough memory to read it") from None
     except Exception as error:  # torch.load / safetensors raise several kinds for a bad file
         raise RecipeError(f"{key} = '{path}': cannot read weights ({error})") from None
     check_finite(state, f"{key} = '{path}'")
     if prefix:
         state = {name[len(prefix):]: tensor for name, tensor in state.items() if name.startswith(prefix)}
-    own = model.state_dict()
     state = _adapted_input(model, state, own)
     head = f"{model.pretrained_cfg.get('classifier', '')}." if new_head and hasattr(model, "pretrained_cfg") else None
     fitting = {name: tensor for name, tensor in state.items()
@@ -58,6 +61,23 @@ def load_weights_file(model: torch.nn.Module, path: Path, key: str, new_head: bo
              f"; left out {len(skipped)} that do not fit: {', '.join(skipped[:4])}" if skipped else "")
     if result.missing_keys:
         log.info("not in the file, trained from scratch: %s", ", ".join(result.missing_keys[:6]))
+
+
+CHECKPOINT_COPIES, CHECKPOINT_SLACK = 5, 64 * 2**20
+"""A checkpoint of a model holds its weights, perhaps an optimiser's state (Adam: two more
+copies) and an average of them (EMA): at most 5 copies, plus room for the rest it saves."""
+
+
+def check_weights_size(path: Path, own: dict[str, torch.Tensor], model: str, where: str) -> None:
+    """Refuse, before reading it, a file larger than any checkpoint of `model` (whose state dict is
+    `own`) can be: a 5 GB file would be read into memory whole, to end in a MemoryError."""
+    weights = sum(tensor.numel() * tensor.element_size() for tensor in own.values())
+    limit = CHECKPOINT_COPIES * weights + CHECKPOINT_SLACK
+    size = Path(path).stat().st_size
+    if size > limit:
+        raise RecipeError(f"{where}: it holds {size / 2**20:,.0f} MB, more than a checkpoint of {model} can "
+                          f"({limit / 2**20:,.0f} MB: {CHECKPOINT_COPIES}× its {weights / 2**20:,.1f} MB of weights, "
+                          f"and room for the rest); is it the right file?")
 
 
 def _adapted_input(model: torch.nn.Module, state: dict[str, torch.Tensor],

@@ -103,3 +103,35 @@ def test_rgb_weights_start_a_greyscale_model_with_its_stem_summed(tmp_path):
     state = grey.state_dict()
     assert torch.allclose(state["conv1.0.weight"], rgb["conv1.0.weight"].sum(1, keepdim=True))
     assert torch.equal(state["fc.weight"], rgb["fc.weight"])  # everything else as the file has it
+
+
+@pytest.mark.parametrize("port", [False, True], ids=["timm-names", "another-port"])
+def test_a_checkpoint_for_another_number_of_classes_loads_its_backbone(tmp_path, port):
+    """The same architecture trained for 7 classes: the classifier is left out and said, every
+    other tensor converted (it was refused as 'not a port of')."""
+    torch.manual_seed(0)
+    seven = timm.create_model(MODEL, pretrained=False, num_classes=7)
+    state = another_port(seven.state_dict()) if port else seven.state_dict()
+    torch.save(state, tmp_path / "seven.pth")
+    result = cli("import-weights", tmp_path / "seven.pth", "--model", MODEL, "--out", tmp_path / "w.safetensors")
+    assert result.exit_code == 0, result.output
+    assert f"left out {MODEL}'s classifier (classifier.weight, classifier.bias)" in result.output
+    saved = load_weights(tmp_path / "w.safetensors")
+    assert not any(name.startswith("classifier.") for name in saved)
+    assert torch.equal(saved["conv_stem.weight"], seven.state_dict()["conv_stem.weight"])
+
+
+def test_a_file_larger_than_any_checkpoint_of_the_model_is_refused_unread(tmp_path, monkeypatch):
+    """A 5 GB sparse file was read whole, to end in a MemoryError traceback."""
+    big = tmp_path / "big.pth"
+    with big.open("wb") as handle:
+        handle.truncate(5 * 2**30)  # sparse: no disk is used
+    monkeypatch.setattr(torch, "load", lambda *a, **k: pytest.fail("the file was read"))
+    result = cli("import-weights", big, "--model", MODEL, "--out", tmp_path / "w.safetensors")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"it holds 5,120 MB, more than a checkpoint of {MODEL} can" in result.stderr
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(write_csv_dataset(tmp_path / "data"))},
+                          coarse={"model": MODEL, "weights": str(big)})
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and "it holds 5,120 MB, more than a checkpoint of" in result.stderr, result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "w.safetensors").exists()
