@@ -96,7 +96,7 @@ def check_writable(path: Path, option: str, folder: bool = False) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise RunError(f"{where}: {existing} is a file, so nothing can be written under it")
-    probe = existing / f".hierclf-probe.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    probe = existing / f".hierclf-probe.{HOST}-{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"  # a temporary, if left
     try:
         os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         probe.unlink()

@@ -90,11 +90,15 @@ class Run:
         recipe, hierarchy and folds, so finished folds can be reused and nothing is mixed."""
         root = Path(root)
         if (root / "recipe.toml").exists():
-            existing = cls.open(root)
+            begun = not (root / "hierarchy.json").exists()  # killed after its first write: resumed from there
+            existing = cls(root, load_recipe(root / "recipe.toml"), hierarchy) if begun else cls.open(root)
             changed = recipe_differences(existing.recipe, recipe)
             if changed:
                 raise RunError(f"run folder {root} was made with another recipe ({'; '.join(changed[:4])}"
                                f"{'; …' if len(changed) > 4 else ''}); use a new --out folder")
+            if begun and any(entry.name != "recipe.toml" and not is_temporary(entry) for entry in root.iterdir()):
+                raise RunError(f"{root} holds a recipe.toml but no hierarchy.json, and other files: it is not a "
+                               f"hierclf run folder; use a new --out folder")
             if existing.hierarchy != hierarchy:
                 raise RunError(f"run folder {root} was made for another hierarchy; use a new --out folder")
             if existing.folds_path.exists():

@@ -137,3 +137,37 @@ def test_a_stray_temporary_file_neither_decides_what_a_folder_is_nor_stays(tmp_p
     start(tmp_path / "run")  # the folder holds nothing but a killed writer's leftover: a new run may start there
     assert not stray.exists()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["folds.npz", "hierarchy.json", "recipe.toml"]
+
+
+def test_a_run_killed_after_its_first_write_resumes_with_the_same_command(tmp_path):
+    """The folder holds only recipe.toml (killed before hierarchy.json), or only the probe file
+    check_writable makes: the same command starts again there; another recipe is still refused."""
+    import os
+    import subprocess
+    import sys
+
+    from hierclf.run.files import HOST
+
+    first = start(tmp_path / "run")
+    for name in ("hierarchy.json", "folds.npz"):
+        (first.root / name).unlink()
+    other = recipe_from_dict({"data": {"csv": "/d/train.csv"}, "coarse": {"epochs": 2}})
+    with pytest.raises(RunError, match="made with another recipe"):
+        start(tmp_path / "run", recipe=other)
+    run = start(tmp_path / "run")
+    assert sorted(p.name for p in run.root.iterdir()) == ["folds.npz", "hierarchy.json", "recipe.toml"]
+    (run.root / "hierarchy.json").unlink()
+    (run.root / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="holds a recipe.toml but no hierarchy.json, and other files"):
+        start(tmp_path / "run")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True).stdout.strip()
+    (tmp_path / "probed").mkdir()
+    from hierclf.run.files import check_writable
+
+    check_writable(tmp_path / "probed", "--out", folder=True)
+    assert list((tmp_path / "probed").iterdir()) == []
+    left = tmp_path / "probed" / f".hierclf-probe.{HOST}-{dead}.0123abcd.tmp"  # as a kill between its two steps
+    left.write_text("")
+    start(tmp_path / "probed")
+    assert not left.exists() and os.path.exists(tmp_path / "probed" / "folds.npz")
