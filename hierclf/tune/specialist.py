@@ -33,7 +33,8 @@ from hierclf.hierarchy.stage import Stage, folder_name, in_stage
 from hierclf.metrics import scores
 from hierclf.models.factory import check_arch
 from hierclf.recipe.reading import load_recipe
-from hierclf.recipe.schema import Recipe
+from hierclf.recipe.coerce import suggest
+from hierclf.recipe.schema import Recipe, StageConfig
 from hierclf.report.costs import Cost, epochs_seconds, fold_training_cost
 from hierclf.report.evaluate import out_of_fold
 from hierclf.run.fold_files import read_result, read_val, read_val_probs
@@ -71,6 +72,9 @@ class Setting:
         return sets
 
 
+STAGE_KEYS = tuple(item.name for item in dataclasses.fields(StageConfig))
+
+
 def settings_grid(tries: Sequence[str]) -> list[Setting]:
     """Every combination of `KEY=V1,V2,…` (keys of one [fine.<group>] table). Keys joined by `+`
     move together, their values joined by `+` in the same order (an empty one leaves the key as
@@ -83,6 +87,8 @@ def settings_grid(tries: Sequence[str]) -> list[Setting]:
             raise RecipeError(f"--try {text!r}: expected KEY=V1,V2,… with a key of the group's [fine.<group>] "
                               f"table, as img_size=40,48 (or KEY+KEY=V+V,… for keys that move together)")
         for part in keys:
+            if part not in STAGE_KEYS:
+                raise RecipeError(f"--try {text!r}: {part} is no key of a [fine.<group>] table{suggest(part, STAGE_KEYS)}")
             if part in {name for named in axes for name in named.split("+")} or keys.count(part) > 1:
                 raise RecipeError(f"--try {text!r}: {part} is already tried; give all its values in one --try")
         axes[key.strip()] = [_zipped(text, keys, value) for value in values.split(",") if value.strip()]
@@ -221,6 +227,9 @@ def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], sear
     if run.hierarchy.is_flat:
         raise RunError(f"{run.root} has {run.hierarchy.describe()}, so there is no specialist to tune; fit a run "
                        f"with [hierarchy] groups (hierarchy.coarse_run reuses this one)")
+    parts = [part.name for part in run.hierarchy.parts]
+    if group not in parts:
+        raise HierclfError(f"--group {group!r}: {run.hierarchy.part_noun}s are {', '.join(parts)}")
     grid = settings_grid(tries)
     recipe = run.recipe
     name = choose_combiner(run.hierarchy, combiner or recipe.combine.method,

@@ -76,7 +76,8 @@ def test_a_second_call_keeps_what_is_trained_and_the_budget_stops_what_takes_too
 @pytest.mark.parametrize("tries, message", [
     (["img_size"], "expected KEY=V1,V2"),
     (["coarse.lr=1e-3"], "expected KEY=V1,V2"),
-    (["nonsense=1"], "nonsense"),
+    (["nonsense=1"], "--try 'nonsense=1': nonsense is no key of a [fine.<group>] table"),
+    (["imgsize=64"], "--try 'imgsize=64': imgsize is no key of a [fine.<group>] table (did you mean 'img_size'?)"),
     (["epochs=1", "epochs=2"], "give all its values in one --try"),
     (["epochs=1,2,3,4,5", "lr=1e-3,2e-3,3e-3,4e-3,5e-3"], "at most 24"),
 ])
@@ -90,7 +91,10 @@ def test_a_flat_run_or_an_unknown_group_is_refused(detail_runs, linked_run):
     result = cli("tune-fine", detail_runs / "flat", "--group", "patch", "--try", "epochs=1")
     assert result.exit_code == 2 and "no specialist to tune" in result.output
     result = cli("tune-fine", linked_run, "--group", "shoes", "--try", "epochs=1")
-    assert result.exit_code == 2 and "shoes" in result.output, result.output
+    assert result.exit_code == 2 and "--group 'shoes': groups are patch" in result.output, result.output
+    result = cli("tune-fine", linked_run, "--group", "../../x", "--try", "img_size=64")
+    assert result.exit_code == 2 and "--group '../../x': groups are patch" in result.output, result.output
+    assert "--set" not in result.output and "recipe.toml" not in result.output
 
 
 def _bar_row(output):
