@@ -6,6 +6,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+MARKDOWN_SPECIAL = frozenset("\\`*_[]<>|&~")
+"""What markdown (or the HTML it lets through) would read in a name: emphasis, code, links,
+tags, entities, a table's cell border."""
+
+
+def markdown_text(value: Any) -> str:
+    """A name (a class, a group, a run's path) as report.md shows it literally: one line, every
+    character markdown or HTML would interpret escaped, so `<script>`, `|` or a line break in a
+    class name neither runs nor breaks a table."""
+    text = " ".join(str(value).splitlines())
+    return "".join(f"\\{char}" if char in MARKDOWN_SPECIAL else char for char in text)
+
 
 @dataclass(frozen=True)
 class GroupsSection:
@@ -31,13 +43,14 @@ class GroupsSection:
     def markdown_intro(self) -> list[str]:
         if not self.groups:
             return []
-        return ["Groups: " + "; ".join(f"**{g['name']}** = {', '.join(g['classes'])}" for g in self.groups), ""]
+        return ["Groups: " + "; ".join(f"**{markdown_text(g['name'])}** = {', '.join(map(markdown_text, g['classes']))}"
+                                      for g in self.groups), ""]
 
     def markdown_lines(self) -> list[str]:
         if self.routing is None:
             return []
-        per_group = ", ".join(f"{name} {value:.4f}" for name, value in self.routing["per_group"].items())
-        specialists = ", ".join(f"{name} macro-F1 {value:.4f}" for name, value in self.specialists.items())
+        per_group = ", ".join(f"{markdown_text(name)} {value:.4f}" for name, value in self.routing["per_group"].items())
+        specialists = ", ".join(f"{markdown_text(name)} macro-F1 {value:.4f}" for name, value in self.specialists.items())
         return ["", f"Routing accuracy (the coarse stage picks the right group or class; an upper bound for the "
                     f"routed pipeline): **{self.routing['accuracy']:.4f}**. Per group: {per_group}.",
                 "", f"Specialists, on their own group's rows: {specialists}."]
@@ -70,6 +83,6 @@ class HeadsSection:
                  "| --- | --- | --- | --- | --- |"]
         for name, head in self.heads.items():
             specialist = f"{head['specialist']['macro_f1']:.4f}" if "specialist" in head else "–"
-            lines.append(f"| {name} | {head['coarse']['macro_f1']:.4f} | {specialist} | "
+            lines.append(f"| {markdown_text(name)} | {head['coarse']['macro_f1']:.4f} | {specialist} | "
                          f"{head['product']['accuracy']:.4f} | {head['product']['macro_f1']:.4f} |")
         return lines

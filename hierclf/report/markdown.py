@@ -4,13 +4,14 @@ from __future__ import annotations
 import csv
 import io
 
+from hierclf.hierarchy.sections import markdown_text
 from hierclf.report.report import Report, budget_cell
 
 
 def report_markdown(report: Report) -> str:
     """report.md: the scores side by side, the calibration, the section of the run's kind of
     hierarchy, the per-class table and the most-confused pairs."""
-    lines = [f"# Out-of-fold evaluation of `{report.run}`", "",
+    lines = [f"# Out-of-fold evaluation of {markdown_text(report.run)}", "",
              f"{report.rows} rows, each predicted by models that never trained on it.", ""]
     lines += report.section.markdown_intro()
     lines += _score_table(report)
@@ -27,7 +28,8 @@ def report_markdown(report: Report) -> str:
     lines += _per_class(report)
     chosen = report.pipelines[report.chosen]
     lines += ["", f"## Most confused ({report.chosen})", ""]
-    lines += [f"- {p['true']} taken for {p['predicted']}: {p['count']} ({p['share_of_errors']:.0%} of errors)"
+    lines += [f"- {markdown_text(p['true'])} taken for {markdown_text(p['predicted'])}: {p['count']} "
+              f"({p['share_of_errors']:.0%} of errors)"
               for p in chosen["most_confused"]] or ["- no errors"]
     return "\n".join(lines) + "\n"
 
@@ -37,7 +39,7 @@ def _score_table(report: Report) -> list[str]:
              "seconds × flat | inference passes per image | megapixels |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for name, result, chosen in report.score_rows():
-        label = f"{name} (`{'`, `'.join(result['runs'])}`)" if "runs" in result else name
+        label = f"{name} ({', '.join(map(markdown_text, result['runs']))})" if "runs" in result else name
         training, inference = result["training"], result["inference"]
         ratio = budget_cell(report.budget(result))
         lines.append(f"| {label}{' (chosen)' if chosen else ''} | {result['macro_f1']:.4f} | {result['accuracy']:.4f} "
@@ -54,7 +56,7 @@ def _calibration_table(report: Report) -> list[str]:
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for stage, blocks in report.calibration.items():
         for block, entry in blocks.items():
-            lines.append(f"| {stage} | {block} | {entry['temperature']:.3f} | {entry['before']['nll']:.4f} | "
+            lines.append(f"| {markdown_text(stage)} | {markdown_text(block)} | {entry['temperature']:.3f} | {entry['before']['nll']:.4f} | "
                          f"{entry['after']['nll']:.4f} | {entry['before']['ece']:.4f} | {entry['after']['ece']:.4f} |")
     return lines
 
@@ -66,7 +68,7 @@ def _per_class(report: Report) -> list[str]:
              "| class | precision | recall | F1 | support |" + (" flat F1 |" if flat_classes else ""),
              "| --- | --- | --- | --- | --- |" + (" --- |" if flat_classes else "")]
     for name, row in chosen["per_class"].items():
-        line = (f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | "
+        line = (f"| {markdown_text(name)} | {row['precision']:.4f} | {row['recall']:.4f} | {row['f1-score']:.4f} | "
                 f"{int(row['support'])} |")
         lines.append(line + (f" {flat_classes[name]['f1-score']:.4f} |" if flat_classes else ""))
     return lines

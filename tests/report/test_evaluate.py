@@ -192,3 +192,28 @@ def test_a_control_split_differently_is_refused(detail_runs, tmp_path):
     assert cli("-q", "fit-coarse", other, "--out", tmp_path / "other").exit_code == 0
     result = cli("evaluate", detail_runs / "linked", "--control", tmp_path / "other")
     assert result.exit_code == 2 and "--control" in result.stderr and "split into other folds" in result.stderr
+
+
+def test_class_names_that_markdown_or_html_would_read_are_escaped_in_report_md(tmp_path):
+    """A class named <script>…, a|b or one holding a line break broke report.md's tables (report.html
+    escaped them): each is shown literally, on one table row."""
+    import re
+
+    from conftest import write_csv_dataset
+    from hierclf.hierarchy.sections import markdown_text
+
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=6)
+    hostile = {"left": "<script>alert(1)</script>", "middle": "a|b", "right": "two\nlines *bold*"}
+    rows = list(csv.reader(train_csv.open(newline="")))
+    with train_csv.open("w", newline="") as handle:
+        csv.writer(handle).writerows([rows[0]] + [[image, hostile[label]] for image, label in rows[1:]])
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 1})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run").exit_code == 0
+    assert cli("evaluate", tmp_path / "run").exit_code == 0
+    text = (tmp_path / "run" / "report.md").read_text()
+    assert "<script>" not in text and "\\<script\\>alert(1)\\</script\\>" in text
+    table = text[text.index("## Per class"):].split("\n\n")[1].splitlines()
+    assert len(table) == 2 + 3  # header, rule and one row per class
+    assert all(len(re.findall(r"(?<!\\)\|", line)) == 6 for line in table), table
+    assert markdown_text("two\nlines *bold*") in text and "a\\|b" in text
+    assert markdown_text("x_y`z`[l](u)&amp;~") == "x\\_y\\`z\\`\\[l\\](u)\\&amp;\\~"
