@@ -41,7 +41,9 @@ def test_the_specialist_at_higher_resolution_beats_the_flat_model(report, detail
     for name in ("report.md", "oof-predictions.csv", "confusion.png"):
         assert (detail_runs / "hier" / name).stat().st_size > 0
     assert json.loads((detail_runs / "hier" / "report.json").read_text()) == report  # report.json is the Report
-    assert "flat (`" in (detail_runs / "hier" / "report.md").read_text()
+    from hierclf.hierarchy.sections import markdown_text
+
+    assert f"flat ({markdown_text(detail_runs / 'flat')})" in (detail_runs / "hier" / "report.md").read_text()
 
 
 def test_evaluate_equals_predict_with_the_same_fold_models(report, detail_runs):
