@@ -5,12 +5,7 @@ resizes and normalises. Before the file is written, onnxruntime runs it on test 
 outputs must match the torch module's: a file that predicts otherwise is never written."""
 from __future__ import annotations
 
-import contextlib
-import importlib
-import io
 import json
-import logging
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,16 +16,13 @@ import torch
 from hierclf import __version__
 from hierclf.errors import HierclfError
 from hierclf.export.graph import BuiltGraph, build_graph
+from hierclf.models.onnx_graph import cpu_session, onnx_modules, traced
 from hierclf.run.files import atomic_path
 from hierclf.run.folder import Run
-
-log = logging.getLogger(__name__)
 
 INPUT, OUTPUTS = "images", ("probs", "labels")
 ONE_FILE = 2**31 - 2**24
 """Protocol buffers, which an ONNX file is, hold under 2 GB; the graph's own nodes take the rest."""
-OPSET = 18
-"""The ONNX opset of the TorchScript exporter: 18 resizes with antialiasing (a test-time zoom out)."""
 TOLERANCE = 1e-3
 """The largest difference in any probability allowed between onnxruntime and the torch module on
 the random images of the check. Random pixels drive a model's logits far beyond real images', so
@@ -58,7 +50,7 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     The graph is traced by torch's TorchScript exporter, as timm exports its models: the
     torch.export-based one (`dynamo`) took twelve times as long on the benchmarks' six Lite0
     models (docs/serving.md); onnxruntime checks the file whichever wrote it."""
-    onnx, runtime = _export_modules()
+    onnx, _ = onnx_modules("hierclf export")
     built = build_graph(run, combiner, folds, tta)
     weights = sum(tensor.numel() * tensor.element_size() for tensor in built.module.state_dict().values())
     if weights >= ONE_FILE:
@@ -74,49 +66,15 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     payload = model.SerializeToString()
-    _verify(payload, built, runtime)
+    _verify(payload, built)
     with atomic_path(out) as temporary:
         temporary.write_bytes(payload)
     return Exported(out, len(payload) / 2**20, metadata, built.about)
 
 
 def _traced(built: BuiltGraph, dynamo: bool) -> Any:
-    """The module as an ONNX ModelProto with the batch, height and width of its input free: by the
-    TorchScript exporter, or by torch.export where asked or where the former lacks an operator
-    (the antialiased resize of a test-time zoom out)."""
-    import onnx
-
-    sample = _images(built, 2, seed=0)
-    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporters print their progress
-        if not dynamo:
-            buffer = io.BytesIO()
-            try:
-                with warnings.catch_warnings():
-                    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript")
-                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # each stage's size is fixed
-                    torch.onnx.export(built.module, (sample,), buffer, dynamo=False, opset_version=OPSET,
-                                      input_names=[INPUT], output_names=list(OUTPUTS),
-                                      dynamic_axes={INPUT: {0: "batch", 1: "height", 2: "width"},
-                                                    OUTPUTS[0]: {0: "batch"}, OUTPUTS[1]: {0: "batch"}})
-                return onnx.load_from_string(buffer.getvalue())
-            except torch.onnx.errors.UnsupportedOperatorError as error:
-                log.info("the TorchScript exporter lacks an operator (%s); tracing with torch.export instead",
-                         " ".join(str(error).split())[:120])
-        free = torch.export.Dim.DYNAMIC
-        program = torch.onnx.export(built.module, (sample,), dynamo=True, input_names=[INPUT],
-                                    output_names=list(OUTPUTS), dynamic_shapes=({0: free, 1: free, 2: free},))
-        return program.model_proto
-
-
-def _export_modules() -> tuple[Any, Any]:
-    """onnx and onnxruntime (and onnxscript, which torch's exporter needs), or one line saying how
-    to install them."""
-    try:  # torch's exporter imports onnxscript itself, and fails later and less clearly without it
-        onnx, runtime, _ = (importlib.import_module(name) for name in ("onnx", "onnxruntime", "onnxscript"))
-    except ImportError as error:
-        raise HierclfError(f"hierclf export needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
-                           f"pip install 'hierclf[export]'") from None
-    return onnx, runtime
+    """The module as an ONNX ModelProto with the batch, height and width of its input free."""
+    return traced(built.module, _images(built, 2, seed=0), INPUT, OUTPUTS, {0: "batch", 1: "height", 2: "width"}, dynamo)
 
 
 def _images(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:
@@ -126,10 +84,10 @@ def _images(built: BuiltGraph, count: int, seed: int, size: int | None = None) -
     return torch.randint(0, 256, (count, side, side, built.channels), dtype=torch.uint8, generator=generator)
 
 
-def _verify(payload: bytes, built: BuiltGraph, runtime: Any) -> None:
+def _verify(payload: bytes, built: BuiltGraph) -> None:
     """onnxruntime's outputs against the torch module's, on batches of 1 and 3, at the input size
     and at another: any probability further apart than TOLERANCE refuses the file."""
-    session = runtime.InferenceSession(payload, providers=["CPUExecutionProvider"])
+    session = cpu_session(payload)
     side = built.about["stages"][0]["img_size"]
     for count, size, seed in ((1, side, 1), (3, side, 2), (3, side + 7, 3)):
         images = _images(built, count, seed, size)

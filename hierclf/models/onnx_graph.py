@@ -1,0 +1,74 @@
+"""Torch modules as ONNX graphs for onnxruntime: the one tracer that `hierclf export` (a run's
+whole prediction, to a file) and predict's onnxruntime engine (each stage's fold vote, in
+memory) share, and the session a CPU runs them in."""
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import logging
+import warnings
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from hierclf.errors import HierclfError
+
+log = logging.getLogger(__name__)
+
+OPSET = 18
+"""The ONNX opset of the TorchScript exporter: 18 resizes with antialiasing (a test-time zoom out)."""
+
+
+def onnx_modules(command: str) -> tuple[Any, Any]:
+    """onnx and onnxruntime (and onnxscript, which torch's exporter needs), or one line naming
+    `command` and how to install them."""
+    try:  # torch's exporter imports onnxscript itself, and fails later and less clearly without it
+        onnx, runtime, _ = (importlib.import_module(name) for name in ("onnx", "onnxruntime", "onnxscript"))
+    except ImportError as error:
+        raise HierclfError(f"{command} needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
+                           f"pip install 'hierclf[export]'") from None
+    return onnx, runtime
+
+
+def traced(module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_names: Sequence[str],
+           free_axes: Mapping[int, str], dynamo: bool = False) -> Any:
+    """`module` as an ONNX ModelProto, its input's `free_axes` (by name: {0: "batch"}) and every
+    output's first left free: by the TorchScript exporter, as timm exports its models, or by torch.export where asked
+    (`dynamo`) or where the former lacks an operator (the antialiased resize of a zoom out)."""
+    import onnx
+
+    with torch.no_grad(), contextlib.redirect_stdout(io.StringIO()):  # the exporters print their progress
+        if not dynamo:
+            buffer = io.BytesIO()
+            axes = {input_name: dict(free_axes), **{name: {0: free_axes[0]} for name in output_names}}
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript")
+                    warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # each stage's size is fixed
+                    torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=OPSET,
+                                      input_names=[input_name], output_names=list(output_names), dynamic_axes=axes)
+                return onnx.load_from_string(buffer.getvalue())
+            except torch.onnx.errors.UnsupportedOperatorError as error:
+                log.info("the TorchScript exporter lacks an operator (%s); tracing with torch.export instead",
+                         " ".join(str(error).split())[:120])
+        free = torch.export.Dim.DYNAMIC
+        program = torch.onnx.export(module, (sample,), dynamo=True, input_names=[input_name],
+                                    output_names=list(output_names),
+                                    dynamic_shapes=({axis: free for axis in free_axes},))
+        return program.model_proto
+
+
+def cpu_session(payload: bytes, threads: int = 0) -> Any:
+    """An onnxruntime session on the CPU with every graph optimisation, `threads` intra-op
+    threads (0: onnxruntime's choice, one per core) and operators run in sequence (a fold vote
+    is a chain: parallel execution only adds scheduling)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = onnxruntime.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
+    return onnxruntime.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
