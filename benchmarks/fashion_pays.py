@@ -157,7 +157,7 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
         rows[name] = _row(result, oof.labels, test.labels, *predicted[name])
     # the hierarchy's coarse stage is the flat run's fold models (hierarchy.coarse_run)
     cpu = torch.device("cpu")
-    outputs = StageOutputs(test_probs["flat"], {name: StageModels(hier, stage, cpu, workers=0).probs(test)
+    outputs = StageOutputs(test_probs["flat"], {name: StageModels(hier, stage, cpu, inference=Inference(workers=0)).probs(test)
                                                 for name, stage in hier.specialist_stages.items()})
     for combiner, result in evaluated["pipelines"].items():
         combined = load_combiner(hier, combiner).combine(hierarchy, outputs.coarse_probs,

@@ -56,8 +56,8 @@ def _every_combiner(run: Run, test, combiners: list[str]) -> dict[str, np.ndarra
         return {name: predict_items(run, test, combiner=name, inference=Inference(workers=0)).labels
                 for name in combiners}
     cpu = torch.device("cpu")
-    outputs = StageOutputs(StageModels(run, run.coarse_stage, cpu, workers=0).probs(test),
-                           {part: StageModels(run, stage, cpu, workers=0).probs(test)
+    outputs = StageOutputs(StageModels(run, run.coarse_stage, cpu, inference=Inference(workers=0)).probs(test),
+                           {part: StageModels(run, stage, cpu, inference=Inference(workers=0)).probs(test)
                             for part, stage in run.specialist_stages.items()})
     return {name: load_combiner(run, name).combine(run.hierarchy, outputs.coarse_probs, list(outputs.specialist_probs),
                                                    outputs.run_specialist).labels for name in combiners}

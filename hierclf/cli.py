@@ -215,13 +215,18 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--batch-size", type=click.IntRange(min=1), default=256, show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda", "mps"]), default="auto", show_default=True)
+@click.option("--engine", type=click.Choice(["torch", "onnxruntime"]), default="torch", show_default=True,
+              help="What runs the fold models: torch, or onnxruntime on the CPU (each stage traced into an ONNX "
+                   "graph in memory; needs pip install 'hierclf[export]').")
+@click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
+              help="onnxruntime's threads (0: one per core).")
 @click.option("--shard", default=None, metavar="I/N",
               help="Predict every N-th image from the I-th (0-based) into OUT.part-I-of-N; the shard that finds "
                    "every part written joins them into OUT in input order. Run the N shards anywhere; under "
                    "torchrun each process takes the shard of its rank.")
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, ids_outside: bool, probs: bool,
             label_index: bool, combiner: str | None, trace: bool, tta: str | None, weights: str | None,
-            batch_size: int, workers: int, device: str, shard: str | None) -> None:
+            batch_size: int, workers: int, device: str, engine: str, threads: int, shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
@@ -238,12 +243,14 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
     items = load_input_items(input_path, hierarchy.class_names, recipe.data.id_column, recipe.data.label_column,
                              images, hierarchy.label_heads, outside_allowed=ids_outside)
     views = views_option(tta)
-    inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views)
+    inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views, engine=engine,
+                          threads=threads)
     if part is not None:
-        origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights)
+        origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights, engine=engine)
         items = part.rows(items)
     predictions = predict_runs(opened, items, parse_weights(weights), combiner=combiner, trace=trace,
                                inference=inference)
+    click.echo(f"engine: {inference.described()}")
     if part is not None:
         joined = write_shard(out, part, predictions, origin, with_probs=probs, label_index=label_index)
         click.echo(f"wrote shard {part.index} of {part.count}: {len(predictions.ids)} predictions beside {out}")

@@ -80,7 +80,7 @@ def build_graph(run: Run, combiner: str | None = None, folds: Sequence[int] | No
     device = torch.device("cpu")
 
     def stage_graph(stage: Stage) -> tuple[StageGraph, dict[str, Any]]:
-        loaded = StageModels(run, stage, device, folds, tta=setup.views)
+        loaded = StageModels(run, stage, device, folds, views=setup.views)
         spec = loaded.spec
         temperatures = setup.calibration.temperatures.get(stage.name)
         described = {"name": stage.name, "arch": spec.arch, "img_size": spec.img_size, "mean": list(spec.mean),

@@ -17,23 +17,11 @@ from hierclf.data.tta import View, parse_view
 from hierclf.errors import HierclfError, RunError
 from hierclf.hierarchy.stage import Stage
 from hierclf.predict.output import Predictions
-from hierclf.predict.stage_models import StageModels
+from hierclf.predict.stage_models import Inference, StageModels
 from hierclf.run.calibration import Calibration
 from hierclf.run.fitted import load_combiner
 from hierclf.run.folder import Run
 from hierclf.runtime.devices import resolve_device
-
-
-@dataclass(frozen=True)
-class Inference:
-    """How prediction runs, whatever it predicts: images per batch, loader workers, the device
-    ("auto", "cpu", "cuda", "cuda:1", "mps"), and the test-time views (hflip, rot90, scale=1.1, …;
-    None takes the recipe's predict.tta, and () none)."""
-
-    batch_size: int = 256
-    workers: int = 2
-    device: str = "auto"
-    tta: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +55,7 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
         combiner: how stage outputs become labels (default: the recipe's combine.method).
         folds: only these fold models vote, in every stage (to reproduce out-of-fold outputs).
         trace: add each stage's decision and confidence per row.
-        inference: batch size, workers, device and test-time views.
+        inference: batch size, workers, device, test-time views and engine.
 
     Returns:
         Each row's final probabilities and label, its true label where the input had one, and
@@ -82,7 +70,7 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
     calibration = setup.calibration
 
     def models(stage: Stage) -> StageModels:
-        return StageModels(run, stage, device, folds, inference.batch_size, inference.workers, setup.views)
+        return StageModels(run, stage, device, folds, inference, setup.views)
 
     coarse = models(run.coarse_stage)
     specialists = {name: models(stage) for name, stage in run.specialist_stages.items()}

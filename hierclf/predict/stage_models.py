@@ -3,6 +3,7 @@ for when it needs a stage's probabilities."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -11,22 +12,53 @@ import torch
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.tta import View
-from hierclf.errors import RunError
+from hierclf.errors import HierclfError, RunError
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
+from hierclf.predict.onnx_engine import ENGINES, OnnxVote
 from hierclf.run.folder import Run
+from hierclf.runtime.devices import resolve_device
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Inference:
+    """How prediction runs, whatever it predicts: images per batch, loader workers, the device
+    ("auto", "cpu", "cuda", "cuda:1", "mps"), the test-time views (hflip, rot90, scale=1.1, …;
+    None takes the recipe's predict.tta, and () none), and the engine that runs the fold models:
+    torch, or onnxruntime (on the CPU, with `threads` threads; 0: one per core)."""
+
+    batch_size: int = 256
+    workers: int = 2
+    device: str = "auto"
+    tta: tuple[str, ...] | None = None
+    engine: str = "torch"
+    threads: int = 0
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise HierclfError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
+            raise HierclfError(f"--engine onnxruntime runs on the CPU; with --device {self.device} use the torch "
+                               f"engine")
+
+    def described(self) -> str:
+        """The engine in words, for the line predict prints."""
+        if self.engine == "torch":
+            return f"torch on {resolve_device(self.device).type}, {torch.get_num_threads()} threads"
+        return f"onnxruntime on the CPU, {f'{self.threads} threads' if self.threads else 'a thread per core'}"
 
 
 class StageModels:
     """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
 
     def __init__(self, run: Run, stage: Stage, device: torch.device, folds: Sequence[int] | None = None,
-                 batch_size: int = 256, workers: int = 2, tta: Sequence[View] = ()):
-        """`folds` limits the vote to those fold models (every finished one by default)."""
+                 inference: Inference = Inference(), views: Sequence[View] = ()):
+        """`folds` limits the vote to those fold models (every finished one by default); `views`
+        are the test-time views, parsed; of `inference`, the batch size, workers and engine."""
         finished = run.finished_folds(stage.name)
         command = f"hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}"
         if folds is not None:
@@ -36,15 +68,19 @@ class StageModels:
             raise RunError(f"{run.root} has no trained {stage.name} fold; run `{command}` first")
         if folds is None and len(wanted) < run.recipe.folds.count:
             log.warning("%s: using %d of %d folds (the others are not trained yet)", stage.name, len(wanted),
-                        run.recipe.folds.count)
-        loaded = [load_model(run.fold_dir(stage.name, fold), device) for fold in wanted]
+                     run.recipe.folds.count)
+        onnx = inference.engine == "onnxruntime"
+        loaded = [load_model(run.fold_dir(stage.name, fold), torch.device("cpu") if onnx else device)
+                  for fold in wanted]
         specs = {spec for _, spec in loaded}
         if len(specs) != 1:
             raise RunError(f"{run.stage_dir(stage.name)}: the fold models differ in input size or classes")
-        self.memory_format = memory_layout(stage.config.channels_last)
+        self.memory_format = memory_layout(stage.config.channels_last and not onnx)
         self.models = [model.to(memory_format=self.memory_format) for model, _ in loaded]
         self.spec: ModelSpec = specs.pop()
-        self.device, self.batch_size, self.workers, self.tta = device, batch_size, workers, tuple(tta)
+        self.device, self.batch_size, self.workers, self.tta = device, inference.batch_size, inference.workers, \
+            tuple(views)
+        self.onnx = OnnxVote(self.models, self.spec, self.tta, inference.threads) if onnx else None
 
     def probs(self, items: Items) -> np.ndarray:
         """The mean softmax of the fold models (and their test-time views) for every row, in row order."""
@@ -52,9 +88,13 @@ class StageModels:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
         dataset = ImageDataset(items, None, transform, self.spec.in_chans)
-        loader = make_loader(dataset, self.batch_size, workers=self.workers, device=self.device)
-        probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta,
-                                memory_format=self.memory_format)
+        device = torch.device("cpu") if self.onnx else self.device
+        loader = make_loader(dataset, self.batch_size, workers=self.workers, device=device)
+        if self.onnx is not None:
+            probs, rows = self.onnx(loader)
+        else:
+            probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta,
+                                    memory_format=self.memory_format)
         return probs[np.argsort(rows)]
 
 

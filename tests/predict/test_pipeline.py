@@ -18,6 +18,8 @@ from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.predict.stage_models import StageModels
 from hierclf.run.folder import Run
 
+QUICK = Inference(batch_size=64, workers=0)
+
 
 def rows_of(path):
     with path.open() as handle:
@@ -107,7 +109,7 @@ def test_a_stage_that_trains_channels_last_predicts_in_channels_last_to_the_same
     stage = run.coarse_stage
     fast = dataclasses.replace(stage, config=dataclasses.replace(stage.config, channels_last=True))
     cpu = resolve_device("cpu")
-    plain, last = StageModels(run, stage, cpu, None, 64, 0), StageModels(run, fast, cpu, None, 64, 0)
+    plain, last = StageModels(run, stage, cpu, None, QUICK), StageModels(run, fast, cpu, None, QUICK)
     kernels = [p for model in last.models for p in model.parameters() if p.ndim == 4]
     assert kernels and all(p.is_contiguous(memory_format=torch.channels_last) for p in kernels)
     assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in plain.models[0].parameters()
@@ -122,8 +124,8 @@ def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_r
     items = Items.from_arrays(np.stack([mask_image(*row, rng) for row in values]))
     predictions = predict_items(run, items, combiner="product", inference=Inference(workers=0, device="cpu"))
     cpu = resolve_device("cpu")
-    coarse = StageModels(run, run.coarse_stage, cpu, None, 64, 0).probs(items)
-    age = StageModels(run, run.specialist_stages["age"], cpu, None, 64, 0).probs(items)
+    coarse = StageModels(run, run.coarse_stage, cpu, None, QUICK).probs(items)
+    age = StageModels(run, run.specialist_stages["age"], cpu, None, QUICK).probs(items)
     mask, gender, coarse_age = coarse[:, :3], coarse[:, 3:5], coarse[:, 5:]
     expected = np.einsum("nm,ng,na->nmga", mask, gender, age).reshape(len(items), 18)
     assert np.allclose(predictions.probs.sum(1), 1.0)

@@ -1,0 +1,90 @@
+"""predict's onnxruntime engine: the same predictions as the torch engine, to float rounding, on
+every layout and combiner, with nothing written into the run folder."""
+import hashlib
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import cli
+from hierclf.data import load_input_items, load_training_items
+from hierclf.hierarchy.build import label_attributes
+from hierclf.errors import HierclfError
+from hierclf.predict.pipeline import Inference, predict_items
+from hierclf.run.folder import Run
+
+pytest.importorskip("onnxruntime")
+
+TORCH, ONNX = Inference(workers=0, device="cpu"), Inference(workers=0, device="cpu", engine="onnxruntime", threads=1)
+
+
+def _digest(folder):
+    return hashlib.sha256(b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())).hexdigest()
+
+
+def _agree(run_dir, input_path=None, combiners=(None,), trace=False):
+    """Both engines on `input_path` (default: the run's own training rows)."""
+    run = Run.open(run_dir)
+    items = (load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy)) if input_path is None
+             else load_input_items(input_path, run.hierarchy.class_names))
+    before = _digest(run_dir)
+    for combiner in combiners:
+        torch_out = predict_items(run, items, combiner, trace=trace, inference=TORCH)
+        onnx_out = predict_items(run, items, combiner, trace=trace, inference=ONNX)
+        assert np.abs(torch_out.probs - onnx_out.probs).max() < 1e-4, combiner
+        assert np.array_equal(torch_out.labels, onnx_out.labels), combiner
+        if trace:
+            assert torch_out.trace.keys() == onnx_out.trace.keys()
+    assert _digest(run_dir) == before  # the run folder is only read
+
+
+def test_a_flat_run(flat_run):
+    run, _, train_csv, _ = flat_run
+    _agree(run, train_csv)
+
+
+def test_a_grouped_run_with_every_combiner_and_its_trace(detail_runs):
+    _agree(detail_runs / "hier", detail_runs / "data" / "train.csv", ("product", "routed", "stacking"), trace=True)
+
+
+def test_a_blend_over_a_flat_run(detail_runs):
+    _agree(detail_runs / "linked", detail_runs / "data" / "train.csv", ("blend",))
+
+
+def test_a_heads_run_with_its_specialist(mask_runs):
+    _agree(mask_runs / "heads")
+
+
+def test_a_calibrated_run_with_test_time_views(detail_runs, tmp_path):
+    shutil.copytree(detail_runs / "hier", tmp_path / "run")
+    assert cli("-q", "fit-fine", tmp_path / "run", "--set", "combine.calibrate=true").exit_code == 0
+    run = Run.open(tmp_path / "run")
+    items = load_input_items(detail_runs / "data" / "train.csv", run.hierarchy.class_names)
+    views = dict(tta=("hflip", "scale=0.8"))
+    torch_out = predict_items(run, items, inference=Inference(workers=0, device="cpu", **views))
+    onnx_out = predict_items(run, items, inference=Inference(workers=0, device="cpu", engine="onnxruntime", **views))
+    assert np.abs(torch_out.probs - onnx_out.probs).max() < 1e-4
+    assert np.array_equal(torch_out.labels, onnx_out.labels)
+
+
+def test_the_command_says_which_engine_ran_and_shards_with_it(flat_run, tmp_path):
+    run, _, train_csv, _ = flat_run
+    result = cli("predict", run, train_csv, "--out", tmp_path / "o.csv", "--engine", "onnxruntime", "--threads", "1",
+                 "--workers", "0", "--probs")
+    assert result.exit_code == 0, result.output
+    assert "engine: onnxruntime on the CPU, 1 threads" in result.output
+    result = cli("predict", run, train_csv, "--out", tmp_path / "t.csv", "--workers", "0", "--probs")
+    assert "engine: torch on cpu" in result.output
+    for shard in (0, 1):
+        assert cli("predict", run, train_csv, "--out", tmp_path / "s.csv", "--engine", "onnxruntime", "--workers", "0",
+                   "--probs", "--shard", f"{shard}/2").exit_code == 0
+    onnx_rows = np.loadtxt(tmp_path / "s.csv", delimiter=",", skiprows=1, usecols=(2, 3, 4))
+    torch_rows = np.loadtxt(tmp_path / "t.csv", delimiter=",", skiprows=1, usecols=(2, 3, 4))
+    assert np.abs(onnx_rows - torch_rows).max() < 1e-4
+
+
+def test_the_engine_is_refused_off_the_cpu_and_by_name():
+    with pytest.raises(HierclfError, match="--engine onnxruntime runs on the CPU; with --device cuda"):
+        Inference(engine="onnxruntime", device="cuda")
+    with pytest.raises(HierclfError, match="--engine 'tensorrt': expected one of torch, onnxruntime"):
+        Inference(engine="tensorrt")
