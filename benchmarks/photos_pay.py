@@ -68,17 +68,16 @@ def collect(args: argparse.Namespace) -> tuple[dict, dict, np.ndarray, np.ndarra
     flat = Run.open(args.out / args.flat)
     classes = list(flat.hierarchy.class_names)
     test = test_items(flat, args.test)
-    rows, labels, probs = {}, {}, {}
+    rows, labels, probs, costs = {}, {}, {}, {}
     for name in [args.flat, *args.run, *{m for e in args.ensemble for m in e.split(",")} - {args.flat, *args.run}]:
-        cost, oof_probs, oof_labels, test_probs, test_labels = _flat_like(Run.open(args.out / name), test)
+        costs[name], oof_probs, oof_labels, test_probs, test_labels = _flat_like(Run.open(args.out / name), test)
         probs[name] = oof_probs, test_probs
         if name == args.flat or name in args.run:
-            rows[name], labels[name] = cost, (oof_labels, test_labels)
+            rows[name], labels[name] = costs[name], (oof_labels, test_labels)
     for members in args.ensemble:
         names = members.split(",")
-        costs = [training_cost(Run.open(args.out / m)) for m in names]
-        rows[" + ".join(names)] = {unit: sum(c[unit] for c in costs) for unit in ("images", "megapixels", "seconds")}
-        rows[" + ".join(names)]["passes"] = sum(rows.get(m, {}).get("passes", 1.0) for m in names)
+        rows[" + ".join(names)] = {unit: sum(costs[m][unit] for m in names)
+                                   for unit in ("images", "megapixels", "seconds", "passes")}
         labels[" + ".join(names)] = tuple(np.mean([probs[m][i] for m in names], axis=0).argmax(1) for i in (0, 1))
     oof_targets = score_run(flat).labels
     for name in args.hierarchy:
