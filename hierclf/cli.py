@@ -220,13 +220,17 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
                    "graph in memory; needs pip install 'hierclf[export]').")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="onnxruntime's threads (0: one per core).")
+@click.option("--quantize", type=click.Choice(["int8"]), default=None,
+              help="With --engine onnxruntime: run the graphs in int8, calibrated on 256 of the run's training "
+                   "images and refused if the pipeline loses over 0.3 macro-F1 points on 512 others.")
 @click.option("--shard", default=None, metavar="I/N",
               help="Predict every N-th image from the I-th (0-based) into OUT.part-I-of-N; the shard that finds "
                    "every part written joins them into OUT in input order. Run the N shards anywhere; under "
                    "torchrun each process takes the shard of its rank.")
 def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | None, ids_outside: bool, probs: bool,
             label_index: bool, combiner: str | None, trace: bool, tta: str | None, weights: str | None,
-            batch_size: int, workers: int, device: str, engine: str, threads: int, shard: str | None) -> None:
+            batch_size: int, workers: int, device: str, engine: str, threads: int, quantize: str | None,
+            shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
     from hierclf.data import load_input_items
@@ -244,9 +248,10 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
                              images, hierarchy.label_heads, outside_allowed=ids_outside)
     views = views_option(tta)
     inference = Inference(batch_size=batch_size, workers=workers, device=device, tta=views, engine=engine,
-                          threads=threads)
+                          threads=threads, quantize=quantize or "")
     if part is not None:
-        origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights, engine=engine)
+        origin = shard_origin(items, opened, combiner=combiner, trace=trace, tta=views, weights=weights, engine=engine,
+                              quantize=quantize)
         items = part.rows(items)
     predictions = predict_runs(opened, items, parse_weights(weights), combiner=combiner, trace=trace,
                                inference=inference)

@@ -7,9 +7,12 @@ import contextlib
 import importlib
 import io
 import logging
+import tempfile
 import warnings
-from typing import Any, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from hierclf.errors import HierclfError
@@ -72,3 +75,45 @@ def cpu_session(payload: bytes, threads: int = 0) -> Any:
     options.inter_op_num_threads = 1
     options.log_severity_level = 3  # its warnings about unused initialisers are not the user's
     return onnxruntime.InferenceSession(payload, options, providers=["CPUExecutionProvider"])
+
+
+INT8_TOLERANCE = 0.3
+"""The most macro-F1 points an int8 graph may lose against its float one on the run's rows."""
+
+
+def quantized_int8(proto: Any, calibration: Iterable[np.ndarray], input_name: str) -> bytes:
+    """`proto` with its convolutions and matrix products in int8 (onnxruntime's static
+    quantisation, QDQ, weights per output channel, activations calibrated by min-max on
+    `calibration`, the batches of its input): what a CPU with VNNI runs fastest."""
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                          quantize_static)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(calibration)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            batch = next(self.batches, None)
+            return None if batch is None else {input_name: batch}
+
+    with tempfile.TemporaryDirectory(prefix="hierclf-int8-") as folder:
+        plain, prepared, quantized = (Path(folder) / name for name in ("plain.onnx", "prepared.onnx", "int8.onnx"))
+        onnx.save(proto, plain)
+        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)  # the free axes defeat it
+            quantize_static(str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        return quantized.read_bytes()
+
+
+def check_int8(float_f1: float, int8_f1: float, rows: int, where: str) -> None:
+    """Refuse an int8 graph that loses more than INT8_TOLERANCE macro-F1 points on `rows` of
+    the run's own images, with the figure."""
+    lost = (float_f1 - int8_f1) * 100
+    if lost > INT8_TOLERANCE:
+        raise HierclfError(f"{where}: the int8 graph scores macro-F1 {int8_f1:.4f} against the float graph's "
+                           f"{float_f1:.4f} on {rows} of the run's training images, {lost:.2f} points lost (more than "
+                           f"{INT8_TOLERANCE}); use the float graph (leave --quantize out)")

@@ -4,19 +4,26 @@ onnxruntime on the CPU. The loader, the calibration and the combiner stay the to
 the two engines differ only by float rounding; nothing is written into the run folder."""
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from hierclf.data import Items, load_training_items
+from hierclf.data.dataset import ImageTransform
 from hierclf.data.tta import View
+from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.inference import vote
-from hierclf.models.onnx_graph import cpu_session, onnx_modules, traced
+from hierclf.models.onnx_graph import cpu_session, onnx_modules, quantized_int8, traced
 from hierclf.models.spec import ModelSpec
+from hierclf.run.folder import Run
 
 ENGINES = ("torch", "onnxruntime")
+CALIBRATION_ROWS, CHECK_ROWS = 256, 512
+"""int8: the training images its activations are calibrated on, and the others it is checked on."""
 
 
 class _StageVote(torch.nn.Module):
@@ -33,12 +40,15 @@ class _StageVote(torch.nn.Module):
 class OnnxVote:
     """One stage's fold vote as an onnxruntime session, its batch size free."""
 
-    def __init__(self, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View], threads: int = 0):
+    def __init__(self, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View], threads: int = 0,
+                 calibration: Iterable[np.ndarray] | None = None):
+        """With `calibration` (normalised batches of the run's images) the graph runs in int8."""
         onnx_modules("predict --engine onnxruntime")
         module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
         sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)
         proto = traced(module, sample, "images", ("probs",), {0: "batch"})
-        self.session = cpu_session(proto.SerializeToString(), threads)
+        payload = proto.SerializeToString() if calibration is None else quantized_int8(proto, calibration, "images")
+        self.session = cpu_session(payload, threads)
 
     def __call__(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
         """Every row's probabilities and its index, as `soft_vote` returns them."""
@@ -50,3 +60,21 @@ class OnnxVote:
         if not probs:
             return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
         return np.concatenate(probs).astype(np.float32), np.concatenate(rows)
+
+
+def int8_rows(run: Run) -> tuple[Items, Items]:
+    """The run's training images an int8 graph is calibrated on, and the others it is checked on
+    (a seeded draw, so every call quantises alike)."""
+    items = load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
+    items = dataclasses.replace(items, class_names=run.hierarchy.class_names)
+    order = np.random.default_rng(0).permutation(len(items))
+    calibrating = min(CALIBRATION_ROWS, len(items) // 2)  # a small set gives half to each
+    return items.subset(order[:calibrating]), items.subset(order[calibrating:calibrating + CHECK_ROWS])
+
+
+def pixel_batches(items: Items, side: int, channels: int, batch: int = 32) -> Iterator[np.ndarray]:
+    """uint8 N×side×side×C batches of `items`, resized as the loader resizes."""
+    transform = ImageTransform(side, (0.0,) * channels, (1.0,) * channels)
+    for start in range(0, len(items), batch):
+        yield np.stack([transform.pixels(items.image(row, channels, transform.decode_side))
+                        for row in range(start, min(start + batch, len(items)))])

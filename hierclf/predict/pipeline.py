@@ -3,11 +3,14 @@ run's combiner. With `routed`, a specialist runs only on the images routed to it
 only read here: a combiner that learns was fit when the run's last stage finished."""
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from hierclf.combine.base import Combiner
 from hierclf.combine.registry import choose_combiner
@@ -15,13 +18,18 @@ from hierclf.data import Items
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.data.tta import View, parse_view
 from hierclf.errors import HierclfError, RunError
+from hierclf.metrics import scores
+from hierclf.models.onnx_graph import check_int8
 from hierclf.hierarchy.stage import Stage
+from hierclf.predict.onnx_engine import int8_rows
 from hierclf.predict.output import Predictions
 from hierclf.predict.stage_models import Inference, StageModels
 from hierclf.run.calibration import Calibration
 from hierclf.run.fitted import load_combiner
 from hierclf.run.folder import Run
 from hierclf.runtime.devices import resolve_device
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,13 +75,29 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
         raise RunError(f"the input's classes ({', '.join(items.class_names[:5])}…) are not this run's "
                        f"({', '.join(hierarchy.class_names[:5])}…)")
     device = resolve_device(inference.device)
-    calibration = setup.calibration
+    if inference.quantize:
+        stages = _checked_int8(run, folds, inference, setup, device)
+    else:
+        stages = _load_stages(run, folds, inference, setup, device)
+    return _predicted(run, setup, stages, items, trace)
 
+
+_Stages = tuple[StageModels, dict[str, StageModels]]
+
+
+def _load_stages(run: Run, folds: Sequence[int] | None, inference: Inference, setup: PredictionSetup,
+                 device: torch.device, calibration: Items | None = None) -> _Stages:
+    """The coarse stage's and each specialist's fold models."""
     def models(stage: Stage) -> StageModels:
-        return StageModels(run, stage, device, folds, inference, setup.views)
+        return StageModels(run, stage, device, folds, inference, setup.views, calibration)
 
-    coarse = models(run.coarse_stage)
-    specialists = {name: models(stage) for name, stage in run.specialist_stages.items()}
+    return models(run.coarse_stage), {name: models(stage) for name, stage in run.specialist_stages.items()}
+
+
+def _predicted(run: Run, setup: PredictionSetup, stages: _Stages, items: Items, trace: bool) -> Predictions:
+    """The stages on `items`, calibrated and combined."""
+    hierarchy, calibration = run.hierarchy, setup.calibration
+    coarse, specialists = stages
     coarse_probs = calibration.apply(run.coarse_stage, coarse.probs(items))
     outcome = setup.combiner.combine(hierarchy, coarse_probs, list(specialists), lambda name, rows: calibration.apply(
         run.specialist_stages[name], specialists[name].probs(items.subset(rows))))
@@ -84,6 +108,22 @@ def predict_items(run: str | Path | Run, items: Items, combiner: str | None = No
     return Predictions(ids=items.ids, probs=outcome.probs, labels=outcome.labels, class_names=hierarchy.class_names,
                        targets=targets, trace=decisions,
                        specialist_rows={name: int(len(rows)) for name, rows in outcome.ran_on.items()})
+
+
+def _checked_int8(run: Run, folds: Sequence[int] | None, inference: Inference, setup: PredictionSetup,
+                  device: torch.device) -> _Stages:
+    """The stages in int8, calibrated on some of the run's training images and refused when,
+    on others, the pipeline loses more than INT8_TOLERANCE macro-F1 points to the float one."""
+    calibration, check = int8_rows(run)
+    quantized = _load_stages(run, folds, inference, setup, device, calibration)
+    plain = _load_stages(run, folds, dataclasses.replace(inference, quantize=""), setup, device)
+    count = len(run.hierarchy.class_names)
+    float_f1, int8_f1 = (scores(check.labels, _predicted(run, setup, stages, check, False).labels, count)["macro_f1"]
+                         for stages in (plain, quantized))
+    check_int8(float_f1, int8_f1, len(check), "--quantize int8")
+    log.info("int8: macro-F1 %.4f against the float graph's %.4f on %d training images", int8_f1, float_f1,
+             len(check))
+    return quantized
 
 
 def predict_runs(runs: Sequence[str | Path | Run], items: Items, weights: Sequence[float] | None = None,

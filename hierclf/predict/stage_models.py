@@ -37,10 +37,13 @@ class Inference:
     tta: tuple[str, ...] | None = None
     engine: str = "torch"
     threads: int = 0
+    quantize: str = ""
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise HierclfError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+        if self.quantize not in ("", "int8") or (self.quantize and self.engine != "onnxruntime"):
+            raise HierclfError(f"--quantize {self.quantize}: expected int8, with --engine onnxruntime")
         if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
             raise HierclfError(f"--engine onnxruntime runs on the CPU; with --device {self.device} use the torch "
                                f"engine")
@@ -49,16 +52,18 @@ class Inference:
         """The engine in words, for the line predict prints."""
         if self.engine == "torch":
             return f"torch on {resolve_device(self.device).type}, {torch.get_num_threads()} threads"
-        return f"onnxruntime on the CPU, {f'{self.threads} threads' if self.threads else 'a thread per core'}"
+        return (f"onnxruntime{' int8' if self.quantize else ''} on the CPU, "
+                f"{f'{self.threads} threads' if self.threads else 'a thread per core'}")
 
 
 class StageModels:
     """The fold models of one stage, loaded once, soft-voting over any subset of rows."""
 
     def __init__(self, run: Run, stage: Stage, device: torch.device, folds: Sequence[int] | None = None,
-                 inference: Inference = Inference(), views: Sequence[View] = ()):
+                 inference: Inference = Inference(), views: Sequence[View] = (), calibration: Items | None = None):
         """`folds` limits the vote to those fold models (every finished one by default); `views`
-        are the test-time views, parsed; of `inference`, the batch size, workers and engine."""
+        are the test-time views, parsed; of `inference`, the batch size, workers and engine; with
+        `inference.quantize`, the run's images its int8 graph is calibrated on."""
         finished = run.finished_folds(stage.name)
         command = f"hierclf fit-{'coarse' if stage.name == 'coarse' else 'fine'}"
         if folds is not None:
@@ -80,16 +85,22 @@ class StageModels:
         self.spec: ModelSpec = specs.pop()
         self.device, self.batch_size, self.workers, self.tta = device, inference.batch_size, inference.workers, \
             tuple(views)
-        self.onnx = OnnxVote(self.models, self.spec, self.tta, inference.threads) if onnx else None
+        self.onnx = None
+        if onnx:
+            batches = None if not inference.quantize else (
+                images.numpy() for images, _, _ in self._loader(calibration, torch.device("cpu"), 32))
+            self.onnx = OnnxVote(self.models, self.spec, self.tta, inference.threads, batches)
+
+    def _loader(self, items: Items, device: torch.device, batch_size: int) -> torch.utils.data.DataLoader:
+        transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
+        dataset = ImageDataset(items, None, transform, self.spec.in_chans)
+        return make_loader(dataset, batch_size, workers=self.workers, device=device)
 
     def probs(self, items: Items) -> np.ndarray:
         """The mean softmax of the fold models (and their test-time views) for every row, in row order."""
         if len(items) == 0:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
-        transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
-        dataset = ImageDataset(items, None, transform, self.spec.in_chans)
-        device = torch.device("cpu") if self.onnx else self.device
-        loader = make_loader(dataset, self.batch_size, workers=self.workers, device=device)
+        loader = self._loader(items, torch.device("cpu") if self.onnx else self.device, self.batch_size)
         if self.onnx is not None:
             probs, rows = self.onnx(loader)
         else:

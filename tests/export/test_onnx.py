@@ -220,3 +220,17 @@ def test_a_specialist_of_another_architecture_from_its_own_weights_follows_throu
     path, output = exported(run, tmp_path, "--combiner", "blend")
     assert "fine/patch (3 folds, 48 px)" in output
     assert_serves_as_predict(path, run, pixels_of(detail_runs / "data" / "train", 7), "blend")
+
+
+def test_an_int8_export_is_checked_against_the_float_graph_and_says_so(flat_run, tmp_path, monkeypatch):
+    run = flat_run[0]
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", 100.0)
+    path, output = exported(run, tmp_path, "--quantize", "int8")
+    assert "quantized: int8 (onnxruntime's static quantisation, QDQ, per channel, calibrated on 30 training" in output
+    model = onnx.load(path)
+    assert any(node.op_type == "QuantizeLinear" for node in model.graph.node)
+    assert "macro-F1" in {prop.key: prop.value for prop in model.metadata_props}["quantized"]
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", -1.0)
+    result = cli("export", run, "--out", tmp_path / "refused.onnx", "--quantize", "int8")
+    assert result.exit_code == 2 and "export --quantize int8: the int8 graph scores" in result.stderr, result.output
+    assert not (tmp_path / "refused.onnx").exists()

@@ -88,3 +88,24 @@ def test_the_engine_is_refused_off_the_cpu_and_by_name():
         Inference(engine="onnxruntime", device="cuda")
     with pytest.raises(HierclfError, match="--engine 'tensorrt': expected one of torch, onnxruntime"):
         Inference(engine="tensorrt")
+
+
+def test_int8_is_calibrated_checked_and_close_to_the_float_graph(flat_run, tmp_path, monkeypatch):
+    """The check itself is exercised both ways by moving its tolerance: a tiny model's int8 loss
+    depends on the CPU's int8 kernels, so the test does not bet on where it falls."""
+    import hierclf.predict.pipeline as pipeline
+
+    run, _, train_csv, _ = flat_run
+    items = load_input_items(train_csv, Run.open(run).hierarchy.class_names)
+    plain = predict_items(run, items, inference=ONNX)
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", 100.0)
+    int8 = predict_items(run, items, inference=Inference(workers=0, device="cpu", engine="onnxruntime", quantize="int8"))
+    assert (int8.labels == plain.labels).mean() >= 0.9 and np.abs(int8.probs - plain.probs).max() > 0
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", -1.0)
+    result = cli("predict", run, train_csv, "--out", tmp_path / "p.csv", "--engine", "onnxruntime", "--quantize",
+                 "int8", "--workers", "0")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--quantize int8: the int8 graph scores macro-F1" in result.stderr and "points lost" in result.stderr
+    assert not (tmp_path / "p.csv").exists() and pipeline.int8_rows(Run.open(run))[0].ids.size == 30
+    with pytest.raises(HierclfError, match="--quantize int8: expected int8, with --engine onnxruntime"):
+        Inference(quantize="int8")
