@@ -4,6 +4,7 @@ onnxruntime on the CPU. The loader, the calibration and the combiner stay the to
 the two engines differ only by float rounding; nothing is written into the run folder."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Iterable, Iterator, Sequence
 
@@ -47,8 +48,15 @@ class OnnxVote:
         module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
         sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)
         proto = traced(module, sample, "images", ("probs",), {0: "batch"})
-        payload = proto.SerializeToString() if calibration is None else quantized_int8(proto, calibration, "images")
-        self.session = cpu_session(payload, threads)
+        self.float_session = cpu_session(proto.SerializeToString(), threads)
+        self.session = self.float_session if calibration is None else \
+            cpu_session(quantized_int8(proto, calibration, "images"), threads)
+
+    def in_float(self) -> "OnnxVote":
+        """The same vote on the float graph traced for it (an int8 vote's check compares the two)."""
+        twin = copy.copy(self)
+        twin.session = self.float_session
+        return twin
 
     def __call__(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
         """Every row's probabilities and its index, as `soft_vote` returns them."""

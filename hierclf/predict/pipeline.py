@@ -3,7 +3,6 @@ run's combiner. With `routed`, a specialist runs only on the images routed to it
 only read here: a combiner that learns was fit when the run's last stage finished."""
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,7 +115,8 @@ def _checked_int8(run: Run, folds: Sequence[int] | None, inference: Inference, s
     on others, the pipeline loses more than INT8_TOLERANCE macro-F1 points to the float one."""
     calibration, check = int8_rows(run)
     quantized = _load_stages(run, folds, inference, setup, device, calibration)
-    plain = _load_stages(run, folds, dataclasses.replace(inference, quantize=""), setup, device)
+    coarse, specialists = quantized
+    plain = coarse.in_float(), {name: stage.in_float() for name, stage in specialists.items()}
     count = len(run.hierarchy.class_names)
     float_f1, int8_f1 = (scores(check.labels, _predicted(run, setup, stages, check, False).labels, count)["macro_f1"]
                          for stages in (plain, quantized))

@@ -2,6 +2,7 @@
 for when it needs a stage's probabilities."""
 from __future__ import annotations
 
+import copy
 import logging
 from dataclasses import dataclass
 from typing import Sequence
@@ -90,6 +91,13 @@ class StageModels:
             batches = None if not inference.quantize else (
                 images.numpy() for images, _, _ in self._loader(calibration, torch.device("cpu"), 32))
             self.onnx = OnnxVote(self.models, self.spec, self.tta, inference.threads, batches)
+
+    def in_float(self) -> "StageModels":
+        """These fold models on the float graph, where they run an int8 one: nothing loaded or
+        traced again."""
+        twin = copy.copy(self)
+        twin.onnx = None if self.onnx is None else self.onnx.in_float()
+        return twin
 
     def _loader(self, items: Items, device: torch.device, batch_size: int) -> torch.utils.data.DataLoader:
         transform = build_transform(self.spec.img_size, self.spec.mean, self.spec.std)
