@@ -4,7 +4,9 @@ the same rows (`StageOutputs`) and the final outcome (`Combined`).
 A combiner that learns (`fits`) is fit once, on a run's out-of-fold outputs, when its last stage
 finishes training, and kept as JSON in the run (combiner.json); `predict` only reads it, and
 `evaluate` fits it anew fold by fold, so its own score is out-of-fold too. Combiners compute on
-the hierarchy's terms (`hierclf.hierarchy.protocol`) and never ask which kind it is.
+the hierarchy's terms (`hierclf.hierarchy.protocol`) and never ask which kind it is, and all
+their arithmetic is their torch module (`hierclf.combine.arithmetic`), which `hierclf export`
+traces into its graph as it is.
 """
 from __future__ import annotations
 
@@ -14,7 +16,11 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, Sequence
 
 import numpy as np
 
+from hierclf.combine.arithmetic import on_arrays
+
 if TYPE_CHECKING:
+    import torch
+
     from hierclf.readback import ReadBack
     from hierclf.hierarchy.protocol import Hierarchy
     from hierclf.recipe.schema import CombineConfig
@@ -76,10 +82,18 @@ class Combiner(ABC):
         return self
 
     @abstractmethod
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> torch.nn.Module:
+        """Its arithmetic, as fit: (coarse probabilities, each of `parts`' specialist probabilities,
+        in that order) → (final probabilities, labels)."""
+
     def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
                 run_specialist: SpecialistRunner) -> Combined:
         """Final labels for the rows of `coarse_probs`; `run_specialist(part, rows)` gives a part's
-        specialist probabilities, asked only for the rows the combiner needs."""
+        specialist probabilities, asked only for the rows the combiner needs (here every row)."""
+        rows = np.arange(len(coarse_probs))
+        local = {name: run_specialist(name, rows) for name in parts}
+        probs, labels = on_arrays(self.module(hierarchy, parts), coarse_probs, list(local.values()))
+        return Combined(probs=probs, labels=labels, specialist_probs=local, ran_on={name: rows for name in parts})
 
     def settings(self) -> dict[str, Any]:
         """The recipe settings it was made with (what a fitted state depends on besides the data)."""
@@ -93,20 +107,3 @@ class Combiner(ABC):
         """Put back what `state()` gave, every value checked (`check` names the file and the
         remedy) against `hierarchy`, the run's."""
         return self
-
-
-def everywhere(coarse_probs: np.ndarray, parts: Sequence[str], run_specialist: SpecialistRunner
-               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Every specialist's probabilities on every row, and the rows each ran on (all of them)."""
-    rows = np.arange(len(coarse_probs))
-    return {name: run_specialist(name, rows) for name in parts}, {name: rows for name in parts}
-
-
-def clipped_log(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, 1e-7, 1.0))
-
-
-def normalised_log(scores: np.ndarray) -> np.ndarray:
-    """Log-probabilities from unnormalised log-scores, row by row."""
-    scores = scores - scores.max(1, keepdims=True)
-    return scores - np.log(np.exp(scores).sum(1, keepdims=True))

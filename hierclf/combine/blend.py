@@ -6,22 +6,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
-from hierclf.combine.base import (Combined, Combiner, SpecialistRunner, StageOutputs, clipped_log, everywhere,
-                                  normalised_log)
-from hierclf.combine.product import product
-from hierclf.combine.routed import router
+from hierclf.combine.arithmetic import ProductGraph, Terms, blended_log, router_index, tensor
+from hierclf.combine.base import Combiner, StageOutputs
 from hierclf.errors import RunError
 
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
     from hierclf.readback import ReadBack
-
-
-def _coarse_versions(hierarchy: Hierarchy, coarse_probs: np.ndarray) -> dict[str, np.ndarray]:
-    """The coarse stage's version of each specialist's term, by part name."""
-    coarse = hierarchy.coarse_terms(coarse_probs)
-    return {term.part: coarse[index] for index, term in enumerate(hierarchy.terms) if term.part is not None}
 
 
 class Blend(Combiner):
@@ -44,40 +37,32 @@ class Blend(Combiner):
     @classmethod
     def applies_to(cls, hierarchy: Hierarchy) -> bool:
         """Groups (a router) whose every term the coarse stage also supplies: a flat coarse run."""
-        return (not hierarchy.is_flat and router(hierarchy) is not None
+        return (not hierarchy.is_flat and router_index(hierarchy) is not None
                 and all(term.from_coarse for term in hierarchy.terms))
 
     def fit(self, hierarchy: Hierarchy, outputs: StageOutputs) -> "Blend":
+        """Each group's weight, on the rows of its own classes, by the module's own blend."""
+        terms = Terms(hierarchy, list(outputs.specialist_probs))
+        coarse = tensor(outputs.coarse_probs)
         self.weights = {}
-        versions = _coarse_versions(hierarchy, outputs.coarse_probs)
-        term_of = {term.part: term for term in hierarchy.terms}
-        for name, specialist in outputs.specialist_probs.items():
-            targets = term_of[name].targets(outputs.labels)
+        for index, term in enumerate(hierarchy.terms):
+            if term.part not in outputs.specialist_probs:
+                continue
+            targets = term.targets(outputs.labels)
             rows = np.flatnonzero(targets >= 0)
             if len(rows) == 0:
-                self.weights[name] = 1.0
+                self.weights[term.part] = 1.0
                 continue
-            flat, own = clipped_log(versions[name][rows]), clipped_log(specialist[rows])
-            losses = [-normalised_log(w * flat + (1 - w) * own)[np.arange(len(rows)), targets[rows]].mean()
-                      for w in self.GRID]
-            self.weights[name] = float(self.GRID[int(np.argmin(losses))])
+            version, own = terms.coarse_version(index, coarse[rows]), tensor(outputs.specialist_probs[term.part][rows])
+            chosen = torch.from_numpy(targets[rows])[:, None]
+            losses = [-blended_log(float(w), version, own).gather(1, chosen).mean().item() for w in self.GRID]
+            self.weights[term.part] = float(self.GRID[int(np.argmin(losses))])
         return self
 
-    def blended(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, local: Mapping[str, np.ndarray]
-                ) -> dict[str, np.ndarray]:
-        """Each group's blended distribution over its members."""
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> ProductGraph:
         if self.weights is None:
             raise RunError("the blend combiner is not fit yet")
-        versions = _coarse_versions(hierarchy, coarse_probs)
-        return {name: np.exp(normalised_log(self.weights[name] * clipped_log(versions[name])
-                                            + (1 - self.weights[name]) * clipped_log(probs)))
-                for name, probs in local.items()}
-
-    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
-                run_specialist: SpecialistRunner) -> Combined:
-        local, ran_on = everywhere(coarse_probs, parts, run_specialist)
-        probs = product(hierarchy, coarse_probs, self.blended(hierarchy, coarse_probs, local))
-        return Combined(probs=probs, labels=probs.argmax(1), specialist_probs=local, ran_on=ran_on)
+        return ProductGraph(hierarchy, parts, self.weights)
 
     def state(self) -> dict[str, Any]:
         return {"weights": dict(self.weights or {})}

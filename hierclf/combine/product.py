@@ -8,27 +8,17 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 
 import numpy as np
 
-from hierclf.combine.base import Combined, Combiner, SpecialistRunner, everywhere
+from hierclf.combine.arithmetic import FlatGraph, ProductGraph, on_arrays
+from hierclf.combine.base import Combiner
 
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
 
 
-def supplied_terms(hierarchy: Hierarchy, coarse_probs: np.ndarray,
-                   specialist_probs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Each term's probabilities: its specialist's where it has one, else the coarse stage's."""
-    coarse = hierarchy.coarse_terms(coarse_probs)
-    return [specialist_probs[term.part] if term.part in specialist_probs else coarse[index]
-            for index, term in enumerate(hierarchy.terms)]
-
-
 def product(hierarchy: Hierarchy, coarse_probs: np.ndarray, specialist_probs: Mapping[str, np.ndarray]) -> np.ndarray:
     """Fine-class probabilities (float64) by the product rule; rows sum to 1 when each term's do."""
-    fine = np.ones((len(coarse_probs), hierarchy.num_classes), dtype=np.float64)
-    for term, probs in zip(hierarchy.terms, supplied_terms(hierarchy, coarse_probs, specialist_probs)):
-        concerned = term.columns >= 0
-        fine[:, concerned] *= probs[:, term.columns[concerned]]
-    return fine
+    parts = list(specialist_probs)
+    return on_arrays(ProductGraph(hierarchy, parts), coarse_probs, [specialist_probs[name] for name in parts])[0]
 
 
 class Flat(Combiner):
@@ -40,9 +30,8 @@ class Flat(Combiner):
     def applies_to(cls, hierarchy: Hierarchy) -> bool:
         return hierarchy.is_flat
 
-    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
-                run_specialist: SpecialistRunner) -> Combined:
-        return Combined(probs=coarse_probs, labels=coarse_probs.argmax(1))
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> FlatGraph:
+        return FlatGraph()
 
 
 class Product(Combiner):
@@ -51,8 +40,5 @@ class Product(Combiner):
                "heads' product)")
     needs = "product needs groups or heads"
 
-    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
-                run_specialist: SpecialistRunner) -> Combined:
-        local, ran_on = everywhere(coarse_probs, parts, run_specialist)
-        probs = product(hierarchy, coarse_probs, local)
-        return Combined(probs=probs, labels=probs.argmax(1), specialist_probs=local, ran_on=ran_on)
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> ProductGraph:
+        return ProductGraph(hierarchy, parts)

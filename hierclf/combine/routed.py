@@ -6,17 +6,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import torch
 
+from hierclf.combine.arithmetic import RoutedGraph, on_arrays, router_index, tensor
 from hierclf.combine.base import Combined, Combiner, SpecialistRunner
 
 if TYPE_CHECKING:
-    from hierclf.hierarchy.protocol import Hierarchy, Term
+    from hierclf.hierarchy.protocol import Hierarchy
     from hierclf.recipe.schema import CombineConfig
-
-
-def router(hierarchy: Hierarchy) -> Term | None:
-    """The term only the coarse stage supplies (the groups' coarse classes), if the hierarchy has one."""
-    return next((term for term in hierarchy.terms if term.part is None), None)
 
 
 class Routed(Combiner):
@@ -42,38 +39,24 @@ class Routed(Combiner):
 
     @classmethod
     def applies_to(cls, hierarchy: Hierarchy) -> bool:
-        return not hierarchy.is_flat and router(hierarchy) is not None
+        return not hierarchy.is_flat and router_index(hierarchy) is not None
+
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> RoutedGraph:
+        return RoutedGraph(hierarchy, parts, self.threshold)
 
     def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
                 run_specialist: SpecialistRunner) -> Combined:
-        by = router(hierarchy)
-        coarse_probs = hierarchy.coarse_terms(coarse_probs)[hierarchy.terms.index(by)]
-        top = coarse_probs.argmax(1)
-        fine = coarse_probs[:, by.columns].astype(np.float64)
-        first_class = np.asarray([np.flatnonzero(by.columns == c)[0] for c in range(by.width)])
-        labels = first_class[top]
-        widened = np.zeros(len(top), dtype=bool)
-        ran_on: dict[str, np.ndarray] = {}
-        outputs: dict[str, np.ndarray] = {}
-        for term in hierarchy.terms:
-            if term.part is None:
-                continue
-            members = list(term.members)
-            coarse = int(by.columns[members[0]])
-            fine[:, members] /= len(members)
-            chosen = top == coarse
-            extra = (coarse_probs[:, coarse] >= self.threshold) & ~chosen if self.threshold > 0 \
-                else np.zeros_like(chosen)
-            rows = np.flatnonzero(chosen | extra)
-            ran_on[term.part] = rows
-            outputs[term.part] = np.full((len(top), len(members)), np.nan)
-            widened |= extra
-            if len(rows) == 0:
-                continue
-            local = run_specialist(term.part, rows)
-            outputs[term.part][rows] = local
-            fine[np.ix_(rows, members)] = coarse_probs[rows, coarse][:, None] * local
-            on_top = chosen[rows]
-            labels[rows[on_top]] = np.asarray(members)[local[on_top].argmax(1)]
-        labels[widened] = fine[widened].argmax(1)
-        return Combined(probs=fine, labels=labels, specialist_probs=outputs, ran_on=ran_on)
+        """The module's routes decide where each specialist runs; it then combines with each
+        specialist's outputs on its rows (NaN elsewhere, which it never reads)."""
+        module = self.module(hierarchy, parts)
+        with torch.no_grad():
+            sent = module.routes(tensor(coarse_probs))[2]
+        outputs, ran_on = {}, {}
+        for source, name in enumerate(parts):
+            rows = np.flatnonzero(sent[source].numpy())
+            width = hierarchy.terms[module.terms.source.index(source)].width
+            outputs[name], ran_on[name] = np.full((len(coarse_probs), width), np.nan), rows
+            if len(rows):
+                outputs[name][rows] = run_specialist(name, rows)
+        probs, labels = on_arrays(module, coarse_probs, list(outputs.values()))
+        return Combined(probs=probs, labels=labels, specialist_probs=outputs, ran_on=ran_on)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
+import torch
 
-from hierclf.combine.base import Combined, Combiner, SpecialistRunner, StageOutputs, clipped_log, everywhere
+from hierclf.combine.arithmetic import StackingGraph, clipped_log, tensor
+from hierclf.combine.base import Combiner, StageOutputs
 from hierclf.errors import RunError
 
 if TYPE_CHECKING:
@@ -16,8 +18,9 @@ if TYPE_CHECKING:
 
 
 def stacking_features(coarse_probs: np.ndarray, specialist_probs: Sequence[np.ndarray]) -> np.ndarray:
-    """Log-probabilities of every stage side by side: the logistic regression's input."""
-    return clipped_log(np.concatenate([coarse_probs, *specialist_probs], axis=1))
+    """Log-probabilities of every stage side by side: the logistic regression's input (as the
+    module computes it)."""
+    return clipped_log(tensor(np.concatenate([coarse_probs, *specialist_probs], axis=1))).numpy()
 
 
 class Stacking(Combiner):
@@ -46,28 +49,23 @@ class Stacking(Combiner):
         self.num_classes = hierarchy.num_classes
         return self
 
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> StackingGraph:
+        return self._graph(hierarchy.coarse_layout.width
+                           + sum(term.width for term in hierarchy.terms if term.part in parts))
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
-        """Probabilities over all classes (a class absent when fitting gets 0)."""
+        """Probabilities over all classes from `stacking_features` (a class absent when fitting gets 0)."""
+        with torch.no_grad():
+            return self._graph(features.shape[1]).regression(tensor(features)).numpy()
+
+    def _graph(self, width: int) -> StackingGraph:
+        """The regression, refused when the stages give another number of features than it was fit on."""
         if self.coef is None:
             raise RunError("the stacking combiner is not fit yet")
-        if features.shape[1] != self.coef.shape[1]:
+        if width != self.coef.shape[1]:
             raise RunError(f"the stacking combiner was fit on {self.coef.shape[1]} features, but the stages give "
-                           f"{features.shape[1]}; fit it again (hierclf fit-fine)")
-        scores = features @ self.coef.T + self.intercept
-        if self.coef.shape[0] == 1:  # scikit-learn's binary form: one logit for the second class
-            scores = np.concatenate([np.zeros_like(scores), scores], axis=1)
-        scores -= scores.max(1, keepdims=True)
-        probs = np.exp(scores)
-        probs /= probs.sum(1, keepdims=True)
-        full = np.zeros((len(features), self.num_classes))
-        full[:, self.classes] = probs
-        return full
-
-    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
-                run_specialist: SpecialistRunner) -> Combined:
-        local, ran_on = everywhere(coarse_probs, parts, run_specialist)
-        probs = self.predict_proba(stacking_features(coarse_probs, [local[name] for name in parts]))
-        return Combined(probs=probs, labels=probs.argmax(1), specialist_probs=local, ran_on=ran_on)
+                           f"{width}; fit it again (hierclf fit-fine)")
+        return StackingGraph(self.coef, self.intercept, self.classes, self.num_classes)
 
     def settings(self) -> dict[str, Any]:
         return {"c": self.c}

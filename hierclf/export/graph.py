@@ -1,7 +1,8 @@
 """A run's whole prediction as one torch module, from uint8 pixels to final labels: what `hierclf
 export` turns into an ONNX graph. Each stage resizes and normalises the pixels as its loader does,
 soft-votes its fold models over the test-time views, and applies its calibration; the combiner's
-module (`hierclf.export.combiners`) then gives the probabilities and labels of `predict_items`."""
+own module (`Combiner.module`, the one `predict_items` computes with) then gives the
+probabilities and labels."""
 from __future__ import annotations
 
 import math
@@ -10,10 +11,11 @@ from typing import Any, Sequence
 
 import torch
 
+from hierclf.combine.arithmetic import Outputs
+from hierclf.combine.temperature import BlockTemperatures
 from hierclf.data.dataset import build_transform
 from hierclf.data.tta import View
 from hierclf.errors import HierclfError
-from hierclf.export.combiners import Outputs, combiner_graph
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.inference import vote
 from hierclf.models.spec import ModelSpec
@@ -34,7 +36,7 @@ class StageGraph(torch.nn.Module):
         super().__init__()
         self.models = torch.nn.ModuleList(models)
         self.layout, self.size, self.views = spec.layout, spec.img_size, tuple(views)
-        self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
+        self.calibration = None if temperatures is None else BlockTemperatures(spec.layout.sizes, temperatures)
         loader = build_transform(spec.img_size, spec.mean, spec.std)  # its normalisation's very tensors
         self.register_buffer("shift", loader.shift.clone())
         self.register_buffer("scale", loader.scale.clone())
@@ -43,11 +45,7 @@ class StageGraph(torch.nn.Module):
         resized = torch.nn.functional.interpolate(pixels, size=(self.size, self.size), mode="bilinear",
                                                   align_corners=False).add(0.5).floor()
         probs = vote(self.models, (resized - self.shift) * self.scale, self.layout, self.views)
-        if self.temperatures is None:
-            return probs
-        blocks = probs.split(self.layout.sizes, dim=1)
-        return torch.cat([(block.clamp(1e-12, 1.0).log() / t).softmax(1)
-                          for block, t in zip(blocks, self.temperatures)], dim=1)
+        return probs if self.calibration is None else self.calibration(probs)
 
 
 class PipelineGraph(torch.nn.Module):
@@ -95,7 +93,7 @@ def build_graph(run: Run, combiner: str | None = None, folds: Sequence[int] | No
                            f"one kind of image")
     parts = list(run.specialist_stages)
     module = PipelineGraph(coarse, [graph for graph, _ in specialists],
-                           combiner_graph(setup.combiner, run.hierarchy, parts)).eval()
+                           setup.combiner.module(run.hierarchy, parts).float()).eval()
     sizes = [described["img_size"] for described in (coarse_about, *(described for _, described in specialists))]
     about = {"classes": list(run.hierarchy.class_names), "combiner": setup.combiner.name,
              "exact_input_size": math.lcm(*sizes),

@@ -53,7 +53,7 @@ def test_flat_and_product_combine_without_fitting():
     rng = np.random.default_rng(1)
     data = StageOutputs(random_probs(rng, 200, 4), {"odd": random_probs(rng, 200, 2)}, rng.integers(0, 5, 200))
     flat = Flat().combine(GroupHierarchy(("a", "b", "c", "d")), data.coarse_probs, [], data.run_specialist)
-    assert flat.probs is data.coarse_probs and np.array_equal(flat.labels, data.coarse_probs.argmax(1))
+    assert np.array_equal(flat.probs, data.coarse_probs) and np.array_equal(flat.labels, data.coarse_probs.argmax(1))
     combined = Product().fit(FIVE, data).combine(FIVE, data.coarse_probs, ["odd"], data.run_specialist)
     assert np.array_equal(combined.probs, product(FIVE, data.coarse_probs, data.specialist_probs))
     assert len(combined.ran_on["odd"]) == 200
