@@ -296,14 +296,14 @@ def _echo_predictions(input_path: Path, out: Path, predictions, hierarchy, probs
                    "joined by commas (more seeds), scored as one ensemble out-of-fold. Repeatable.")
 def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None:
     """Score RUN's whole pipeline out-of-fold with every combiner, each with its training and
-    inference cost, beside the flat run and any controls; write report.json, report.md,
-    oof-predictions.csv and confusion.png into RUN."""
-    from hierclf.report.evaluate import evaluate_run
+    inference cost, beside the flat run and any controls; write report.html (one page of it all),
+    report.md, report.json, oof-predictions.csv, confusion.png and reliability.png into RUN."""
+    from hierclf.report.evaluate import REPORT_FILES, evaluate_run
     from hierclf.report.text import evaluation_lines
 
     report = evaluate_run(run, against, [[Path(p) for p in control.split(",") if p] for control in controls])
     click.echo("\n".join(evaluation_lines(report)))
-    click.echo(f"wrote {run}/report.md, report.json, oof-predictions.csv, confusion.png")
+    click.echo(f"wrote {run}/{REPORT_FILES[0]} (open it first), {', '.join(REPORT_FILES[1:])}")
 
 
 @main.command("tune-fine")

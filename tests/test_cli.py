@@ -125,6 +125,28 @@ def test_suggest_groups_finds_the_detail_classes_from_the_flat_run(detail_runs):
     assert 0 < inside <= errors and f"could win at most {inside / 160 * 100:.2f} points of accuracy" in line
     result = cli("suggest-groups", detail_runs / "hier")
     assert result.exit_code == 2 and "has groups patch; suggest-groups reads a flat run's" in result.stderr
+    assert "attributes" not in result.stdout  # checked, plain, left, right are no attributes
+
+
+def test_suggest_groups_says_heads_fit_labels_made_of_attributes(mask_runs):
+    result = cli("suggest-groups", mask_runs / "flat", "--min-confusion", "0.01")
+    assert result.exit_code == 0, result.output
+    assert ("these 18 classes are every combination of 3 attributes ({wear, incorrect, not_wear} × {male, female} "
+            "× {<30, 30-59, >=60}): one head per attribute fits such labels better than groups") in result.stdout
+    # the one-epoch flat run confuses every class with every other: no group of all 18 is offered
+    assert "every class is confused with the others, and a group of them all is the flat problem" in result.stdout
+    groups = [line for line in result.stdout.splitlines() if line.startswith("  group ")]
+    assert groups and all(line.split(": ", 1)[1].split("  holds")[0].count(", ") < 17 for line in groups)
+
+
+def test_evaluate_names_every_file_it_wrote_the_page_to_open_first(detail_runs):
+    result = cli("evaluate", detail_runs / "hier")
+    assert result.exit_code == 0, result.output
+    last = result.stdout.strip().splitlines()[-1]
+    assert last.startswith(f"wrote {detail_runs / 'hier'}/report.html (open it first), ")
+    named = ["report.html"] + last.split("(open it first), ")[1].split(", ")
+    assert {"report.md", "report.json", "oof-predictions.csv", "confusion.png", "reliability.png"} <= set(named)
+    assert all((detail_runs / "hier" / name).is_file() for name in named)
 
 
 def test_predict_traces_heads_and_scores_each(mask_runs, tmp_path):

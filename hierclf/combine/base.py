@@ -67,6 +67,8 @@ class Combiner(ABC):
     summary: ClassVar[str]
     needs: ClassVar[str]
     fits: ClassVar[bool] = False
+    uses_specialists: ClassVar[bool] = True
+    """False for one that never asks a specialist: predict and export then leave them unloaded."""
 
     @classmethod
     def from_config(cls, config: CombineConfig) -> "Combiner":

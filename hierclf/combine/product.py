@@ -1,7 +1,8 @@
 """The product rule, exact: a class's probability is the product of its hierarchy's terms, each
 supplied by its specialist where it has one, else by the coarse stage. For groups that is
 P(y) = P(group of y) · P(y | group); for attribute heads the heads' outer product, a head
-specialist replacing its head. `Flat` is the pipeline of a run with nothing to combine."""
+specialist replacing its head. `Flat` is the pipeline of a run with nothing to combine, and
+`CoarseAlone` the coarse stage without its specialists, where it supplies every term itself."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping, Sequence
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Mapping, Sequence
 import numpy as np
 
 from hierclf.combine.arithmetic import FlatGraph, ProductGraph, on_arrays
-from hierclf.combine.base import Combiner
+from hierclf.combine.base import Combined, Combiner, SpecialistRunner
 
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
@@ -42,3 +43,28 @@ class Product(Combiner):
 
     def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> ProductGraph:
         return ProductGraph(hierarchy, parts)
+
+
+class CoarseAlone(Combiner):
+    """The product rule on the coarse stage's own terms: what the run would score had no
+    specialist been trained, so a specialist that lowers its head or group shows."""
+
+    name = "coarse"
+    summary = ("the coarse stage alone, its specialists left out (heads, or groups over a flat run): what the "
+               "specialists are measured against")
+    needs = "coarse needs a coarse stage that gives every class itself (heads, or groups over a flat run)"
+    uses_specialists = False
+
+    @classmethod
+    def applies_to(cls, hierarchy: Hierarchy) -> bool:
+        return not hierarchy.is_flat and all(term.from_coarse for term in hierarchy.terms)
+
+    def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> ProductGraph:
+        """The product of the coarse stage's terms; the specialists' outputs it is handed are ignored."""
+        return ProductGraph(hierarchy, [])
+
+    def combine(self, hierarchy: Hierarchy, coarse_probs: np.ndarray, parts: Sequence[str],
+                run_specialist: SpecialistRunner) -> Combined:
+        """No specialist runs."""
+        probs, labels = on_arrays(self.module(hierarchy, parts), coarse_probs, [])
+        return Combined(probs=probs, labels=labels, ran_on={name: np.zeros(0, dtype=np.int64) for name in parts})

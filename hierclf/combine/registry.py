@@ -6,6 +6,8 @@
 - `stacking`: a logistic regression on the stages' log-probabilities, fit on out-of-fold outputs.
 - `blend`: over a flat run, a weighted geometric mean of its within-group distribution and the
   specialist's, the weight fit per group on out-of-fold outputs.
+- `coarse`: the coarse stage alone, where it gives every class itself (heads, groups over a flat
+  run): the pipeline each specialist must beat.
 
 Which combiners a run may use follows from its hierarchy's terms (`Combiner.applies_to`), in
 this order, the preferred first.
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from hierclf.combine.base import Combiner
 from hierclf.combine.blend import Blend
-from hierclf.combine.product import Flat, Product
+from hierclf.combine.product import CoarseAlone, Flat, Product
 from hierclf.combine.routed import Routed
 from hierclf.combine.stacking import Stacking
 from hierclf.errors import RecipeError
@@ -24,7 +26,7 @@ from hierclf.errors import RecipeError
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
 
-COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking, Blend)}
+COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking, Blend, CoarseAlone)}
 """Every combiner by name, in order of preference."""
 
 

@@ -86,12 +86,13 @@ def build_graph(run: Run, combiner: str | None = None, folds: Sequence[int] | No
         return StageGraph(loaded.models, spec, setup.views, temperatures), described
 
     coarse, coarse_about = stage_graph(run.coarse_stage)
-    specialists = [stage_graph(stage) for stage in run.specialist_stages.values()]
+    used = run.specialist_stages if setup.combiner.uses_specialists else {}
+    specialists = [stage_graph(stage) for stage in used.values()]
     channels = {int(graph.shift.shape[1]) for graph in (coarse, *(graph for graph, _ in specialists))}
     if len(channels) != 1:
         raise HierclfError(f"{run.root}: its stages take images of {sorted(channels)} channels; one graph takes "
                            f"one kind of image")
-    parts = list(run.specialist_stages)
+    parts = list(used)
     module = PipelineGraph(coarse, [graph for graph, _ in specialists],
                            setup.combiner.module(run.hierarchy, parts).float()).eval()
     sizes = [described["img_size"] for described in (coarse_about, *(described for _, described in specialists))]

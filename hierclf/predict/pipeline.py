@@ -90,7 +90,8 @@ def _load_stages(run: Run, folds: Sequence[int] | None, inference: Inference, se
     def models(stage: Stage) -> StageModels:
         return StageModels(run, stage, device, folds, inference, setup.views, calibration)
 
-    return models(run.coarse_stage), {name: models(stage) for name, stage in run.specialist_stages.items()}
+    specialists = run.specialist_stages if setup.combiner.uses_specialists else {}
+    return models(run.coarse_stage), {name: models(stage) for name, stage in specialists.items()}
 
 
 def _predicted(run: Run, setup: PredictionSetup, stages: _Stages, items: Items, trace: bool) -> Predictions:

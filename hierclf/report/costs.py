@@ -56,10 +56,11 @@ def epochs_seconds(folder: Path) -> tuple[int, float]:
     return len(lines), sum(float(line.get("seconds", 0.0)) for line in lines)
 
 
-def training_cost(run: Run) -> dict[str, Any]:
-    """Each stage's training cost and the total: with a flat coarse run, its cost is counted, as
-    the pipeline cannot exist without it."""
-    stages = {stage.name: stage_training_cost(run, stage) for stage in run.stages}
+def training_cost(run: Run, specialists: bool = True) -> dict[str, Any]:
+    """Each stage's training cost and the total (without `specialists`: the coarse stage's alone):
+    with a flat coarse run, its cost is counted, as the pipeline cannot exist without it."""
+    stages = {stage.name: stage_training_cost(run, stage)
+              for stage in (run.stages if specialists else [run.coarse_stage])}
     total = sum(stages.values(), Cost())
     return {"stages": {name: cost.to_dict() for name, cost in stages.items()}, **total.to_dict()}
 

@@ -12,7 +12,7 @@ beats what its compute would have bought the flat model. `score_run` computes th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
@@ -21,7 +21,7 @@ from hierclf.combine.base import Combined, Combiner
 from hierclf.combine.product import product
 from hierclf.combine.registry import COMBINERS, applicable, choose_combiner
 from hierclf.hierarchy.protocol import Hierarchy
-from hierclf.metrics import calibration, confusion, reliability
+from hierclf.metrics import calibration, confusion, paired_difference, reliability, scores
 from hierclf.report.controls import flat_runs_scores, pipeline_scores
 from hierclf.report.costs import inference_cost, training_cost
 from hierclf.report.html import report_html
@@ -67,7 +67,6 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
     chosen = choose_combiner(hierarchy, method, f'{run.recipe_path}: combine.method = "{method}"')
     outcomes = {name: out_of_fold(COMBINERS[name].from_config(recipe.combine), hierarchy, oof, recipe.folds.seed)
                 for name in applicable(hierarchy)}
-    trained = training_cost(run)
     pipelines = {}
     for name, outcome in outcomes.items():
         pipelines[name] = pipeline_scores(oof.labels, outcome.labels, names)
@@ -75,7 +74,7 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
         share = {part: float(len(rows) / len(oof.ids)) for part, rows in outcome.ran_on.items()}
         if outcome.ran_on:
             pipelines[name]["specialist_share"] = share
-        pipelines[name]["training"] = trained
+        pipelines[name]["training"] = training_cost(run, COMBINERS[name].uses_specialists)
         pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
     fine = product(hierarchy, oof.coarse_probs, oof.specialist_probs) if not hierarchy.is_flat else oof.coarse_probs
     chosen_labels = outcomes[chosen].labels
@@ -86,11 +85,34 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
                   outcomes=outcomes, calibration=calibration_report(run), flat=flat,
                   specialists={name: read_summary(run.summary_path(stage.name))
                                for name, stage in run.specialist_stages.items()},
-                  controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls])
+                  controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls],
+                  against_coarse=specialists_against_coarse(hierarchy, oof), part_noun=hierarchy.part_noun)
+
+
+def specialists_against_coarse(hierarchy: Hierarchy, oof: RunOOF) -> list[dict[str, Any]]:
+    """Each specialist beside the coarse stage on the term both supply (a head; a group's classes
+    over a flat run), on that term's rows out-of-fold: their macro-F1 and the paired interval of
+    the difference. A specialist below the coarse stage lowers what the product gives."""
+    found = []
+    for term, version in zip(hierarchy.terms, hierarchy.coarse_terms(oof.coarse_probs)):
+        if term.part not in oof.specialist_probs or not term.from_coarse:
+            continue
+        targets = term.targets(oof.labels)
+        rows = np.flatnonzero(targets >= 0)
+        own, coarse = oof.specialist_probs[term.part][rows].argmax(1), version[rows].argmax(1)
+        found.append({"part": term.part, "rows": int(len(rows)),
+                      "specialist": scores(targets[rows], own, term.width)["macro_f1"],
+                      "coarse": scores(targets[rows], coarse, term.width)["macro_f1"],
+                      "paired_difference": paired_difference(targets[rows], own, coarse, term.width)})
+    return found
+
+
+REPORT_FILES = ("report.html", "report.md", "report.json", "oof-predictions.csv", "confusion.png", "reliability.png")
+"""What `evaluate` writes into the run folder; report.html, the page to open, first."""
 
 
 def write_report(run: Run, report: Report) -> None:
-    """Every file of the report, into the run folder, each written atomically."""
+    """Every file of the report (REPORT_FILES), into the run folder, each written atomically."""
     chosen = report.chosen
     write_json(run.root / "report.json", report.to_dict())
     write_text(run.root / "report.md", report_markdown(report))

@@ -75,6 +75,8 @@ class Report:
     calibration: dict[str, Any] = field(default_factory=dict)
     flat: dict[str, Any] | None = None
     controls: list[dict[str, Any]] = field(default_factory=list)
+    against_coarse: list[dict[str, Any]] = field(default_factory=list)
+    part_noun: str = "group"
     oof_estimates: str = OOF_ESTIMATES
 
     @property
@@ -106,7 +108,21 @@ class Report:
                          f"({chosen['macro_f1']:.4f} vs {other['macro_f1']:.4f}, {gain * 100:+.2f} points"
                          f"{_noise(other.get('paired_difference'))}){budget}"
                          f"{PROBE_NOT_BEATEN if other.get('probe') and gain <= 0 else ''}")
-        return lines + self._cheaper_line(chosen, compared)
+        return lines + self._cheaper_line(chosen, compared) + self._lowered_lines()
+
+    def _lowered_lines(self) -> list[str]:
+        """Each specialist that scores below the coarse stage on its own head or group."""
+        lines = []
+        for entry in self.against_coarse:
+            gain = entry["specialist"] - entry["coarse"]
+            if gain < 0:
+                alone = self.pipelines.get("coarse")
+                lines.append(f"the specialist of {self.part_noun} {entry['part']} lowers it: macro-F1 "
+                             f"{entry['specialist']:.4f} against the coarse stage's {entry['coarse']:.4f} on its "
+                             f"{entry['rows']} rows ({gain * 100:+.2f} points{_noise(entry['paired_difference'])})"
+                             + (f"; the coarse stage alone scores {alone['macro_f1']:.4f} (combiner coarse)"
+                                if alone else ""))
+        return lines
 
     def _cheaper_line(self, chosen: dict[str, Any], compared: list[tuple[str, dict[str, Any] | None]]) -> list[str]:
         """Where the pipeline does not beat a run that cost less to train beyond the noise, the
@@ -140,5 +156,5 @@ class Report:
                       calibration=self.calibration)
         if self.flat is not None:
             report["flat"] = self.flat
-        report.update(controls=self.controls, verdict=self.verdict)
+        report.update(controls=self.controls, against_coarse=self.against_coarse, verdict=self.verdict)
         return report

@@ -3,12 +3,12 @@ evaluation (from summary.json and oof.npz, or a `Report`), and the groups sugges
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from hierclf.errors import RunError
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.hierarchy.stage import in_stage
-from hierclf.hierarchy.suggest import suggest_groups
+from hierclf.hierarchy.suggest import attribute_values, suggestion
 from hierclf.metrics import confusion, report_text
 from hierclf.recipe.coerce import show_value
 from hierclf.report.report import Report, budget_text
@@ -75,11 +75,17 @@ def suggestion_lines(run_path: Path, max_groups: int, min_confusion: float) -> l
     oof = load_oof(run)
     matrix = confusion(oof.labels, oof.coarse_probs.argmax(1), hierarchy.num_classes)
     errors, rows = int(matrix.sum() - matrix.trace()), int(matrix.sum())
-    lines = [f"{errors} out-of-fold errors in {rows} rows"]
-    groups = suggest_groups(matrix, max_groups=max_groups, min_confusion=min_confusion)
+    lines = [f"{errors} out-of-fold errors in {rows} rows"] + _attributes_lines(hierarchy.class_names)
+    found = suggestion(matrix, max_groups=max_groups, min_confusion=min_confusion)
+    groups = found.groups
+    if found.every_class_merged:
+        lines.append(f"at --min-confusion {min_confusion:g} every class is confused with the others, and a group "
+                     f"of them all is the flat problem again; the groups below are the next cut of the same tree"
+                     f"{' (none holds two classes)' if not groups else ''}")
     if not groups:
-        return lines + [f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; "
-                        f"a flat model is the right shape here (or lower --min-confusion)"]
+        return lines + ([] if found.every_class_merged else [
+            f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; a flat "
+            f"model is the right shape here (or lower --min-confusion)"])
     for number, group in enumerate(groups, start=1):
         names = ", ".join(hierarchy.class_names[m] for m in group.members)
         inside = round(group.error_share * errors)
@@ -91,3 +97,14 @@ def suggestion_lines(run_path: Path, max_groups: int, min_confusion: float) -> l
                  "so the flat run is the coarse stage and only specialists train:\n\n[hierarchy]\ngroups = "
                  + show_value(listed) + f"\ncoarse_run = {show_value(str(run_path))}\n\n[fine]\ninit_from_coarse = true")
     return lines
+
+
+def _attributes_lines(class_names: Sequence[str]) -> list[str]:
+    """Where the classes are every combination of a few attributes' values (male/<30), that one
+    head per attribute fits them."""
+    values = attribute_values(class_names)
+    if values is None:
+        return []
+    shown = " × ".join("{" + ", ".join(column) + "}" for column in values)
+    return [f"these {len(class_names)} classes are every combination of {len(values)} attributes ({shown}): one "
+            f"head per attribute fits such labels better than groups ([hierarchy] heads, docs/attributes.md)"]

@@ -135,6 +135,9 @@ def test_product_is_the_heads_product_with_the_specialist_in_place_of_age(mask_r
     assert (predictions.labels == encode_factors(values, (3, 2, 3))).mean() > 0.7
     with pytest.raises(RecipeError, match="nothing to route"):
         predict_items(run, items, combiner="routed", inference=Inference(workers=0))
+    # the coarse stage alone: its own heads' product, the age specialist never loaded nor run
+    alone = predict_items(run, items, combiner="coarse", inference=Inference(workers=0, device="cpu"))
+    assert np.allclose(alone.probs, with_coarse_age, atol=1e-6) and alone.specialist_rows == {}
 
 
 def test_several_runs_are_soft_voted_with_weights(flat_run, tmp_path):

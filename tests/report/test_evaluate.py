@@ -90,8 +90,19 @@ def test_evaluate_refuses_a_flat_run_split_differently_or_not_flat(detail_runs, 
 
 def test_evaluate_reports_each_head_beside_the_flat_model(mask_runs):
     report = evaluate_run(mask_runs / "heads", against=mask_runs / "flat").to_dict()
-    assert set(report["pipelines"]) == {"product", "stacking"} and report["chosen"] == "product"
+    assert set(report["pipelines"]) == {"product", "stacking", "coarse"} and report["chosen"] == "product"
     heads = report["heads"]
+    # the coarse stage alone is a pipeline of its own: its heads' product, at the coarse stage's cost
+    alone, product = report["pipelines"]["coarse"], report["pipelines"]["product"]
+    assert alone["training"]["images"] < product["training"]["images"]
+    assert list(alone["training"]["stages"]) == ["coarse"] and alone["specialist_share"] == {"age": 0.0}
+    assert alone["inference"]["passes"] < product["inference"]["passes"]
+    # each specialist beside the coarse head it replaces, on the same rows; a verdict where it is lower
+    [age] = report["against_coarse"]
+    assert age["part"] == "age" and age["specialist"] == heads["age"]["specialist"]["macro_f1"]
+    assert age["coarse"] == heads["age"]["coarse"]["macro_f1"]
+    lowered = [line for line in report["verdict"] if "lowers it" in line]
+    assert len(lowered) == (age["specialist"] < age["coarse"])
     assert set(heads) == {"mask", "gender", "age"}
     assert "specialist" in heads["age"] and "specialist" not in heads["mask"]
     assert heads["age"]["product"] == heads["age"]["specialist"]  # the product takes age from the specialist
@@ -117,7 +128,10 @@ def test_a_hierarchy_over_the_flat_run_is_scored_with_cost_against_it_and_its_co
     assert result.exit_code == 0, result.output
     report = evaluate_run(detail_runs / "linked", controls=[[flat, seed1], [seed1]]).to_dict()
     assert report["flat"]["run"] == str(flat)  # the coarse run is compared against by default
-    assert set(report["pipelines"]) == {"product", "routed", "stacking", "blend"}
+    assert set(report["pipelines"]) == {"product", "routed", "stacking", "blend", "coarse"}
+    # over a flat run, the coarse stage alone is that flat run, at its cost
+    assert report["pipelines"]["coarse"]["macro_f1"] == report["flat"]["macro_f1"]
+    assert report["pipelines"]["coarse"]["training"]["images"] == report["flat"]["training"]["images"]
     blend = report["pipelines"]["blend"]
     assert blend["macro_f1"] >= report["flat"]["macro_f1"] + 0.1, blend  # the 48 px specialist sees the patch
     # the flat run's probabilities summed over the group are the routing decision
