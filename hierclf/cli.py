@@ -7,9 +7,10 @@ from pathlib import Path
 
 import click
 
-from hierclf.combine.registry import COMBINERS
+from hierclf.combine.registry import COMBINERS, choose_combiner
 from hierclf.errors import HierclfError, user_message
 from hierclf.export.command import export
+from hierclf.report.runs_command import runs
 from hierclf.options import FiniteRange, FoldChoice, parse_seeds, parse_weights
 from hierclf.runtime.launch import launched
 
@@ -94,6 +95,8 @@ def import_weights(src: Path, model: str, out: Path) -> None:
 
 
 _FOLD = FoldChoice()
+TENSORBOARD_HELP = ("Write TensorBoard event files into each fold's folder as it trains (the stage's "
+                    "tensorboard key): tensorboard --logdir runs/. Needs pip install 'hierclf[tensorboard]'.")
 
 
 @main.command("fit-coarse")
@@ -105,13 +108,14 @@ _FOLD = FoldChoice()
 @click.option("--set", "overrides", multiple=True, metavar="SECTION.KEY=VALUE", help="Override a recipe key (repeatable).")
 @click.option("--seeds", default=None, metavar="0,1,2",
               help="Train one run per seed, OUT/seed-<n>, for an ensemble: predict OUT/seed-0 OUT/seed-1 … INPUT.")
+@click.option("--tensorboard", is_flag=True, help=TENSORBOARD_HELP)
 def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tuple[str, ...],
-                       seeds: str | None) -> None:
+                       seeds: str | None, tensorboard: bool) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
     from hierclf.recipe.reading import load_recipe
     from hierclf.train import fit_coarse
 
-    loaded = load_recipe(recipe, overrides)
+    loaded = load_recipe(recipe, overrides + (("coarse.tensorboard=true",) if tensorboard else ()))
     runs = [(loaded, out)] if seeds is None else [(loaded.with_seed(seed), out / f"seed-{seed}")
                                                   for seed in parse_seeds(seeds)]
     for run_recipe, run_out in runs:
@@ -166,11 +170,13 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
 @click.option("--fold", type=_FOLD, default=None, metavar="K|next", help="Train only fold K, or next (see fit-coarse).")
 @click.option("--set", "overrides", multiple=True, metavar="fine.KEY=VALUE",
               help="Override a fine.* (or fine.GROUP.*) key of the run's recipe (repeatable).")
-def fit_fine_command(runs: tuple[Path, ...], group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
+@click.option("--tensorboard", is_flag=True, help=TENSORBOARD_HELP)
+def fit_fine_command(runs: tuple[Path, ...], group: str | None, fold: int | None, overrides: tuple[str, ...],
+                     tensorboard: bool) -> None:
     """Train each group's specialist on that group's images, in the coarse stage's folds (in each
     RUN: the seed runs of an ensemble)."""
     for run in runs:
-        _fit_fine_run(run, group, fold, overrides)
+        _fit_fine_run(run, group, fold, overrides + (("fine.tensorboard=true",) if tensorboard else ()))
 
 
 def _fit_fine_run(run: Path, group: str | None, fold: int | None, overrides: tuple[str, ...]) -> None:
@@ -262,28 +268,29 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
         if joined:
             click.echo(f"every shard is written: joined them into {out}")
         return
-    _echo_predictions(input_path, out, predictions, hierarchy, probs, label_index)
+    _echo_predictions(input_path, out, predictions, opened, probs, label_index,
+                      {"combiner": choose_combiner(hierarchy, combiner or recipe.combine.method, "--combiner"),
+                       "engine": inference.described(),
+                       "tta": list(recipe.predict.tta if views is None else views)})
 
 
-def _echo_predictions(input_path: Path, out: Path, predictions, hierarchy, probs: bool, label_index: bool) -> None:
-    """Write the CSV; say how many images each specialist ran on and, where the input has labels,
-    the scores (each head's too)."""
-    from hierclf.metrics import report_text, scores
+def _echo_predictions(input_path: Path, out: Path, predictions, runs, probs: bool, label_index: bool,
+                      settings: dict) -> None:
+    """Write the CSV and say what was written; where the input has labels, the scores, recorded
+    in the run's scored.jsonl when one run predicted (`hierclf runs` shows them)."""
+    from hierclf.metrics import scores
     from hierclf.predict.output import write_predictions
+    from hierclf.report.text import prediction_lines
+    from hierclf.run.scored import SCORED, record_score
 
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)
-    click.echo(f"wrote {len(predictions.ids)} predictions to {out}")
-    for name, count in (predictions.specialist_rows or {}).items():
-        click.echo(f"  specialist {name!r} ran on {count} of {len(predictions.ids)} images")
-    if predictions.has_targets:
-        result = scores(predictions.targets, predictions.labels, len(predictions.class_names))
-        click.echo(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
-        layout = hierarchy.coarse_layout
-        parts = layout.label_scores(hierarchy.coarse_targets(predictions.targets),
-                                    hierarchy.coarse_targets(predictions.labels))
-        for name, head in parts.get("heads", {}).items():
-            click.echo(f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}")
-        click.echo("\n" + report_text(predictions.targets, predictions.labels, predictions.class_names))
+    result = scores(predictions.targets, predictions.labels, len(predictions.class_names)) \
+        if predictions.has_targets else None
+    click.echo("\n".join(prediction_lines(input_path, out, predictions, runs[0].hierarchy, result)))
+    if result is not None and len(runs) == 1:
+        entry = {"input": str(input_path), "rows": len(predictions.ids), **result, **settings}
+        if not record_score(runs[0].root, entry):
+            click.echo(f"(the score is not recorded: {runs[0].root} cannot be written to, so {SCORED} stays as it was)")
 
 
 @main.command()
@@ -369,3 +376,4 @@ def probe(source: Path, out: Path, c: float | None, overrides: tuple[str, ...]) 
 
 
 main.add_command(export)
+main.add_command(runs)

@@ -18,7 +18,7 @@ PACKAGE = Path(hierclf.__file__).parent
 
 LAYERS = (
     ("errors",),
-    ("seeding", "metrics", "readback", "options"),
+    ("seeding", "metrics", "readback", "options", "figures"),
     ("runtime", "combine"),
     ("data",),
     ("recipe",),

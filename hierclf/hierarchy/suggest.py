@@ -34,8 +34,15 @@ class Suggestion:
 
 
 def suggest_groups(matrix: np.ndarray, max_groups: int = 3, min_confusion: float = 0.02) -> list[SuggestedGroup]:
-    """Groups of classes a flat model confuses, the groups holding most of the errors first
-    (`suggestion`'s groups)."""
+    """Groups of classes a flat model confuses, the groups holding most of the errors first.
+
+    Args:
+        matrix: the out-of-fold confusion matrix (true class by row, predicted by column).
+        max_groups: at most this many groups.
+        min_confusion: the mean mutual confusion rate two classes need to share a group.
+
+    Returns:
+        `suggestion`'s groups (never one of every class)."""
     return suggestion(matrix, max_groups, min_confusion).groups
 
 

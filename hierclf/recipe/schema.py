@@ -265,6 +265,10 @@ class StageConfig(LossConfig, LoaderConfig, TrainConfig, ModelConfig):
     probe_check: bool = _key(False, "Before a fold trains, fit the linear probe on the starting weights' features "
                                     "(one pass over the fold's rows) and warn when a trained epoch scores below it: "
                                     "fine-tuning that loses what the backbone knew.", runtime=True)
+    tensorboard: bool = _key(False, "Write TensorBoard event files into each fold's folder as it trains (every "
+                                    "figure of metrics.jsonl by epoch, the recipe, the validation confusion matrix): "
+                                    "tensorboard --logdir runs/. Needs pip install 'hierclf[tensorboard]'; "
+                                    "fit-coarse/fit-fine --tensorboard sets it.", runtime=True)
 
 
 @dataclass(frozen=True)

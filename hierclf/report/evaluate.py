@@ -26,10 +26,10 @@ from hierclf.report.controls import flat_runs_scores, pipeline_scores
 from hierclf.report.costs import inference_cost, training_cost
 from hierclf.report.html import report_html
 from hierclf.report.markdown import predictions_csv, report_markdown
-from hierclf.report.plots import confusion_figure, reliability_figure, save_png
+from hierclf.figures import confusion_figure, reliability_figure
 from hierclf.report.report import Report
 from hierclf.run.calibration import calibration_report
-from hierclf.run.files import check_writable, write_json, write_text
+from hierclf.run.files import check_writable, save_png, write_json, write_text
 from hierclf.run.fold_files import read_summary
 from hierclf.run.folder import Run
 from hierclf.run.outputs import RunOOF, load_oof

@@ -15,7 +15,7 @@ from PIL import Image
 from hierclf.data import Items, load_training_items
 from hierclf.errors import HierclfError
 from hierclf.hierarchy.build import label_attributes
-from hierclf.report.plots import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
+from hierclf.figures import confusion_figure, learning_curves_figure, png_bytes, reliability_figure
 from hierclf.report.report import Report, budget_cell
 from hierclf.run.fold_files import read_history
 from hierclf.run.folder import Run

@@ -11,6 +11,7 @@ import re
 import socket
 import stat
 import uuid
+import zipfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
@@ -143,7 +144,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(_checked(path), allow_pickle=False) as archive:
             return {name: archive[name] for name in archive.files}
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # a file cut short is no zip at all
         raise RunError(f"{path} cannot be read: {error}") from None
 
 
@@ -171,3 +172,9 @@ def check_finite(tensors: dict[str, torch.Tensor], source: str) -> None:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
             raise RunError(f"{source}: tensor {name!r} holds NaN or infinite values, so these weights cannot "
                            f"predict; train them again or use others")
+
+
+def save_png(path: Path, figure: Any) -> None:
+    """A matplotlib figure as a PNG file, written atomically."""
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110)

@@ -14,6 +14,7 @@ from hierclf.models.factory import create_model, lowest_stages
 from hierclf.recipe.schema import Recipe
 from hierclf.runtime.devices import resolve_device
 from hierclf.runtime.processes import Processes
+from hierclf.train.board import check_tensorboard
 from hierclf.train.kfold import TRAIN_ONLY
 from hierclf.train.stage import NEXT
 
@@ -31,9 +32,11 @@ def check_model(stage: Stage) -> None:
     """Build the stage's model once, so a weights file that is missing, unreadable or for another
     architecture, or more frozen stages than it has, is refused before the run folder is written
     to. A specialist started from the coarse model is built without its starting weights (the
-    coarse folds give them). The stage's device is resolved first."""
+    coarse folds give them). The stage's device is resolved first, and the tensorboard package
+    looked for where the stage writes event files."""
     config = stage.config
     check_device(config.device, stage.key)
+    check_tensorboard(config.tensorboard, stage.key)
     if config.init_from_coarse:
         config = dataclasses.replace(config, pretrained=False, weights="")
     model, _ = create_model(config, stage.layout, key=stage.key, separate=stage.separate, seed=0)

@@ -28,6 +28,7 @@ from hierclf.recipe.schema import learned_keys
 from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
+from hierclf.train.board import Board
 from hierclf.train.loop import fit
 from hierclf.train.guard import Guard, chance_loss, checked_epoch, fold_probe
 from hierclf.train.losses import LayoutLoss, build_layout_loss
@@ -59,7 +60,9 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
                        made_for=fit_identity(stage.name, fold, learned_keys(stage.config),
                                              items.ids[train_rows].tolist()),
                        guard=_guard(f"{stage.name} fold {fold}", stage, model, loaders, criterion,
-                                    (train_rows, val_rows)))
+                                    (train_rows, val_rows)),
+                       board=Board(run.fold_dir(stage.name, fold), stage.layout, run.recipe.to_toml())
+                       if stage.config.tensorboard else None)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
                  placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)

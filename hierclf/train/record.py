@@ -18,6 +18,7 @@ from hierclf.errors import OverBudget, unwritable
 from hierclf.models.saved import save_model
 from hierclf.models.spec import ModelSpec
 from hierclf.run.files import write_json, write_npz, write_text
+from hierclf.train.board import Board
 from hierclf.train.checkpoint import capture, load_checkpoint, restore, save_checkpoint
 from hierclf.train.guard import Guard
 from hierclf.train.state import TrainingState
@@ -35,12 +36,15 @@ class FitRecord:
     the resume file is still read, but the draws it holds are rank 0's and are left out."""
 
     def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True,
-                 seconds_limit: float | None = None, made_for: str = "", guard: Guard | None = None):
+                 seconds_limit: float | None = None, made_for: str = "", guard: Guard | None = None,
+                 board: Board | None = None):
         """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`);
         `made_for`: what the fit is (`fit_identity`), so a resume file of another fit is refused;
-        `guard`: what a fit from trained weights is checked against as its epochs are logged."""
+        `guard`: what a fit from trained weights is checked against as its epochs are logged;
+        `board`: the fold's TensorBoard event files, where the stage writes them."""
         self.name, self.folder, self.writes = name, folder, writes
         self.seconds_limit, self.made_for, self.guard = seconds_limit, made_for, guard
+        self.board = board if writes else None
 
     @property
     def metrics_path(self) -> Path | None:
@@ -59,6 +63,8 @@ class FitRecord:
             log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
         if self.writes and self.metrics_path is not None:
             write_text(self.metrics_path, "".join(json.dumps(entry) + "\n" for entry in training.history))
+        if self.board is not None:
+            self.board.start(len(training.history))
 
     def progress(self, batches: Iterable, epoch: int, epochs: int) -> Iterable:
         """The epoch's batches, with a progress bar where one is shown (rank 0, on a terminal)."""
@@ -73,6 +79,8 @@ class FitRecord:
                     handle.write(json.dumps(entry) + "\n")
             except OSError as error:
                 raise unwritable(self.metrics_path, error) from None
+        if self.board is not None:
+            self.board.epoch(entry)
         per_head = "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
                            if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
@@ -109,6 +117,8 @@ class FitRecord:
         save_model(self.folder, model, spec)
         write_json(self.folder / "result.json", result)
         self.resume_path.unlink(missing_ok=True)
+        if self.board is not None:
+            self.board.finish(val["probs"], val["targets"], result["best_epoch"])
 
 
 def fit_identity(*parts: Any) -> str:

@@ -17,6 +17,7 @@ from hierclf.models.saved import load_model
 from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.predict.stage_models import StageModels
 from hierclf.run.folder import Run
+from hierclf.run.scored import read_scores
 
 QUICK = Inference(batch_size=64, workers=0)
 
@@ -75,9 +76,11 @@ def test_tta_moves_the_probabilities_not_the_labels(flat_run, tmp_path):
     assert any(r["prob_left"] != s["prob_left"] for r, s in zip(rows_plain, rows_tta))
 
 
-def test_each_combiner_predicts_and_the_run_folder_is_only_read(detail_runs, tmp_path):
+def test_each_combiner_predicts_and_the_run_folder_is_only_read_but_for_the_score(detail_runs, tmp_path):
     data = detail_runs / "data" / "train.csv"
-    before = {p: p.stat().st_mtime_ns for p in (detail_runs / "hier").rglob("*")}
+    scored = detail_runs / "hier" / "scored.jsonl"
+    before = {p: p.stat().st_mtime_ns for p in (detail_runs / "hier").rglob("*") if p != scored}
+    recorded = len(read_scores(detail_runs / "hier"))
     result = cli("predict", detail_runs / "hier", data, "--out", tmp_path / "routed.csv", "--combiner", "routed",
                  "--trace", "--workers", "0")
     assert result.exit_code == 0, result.output
@@ -94,7 +97,10 @@ def test_each_combiner_predicts_and_the_run_folder_is_only_read(detail_runs, tmp
         result = cli("predict", detail_runs / "hier", data, "--out", tmp_path / f"{combiner}.csv", "--combiner",
                      combiner, "--workers", "0")
         assert result.exit_code == 0 and "ran on 160 of 160 images" in result.stdout, result.output
-    assert {p: p.stat().st_mtime_ns for p in (detail_runs / "hier").rglob("*")} == before  # nothing written
+    # nothing written but one line of scored.jsonl per prediction of labelled images
+    assert {p: p.stat().st_mtime_ns for p in (detail_runs / "hier").rglob("*") if p != scored} == before
+    assert [entry["combiner"] for entry in read_scores(detail_runs / "hier")[recorded:]] == ["routed", "stacking",
+                                                                                             "product"]
     result = cli("predict", detail_runs / "hier", data, "--out", tmp_path / "x.csv", "--combiner", "average")
     assert result.exit_code == 2 and "--combiner 'average': no such combiner" in result.stderr
     assert not (tmp_path / "x.csv").exists()

@@ -29,7 +29,7 @@ def test_a_stage_is_made_of_slices_that_share_no_key():
     # what fit reads is a TrainConfig: a test of the loop builds one without model or loader keys
     train_keys = {f.name for f in dataclasses.fields(TrainConfig)}
     assert "epochs" in train_keys and "model" not in train_keys and "batch_size" not in train_keys
-    union = set().union(*own.values()) | train_keys | {"device", "seed", "probe_check"}
+    union = set().union(*own.values()) | train_keys | {"device", "seed", "probe_check", "tensorboard"}
     assert union == {f.name for f in dataclasses.fields(StageConfig)}
 
 

@@ -3,7 +3,8 @@ import matplotlib
 import numpy as np
 from PIL import Image
 
-from hierclf.report.plots import confusion_figure, reliability_figure, save_png
+from hierclf.figures import confusion_figure, reliability_figure
+from hierclf.run.files import save_png
 
 
 def test_the_confusion_png_is_written_without_touching_pyplot(tmp_path):

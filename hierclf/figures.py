@@ -1,21 +1,13 @@
-"""Figures for reports, drawn on a matplotlib Figure of their own: no pyplot, so a notebook's
-backend and figure list stay as the user set them."""
+"""Figures of a run's figures (confusion, reliability, learning curves), each drawn on a matplotlib
+Figure of its own: no pyplot, so a notebook's backend and figure list stay as the user set them.
+The reports save or embed them; TensorBoard's event files hold the confusion matrix."""
 from __future__ import annotations
 
 import io
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-
-from hierclf.run.files import atomic_path
-
-
-def save_png(path: Path, figure: Figure) -> None:
-    """The figure as a PNG file, written atomically."""
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format="png", dpi=110)
 
 
 def png_bytes(figure: Figure, dpi: int = 90) -> bytes:

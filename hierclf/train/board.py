@@ -1,0 +1,77 @@
+"""TensorBoard event files of one fold of one stage, written beside its metrics.jsonl (in the fold's
+folder), so `tensorboard --logdir runs/` shows every run, stage and fold side by side while they
+train: each epoch's figures (the step is the epoch), the recipe as text, and at the end of the
+fold its validation confusion matrix per output block. Optional: the `tensorboard` package
+(`pip install 'hierclf[tensorboard]'`); a recipe that asks for it without it is refused before
+training (`check_tensorboard`)."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hierclf.errors import RecipeError
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.hierarchy.stage import NOT_IN_STAGE
+from hierclf.metrics import confusion
+
+INSTALL = "pip install 'hierclf[tensorboard]' (or pip install tensorboard)"
+
+
+def check_tensorboard(wanted: bool, key: str) -> None:
+    """A stage that asks for event files where the tensorboard package is missing, refused naming
+    the key and what to install."""
+    if wanted and importlib.util.find_spec("tensorboard") is None:
+        raise RecipeError(f"{key}.tensorboard = true: TensorBoard is not installed; {INSTALL}, or set it to false")
+
+
+def tag(key: str) -> str:
+    """An epoch figure's TensorBoard tag: train_loss → train/loss, val_age_macro_f1 →
+    val/age_macro_f1 (one section per prefix), lr and seconds as they are."""
+    prefix, _, rest = key.partition("_")
+    return f"{prefix}/{rest}" if prefix in ("train", "val") and rest else key
+
+
+class Board:
+    """The event files of one fold: opened when the fold starts or resumes (events of the epochs
+    a killed process logged but did not save are purged, so a resumed fold appends, never
+    duplicates), an epoch's figures flushed as each epoch ends, closed when the fold finishes."""
+
+    def __init__(self, folder: Path, layout: OutputLayout, recipe_text: str):
+        self.folder, self.layout, self.recipe_text = folder, layout, recipe_text
+        self.writer: Any = None
+
+    def start(self, epochs_done: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.close()
+        self.writer = SummaryWriter(str(self.folder), purge_step=epochs_done + 1 if epochs_done else None)
+        if not epochs_done:
+            self.writer.add_text("recipe", "```toml\n" + self.recipe_text + "\n```", 0)
+        self.writer.flush()
+
+    def epoch(self, entry: dict[str, Any]) -> None:
+        for key, value in entry.items():
+            if key != "epoch" and isinstance(value, (int, float)):
+                self.writer.add_scalar(tag(key), value, entry["epoch"])
+        self.writer.flush()
+
+    def finish(self, probs: np.ndarray, targets: np.ndarray, epoch: int) -> None:
+        """The kept model's validation confusion matrix of each output block, then the files closed."""
+        from hierclf.figures import confusion_figure  # matplotlib, only where a fold ends
+
+        targets = targets.reshape(len(targets), -1)
+        blocks = np.split(probs, np.cumsum(self.layout.sizes)[:-1], axis=1)
+        for column, (block, block_probs) in enumerate(zip(self.layout.blocks, blocks)):
+            kept = targets[:, column] != NOT_IN_STAGE
+            matrix = confusion(targets[kept, column], block_probs[kept].argmax(1), block.size)
+            name = f"confusion/{block.name}" if block.name else "confusion"
+            self.writer.add_figure(name, confusion_figure(matrix, block.classes, f"validation, epoch {epoch}"), epoch)
+        self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
