@@ -100,10 +100,13 @@ def test_a_grouped_run_exports_with_its_specialist_at_another_size(detail_runs, 
     assert metadata["exact_input_size"] == "48"
 
 
-@pytest.mark.parametrize("combiner", ["blend", "stacking"])
+@pytest.mark.parametrize("combiner", ["blend", "stacking", "coarse"])
 def test_a_run_over_a_flat_run_exports_its_fitted_combiners(detail_runs, tmp_path, combiner):
     path, _ = exported(detail_runs / "linked", tmp_path, "--combiner", combiner)
-    assert_serves_as_predict(path, detail_runs / "linked", pixels_of(detail_runs / "data" / "train", 7), combiner)
+    metadata = assert_serves_as_predict(path, detail_runs / "linked", pixels_of(detail_runs / "data" / "train", 7),
+                                        combiner)
+    # the coarse stage alone: the specialists are left out of the graph
+    assert len(json.loads(metadata["stages"])) == (1 if combiner == "coarse" else 2)
 
 
 def test_a_heads_run_exports_with_its_head_specialist(mask_runs, tmp_path):
