@@ -18,7 +18,6 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from hierclf.combine.base import Combined, Combiner
-from hierclf.combine.product import product
 from hierclf.combine.registry import COMBINERS, applicable, choose_combiner
 from hierclf.hierarchy.protocol import Hierarchy
 from hierclf.metrics import calibration, confusion, paired_difference, reliability, scores
@@ -65,8 +64,9 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
     names = hierarchy.class_names
     method = recipe.combine.method
     chosen = choose_combiner(hierarchy, method, f'{run.recipe_path}: combine.method = "{method}"')
-    outcomes = {name: out_of_fold(COMBINERS[name].from_config(recipe.combine), hierarchy, oof, recipe.folds.seed)
-                for name in applicable(hierarchy)}
+    outcomes = pipeline_outcomes(run, oof)
+    needs = {name: COMBINERS[name].uses_specialists for name in outcomes}
+    trained = {uses: training_cost(run, uses) for uses in set(needs.values())}  # once each, not per pipeline
     pipelines = {}
     for name, outcome in outcomes.items():
         pipelines[name] = pipeline_scores(oof.labels, outcome.labels, names)
@@ -74,9 +74,9 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
         share = {part: float(len(rows) / len(oof.ids)) for part, rows in outcome.ran_on.items()}
         if outcome.ran_on:
             pipelines[name]["specialist_share"] = share
-        pipelines[name]["training"] = training_cost(run, COMBINERS[name].uses_specialists)
+        pipelines[name]["training"] = trained[needs[name]]
         pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
-    fine = product(hierarchy, oof.coarse_probs, oof.specialist_probs) if not hierarchy.is_flat else oof.coarse_probs
+    fine = oof.coarse_probs if hierarchy.is_flat else outcomes["product"].probs  # every run with parts has it
     chosen_labels = outcomes[chosen].labels
     flat = None if against is None else flat_runs_scores(run, [against], oof, "--against", chosen_labels)
     return Report(run=str(run.root), classes=list(names),
@@ -87,6 +87,14 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
                                for name, stage in run.specialist_stages.items()},
                   controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls],
                   against_coarse=specialists_against_coarse(hierarchy, oof), part_noun=hierarchy.part_noun)
+
+
+def pipeline_outcomes(run: Run, oof: RunOOF) -> dict[str, Combined]:
+    """Every pipeline the run allows, out-of-fold: each applicable combiner, set up as the recipe
+    says (`out_of_fold`)."""
+    recipe = run.recipe
+    return {name: out_of_fold(COMBINERS[name].from_config(recipe.combine), run.hierarchy, oof, recipe.folds.seed)
+            for name in applicable(run.hierarchy)}
 
 
 def specialists_against_coarse(hierarchy: Hierarchy, oof: RunOOF) -> list[dict[str, Any]]:

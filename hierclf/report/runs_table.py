@@ -17,11 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hierclf.combine.registry import COMBINERS, applicable, choose_combiner
+from hierclf.combine.registry import COMBINERS, choose_combiner
 from hierclf.errors import HierclfError
 from hierclf.metrics import scores
 from hierclf.report.costs import training_cost
-from hierclf.report.evaluate import out_of_fold
+from hierclf.report.evaluate import pipeline_outcomes
 from hierclf.run.folder import Run
 from hierclf.run.outputs import load_oof
 from hierclf.run.scored import read_scores
@@ -105,7 +105,7 @@ def run_row(run: Run, shown_as: Path | None = None) -> RunRow:
     method = choose_combiner(hierarchy, recipe.combine.method, f"{run.recipe_path}: combine.method")
     pipelines = _oof_scores(run)
     best = max(pipelines, key=pipelines.get) if pipelines else ""
-    cost = training_cost(run) if pipelines else {}
+    cost = training_cost(run, COMBINERS[method].uses_specialists) if pipelines else {}  # the recipe's pipeline's
     tested = read_scores(run.root)
     return RunRow(
         run=str(shown_as or run.root), kind=kind,
@@ -125,9 +125,8 @@ def _oof_scores(run: Run) -> dict[str, float]:
         return {}
     oof = load_oof(run)
     count = run.hierarchy.num_classes
-    return {name: scores(oof.labels, out_of_fold(COMBINERS[name].from_config(run.recipe.combine), run.hierarchy,
-                                                 oof, run.recipe.folds.seed).labels, count)["macro_f1"]
-            for name in applicable(run.hierarchy)}
+    return {name: scores(oof.labels, outcome.labels, count)["macro_f1"]
+            for name, outcome in pipeline_outcomes(run, oof).items()}
 
 
 def _trained_on(run: Run) -> str:
