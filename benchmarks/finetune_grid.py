@@ -14,7 +14,8 @@ macro-F1 at the best epoch (and at the last), never the test set: the defaults a
     python benchmarks/finetune_grid.py recipes/clothing.toml --out runs/grid/clothing --setting lr3x …  # round 2
     python benchmarks/finetune_grid.py --report runs/grid/clothing runs/grid/faces runs/grid/fashion-6k
 
-One process per recipe, each on one core (OMP_NUM_THREADS=1 taskset -c N), loader workers 0.
+One process per recipe, each on one core (OMP_NUM_THREADS=1 taskset -c N). Rounds 1 and 2 ran with
+loader workers 0; round 3 runs each recipe's own (2), so its as-is row is what the recipe gives.
 """
 from __future__ import annotations
 
@@ -32,7 +33,9 @@ from hierclf.run.fold_files import read_history
 from hierclf.train import fit_coarse
 from hierclf.train.probe_run import linear_probe
 
-AS_LOADED = {"freeze_epochs": 0, "backbone_lr": 1.0, "layer_decay": 1.0}
+AS_LOADED = {"freeze_epochs": 0, "backbone_lr": 1.0, "layer_decay": 1.0, "batchnorm": "train", "head_init": "zero"}
+BN_FROZEN = {**AS_LOADED, "batchnorm": "frozen"}
+LPFT = {**BN_FROZEN, "head_init": "probe"}
 SETTINGS = {
     "timm-head": AS_LOADED,
     "as-is": AS_LOADED,
@@ -48,20 +51,34 @@ SETTINGS = {
     "lr3x-blr0.3": {**AS_LOADED, "lr_scale": 3.0, "backbone_lr": 0.3},
     "ld0.85": {**AS_LOADED, "layer_decay": 0.85},
     "freeze1-warm0": {**AS_LOADED, "freeze_epochs": 1, "warmup_epochs": 0},
+    # round 3 (issue 43): BatchNorm's statistics kept as loaded, the head started from the probe
+    # (LP-FT), the head-only epochs through the clean unfreeze, and the rate under each
+    "bn-frozen": BN_FROZEN,
+    "lpft": LPFT,
+    "lpft-lr0.3x": {**LPFT, "lr_scale": 0.3},
+    "bn-frozen-freeze2": {**BN_FROZEN, "freeze_epochs": 2},
+    "lpft-bn-train": {**AS_LOADED, "head_init": "probe"},
+    "bn-frozen-lr0.3x": {**BN_FROZEN, "lr_scale": 0.3},
+    "lpft-lr0.1x": {**LPFT, "lr_scale": 0.1},
+    "freeze2": {**AS_LOADED, "freeze_epochs": 2},
 }
 ROUND_1 = list(SETTINGS)[:7]
+ROUND_3 = ["as-is", "bn-frozen", "lpft", "lpft-lr0.3x", "bn-frozen-freeze2", "lpft-bn-train", "bn-frozen-lr0.3x",
+           "lpft-lr0.1x", "freeze2"]
+ROUNDS = {"1": ROUND_1, "3": ROUND_3}
 
 
 def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fold: int | None = 0) -> None:
-    runtime = [*overrides, "coarse.workers=0"]
+    """Each setting on the recipe as committed (its loader workers too: augmentation draws per
+    worker, so another count trains another model), the probe with workers 0 (it draws nothing)."""
     if not (out / "probe" / "coarse" / "oof.npz").exists():
-        linear_probe(recipe, out / "probe", overrides=runtime)
-    base_lr = load_recipe(recipe, runtime).coarse.lr
+        linear_probe(recipe, out / "probe", overrides=[*overrides, "coarse.workers=0"])
+    base_lr = load_recipe(recipe, overrides).coarse.lr
     for name in names:
         setting = dict(SETTINGS[name])
         if "lr_scale" in setting:
             setting["lr"] = base_lr * setting.pop("lr_scale")
-        loaded = load_recipe(recipe, [*runtime, *(f"coarse.{key}={value}" for key, value in setting.items())])
+        loaded = load_recipe(recipe, [*overrides, *(f"coarse.{key}={value}" for key, value in setting.items())])
         started = time.perf_counter()
         if name == "timm-head":  # the library before: the classifier timm initialises for 1,000 classes
             with mock.patch("hierclf.models.factory.zero_head", lambda classifier: None):
@@ -72,7 +89,9 @@ def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fo
 
 
 def grid_rows(out: Path) -> list[dict]:
-    """Each finished setting's fold-0 figures beside the probe's."""
+    """Each finished setting's fold-0 figures beside the probe's: the best and last epoch, the
+    first epoch's training loss, the unfreeze (the first unfrozen epoch's training loss over the
+    last head-only one's), the kept epoch (0: the start, LP-FT's probe) and the seconds."""
     probe = read_json(out / "probe" / "coarse" / "fold-0" / "result.json")
     classes = len(read_json(out / "probe" / "coarse" / "summary.json")["classes"])
     rows = [{"set": out.name, "setting": "linear probe", "best": probe["val_macro_f1"], "last": probe["val_macro_f1"],
@@ -81,26 +100,31 @@ def grid_rows(out: Path) -> list[dict]:
         folder = out / name / "coarse" / "fold-0"
         if not (folder / "result.json").exists():
             continue
-        history = read_history(folder)
-        rows.append({"set": out.name, "setting": name, "best": read_json(folder / "result.json")["val_macro_f1"],
+        history, result = read_history(folder), read_json(folder / "result.json")
+        frozen = SETTINGS[name].get("freeze_epochs", 0)
+        start = result.get("start") or {}
+        rows.append({"set": out.name, "setting": name, "best": result["val_macro_f1"],
                      "last": history[-1]["val_macro_f1"], "first_loss": history[0]["train_loss"],
-                     "chance": math.log(classes), "epochs": len(history),
-                     "seconds": sum(line["seconds"] for line in history)})
+                     "chance": math.log(classes), "epochs": len(history), "kept": result["best_epoch"],
+                     "unfreeze": history[frozen]["train_loss"] / history[frozen - 1]["train_loss"] if frozen else None,
+                     "seconds": sum(line["seconds"] for line in history) + start.get("seconds", 0.0)})
     return rows
 
 
 def report(outs: list[Path]) -> None:
-    print("| set | setting | fold-0 val macro-F1, best epoch | last epoch | − probe | first epoch's train_loss / ln C "
-          "| seconds |")
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print("| set | setting | fold-0 val macro-F1, kept epoch | last epoch | − probe | kept epoch "
+          "| first epoch's train_loss / ln C | unfreeze: loss after / before | seconds |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for out in outs:
         rows = grid_rows(out)
         probe = rows[0]["best"]
         for row in rows:
             loss = f"{row['first_loss']:.3f} / {row['chance']:.3f}" if row["first_loss"] is not None else ""
             seconds = f"{row['seconds']:.0f}" if row["seconds"] is not None else ""
+            unfreeze = f"{row['unfreeze']:.2f}" if row.get("unfreeze") is not None else ""
+            kept = "0 (start)" if row.get("kept") == 0 else str(row.get("kept", ""))
             print(f"| {row['set']} | {row['setting']} | {row['best']:.4f} | {row['last']:.4f} | "
-                  f"{(row['best'] - probe) * 100:+.2f} | {loss} | {seconds} |")
+                  f"{(row['best'] - probe) * 100:+.2f} | {kept} | {loss} | {unfreeze} | {seconds} |")
     summary = Path(outs[0]).parent / "grid.json"
     summary.write_text(json.dumps([row for out in outs for row in grid_rows(out)], indent=1))
 
@@ -110,7 +134,8 @@ def main() -> None:
     parser.add_argument("recipe", type=Path, nargs="?")
     parser.add_argument("--out", type=Path)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    parser.add_argument("--setting", action="append", choices=list(SETTINGS), help="default: round 1's")
+    parser.add_argument("--setting", action="append", choices=list(SETTINGS), help="default: the round's")
+    parser.add_argument("--round", choices=list(ROUNDS), default="3", help="the settings of a round (default 3)")
     parser.add_argument("--all-folds", action="store_true", help="train every fold, not only fold 0 (a whole run "
                                                                   "of a setting, to score it as finetune_goal.py does)")
     parser.add_argument("--report", type=Path, nargs="+", metavar="OUT")
@@ -119,7 +144,8 @@ def main() -> None:
     if args.report:
         report(args.report)
     else:
-        run_grid(args.recipe, args.out, args.overrides, args.setting or ROUND_1, None if args.all_folds else 0)
+        run_grid(args.recipe, args.out, args.overrides, args.setting or ROUNDS[args.round],
+                 None if args.all_folds else 0)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ extract it first:
 
     python benchmarks/photo_sets.py clothing SRC/clothing data/clothing
     python benchmarks/photo_sets.py faces SRC/faces/crop_part1 data/utkface
+    git -C CALTECH.git archive --format=tar HEAD 101_ObjectCategories | tar -x -C SRC/caltech  # toyo97/Homework2-Caltech101
+    python benchmarks/photo_sets.py caltech SRC/caltech/101_ObjectCategories data/caltech101
 
 - **clothing** (CC0): 10 classes in class folders; train/ and validation/ become train.csv
   (3,409 photos), test/ test.csv (372).
@@ -19,6 +21,10 @@ extract it first:
   `data.pattern`. Byte-identical files are one photo: a file that appears twice with one label is
   kept once, with two labels it is dropped (both are counted), so no photo sits in both train/
   and test/. A stratified fifth (seed 0) is the test set.
+- **caltech** (Caltech-101, Fei-Fei, Fergus and Perona 2004; objects ImageNet already knows): the
+  101 object classes (BACKGROUND_Google left out), as its usual protocol has it: 30 training
+  photos per class drawn with seed 0 (3,030), and up to 20 of the rest per class as the test set
+  (1,000 or so); a CSV dataset laid out as clothing's.
 
 The fine-tuning benchmarks of issue 31 read the faces as a CSV this script wrote then (the same
 4,620 training faces, labels and order: `git show 3beeb48:benchmarks/photo_sets.py`).
@@ -70,6 +76,25 @@ def clothing(src: Path, out: Path) -> None:
         print(f"{split}: {len(rows)} photos, {dict(sorted(Counter(r['label'] for r in rows).items()))}")
 
 
+def caltech(src: Path, out: Path, train_per_class: int = 30, test_per_class: int = 20) -> None:
+    rng = np.random.default_rng(0)
+    splits: dict[str, list[dict]] = {"train": [], "test": []}
+    for folder in sorted(path for path in src.iterdir() if path.is_dir() and path.name != "BACKGROUND_Google"):
+        images = sorted(folder.glob("*.jpg"))
+        order = rng.permutation(len(images))
+        chosen = {"train": order[:train_per_class], "test": order[train_per_class:train_per_class + test_per_class]}
+        for split, rows in chosen.items():
+            for row in sorted(rows):
+                image_id = f"{folder.name}-{images[row].stem}"
+                _link(images[row], out / split / f"{image_id}.jpg")
+                splits[split].append({"id": image_id, "label": folder.name})
+    for split, rows in splits.items():
+        _write_csv(out / f"{split}.csv", rows)
+        counts = Counter(row["label"] for row in rows)
+        print(f"{split}: {len(rows)} photos of {len(counts)} classes, {min(counts.values())} to "
+              f"{max(counts.values())} per class")
+
+
 def _age_bin(age: int) -> str:
     return AGES[0] if age < 30 else AGES[1] if age < 60 else AGES[2]
 
@@ -112,12 +137,12 @@ def faces(src: Path, out: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name", choices=["clothing", "faces"])
+    parser.add_argument("name", choices=["clothing", "faces", "caltech"])
     parser.add_argument("src", type=Path, help="the extracted set (clothing: the folder holding train/; faces: "
-                                               "crop_part1/)")
+                                               "crop_part1/; caltech: 101_ObjectCategories/)")
     parser.add_argument("out", type=Path)
     args = parser.parse_args()
-    (clothing if args.name == "clothing" else faces)(args.src, args.out)
+    {"clothing": clothing, "faces": faces, "caltech": caltech}[args.name](args.src, args.out)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,18 @@ def write_mask_dataset(root: Path, people_per_kind: int = 4, seed: int = 0, size
     return images
 
 
+def write_weights(path: Path, arch: str = "test_resnet", seed: int = 0) -> Path:
+    """A model's weights in a local file, as `make weights` leaves ImageNet's: a 'pretrained' timm
+    model (1,000 classes, RGB) whose weights are its initial ones drawn from `seed`."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    save_file({name: tensor.contiguous() for name, tensor in timm.create_model(arch).state_dict().items()}, str(path))
+    return path
+
+
 TINY_STAGE = {"model": "test_resnet", "img_size": 16, "in_chans": 1, "epochs": 10, "batch_size": 8,
               "lr": 3e-3, "workers": 0, "scheduler": "cosine", "device": "cpu", "cache_mb": 64}
 """The tests' runs train on the CPU on every machine, so figures compared to 1e-5 mean the same on

@@ -90,18 +90,21 @@ def classifier_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
 
 
 def set_backbone_frozen(model: torch.nn.Module, frozen: bool) -> None:
-    """Stop (or restart) training everything but the classifier. Frozen, the backbone gets no
-    gradient and its normalisation layers keep their running statistics (eval mode); call it
-    after `model.train()`."""
+    """Stop (or restart) training everything but the classifier: frozen, the backbone gets no
+    gradient. Its normalisation layers' mode is `hold_batchnorm`'s business, not this one's: a
+    mode that changes at the unfreeze hands the head features it never saw."""
     head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
-    head_modules = {id(m) for module in classifier_modules(model) for m in module.modules()}
     for parameter in model.parameters():
         if id(parameter) not in head_ids:
             parameter.requires_grad_(not frozen)
-    if frozen:
-        for module in model.modules():
-            if id(module) not in head_modules and isinstance(module, torch.nn.modules.batchnorm._NormBase):
-                module.eval()
+
+
+def hold_batchnorm(model: torch.nn.Module) -> None:
+    """Every batch normalisation layer in eval mode: it normalises by its running statistics, as
+    loaded, and never moves them (its scale and shift still train). Call it after `model.train()`."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._NormBase):
+            module.eval()
 
 
 def lowest_stages(model: torch.nn.Module, count: int, key: str) -> list[torch.nn.Parameter]:

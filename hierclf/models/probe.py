@@ -1,9 +1,11 @@
 """The linear probe's pieces: the pooled features a pretrained backbone gives its classifier, and
 scikit-learn's logistic regression on them, returned as a linear layer the model can hold. Used
-by `hierclf probe` (a whole control run) and by each fine-tuned fold's check against the probe."""
+by `hierclf probe` (a whole control run), by each fine-tuned fold's check against the probe, and
+by LP-FT (`head_init = "probe"`), whose heads start as the fold's probe (`BlockProbes`)."""
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,7 +13,9 @@ from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
 from sklearn.preprocessing import StandardScaler
 from torch.utils.data import DataLoader
 
-from hierclf.models.factory import MultiHeadModel
+from hierclf.errors import RecipeError
+from hierclf.hierarchy.layout import OutputLayout
+from hierclf.models.factory import MultiHeadModel, SeparateHeads
 from hierclf.models.inference import autocast
 
 
@@ -21,7 +25,7 @@ def pooled_features(model: torch.nn.Module, loader: DataLoader, device: torch.de
     """What a model's classifiers read for every row of `loader` (a timm model's pooled features,
     after timm's own head but its last layer: `forward_head(…, pre_logits=True)`; a multi-head
     model's shared backbone), and each row's index. In eval mode a timm model's classifier maps
-    these to its logits."""
+    these to its logits (a multi-head model's heads, dropout aside, too)."""
     model.eval()
     backbone = model.backbone if isinstance(model, MultiHeadModel) else model
     features, rows = [], []
@@ -32,6 +36,65 @@ def pooled_features(model: torch.nn.Module, loader: DataLoader, device: torch.de
         features.append(pooled.float().cpu().numpy())
         rows.append(row.numpy())
     return np.concatenate(features), np.concatenate(rows)
+
+
+def probe_slots(model: torch.nn.Module, key: str = "coarse") -> list[tuple[torch.nn.Module, torch.nn.Linear]]:
+    """Per output block, in the layout's order: the model whose pooled features its classifier
+    reads (`pooled_features` takes it), and that classifier. A classifier that is no linear layer
+    over pooled features cannot hold a probe, and is refused naming `key`."""
+    if isinstance(model, SeparateHeads):
+        slots = [(inner, inner.get_classifier()) for inner in model.models.values()]
+    elif isinstance(model, MultiHeadModel):
+        slots = [(model, head) for head in model.heads.values()]
+    else:
+        slots = [(model, model.get_classifier())]
+    for _, classifier in slots:
+        if not isinstance(classifier, torch.nn.Linear):
+            raise RecipeError(f"{key}.model: its classifier is a {type(classifier).__name__}, not a linear layer over "
+                              f"pooled features; a linear probe needs one")
+    return slots
+
+
+def block_features(model: torch.nn.Module, loader: DataLoader, device: torch.device,
+                   amp: bool = True) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per output block, the pooled features its classifier reads for every row of `loader` (one
+    pass per distinct backbone: a shared one is read once), and each row's index."""
+    sources = [source for source, _ in probe_slots(model)]
+    read = {id(source): pooled_features(source, loader, device, amp) for source in {id(s): s for s in sources}.values()}
+    rows = next(iter(read.values()))[1]
+    if any(not np.array_equal(order, rows) for _, order in read.values()):  # an unshuffled loader gives one order
+        raise RuntimeError("the loader gave the rows in another order on a second pass")
+    return [read[id(source)][0] for source in sources], rows
+
+
+@dataclass(frozen=True)
+class BlockProbes:
+    """A fold's linear probe in its model's own layout: per output block (one for a flat model, one
+    per attribute head), the regression on the features that block's classifier reads, as that
+    classifier's weight and bias. Its probabilities are the model's, were it to hold them."""
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+
+    @classmethod
+    def fit(cls, features: list[np.ndarray], targets: np.ndarray, layout: OutputLayout) -> "BlockProbes":
+        """Each block's regression on its features and its column of `targets` (N×H), C chosen by
+        cross-validation inside these rows (`fit_probe`)."""
+        fitted = [fit_probe(block, targets[:, column], spec.size)
+                  for column, (block, spec) in enumerate(zip(features, layout.blocks))]
+        return cls(tuple(weight for weight, _, _ in fitted), tuple(bias for _, bias, _ in fitted))
+
+    def probs(self, features: list[np.ndarray]) -> np.ndarray:
+        """The probabilities the probe gives these rows, its blocks side by side."""
+        return np.concatenate([softmax(block @ weight.T + bias)
+                               for block, weight, bias in zip(features, self.weights, self.biases)], axis=1)
+
+    def load_into(self, model: torch.nn.Module) -> None:
+        """Set every classifier of `model` to its block's regression."""
+        with torch.no_grad():
+            for (_, classifier), weight, bias in zip(probe_slots(model), self.weights, self.biases):
+                classifier.weight.copy_(torch.from_numpy(weight))
+                classifier.bias.copy_(torch.from_numpy(bias))
 
 
 PROBE_CS = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)

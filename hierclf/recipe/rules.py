@@ -8,6 +8,7 @@ from hierclf.data.labels import Attribute, joint_class_names
 from hierclf.data.tta import parse_view
 from hierclf.errors import RecipeError
 from hierclf.recipe.coerce import show_value
+from hierclf.recipe.finetuning import AUTO, RATE_LADDERS
 from hierclf.recipe.schema import Recipe
 
 
@@ -55,8 +56,11 @@ def _check_stages(recipe: Recipe, source: str) -> None:
     for name, stage in stages:
         if stage.pretrained and stage.weights:
             raise RecipeError(f"{source}: {name}.pretrained and {name}.weights are both set; choose one")
-        if stage.scheduler in ("cosine", "cosine_restarts", "plateau") and stage.min_lr >= stage.lr:
-            raise RecipeError(f"{source}: {name}.min_lr = {stage.min_lr:g} is not below {name}.lr = {stage.lr:g}; "
+        lowest = min(RATE_LADDERS["sgd" if stage.optimizer == "sgd" else "adam"]) if stage.lr == AUTO else stage.lr
+        if stage.scheduler in ("cosine", "cosine_restarts", "plateau") and stage.min_lr >= lowest:
+            shown = (f"{name}.lr = {stage.lr:g}" if stage.lr != AUTO
+                     else f"the lowest rate lr = \"auto\" tries ({lowest:g})")
+            raise RecipeError(f"{source}: {name}.min_lr = {stage.min_lr:g} is not below {shown}; "
                               f"the {stage.scheduler} schedule would raise the rate instead of lowering it")
         if stage.init_from_coarse and stage.weights:
             raise RecipeError(f"{source}: {name}.init_from_coarse and {name}.weights are both set; choose one")
@@ -64,6 +68,11 @@ def _check_stages(recipe: Recipe, source: str) -> None:
             raise RecipeError(f"{source}: {name}.init_from_coarse needs the coarse stage's model and in_chans "
                               f"({recipe.coarse.model!r}, {recipe.coarse.in_chans}), got ({stage.model!r}, "
                               f"{stage.in_chans})")
+        for key, value, default in (("batchnorm", stage.batchnorm, "train"), ("head_init", stage.head_init, "zero")):
+            if value != default and not (stage.weights or stage.pretrained or stage.init_from_coarse):
+                raise RecipeError(f"{source}: {name}.{key} = {value!r} applies to a stage that starts from trained "
+                                  f"weights ({name}.weights, pretrained or init_from_coarse); this one starts from "
+                                  f"scratch")
         if stage.in_chans == 2:
             raise RecipeError(f"{source}: {name}.in_chans = 2: expected 1 (greyscale) or 3 (RGB)")
         if stage.freeze_epochs and stage.freeze_epochs >= stage.epochs:

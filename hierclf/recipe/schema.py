@@ -18,83 +18,32 @@ from typing import Any, Literal, Union
 import tomli_w
 
 from hierclf.combine.registry import COMBINERS, combiner_doc
-
-
-def _key(default: Any, doc: str, *, lo: float | None = None, hi: float | None = None,
-         gt: float | None = None, lt: float | None = None, path: bool = False,
-         runtime: bool = False) -> Any:
-    """A recipe key. `path` keys resolve against the recipe's folder; `runtime` keys
-    (workers, device) change how a run executes, not what it learns."""
-    metadata = dict(doc=doc, lo=lo, hi=hi, gt=gt, lt=lt, path=path, runtime=runtime)
-    if isinstance(default, dict):  # a table-valued key; a dataclass default must not be shared
-        return field(default_factory=lambda: dict(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where the labelled training images are."""
-
-    csv: str = _key("", "CSV with one row per image: id, label and optionally a group column.", path=True)
-    images: str = _key("", "Folder holding the CSV's images (default: the folder named like the CSV beside it, "
-                           "train/ for train.csv, else the CSV's own folder); with pattern, the folder whose "
-                           "images it labels.", path=True)
-    pattern: str = _key("", "Labels from file names, instead of csv: a regular expression matched against each "
-                            "image's whole path under data.images (/-separated). Its named groups give the label "
-                            "(named as label_column), the fold group (as group_column: the person) or an "
-                            "attribute each (the heads'): '(?P<age>\\d+)_(?P<gender>[01])_\\d+_.*\\.jpg'.")
-    pattern_values: dict[str, dict[str, str]] = _key(
-        {}, "pattern: per group, the value each matched text stands for: { gender = { \"0\" = \"male\", \"1\" = "
-            "\"female\" } } (matched exactly, else ignoring case).")
-    pattern_bins: dict[str, tuple[float, ...]] = _key(
-        {}, "pattern: per group, numbers binned at these bounds: { age = [30, 60] } is <30, 30-59, >=60.")
-    pattern_unmatched: Literal["error", "skip"] = _key("error", "pattern: images it does not match stop the command "
-                                                                "(error, naming them) or are left out and counted "
-                                                                "(skip, as children left out of an adults' set).")
-    folder: str = _key("", "A class-per-folder tree (folder/CLASS/IMAGE), instead of csv.", path=True)
-    mask_images: str = _key("", "The face-mask competition's folder, instead of csv: <person-id>_<gender>_<race>_<age>/"
-                                "{mask1..mask5,incorrect_mask,normal}.<ext>. Rows get mask, gender and age "
-                                "(binned by age_bounds); the person id is the fold group.", path=True)
-    age_bounds: tuple[int, ...] = _key((30, 60), "mask_images: the ages where a new age bin starts "
-                                                 "(30, 60: <30, 30–59, ≥60).")
-    id_column: str = _key("id", "CSV column holding the image id: a file name, with or without extension.")
-    ids_outside: bool = _key(False, "Let the CSV's ids leave the image folder (an absolute path, or one climbing "
-                                    "out with ..); refused by default, naming the line.")
-    label_column: str = _key("label", "CSV column (or pattern group) holding the label: a class index or a class "
-                                      "name.")
-    group_column: str = _key("group", "CSV column (or pattern group) whose rows must stay on one side of every split "
-                                      "(augmented copies, photos of one person). Used when present.")
-    class_names: tuple[str, ...] = _key((), "Class names in index order. Default: the label values "
-                                            "(sorted names, or 0..max for integer labels).")
-
-    @property
-    def source(self) -> str:
-        """The file or folder the rows come from, as messages name it."""
-        return self.csv or self.folder or self.mask_images or self.images or "the rows"
+from hierclf.recipe.data_schema import DataConfig
+from hierclf.recipe.keys import setting
 
 
 @dataclass(frozen=True)
 class FoldsConfig:
     """How rows are split for K-fold training and out-of-fold scoring."""
 
-    count: int = _key(5, "Number of folds; 1 is a single stratified hold-out split.", lo=1, hi=100)
-    holdout: float = _key(0.2, "Validation fraction when count = 1.", gt=0.0, lt=1.0)
-    seed: int = _key(0, "Seed of the fold assignment.", lo=0)
+    count: int = setting(5, "Number of folds; 1 is a single stratified hold-out split.", lo=1, hi=100)
+    holdout: float = setting(0.2, "Validation fraction when count = 1.", gt=0.0, lt=1.0)
+    seed: int = setting(0, "Seed of the fold assignment.", lo=0)
 
 
 @dataclass(frozen=True)
 class HierarchyConfig:
     """Which classes the coarse stage merges; no groups trains a flat classifier."""
 
-    groups: tuple[tuple[Union[int, str], ...], ...] = _key(
+    groups: tuple[tuple[Union[int, str], ...], ...] = setting(
         (), "Groups of confusable classes, by index or name: [[3, 7, 14]]. Each becomes one coarse class.")
-    group_names: tuple[str, ...] = _key((), "Names of the groups, in order. Default: member names joined by '+'.")
-    heads: dict[str, Union[int, tuple[str, ...]]] = _key(
+    group_names: tuple[str, ...] = setting((), "Names of the groups, in order. Default: member names joined by '+'.")
+    heads: dict[str, Union[int, tuple[str, ...]]] = setting(
         {}, "Factorised labels instead of groups: one coarse head per attribute, in order, each a size or "
             "its value names: { mask = 3, gender = 2, age = 3 }. The label is the mixed-radix number "
             "(mask·6 + gender·3 + age).")
-    separate: bool = _key(False, "heads: one model per attribute instead of one backbone with a head each.")
-    coarse_run: str = _key("", "groups: a finished flat run (same data and folds) whose fold models are this run's "
+    separate: bool = setting(False, "heads: one model per attribute instead of one backbone with a head each.")
+    coarse_run: str = setting("", "groups: a finished flat run (same data and folds) whose fold models are this run's "
                                "coarse stage, nothing retrained: P(group) is its probabilities summed over the "
                                "group, and the blend combiner mixes its within-group distribution with each "
                                "specialist's. [coarse] must be that run's.", path=True)
@@ -118,44 +67,47 @@ CombinerName = Literal[tuple(COMBINERS)]
 class LossConfig:
     """The loss of one output: a stage's, or one attribute head's."""
 
-    loss: LossName = _key("cross_entropy", "cross_entropy, or focal: cross entropy scaled by (1 − p)^focal_gamma, "
+    loss: LossName = setting("cross_entropy", "cross_entropy, or focal: cross entropy scaled by (1 − p)^focal_gamma, "
                                            "so easy examples count less.")
-    focal_gamma: float = _key(2.0, "focal: how much easy examples are down-weighted; 0 is cross entropy.", lo=0.0)
-    class_weights: ClassWeights = _key("none", "Per-class loss weights: none, balanced (inverse class frequency "
+    focal_gamma: float = setting(2.0, "focal: how much easy examples are down-weighted; 0 is cross entropy.", lo=0.0)
+    class_weights: ClassWeights = setting("none", "Per-class loss weights: none, balanced (inverse class frequency "
                                                "in the training rows), or one number per class.")
-    label_smoothing: float = _key(0.0, "Label smoothing of the cross entropy.", lo=0.0, lt=1.0)
+    label_smoothing: float = setting(0.0, "Label smoothing of the cross entropy.", lo=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     """Which network a stage trains, from which weights, at which input size."""
 
-    model: str = _key("resnet18", "timm architecture name (timm.list_models()).")
-    pretrained: bool = _key(False, "Download timm's pretrained weights (needs network).")
-    weights: str = _key("", "Local .safetensors or .pth weights to start from; a head of another "
+    model: str = setting("resnet18", "timm architecture name (timm.list_models()).")
+    pretrained: bool = setting(False, "Download timm's pretrained weights (needs network).")
+    weights: str = setting("", "Local .safetensors or .pth weights to start from; a head of another "
                             "size is left out and trained anew.", path=True)
-    init_from_coarse: bool = _key(False, "Specialists only: start each fold's specialist from the coarse model "
+    init_from_coarse: bool = setting(False, "Specialists only: start each fold's specialist from the coarse model "
                                          "of the same fold (leak-free: neither saw that fold), with a new head.")
-    img_size: int = _key(224, "Side of the square network input, pixels.", lo=8, hi=4096)
-    in_chans: int = _key(3, "Input channels: 3 (RGB) or 1 (greyscale).", lo=1, hi=3)
-    drop_rate: float = _key(0.0, "Dropout before the classifier.", lo=0.0, lt=1.0)
+    img_size: int = setting(224, "Side of the square network input, pixels.", lo=8, hi=4096)
+    in_chans: int = setting(3, "Input channels: 3 (RGB) or 1 (greyscale).", lo=1, hi=3)
+    drop_rate: float = setting(0.0, "Dropout before the classifier.", lo=0.0, lt=1.0)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
     """The optimiser (timm's create_optimizer_v2) and the learning rates of its parameter groups."""
 
-    optimizer: Optimizer = _key("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
-    lr: float = _key(1e-3, "Peak learning rate.", gt=0.0, lt=10.0)
-    lr_base_batch: int = _key(0, "0: lr is used as written, whatever the batch. Else lr is the rate for a step of "
+    optimizer: Optimizer = setting("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
+    lr: Union[float, Literal["auto"]] = setting(
+        1e-3, "Peak learning rate, or auto: chosen on the stage's data before its folds train, by short runs at "
+              "a ladder of rates on fold 0's training rows (train/rate.py; about four trials of two epochs on two "
+              "thirds of them), written to STAGE/lr.json.", gt=0.0, lt=10.0)
+    lr_base_batch: int = setting(0, "0: lr is used as written, whatever the batch. Else lr is the rate for a step of "
                                  "this many images, scaled to the stage's step (batch_size × accumulate): linearly "
                                  "for sgd, by the square root for adam and adamw, as timm's lr_base_size does.",
-                              lo=0)
-    weight_decay: float = _key(1e-4, "Weight decay.", lo=0.0, lt=1.0)
-    momentum: float = _key(0.9, "Momentum of sgd (Nesterov); 0 is plain SGD.", lo=0.0, lt=1.0)
-    backbone_lr: float = _key(1.0, "The backbone's learning rate as a multiple of lr (the heads get lr): below 1 "
+                                 lo=0)
+    weight_decay: float = setting(1e-4, "Weight decay.", lo=0.0, lt=1.0)
+    momentum: float = setting(0.9, "Momentum of sgd (Nesterov); 0 is plain SGD.", lo=0.0, lt=1.0)
+    backbone_lr: float = setting(1.0, "The backbone's learning rate as a multiple of lr (the heads get lr): below 1 "
                                    "for fine-tuning pretrained weights.", gt=0.0, hi=100.0)
-    layer_decay: float = _key(1.0, "Layer-wise rate decay (BEiT's, over timm's layer groups): the backbone's top "
+    layer_decay: float = setting(1.0, "Layer-wise rate decay (BEiT's, over timm's layer groups): the backbone's top "
                                    "layer trains at its rate, each layer below at layer_decay × the one above, so "
                                    "the general low-level features move least; 1 is off.", gt=0.0, hi=1.0)
 
@@ -164,28 +116,28 @@ class OptimizerConfig:
 class ScheduleConfig:
     """The learning-rate schedule (timm.scheduler, or PyTorch's plateau decay)."""
 
-    scheduler: Scheduler = _key("cosine", "Learning-rate schedule (timm.scheduler), advanced after every optimiser "
+    scheduler: Scheduler = setting("cosine", "Learning-rate schedule (timm.scheduler), advanced after every optimiser "
                                           "update.")
-    warmup_epochs: int = _key(0, "Epochs of linear warm-up from warmup_lr.", lo=0)
-    warmup_lr: float = _key(1e-6, "Learning rate at the start of warm-up.", lo=0.0)
-    min_lr: float = _key(1e-6, "Floor of cosine schedules and plateau decay (eta_min).", lo=0.0)
-    restart_epochs: int = _key(10, "cosine_restarts: length of the first cycle (T_0).", lo=1)
-    restart_mult: float = _key(2.0, "cosine_restarts: growth of each next cycle (T_mult).", lo=1.0)
-    step_epochs: int = _key(30, "step: epochs between decays.", lo=1)
-    decay_rate: float = _key(0.1, "step and plateau: factor applied at each decay.", gt=0.0, hi=1.0)
-    plateau_patience: int = _key(3, "plateau: epochs without improvement before a decay.", lo=0)
+    warmup_epochs: int = setting(0, "Epochs of linear warm-up from warmup_lr.", lo=0)
+    warmup_lr: float = setting(1e-6, "Learning rate at the start of warm-up.", lo=0.0)
+    min_lr: float = setting(1e-6, "Floor of cosine schedules and plateau decay (eta_min).", lo=0.0)
+    restart_epochs: int = setting(10, "cosine_restarts: length of the first cycle (T_0).", lo=1)
+    restart_mult: float = setting(2.0, "cosine_restarts: growth of each next cycle (T_mult).", lo=1.0)
+    step_epochs: int = setting(30, "step: epochs between decays.", lo=1)
+    decay_rate: float = setting(0.1, "step and plateau: factor applied at each decay.", gt=0.0, hi=1.0)
+    plateau_patience: int = setting(3, "plateau: epochs without improvement before a decay.", lo=0)
 
 
 @dataclass(frozen=True)
 class MixConfig:
     """Mixup and CutMix (timm's Mixup): pairs of images blended, their labels alike."""
 
-    mixup_alpha: float = _key(0.0, "Mixup (timm): blend pairs of images and their labels by λ ~ Beta(α, α); "
+    mixup_alpha: float = setting(0.0, "Mixup (timm): blend pairs of images and their labels by λ ~ Beta(α, α); "
                                    "0 is off. Composes with label_smoothing.", lo=0.0)
-    cutmix_alpha: float = _key(0.0, "CutMix (timm): paste a box of one image into another, labels mixed by area; "
+    cutmix_alpha: float = setting(0.0, "CutMix (timm): paste a box of one image into another, labels mixed by area; "
                                     "0 is off.", lo=0.0)
-    mix_prob: float = _key(1.0, "mixup/cutmix: probability that a batch is mixed.", lo=0.0, hi=1.0)
-    mix_switch_prob: float = _key(0.5, "With both mixup_alpha and cutmix_alpha: probability of CutMix for a mixed "
+    mix_prob: float = setting(1.0, "mixup/cutmix: probability that a batch is mixed.", lo=0.0, hi=1.0)
+    mix_switch_prob: float = setting(0.5, "With both mixup_alpha and cutmix_alpha: probability of CutMix for a mixed "
                                        "batch.", lo=0.0, hi=1.0)
 
 
@@ -194,34 +146,45 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
     """What `fit` needs: the optimiser, its schedule, mixing, and the epoch loop (steps, stopping,
     weight averaging, freezing, speed keys)."""
 
-    epochs: int = _key(10, "Maximum number of epochs.", lo=1, hi=100000)
-    accumulate: int = _key(1, "Batches whose gradients add up before each optimiser step: the step sees "
+    epochs: int = setting(10, "Maximum number of epochs.", lo=1, hi=100000)
+    accumulate: int = setting(1, "Batches whose gradients add up before each optimiser step: the step sees "
                               "batch_size × accumulate images, in the memory of one batch.", lo=1, hi=4096)
-    clip_grad: float = _key(0.0, "Clip gradients before each step (timm's dispatch_clip_grad); 0 does not clip.",
-                            lo=0.0)
-    clip_mode: Literal["norm", "value", "agc"] = _key("norm", "clip_grad: total norm, each value, or adaptive "
+    clip_grad: float = setting(0.0, "Clip gradients before each step (timm's dispatch_clip_grad); 0 does not clip.",
+                               lo=0.0)
+    clip_mode: Literal["norm", "value", "agc"] = setting("norm", "clip_grad: total norm, each value, or adaptive "
                                                               "(AGC, relative to each weight's norm).")
-    amp: bool = _key(True, "Mixed precision on CUDA (bf16 where supported, else fp16 with scaling).")
-    monitor: Monitor = _key("val_macro_f1", "Logged metric that picks the best epoch and drives early stopping.")
-    patience: int = _key(0, "Stop after this many epochs without improvement of monitor; 0 never stops early.", lo=0)
-    min_delta: float = _key(0.0, "Smallest change of monitor that counts as an improvement.", lo=0.0)
-    ema: bool = _key(False, "Keep an exponential moving average of the weights (timm's ModelEmaV3); it is what "
+    amp: bool = setting(True, "Mixed precision on CUDA (bf16 where supported, else fp16 with scaling).")
+    monitor: Monitor = setting("val_macro_f1", "Logged metric that picks the best epoch and drives early stopping.")
+    patience: int = setting(0, "Stop after this many epochs without improvement of monitor; 0 never stops early.", lo=0)
+    min_delta: float = setting(0.0, "Smallest change of monitor that counts as an improvement.", lo=0.0)
+    ema: bool = setting(False, "Keep an exponential moving average of the weights (timm's ModelEmaV3); it is what "
                             "is validated and saved.")
-    ema_decay: float = _key(0.999, "ema: decay per optimiser step.", gt=0.0, lt=1.0)
-    ema_warmup: bool = _key(True, "ema: let the decay grow from 0 to ema_decay over the first steps, so the "
+    ema_decay: float = setting(0.999, "ema: decay per optimiser step.", gt=0.0, lt=1.0)
+    ema_warmup: bool = setting(True, "ema: let the decay grow from 0 to ema_decay over the first steps, so the "
                                   "average does not drag in the untrained start.")
-    freeze_epochs: int = _key(0, "Train only the classifier head(s) for this many first epochs: the backbone's "
-                                 "weights and normalisation statistics stay as loaded.", lo=0)
-    frozen_stages: int = _key(0, "Keep the backbone's lowest N stages (timm's coarse parameter groups: the stem, then "
-                                 "each stage) as loaded throughout, weights and normalisation statistics alike: "
-                                 "HD-CNN's shared lower layers. A specialist started from the coarse model "
-                                 "(init_from_coarse) then trains only its top, and no step runs the backward pass "
-                                 "below it.", lo=0)
-    channels_last: bool = _key(False, "Train and predict in channels-last memory layout: faster convolutions on "
+    freeze_epochs: int = setting(0, "Train only the classifier head(s) for this many first epochs: the backbone's "
+                                    "weights stay as loaded; then its rate warms up from zero over one epoch.",
+                                 lo=0)
+    batchnorm: Literal["train", "frozen"] = setting(
+        "train", "Batch normalisation's statistics: train normalises each training batch by its own and moves the "
+                 "running ones towards the data's (also while freeze_epochs trains the head alone); frozen keeps the "
+                 "loaded running statistics throughout (eval mode; the layers' scale and shift still train), as "
+                 "fine-tuning with small batches at sizes the weights were not trained at wants.")
+    head_init: Literal["zero", "probe"] = setting(
+        "zero", "How a new head on trained weights starts: zero (every class equally likely), or probe (LP-FT: each "
+                "fold's head is its linear probe, the regression on the starting weights' features of the fold's "
+                "training rows, and the starting model is scored as epoch 0, so monitor keeps it where no trained "
+                "epoch beats it).")
+    frozen_stages: int = setting(0, "Keep the backbone's lowest N stages (timm's coarse parameter groups: the stem, "
+                                    "then each stage) as loaded throughout, weights and normalisation statistics "
+                                    "alike: HD-CNN's shared lower layers. A specialist started from the coarse model "
+                                    "(init_from_coarse) then trains only its top, and no step runs the backward pass "
+                                    "below it.", lo=0)
+    channels_last: bool = setting(False, "Train and predict in channels-last memory layout: faster convolutions on "
                                       "recent GPUs with amp; results equal up to rounding.", runtime=True)
-    compile: bool = _key(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "
+    compile: bool = setting(False, "Train through torch.compile: faster steps after a one-time compilation (needs a "
                                 "C++ compiler on CPU); results equal up to rounding.", runtime=True)
-    sync_batchnorm: bool = _key(False, "With several processes (torchrun): batch-norm statistics over the global "
+    sync_batchnorm: bool = setting(False, "With several processes (torchrun): batch-norm statistics over the global "
                                        "batch instead of each process's share (torch's SyncBatchNorm; CUDA only).")
 
 
@@ -229,28 +192,28 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
 class LoaderConfig:
     """How training rows reach the model: batches, augmentation, sampling, decoding."""
 
-    batch_size: int = _key(32, "Images per forward pass, over every process: under torchrun each of its N "
+    batch_size: int = setting(32, "Images per forward pass, over every process: under torchrun each of its N "
                                "processes takes batch_size / N of them (a multiple of N), so a recipe trains "
                                "alike on one process or N.", lo=1, hi=65536)
-    augment: Augment = _key("none", "Training augmentation (albumentations): a preset (light: small shifts, "
+    augment: Augment = setting("none", "Training augmentation (albumentations): a preset (light: small shifts, "
                                     "rotations and lighting; heavy: flips, affine, colour, blur or noise, dropout; "
                                     "document: what scans and phone photos of pages show: 90° turns, small "
                                     "rotations, perspective, blur, noise, lighting, compression), or a list of "
                                     "transforms with their arguments: [{ name = \"HorizontalFlip\", p = 0.5 }].")
-    sampler: Literal["shuffle", "balanced"] = _key("shuffle", "Order of training rows: shuffle each epoch, or "
+    sampler: Literal["shuffle", "balanced"] = setting("shuffle", "Order of training rows: shuffle each epoch, or "
                                                               "balanced: draw classes equally often (with "
                                                               "replacement, WeightedRandomSampler).")
-    class_cap: int = _key(0, "At most this many rows of each class per epoch, drawn anew each epoch (with balanced: "
+    class_cap: int = setting(0, "At most this many rows of each class per epoch, drawn anew each epoch (with balanced: "
                              "the epoch draws class_cap per class); 0 is no cap.", lo=0)
-    workers: int = _key(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
-                        runtime=True)
-    cache_mb: int = _key(0, "Decode and resize every image once, before the first fold, and keep them in memory as "
+    workers: int = setting(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
+                           runtime=True)
+    cache_mb: int = setting(0, "Decode and resize every image once, before the first fold, and keep them in memory as "
                             "uint8 when they fit in this many MiB (images × img_size² × in_chans bytes); 0 decodes "
                             "each image every epoch.", lo=0, runtime=True)
-    threads: int = _key(0, "torch threads of this training process; 0: torch's default, or, when several processes "
+    threads: int = setting(0, "torch threads of this training process; 0: torch's default, or, when several processes "
                            "share the machine (torchrun's LOCAL_WORLD_SIZE, or HIERCLF_PROCESSES_PER_MACHINE), the "
                            "machine's cores divided among them, so they do not slow each other down.", lo=0,
-                        runtime=True)
+                           runtime=True)
 
 
 @dataclass(frozen=True)
@@ -259,13 +222,13 @@ class StageConfig(LossConfig, LoaderConfig, TrainConfig, ModelConfig):
     pipeline takes only its own slice: the model factory a ModelConfig, `fit` a TrainConfig, the
     loaders a LoaderConfig, the loss a LossConfig."""
 
-    device: Literal["auto", "cpu", "cuda", "mps"] = _key("auto", "Where to train: auto picks cuda, then mps, "
+    device: Literal["auto", "cpu", "cuda", "mps"] = setting("auto", "Where to train: auto picks cuda, then mps, "
                                                                  "then cpu.", runtime=True)
-    seed: int = _key(0, "Seed of weights, shuffling and augmentation.", lo=0)
-    probe_check: bool = _key(False, "Before a fold trains, fit the linear probe on the starting weights' features "
+    seed: int = setting(0, "Seed of weights, shuffling and augmentation.", lo=0)
+    probe_check: bool = setting(False, "Before a fold trains, fit the linear probe on the starting weights' features "
                                     "(one pass over the fold's rows) and warn when a trained epoch scores below it: "
                                     "fine-tuning that loses what the backbone knew.", runtime=True)
-    tensorboard: bool = _key(False, "Write TensorBoard event files into each fold's folder as it trains (every "
+    tensorboard: bool = setting(False, "Write TensorBoard event files into each fold's folder as it trains (every "
                                     "figure of metrics.jsonl by epoch, the recipe, the validation confusion matrix): "
                                     "tensorboard --logdir runs/. Needs pip install 'hierclf[tensorboard]'; "
                                     "fit-coarse/fit-fine --tensorboard sets it.", runtime=True)
@@ -275,8 +238,8 @@ class StageConfig(LossConfig, LoaderConfig, TrainConfig, ModelConfig):
 class HeadConfig(LossConfig):
     """One attribute head's loss ([heads.<name>]); loss keys it does not set come from [coarse]."""
 
-    weight: float = _key(1.0, "Weight of this head's loss in the sum over heads.", lo=0.0)
-    weight_schedule: tuple[tuple[float, ...], ...] = _key(
+    weight: float = setting(1.0, "Weight of this head's loss in the sum over heads.", lo=0.0)
+    weight_schedule: tuple[tuple[float, ...], ...] = setting(
         (), "Weights by epoch, as B-CNN trains its branches: [[1, 0.8], [6, 0.2]] is 0.8 from epoch 1 and 0.2 "
             "from epoch 6. Before its first entry the head has `weight`.")
 
@@ -293,12 +256,12 @@ class HeadConfig(LossConfig):
 class CombineConfig:
     """How stage outputs become final labels."""
 
-    method: CombinerName = _key("product", "How stage outputs become final labels; " + combiner_doc())
-    route_threshold: float = _key(0.0, "routed: a specialist also runs where its group's coarse probability is at "
+    method: CombinerName = setting("product", "How stage outputs become final labels; " + combiner_doc())
+    route_threshold: float = setting(0.0, "routed: a specialist also runs where its group's coarse probability is at "
                                        "least this, and the product decides there; 0 routes by the argmax alone.",
-                                  lo=0.0, hi=1.0)
-    stacking_c: float = _key(1.0, "stacking: inverse regularisation strength C of the logistic regression.", gt=0.0)
-    calibrate: bool = _key(False, "Temperature-scale each stage's probabilities, one temperature per output block "
+                                     lo=0.0, hi=1.0)
+    stacking_c: float = setting(1.0, "stacking: inverse regularisation strength C of the logistic regression.", gt=0.0)
+    calibrate: bool = setting(False, "Temperature-scale each stage's probabilities, one temperature per output block "
                                   "fit on its out-of-fold outputs (calibration.json) when the last stage finishes; "
                                   "the combiners, evaluate and predict then use the scaled ones.")
 
@@ -307,7 +270,7 @@ class CombineConfig:
 class PredictConfig:
     """Prediction-time settings; they do not change what a run learns."""
 
-    tta: tuple[str, ...] = _key((), "Test-time augmentation: the softmax of each image and of these variants is "
+    tta: tuple[str, ...] = setting((), "Test-time augmentation: the softmax of each image and of these variants is "
                                     "averaged. hflip, vflip, rot90, rot180, rot270, or scale=F (zoom by F: 1.1 "
                                     "crops in, 0.9 pads out). predict --tta overrides it.")
 

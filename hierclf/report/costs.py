@@ -47,7 +47,9 @@ def fold_training_cost(run: Run, stage: Stage, fold: int) -> Cost:
     folder = run.fold_dir(stage.name, fold)
     result = read_result(folder)
     images = float(result["train_rows"] * result["epochs_run"] * _models(stage))
-    return Cost(images, images * stage.config.img_size ** 2 / 1e6, epochs_seconds(folder)[1])
+    start = result.get("start") or {}  # LP-FT: its probe's features and regression, and epoch 0's validation
+    seconds = epochs_seconds(folder)[1] + float(start.get("seconds", 0.0) if isinstance(start, dict) else 0.0)
+    return Cost(images, images * stage.config.img_size ** 2 / 1e6, seconds)
 
 
 def epochs_seconds(folder: Path) -> tuple[int, float]:

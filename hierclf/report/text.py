@@ -28,8 +28,10 @@ def stage_summary_lines(title: str, summary: dict[str, Any], run: Run) -> list[s
              f"macro-F1 {summary['oof_macro_f1']:.4f}  accuracy {summary['oof_accuracy']:.4f}"]
     for row in summary["folds"]:
         probe = f"; the linear probe of its starting weights {row['probe_macro_f1']:.4f}" if "probe_macro_f1" in row else ""
+        kept = (f"its start kept (the linear probe as its head), no epoch of {row['epochs_run']} beat it"
+                if row["best_epoch"] == 0 else f"best epoch {row['best_epoch']} of {row['epochs_run']}")
         lines.append(f"  fold {row['fold']}: macro-F1 {row['val_macro_f1']:.4f}  accuracy {row['val_accuracy']:.4f}"
-                     f"  (best epoch {row['best_epoch']} of {row['epochs_run']}{probe})")
+                     f"  ({kept}{probe})")
     if "diagnosis" in summary:
         lines.append(f"  {summary['diagnosis']}")
     targets = layout.columns(oof["targets"])

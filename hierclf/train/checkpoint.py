@@ -66,7 +66,8 @@ def capture(training: TrainingState, epochs_done: int) -> Checkpoint:
     if training.loader.generator is not None:
         tensors["rng/loader"] = training.loader.generator.get_state()
     dataset = training.loader.dataset
-    state = {"history": training.history, "best_epoch": best.best_epoch, "best_value": best.best_value,
+    state = {"history": training.history, "start": training.start, "best_epoch": best.best_epoch,
+             "best_value": best.best_value,
              "epochs_without_gain": training.epochs_without_gain, "updates": training.updates,
              "optimizer": optimizer_numbers,
              "scheduler": training.scheduler.state_dict() if training.scheduler is not None else None,
@@ -108,7 +109,7 @@ def _restore(training: TrainingState, saved: Checkpoint, own_draws: bool) -> Non
                               best_state=saved.group("best"), val_probs=saved.tensors["best_val_probs"].numpy(),
                               val_rows=saved.tensors["best_val_rows"].numpy())
     training.epochs_without_gain, training.updates = state["epochs_without_gain"], state["updates"]
-    training.history = state["history"]
+    training.history, training.start = state["history"], state.get("start")
 
 
 def _restore_draws(training: TrainingState, saved: Checkpoint) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -18,9 +19,9 @@ from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
 from hierclf.errors import RunError
 from hierclf.hierarchy.stage import Stage, in_stage
-from hierclf.models.factory import SeparateHeads, create_model
+from hierclf.models.factory import create_model
 from hierclf.models.inference import memory_layout, soft_vote
-from hierclf.models.probe import pooled_features
+from hierclf.models.probe import BlockProbes, block_features
 from hierclf.models.spec import ModelSpec
 from hierclf.models.weights import load_weights_file
 from hierclf.recipe.finetuning import starts_trained
@@ -30,7 +31,7 @@ from hierclf.runtime.processes import Placement
 from hierclf.seeding import derive_seed
 from hierclf.train.board import Board
 from hierclf.train.loop import fit
-from hierclf.train.guard import Guard, chance_loss, checked_epoch, fold_probe
+from hierclf.train.guard import Guard, chance_loss, checked_epoch
 from hierclf.train.losses import LayoutLoss, build_layout_loss
 from hierclf.train.record import FitRecord, fit_identity
 from hierclf.train.state import FitResult
@@ -55,12 +56,12 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
     log.info("%s fold %d: %d training rows, %d validation rows, %s on %s%s", stage.name, fold, len(train_rows),
              len(val_rows), stage.config.model, placement.device, processes.sharing(stage.config.batch_size))
     criterion = build_layout_loss(stage.layout, stage.losses, stage.loss_keys, targets[train_rows])
-    record = FitRecord(f"{stage.name} fold {fold}", run.fold_dir(stage.name, fold), writes=processes.is_main,
+    name = f"{stage.name} fold {fold}"
+    record = FitRecord(name, run.fold_dir(stage.name, fold), writes=processes.is_main,
                        seconds_limit=seconds_limit,
                        made_for=fit_identity(stage.name, fold, learned_keys(stage.config),
                                              items.ids[train_rows].tolist()),
-                       guard=_guard(f"{stage.name} fold {fold}", stage, model, loaders, criterion,
-                                    (train_rows, val_rows)),
+                       guard=_guard(name, stage, model, loaders, criterion, (train_rows, val_rows)),
                        board=Board(run.fold_dir(stage.name, fold), stage.layout, run.recipe.to_toml())
                        if stage.config.tensorboard else None)
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
@@ -96,20 +97,33 @@ def build_fold_model(run: Run, stage: Stage, fold: int, seed: int) -> tuple[torc
 def _guard(name: str, stage: Stage, model: torch.nn.Module, loaders: "FoldLoaders", criterion: LayoutLoss,
            rows: tuple[np.ndarray, np.ndarray]) -> Guard | None:
     """What a fold that starts from trained weights (pretrained, or the coarse model's) is checked
-    against as it trains: a uniform guess's loss, and with probe_check the linear probe of its
-    starting weights on the fold's rows (one unaugmented pass over them, before any step)."""
+    against as it trains: a uniform guess's loss, and with probe_check or head_init = "probe" the
+    linear probe of its starting weights on the fold's rows, which LP-FT also sets as its heads."""
     config = stage.config
     if not starts_trained(config):
         return None
+    started = time.perf_counter()
+    probe = starting_probe(stage, model, loaders, rows) if config.probe_check or config.head_init == "probe" else None
+    if probe is not None:
+        log.info("%s: the linear probe of its starting weights scores %.4f validation macro-F1%s", name, probe,
+                 ", and is its head (LP-FT)" if config.head_init == "probe" else "")
+    return Guard(name, chance_loss(criterion, loaders.targets[rows[0]]), probe,
+                 checked_epoch(config.epochs, config.warmup_epochs, config.freeze_epochs),
+                 probe_seconds=time.perf_counter() - started)
+
+
+def starting_probe(stage: Stage, model: torch.nn.Module, loaders: "FoldLoaders",
+                    rows: tuple[np.ndarray, np.ndarray]) -> float:
+    """The linear probe of `model` as it starts, in its own layout (a regression per output block
+    on the features that block's classifier reads, from one unaugmented pass over the fold's
+    training rows), scored on the validation rows by the joint class's macro-F1, as each epoch
+    is; with head_init = "probe" the model's heads are set to it, so its epoch 0 is this probe."""
     train_rows, val_rows = rows
-    probe = None
-    if config.probe_check and not isinstance(model, SeparateHeads):  # separate models share no features
-        (train_features, train_order), (val_features, val_order) = (loaders.features(model, part) for part in rows)
-        probe = fold_probe(train_features, loaders.targets[train_rows[train_order]], val_features,
-                           loaders.targets[val_rows[val_order]], stage.layout)
-        log.info("%s: the linear probe of its starting weights scores %.4f validation macro-F1", name, probe)
-    return Guard(name, chance_loss(criterion, loaders.targets[train_rows]), probe,
-                 checked_epoch(config.epochs, config.warmup_epochs, config.freeze_epochs))
+    (train_features, train_order), (val_features, val_order) = (loaders.features(model, part) for part in rows)
+    probes = BlockProbes.fit(train_features, loaders.targets[train_rows[train_order]], stage.layout)
+    if stage.config.head_init == "probe":
+        probes.load_into(model)
+    return stage.layout.scores(loaders.targets[val_rows[val_order]], probes.probs(val_features))["macro_f1"]
 
 
 class FoldLoaders:
@@ -141,19 +155,22 @@ class FoldLoaders:
                                  self.stage.config.amp, memory_format=memory_layout(self.stage.config.channels_last))
         return self.placement.processes.gather_rows(probs, order)
 
-    def features(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """`model`'s pooled features for `rows` (unaugmented), and the position in `rows` of each."""
+    def features(self, model: torch.nn.Module, rows: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per output block, the pooled features `model`'s classifier reads for `rows`
+        (unaugmented), and the position in `rows` of each, on every process."""
         model.to(self.placement.device)
-        features, order = pooled_features(model, self.of(rows), self.placement.device, self.stage.config.amp)
-        return self.placement.processes.gather_rows(features, order)
+        blocks, order = block_features(model, self.of(rows), self.placement.device, self.stage.config.amp)
+        gathered = [self.placement.processes.gather_rows(block, order) for block in blocks]
+        return [block for block, _ in gathered], gathered[0][1]
 
 
 def _result(stage: Stage, fold: int, result: FitResult, rows: tuple[int, int],
             train_scores: dict[str, Any]) -> dict[str, Any]:
     """result.json: the best epoch and its validation scores, and the kept model's on its training rows."""
-    best = result.history[result.best_epoch - 1]
+    best = result.start if result.best_epoch == 0 else result.history[result.best_epoch - 1]
     train_rows, val_rows = rows
-    return {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+    start = {"start": result.start} if result.start is not None else {}
+    return {"fold": fold, "best_epoch": result.best_epoch, "epochs_run": len(result.history), **start,
             "stopped_early": result.stopped_early, "monitor": stage.config.monitor, "best_value": result.best_value,
             "val_accuracy": best["val_accuracy"], "val_macro_f1": best["val_macro_f1"],
             "train_rows": int(train_rows), "val_rows": int(val_rows),

@@ -17,9 +17,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from hierclf.hierarchy.layout import OutputLayout
-from hierclf.metrics import scores
-from hierclf.models.probe import fit_probe, softmax
 from hierclf.train.losses import LayoutLoss
 
 FAR_ABOVE = 1.2
@@ -38,6 +35,8 @@ class Guard:
     probe_macro_f1: float | None = None
     checked_epoch: int | None = 1
     """The epoch compared with the probe while the fold trains (`checked_epoch`; None: only the end)."""
+    probe_seconds: float = 0.0
+    """What the probe took (features and regression): with LP-FT, part of the fold's training."""
 
     def after_epoch(self, entry: dict[str, Any]) -> list[str]:
         """The warnings an epoch's figures (a metrics.jsonl line) call for."""
@@ -77,13 +76,3 @@ def chance_loss(criterion: LayoutLoss, targets: np.ndarray) -> float:
     rows = torch.from_numpy(targets[:4096])
     with torch.no_grad():
         return float(criterion(torch.zeros(len(rows), criterion.layout.width), rows))
-
-
-def fold_probe(train_features: np.ndarray, train_targets: np.ndarray, val_features: np.ndarray,
-               val_targets: np.ndarray, layout: OutputLayout) -> float:
-    """The linear probe of a fold's starting weights: the regression on their pooled features of the
-    training rows (unaugmented), scored on the validation rows by the joint class's macro-F1, as
-    each epoch's val_macro_f1 is. Targets are N×H, as the stage's."""
-    weight, bias, _ = fit_probe(train_features, layout.joint(train_targets), layout.num_joint)
-    predicted = softmax(val_features @ weight.T + bias).argmax(1)
-    return scores(layout.joint(val_targets), predicted, layout.num_joint)["macro_f1"]

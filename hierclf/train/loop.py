@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from hierclf.errors import TrainingError
 from hierclf.hierarchy.layout import OutputLayout
-from hierclf.models.factory import lowest_stages, set_backbone_frozen, set_frozen
+from hierclf.models.factory import hold_batchnorm, lowest_stages, set_backbone_frozen, set_frozen
 from hierclf.models.inference import autocast, memory_layout, soft_vote
 from hierclf.recipe.schema import TrainConfig
 from hierclf.runtime.processes import Placement
@@ -65,6 +65,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
         record.resume(training, config.epochs)
         compiled = torch.compile(model) if config.compile else model  # shares the model's parameters
         validated = training.ema.module if training.ema is not None else compiled
+        if config.head_init == "probe" and training.start is None:  # a resumed fit has scored it
+            _score_start(training, validated, val_loader, config, criterion, placement, record)
         trained, trained_frozen = None, None
         lower = lowest_stages(model, config.frozen_stages, record.name) if config.frozen_stages else []
         for epoch in range(len(training.history), config.epochs):
@@ -79,8 +81,8 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
             val_probs, val_rows = placement.processes.gather_rows(
                 *soft_vote([validated], val_loader, placement.device, criterion.layout, config.amp,
                            memory_format=memory_layout(config.channels_last)))
-            entry = _figures(epoch, sums, np.asarray(val_loader.dataset.targets)[val_rows], val_probs,
-                             criterion.layout)
+            entry = {**_train_figures(epoch, sums),
+                     **_val_figures(np.asarray(val_loader.dataset.targets)[val_rows], val_probs, criterion.layout)}
             entry.update(lr=training.optimizer.param_groups[0]["lr"], seconds=time.perf_counter() - started)
             training.history.append(entry)
             # --- keep the best, log, decide whether to stop
@@ -101,18 +103,21 @@ def fit(model: torch.nn.Module, train_loader: DataLoader, val_loader: DataLoader
     if config.freeze_epochs:
         set_backbone_frozen(model, False)
     set_frozen(model, lower, False)
-    training.best.history = training.history
+    training.best.history, training.best.start = training.history, training.start
     return training.best
 
 
 def _train_mode(model: torch.nn.Module, epoch: int, config: TrainConfig, lower: list[torch.nn.Parameter]) -> bool:
-    """The model in training mode, but for what stays as loaded this epoch: the whole backbone in
-    the first `freeze_epochs` (whether it does is returned), the `frozen_stages` always; their
-    normalisation layers keep their running statistics."""
+    """The model in training mode, but for what stays as loaded this epoch: the whole backbone's
+    weights in the first `freeze_epochs` (whether they do is returned), the `frozen_stages` always
+    (their normalisation layers keep their running statistics), and with `batchnorm = "frozen"`
+    every normalisation layer's statistics throughout."""
     model.train()
     frozen = epoch < config.freeze_epochs
     if config.freeze_epochs:
         set_backbone_frozen(model, frozen)
+    if config.batchnorm == "frozen":
+        hold_batchnorm(model)
     if lower:
         set_frozen(model, lower, True)
     return frozen
@@ -127,7 +132,7 @@ def _set_up(model: torch.nn.Module, loader: DataLoader, config: TrainConfig, cri
     if config.sync_batchnorm:
         processes.sync_batchnorm(model)
     images_per_step = (loader.batch_size or 0) * processes.world * config.accumulate
-    optimizer = build_optimizer(model, config, images_per_step)
+    optimizer = build_optimizer(model, config, images_per_step, unfreezes=config.freeze_epochs > 0)
     if config.lr_base_batch:
         log.info("%s: lr %.3g for steps of %d images (lr %g at %d)", name, scaled_lr(config, images_per_step),
                  images_per_step, config.lr, config.lr_base_batch)
@@ -201,13 +206,33 @@ def _step(training: TrainingState, config: TrainConfig) -> None:
         training.scheduler.step_update(training.updates)
 
 
-def _figures(epoch: int, sums: tuple[float, int, int], val_targets: np.ndarray, val_probs: np.ndarray,
-             layout: OutputLayout) -> dict[str, float]:
-    """The epoch's line: training loss and accuracy, validation loss and scores (each block's too)."""
+def _score_start(training: TrainingState, validated: torch.nn.Module, val_loader: DataLoader, config: TrainConfig,
+                 criterion: LayoutLoss, placement: Placement, record: FitRecord) -> None:
+    """Epoch 0: the starting model validated before any step (with LP-FT, the linear probe), and
+    kept as the best so far when `monitor` is a validation figure, so no trained epoch that
+    scores below it is kept."""
+    started = time.perf_counter()
+    val_probs, val_rows = placement.processes.gather_rows(
+        *soft_vote([validated], val_loader, placement.device, criterion.layout, config.amp,
+                   memory_format=memory_layout(config.channels_last)))
+    entry = {"epoch": 0, **_val_figures(np.asarray(val_loader.dataset.targets)[val_rows], val_probs,
+                                        criterion.layout), "seconds": time.perf_counter() - started}
+    training.start = entry
+    kept = config.monitor.startswith("val_") and _keep_if_best(training, entry[config.monitor], config, val_probs,
+                                                               val_rows)
+    record.start(entry, kept, config.epochs)
+
+
+def _train_figures(epoch: int, sums: tuple[float, int, int]) -> dict[str, float]:
+    """The epoch's training figures: loss and accuracy over the rows seen."""
     loss_sum, correct, seen = sums
+    return {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1)}
+
+
+def _val_figures(val_targets: np.ndarray, val_probs: np.ndarray, layout: OutputLayout) -> dict[str, float]:
+    """Validation loss and scores (each block's too)."""
     val_scores = layout.scores(val_targets, val_probs)
-    entry = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "train_accuracy": correct / max(seen, 1),
-             "val_loss": layout.log_loss(val_targets, val_probs), "val_accuracy": val_scores["accuracy"],
+    entry = {"val_loss": layout.log_loss(val_targets, val_probs), "val_accuracy": val_scores["accuracy"],
              "val_macro_f1": val_scores["macro_f1"]}
     for head, head_scores in val_scores.get("heads", {}).items():
         entry.update({f"val_{head}_accuracy": head_scores["accuracy"], f"val_{head}_macro_f1": head_scores["macro_f1"]})

@@ -12,18 +12,22 @@ from hierclf.models.factory import classifier_modules, layer_scales
 from hierclf.recipe.schema import OptimizerConfig, TrainConfig
 
 
-def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_step: int = 0) -> torch.optim.Optimizer:
+def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_step: int = 0,
+                    unfreezes: bool = False) -> torch.optim.Optimizer:
     """timm leaves biases and norm weights out of weight decay, as it should. timm's `sgd` is
     Nesterov SGD, which needs momentum; with momentum 0 the stage gets plain SGD (`momentum`
     in timm's names is SGD without Nesterov). The peak rate is `scaled_lr`. With `backbone_lr`
     ≠ 1 the backbone's groups start at that rate × backbone_lr, and with `layer_decay` < 1 each
     of its layers below the top at layer_decay times the one above; the heads keep the rate. The
-    schedules scale every group from its own start."""
+    schedules scale every group from its own start. The backbone's groups are marked
+    (`backbone`), and with `unfreezes` (a head-only start) kept apart from the heads' even at one
+    rate, so its warm-up after the unfreeze (`UnfreezeWarmup`) can reach them alone."""
     opt, extra = config.optimizer, {}
     if config.optimizer == "sgd":
         opt, extra = ("sgd" if config.momentum > 0 else "momentum"), {"momentum": config.momentum}
     lr = scaled_lr(config, images_per_step)
-    grouping = _backbone_lr_groups(config, lr) if config.backbone_lr != 1.0 or config.layer_decay != 1.0 else None
+    split = unfreezes or config.backbone_lr != 1.0 or config.layer_decay != 1.0
+    grouping = _backbone_lr_groups(config, lr) if split else None
     return create_optimizer_v2(model, opt=opt, lr=lr, weight_decay=config.weight_decay,
                                param_group_fn=grouping, **extra)
 
@@ -47,18 +51,19 @@ def _backbone_lr_groups(config: OptimizerConfig, lr: float):
         skip = getattr(model, "no_weight_decay", lambda: set())()
         result = []
         for group in param_groups_weight_decay(model, config.weight_decay, no_weight_decay_list=skip):
-            by_rate: dict[float, list[torch.nn.Parameter]] = {}
+            by_rate: dict[tuple[bool, float], list[torch.nn.Parameter]] = {}
             for parameter in group["params"]:
-                head = id(parameter) in head_ids
-                rate = lr if head else lr * config.backbone_lr * scales.get(id(parameter), 1.0)
-                by_rate.setdefault(rate, []).append(parameter)
-            result += [{**group, "params": chosen, "lr": rate} for rate, chosen in sorted(by_rate.items())]
+                backbone = id(parameter) not in head_ids
+                rate = lr * config.backbone_lr * scales.get(id(parameter), 1.0) if backbone else lr
+                by_rate.setdefault((backbone, rate), []).append(parameter)
+            result += [{**group, "params": chosen, "lr": rate, "backbone": backbone}
+                       for (backbone, rate), chosen in sorted(by_rate.items())]
         return result
     return groups
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
-                    updates_per_epoch: int = 1) -> Scheduler | PlateauSchedule | None:
+                    updates_per_epoch: int = 1) -> Scheduler | PlateauSchedule | UnfreezeWarmup | None:
     """The schedule, advanced after every optimiser update with `step_update(n)` and
     after every epoch with `step(epoch, metric)`. Stepping per update keeps warm-up and cosine
     smooth inside an epoch: a one-epoch warm-up ramps up during the first epoch instead of
@@ -84,7 +89,58 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig,
         scheduler, _ = create_scheduler_v2(optimizer, "constant", **per_update)
     else:
         scheduler = None
+    if config.freeze_epochs:
+        return UnfreezeWarmup(scheduler, optimizer, config.freeze_epochs * updates_per_epoch, updates_per_epoch)
     return scheduler
+
+
+class UnfreezeWarmup:
+    """A schedule whose backbone groups (`backbone` in their param group) start again from zero
+    when the head-only epochs end, and ramp linearly to the schedule's rate over the first epoch
+    that trains them. Without it the backbone's first steps come at the schedule's full rate from
+    an empty optimiser state (Adam's first step moves every weight by the rate itself), and the
+    features the head learnt on are knocked away. The schedule it wraps (or none) always sees the
+    rates unramped; the ramp follows from the update count alone, so a resumed fit resumes it."""
+
+    def __init__(self, inner: Scheduler | PlateauSchedule | None, optimizer: torch.optim.Optimizer,
+                 frozen_updates: int, ramp_updates: int):
+        self.inner, self.optimizer = inner, optimizer
+        self.frozen_updates, self.ramp_updates = frozen_updates, max(1, ramp_updates)
+        self.updates = 0
+
+    def step_update(self, num_updates: int, metric: float | None = None) -> None:
+        self._unramp()
+        if self.inner is not None:
+            self.inner.step_update(num_updates)
+        self.updates = num_updates
+        self._ramp()
+
+    def step(self, epoch: int, metric: float | None = None) -> None:
+        self._unramp()
+        if self.inner is not None:
+            self.inner.step(epoch, metric)
+        self._ramp()
+
+    def _ramp(self) -> None:
+        """The next update's share of the backbone's rate: 1/ramp_updates for its first."""
+        share = min(1.0, max(0.0, (self.updates + 1 - self.frozen_updates) / self.ramp_updates))
+        for group in self.optimizer.param_groups:
+            if group.get("backbone"):
+                group["scheduled_lr"] = group["lr"]
+                group["lr"] = group["lr"] * share
+
+    def _unramp(self) -> None:
+        for group in self.optimizer.param_groups:
+            if "scheduled_lr" in group:
+                group["lr"] = group.pop("scheduled_lr")
+
+    def state_dict(self) -> dict:
+        return {"inner": self.inner.state_dict() if self.inner is not None else None, "updates": self.updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.inner is not None:
+            self.inner.load_state_dict(state["inner"])
+        self.updates = int(state["updates"])
 
 
 def _cycles_to_cover(config: TrainConfig) -> int:

@@ -81,18 +81,27 @@ class FitRecord:
                 raise unwritable(self.metrics_path, error) from None
         if self.board is not None:
             self.board.epoch(entry)
-        per_head = "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
-                           if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
         log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
                  self.name, entry["epoch"], epochs, entry["train_loss"], entry["val_loss"], entry["val_accuracy"],
-                 entry["val_macro_f1"], per_head, entry["lr"], entry["seconds"], "  *" if improved else "")
+                 entry["val_macro_f1"], _per_head(entry), entry["lr"], entry["seconds"], "  *" if improved else "")
         for warning in self.guard.after_epoch(entry) if self.guard is not None and self.writes else []:
             log.warning(warning)
+
+    def start(self, entry: dict[str, Any], kept: bool, epochs: int) -> None:
+        """The starting model's figures (epoch 0, LP-FT's probe; its seconds include the probe's):
+        a line in the log and step 0 on the board; metrics.jsonl holds trained epochs only."""
+        if self.guard is not None:
+            entry["seconds"] += self.guard.probe_seconds
+        if self.board is not None:
+            self.board.epoch(entry)
+        log.info("%s epoch 0/%d (its start)  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  %.1fs%s", self.name, epochs,
+                 entry["val_loss"], entry["val_accuracy"], entry["val_macro_f1"], _per_head(entry), entry["seconds"],
+                 "  *" if kept else "")
 
     def check_budget(self, training: TrainingState, epochs: int) -> None:
         """Stop the fit (`OverBudget`) once its epochs, resumed ones included, took longer than
         `seconds_limit`; call it after `save`, so the resume file holds every epoch done."""
-        seconds = sum(float(entry.get("seconds", 0.0)) for entry in training.history)
+        seconds = sum(float(entry.get("seconds", 0.0)) for entry in [training.start or {}, *training.history])
         if self.seconds_limit is not None and seconds > self.seconds_limit:
             done = len(training.history)
             raise OverBudget(f"{self.name}: {seconds:.1f} s after epoch {done} of {epochs}, over its "
@@ -119,6 +128,12 @@ class FitRecord:
         self.resume_path.unlink(missing_ok=True)
         if self.board is not None:
             self.board.finish(val["probs"], val["targets"], result["best_epoch"])
+
+
+def _per_head(entry: dict[str, Any]) -> str:
+    """Each head's validation macro-F1, for the log line of a heads model."""
+    return "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
+                   if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
 
 
 def fit_identity(*parts: Any) -> str:

@@ -24,13 +24,16 @@ class FitResult:
     val_rows: np.ndarray
     history: list[dict] = field(default_factory=list)
     stopped_early: bool = False
+    start: dict | None = None
+    """The starting model's validation figures (epoch 0), where it was scored: LP-FT's probe."""
 
 
 @dataclass(eq=False)
 class TrainingState:
     """Everything the next epoch depends on: the weights and their moving average, the optimiser,
     its schedule and loss scaler, the mixer, the training loader (whose generators draw the order
-    and the augmentation), the epochs' records, the best epoch so far and the counters. A
+    and the augmentation), the epochs' records (and the start's, epoch 0, where it was scored),
+    the best epoch so far and the counters. A
     checkpoint (`hierclf.train.checkpoint`) captures exactly this, and restores it."""
 
     model: torch.nn.Module
@@ -41,6 +44,7 @@ class TrainingState:
     mixer: BatchMixer | None
     loader: DataLoader
     history: list[dict] = field(default_factory=list)
+    start: dict | None = None
     best: FitResult | None = None
     epochs_without_gain: int = 0
     updates: int = 0

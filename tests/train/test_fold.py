@@ -1,9 +1,12 @@
 """One fold of one stage: the rows it trains and validates on, where its model starts, what it writes."""
+import shutil
+
 import numpy as np
+import pytest
 import torch
 
 from conftest import TINY_STAGE, mask_image, mask_recipe, write_csv_dataset, write_mask_dataset, write_recipe
-from conftest import MASK_HEADS, cli
+from conftest import MASK_HEADS, Killed, cli, kill_after_saving, write_detail_dataset, write_weights
 from hierclf.data import Items
 from hierclf.run.files import load_weights, read_json, read_npz
 from hierclf.data.labels import encode_factors
@@ -139,3 +142,92 @@ def test_a_specialist_starts_from_its_own_folds_flat_model_restricted_to_its_gro
         assert convs and all(torch.equal(state[name], flat[fold][name]) for name in convs)
         other = (fold + 1) % 3
         assert not torch.equal(state[convs[0]], flat[other][convs[0]])  # not another fold's weights
+
+
+# --- LP-FT: every new head starts as the fold's linear probe, and the start is epoch 0
+
+LPFT = ("--set", "coarse.head_init=probe", "--set", "coarse.batchnorm=frozen")
+WRECKING = ("--set", "coarse.lr=3.0", "--set", "coarse.warmup_epochs=0", "--set", "coarse.epochs=2")
+"""A rate that wrecks the features: no trained epoch beats the start, so the start is kept."""
+
+
+def _start_is_the_probe(folder, heads=()):
+    """The fold began as its probe (epoch 0 scores as the probe fit beside it), and with a wrecking
+    rate kept it: its kept model is never below its own probe on its validation rows."""
+    result = read_json(folder / "result.json")
+    start = result["start"]
+    assert start["epoch"] == 0 and start["val_macro_f1"] == pytest.approx(result["probe_macro_f1"], abs=1e-12)
+    assert all(f"val_{head}_macro_f1" in start for head in heads)
+    assert result["best_epoch"] == 0 and result["val_macro_f1"] == start["val_macro_f1"] >= result["probe_macro_f1"]
+    return result
+
+
+def test_lpft_a_flat_fold_starts_as_the_probe_hierclf_probe_fits_and_keeps_it(tmp_path):
+    weights = write_weights(tmp_path / "imagenet.safetensors")
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=20)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"weights": str(weights)})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0, *LPFT, *WRECKING).exit_code == 0
+    result = _start_is_the_probe(tmp_path / "run" / "coarse" / "fold-0")
+    # the same regression, fit on its own by `hierclf probe` of the run: the same scores, the same outputs
+    assert cli("-q", "probe", tmp_path / "run", "--out", tmp_path / "probe").exit_code == 0
+    probe = read_json(tmp_path / "probe" / "coarse" / "fold-0" / "result.json")
+    assert result["start"]["val_macro_f1"] == pytest.approx(probe["val_macro_f1"], abs=1e-9)
+    kept, fitted = (read_npz(run / "coarse" / "fold-0" / "val.npz") for run in (tmp_path / "run", tmp_path / "probe"))
+    order = np.argsort(kept["ids"])
+    assert (kept["ids"][order] == np.sort(fitted["ids"])).all()
+    np.testing.assert_allclose(kept["probs"][order], fitted["probs"][np.argsort(fitted["ids"])], atol=1e-4)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_lpft_heads_start_as_a_probe_per_head(tmp_path, separate):
+    weights = write_weights(tmp_path / "imagenet.safetensors")
+    images = write_mask_dataset(tmp_path / "data", people_per_kind=3)
+    recipe = mask_recipe(tmp_path / "heads.toml", images, {"heads": MASK_HEADS, "separate": separate})
+    result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0, "--set",
+                 f"coarse.weights={weights}", *LPFT, *WRECKING)
+    assert result.exit_code == 0, result.output
+    _start_is_the_probe(tmp_path / "run" / "coarse" / "fold-0", heads=MASK_HEADS)
+
+
+def test_lpft_a_specialist_starts_as_the_probe_of_its_group(tmp_path):
+    """A group's specialist with a new head from pretrained weights, and one started from the coarse
+    model of its fold (its probe then reads the coarse model's features)."""
+    weights = write_weights(tmp_path / "imagenet.safetensors")
+    train_csv = write_detail_dataset(tmp_path / "data", per_class=12)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 24, "epochs": 1},
+                          hierarchy={"groups": [["checked", "plain"]], "group_names": ["patch"]})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0).exit_code == 0
+    specialist = [arg.replace("coarse.", "fine.") for arg in (*LPFT, *WRECKING)]
+    for start in (f"fine.weights={weights}", "fine.init_from_coarse=true"):
+        out = tmp_path / start.split("=")[0]
+        shutil.copytree(tmp_path / "run", out)
+        result = cli("-q", "fit-fine", out, "--fold", 0, "--set", start, *specialist)
+        assert result.exit_code == 0, result.output
+        assert _start_is_the_probe(out / "fine" / "patch" / "fold-0")["val_rows"] > 0
+
+
+def test_lpft_the_start_is_scored_but_not_kept_where_monitor_is_a_training_figure(tmp_path):
+    weights = write_weights(tmp_path / "imagenet.safetensors")
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=10)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"weights": str(weights)})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0, *LPFT, *WRECKING, "--set",
+               "coarse.monitor=train_loss").exit_code == 0
+    result = read_json(tmp_path / "run" / "coarse" / "fold-0" / "result.json")
+    assert result["start"]["val_macro_f1"] == pytest.approx(result["probe_macro_f1"]) and result["best_epoch"] >= 1
+
+
+def test_lpft_a_fold_killed_after_an_epoch_resumes_with_its_start_as_it_was(tmp_path, monkeypatch):
+    weights = write_weights(tmp_path / "imagenet.safetensors")
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=10)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"weights": str(weights),
+                                                                               "epochs": 3})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "whole", "--fold", 0, *LPFT).exit_code == 0
+    kill_after_saving(monkeypatch, epoch=1)
+    with pytest.raises(Killed):
+        cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut", "--fold", 0, *LPFT)
+    monkeypatch.undo()
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "cut", "--fold", 0, *LPFT).exit_code == 0
+    whole, cut = (read_json(run / "coarse" / "fold-0" / "result.json") for run in (tmp_path / "whole", tmp_path / "cut"))
+    for result in (whole, cut):
+        result["start"].pop("seconds")
+    assert whole == cut

@@ -4,11 +4,8 @@ import math
 
 import numpy as np
 import pytest
-import timm
-import torch
-from safetensors.torch import save_file
 
-from conftest import write_csv_dataset, write_recipe
+from conftest import write_csv_dataset, write_recipe, write_weights
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.recipe.reading import load_recipe
 from hierclf.recipe.schema import HeadConfig
@@ -54,9 +51,7 @@ def test_the_guard_warns_once_each_where_it_should():
 @pytest.fixture(scope="module")
 def pretrained_recipe(tmp_path_factory):
     root = tmp_path_factory.mktemp("guard")
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()},
-              str(root / "imagenet.safetensors"))
+    write_weights(root / "imagenet.safetensors")
     train_csv = write_csv_dataset(root / "data", per_class=20)
     return write_recipe(root / "recipe.toml", {"csv": str(train_csv)},
                         coarse={"weights": str(root / "imagenet.safetensors"), "epochs": 3})

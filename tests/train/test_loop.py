@@ -159,24 +159,32 @@ def test_ema_weights_differ_from_the_raw_ones_and_are_validated_and_kept():
     assert max(r["val_accuracy"] for r in result.history) >= 0.6  # chance is 1/3; the average lags in 24 steps
 
 
-def test_frozen_backbone_does_not_move_while_the_head_learns():
+@pytest.mark.parametrize("batchnorm", ["train", "frozen"])
+def test_frozen_backbone_does_not_move_while_the_head_learns(batchnorm):
     model, _ = create_model(TINY, THREE)
     start = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     train_loader, val_loader = loaders(TINY)
     # two epochs, both frozen (the recipe refuses freeze_epochs ≥ epochs; fit itself allows it)
-    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2),
+    fit(model, train_loader, val_loader, dataclasses.replace(TINY, freeze_epochs=2, epochs=2, batchnorm=batchnorm),
         loss_of(TINY, train_loader))
     head_ids = {id(p) for module in classifier_modules(model) for p in module.parameters()}
     head = {name for name, p in model.named_parameters() if id(p) in head_ids}
     assert head == {"fc.weight", "fc.bias"}
+    weights = {name for name, _ in model.named_parameters()}
+    statistics = {name for name in start if name.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    assert statistics
     for name, tensor in model.state_dict().items():
         if name in head:
             assert not torch.equal(tensor, start[name]), name
-        else:  # weights and BatchNorm statistics alike
+        elif name in weights or batchnorm == "frozen":  # batchnorm train: the statistics move with the batches
             assert torch.equal(tensor, start[name]), name
+        else:
+            assert name in statistics
+    moved_statistics = {name for name in statistics if not torch.equal(model.state_dict()[name], start[name])}
+    assert moved_statistics == (statistics if batchnorm == "train" else set())
     fit(model, train_loader, val_loader, dataclasses.replace(TINY, epochs=1), loss_of(TINY, train_loader))
     moved = [name for name, tensor in model.state_dict().items() if not torch.equal(tensor, start[name])]
-    assert set(moved) - head  # after the frozen epochs the backbone trains again
+    assert set(moved) - head - statistics  # after the frozen epochs the backbone's weights train again
 
 
 def test_frozen_stages_stay_as_loaded_get_no_gradient_and_the_top_still_learns():
@@ -259,3 +267,84 @@ def test_a_fit_stopped_after_an_epoch_resumes_from_its_checkpoint_and_ends_the_s
                for k in whole.best_state)
     lines = (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3, 4]  # each epoch once
+
+
+def _digits_loaders(stage: StageConfig, upper: bool, rows: int):
+    """scikit-learn's handwritten digits 0-4 or 5-9 (as 0-4), grey, a quarter held out."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    chosen = np.flatnonzero((digits.target >= 5) == upper)[:rows]
+    images, labels = (digits.images[chosen] * 16).clip(0, 255).astype(np.uint8), digits.target[chosen] % 5
+    items = Items.from_arrays(images, labels, list("abcde"))
+    val = np.arange(len(labels)) % 4 == 0
+    out = []
+    for part, training in ((np.flatnonzero(~val), True), (np.flatnonzero(val), False)):
+        transform = build_transform(stage.img_size, (0.5,), (0.5,), "none", seed=0)
+        out.append(make_loader(ImageDataset(items.subset(part), labels[part], transform, channels=1),
+                               stage.batch_size, workers=0, device=CPU, order=TrainingOrder() if training else None))
+    return out
+
+
+FIVE = OutputLayout.single(tuple("abcde"))
+
+
+@pytest.fixture(scope="module")
+def digits_weights(tmp_path_factory):
+    """A 'pretrained' EfficientNet (timm's test_efficientnet, BatchNorm throughout) saved to a file:
+    trained on digits 0-4 at 32 px, as a backbone is pretrained at another size on other classes."""
+    from safetensors.torch import save_file
+
+    stage = StageConfig(model="test_efficientnet", img_size=32, in_chans=1, epochs=6, batch_size=32, lr=5e-3,
+                        workers=0)
+    model, _ = create_model(stage, FIVE)
+    train_loader, val_loader = _digits_loaders(stage, upper=False, rows=600)
+    result = fit(model, train_loader, val_loader, stage,
+                 build_layout_loss(FIVE, [single_loss(stage)], ["coarse"], train_loader.dataset.targets))
+    assert result.best_value > 0.8  # chance is 0.2: the backbone has learnt features
+    path = tmp_path_factory.mktemp("pretrained") / "digits.safetensors"
+    model.load_state_dict(result.best_state)
+    save_file({name: tensor.contiguous() for name, tensor in model.state_dict().items()}, str(path))
+    return path
+
+
+def _unfreeze_losses(weights, batchnorm: str) -> list[float]:
+    """Fine-tuning on digits 5-9 at 16 px from `weights`: 2 head-only epochs, then one unfrozen."""
+    stage = StageConfig(model="test_efficientnet", img_size=16, in_chans=1, epochs=3, freeze_epochs=2, batch_size=16,
+                        lr=3e-3, warmup_epochs=0, workers=0, weights=str(weights), batchnorm=batchnorm)
+    model, _ = create_model(stage, FIVE)
+    train_loader, val_loader = _digits_loaders(stage, upper=True, rows=160)
+    result = fit(model, train_loader, val_loader, stage,
+                 build_layout_loss(FIVE, [single_loss(stage)], ["coarse"], train_loader.dataset.targets))
+    return [entry["train_loss"] for entry in result.history]
+
+
+@pytest.mark.parametrize("batchnorm", ["frozen", "train"])
+def test_the_unfreeze_is_clean_the_loss_does_not_jump(digits_weights, batchnorm):
+    """From a weights file, 2 head-only epochs then unfrozen: the first unfrozen epoch's training
+    loss is at most 10 % above the last frozen one's, whether BatchNorm keeps its statistics
+    throughout or trains them throughout (the frozen epochs included)."""
+    losses = _unfreeze_losses(digits_weights, batchnorm)
+    assert losses[2] <= 1.1 * losses[1], losses
+
+
+def test_the_unfreeze_jumped_where_batchnorm_changed_mode_with_it(digits_weights, monkeypatch):
+    """The same fine-tuning as the library did it before: BatchNorm in eval mode while the backbone
+    was frozen, training from the unfreeze, and the backbone's first steps at the schedule's full
+    rate. The loss jumps: the test above holds the fix, not an easy case."""
+    import hierclf.train.loop as loop
+    import hierclf.train.optim as optim
+    from hierclf.models.factory import hold_batchnorm, set_backbone_frozen
+
+    def mode_switching_at_the_unfreeze(model, epoch, config, lower):
+        model.train()
+        frozen = epoch < config.freeze_epochs
+        set_backbone_frozen(model, frozen)
+        if frozen:
+            hold_batchnorm(model)
+        return frozen
+
+    monkeypatch.setattr(loop, "_train_mode", mode_switching_at_the_unfreeze)
+    monkeypatch.setattr(optim, "UnfreezeWarmup", lambda schedule, *rest: schedule)
+    losses = _unfreeze_losses(digits_weights, "train")
+    assert losses[2] > 1.25 * losses[1], losses

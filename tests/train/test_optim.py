@@ -123,3 +123,38 @@ def test_lr_base_batch_scales_the_rate_to_the_step_only_when_the_recipe_asks():
     halved = dataclasses.replace(adamw, backbone_lr=0.5)
     rates = sorted({round(group["lr"], 9) for group in build_optimizer(model, halved, 32).param_groups})
     assert rates == [2.5e-4, 5e-4]  # the head at the scaled rate, the backbone at half of it
+
+
+@pytest.mark.parametrize("scheduler", ["cosine", "plateau", "none"])
+def test_after_the_head_only_epochs_the_backbone_warms_up_from_zero_over_one_epoch(scheduler):
+    """freeze_epochs = 2, 4 updates an epoch: from the first unfrozen update the backbone's rate is
+    1/4, 2/4, 3/4 of the schedule's, then all of it; the head's is the schedule's throughout, and
+    the schedule under it never sees the ramped rates (a resumed schedule ramps alike)."""
+    model, _ = create_model(StageConfig(model="test_resnet", in_chans=1), OutputLayout.single(("a", "b", "c")))
+    stage = TrainConfig(lr=0.1, freeze_epochs=2, epochs=6, scheduler=scheduler, min_lr=0.0)
+    plain = dataclasses.replace(stage, freeze_epochs=0)
+    optimizer = build_optimizer(model, stage, unfreezes=True)
+    reference = build_optimizer(model, plain, unfreezes=True)  # the same groups, no ramp
+    schedule, unramped = build_scheduler(optimizer, stage, 4), build_scheduler(reference, plain, 4)
+    assert {group["backbone"] for group in optimizer.param_groups} == {True, False}
+    shares = []
+    for update in range(1, 21):
+        for each in (schedule, unramped):
+            if each is not None:
+                each.step_update(update)
+        if update % 4 == 0:
+            for each in (schedule, unramped):
+                if each is not None:
+                    each.step(update // 4, 1.0)
+        for group, plain_group in zip(optimizer.param_groups, reference.param_groups):
+            if not group["backbone"]:
+                assert group["lr"] == pytest.approx(plain_group["lr"])
+            elif plain_group["lr"]:
+                shares.append(round(group["lr"] / plain_group["lr"], 6))
+    per_update = shares[::len(shares) // 20]
+    assert per_update[:12] == [0.0] * 7 + [0.25, 0.5, 0.75, 1.0, 1.0]  # update 8 ends the frozen epochs
+    assert set(per_update[12:]) == {1.0}
+    state = schedule.state_dict()
+    again = build_scheduler(build_optimizer(model, stage, unfreezes=True), stage, 4)
+    again.load_state_dict(state)
+    assert again.updates == 20

@@ -2,13 +2,11 @@
 written as a flat run that predict and evaluate read as any other."""
 import numpy as np
 import pytest
-import timm
 import torch
-from safetensors.torch import save_file
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from conftest import cli, write_csv_dataset, write_recipe
+from conftest import cli, write_csv_dataset, write_recipe, write_weights
 from hierclf.data import load_training_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.models.probe import pooled_features
@@ -21,9 +19,7 @@ from hierclf.run.folder import Run
 def pretrained(tmp_path_factory):
     """A 'pretrained' test_resnet (1,000 classes, RGB) saved locally, and a recipe starting from it."""
     root = tmp_path_factory.mktemp("probe")
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()},
-              str(root / "imagenet.safetensors"))
+    write_weights(root / "imagenet.safetensors")
     train_csv = write_csv_dataset(root / "data", per_class=20)
     recipe = write_recipe(root / "recipe.toml", {"csv": str(train_csv)},
                           coarse={"weights": str(root / "imagenet.safetensors"), "epochs": 2})
@@ -101,9 +97,7 @@ def test_a_heads_recipe_is_probed_over_its_joint_classes_on_its_folds(tmp_path):
     """The probe of attribute heads is flat over their joint classes, split as the heads run is,
     so evaluate can set it beside that run."""
     from conftest import MASK_HEADS, mask_recipe, write_mask_dataset
-    torch.manual_seed(0)
-    save_file({k: v.contiguous() for k, v in timm.create_model("test_resnet").state_dict().items()},
-              str(tmp_path / "imagenet.safetensors"))
+    write_weights(tmp_path / "imagenet.safetensors")
     images = write_mask_dataset(tmp_path / "data", people_per_kind=3)
     recipe = mask_recipe(tmp_path / "heads.toml", images, {"heads": MASK_HEADS})
     weights = f"coarse.weights={tmp_path / 'imagenet.safetensors'}"
