@@ -13,7 +13,8 @@ interval (docs/benchmarks.md, "Fine-tuning that keeps what the backbone knows").
 Steps (each skipped when its run is finished): `flat` trains OUT/flat from RECIPE (with --set),
 `probe` fits OUT/probe over it, `report` scores both and every finished run named by --also
 (a folder under OUT on the same folds: a heads run, another recipe's flat run). Each process on
-one core (OMP_NUM_THREADS=1 taskset -c N), loader workers 0.
+one core (OMP_NUM_THREADS=1 taskset -c N). The flat run trains the recipe as committed (issue
+43 on: its loader workers too, since augmentation draws per worker; issue 31's ran with 0).
 """
 from __future__ import annotations
 
@@ -108,7 +109,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     steps = args.step or ["flat", "probe", "report"]
     if "flat" in steps and not _finished(args.out / "flat"):
-        fit_coarse(load_recipe(args.recipe, [*args.overrides, "coarse.workers=0"]), args.out / "flat")
+        fit_coarse(load_recipe(args.recipe, args.overrides), args.out / "flat")
     if "probe" in steps and not _finished(args.out / "probe"):
         linear_probe(args.out / "flat", args.out / "probe")
     if "report" in steps:

@@ -11,7 +11,7 @@ from hierclf.combine.registry import COMBINERS, choose_combiner
 from hierclf.errors import HierclfError, user_message
 from hierclf.export.command import export
 from hierclf.report.runs_command import runs
-from hierclf.options import FiniteRange, FoldChoice, parse_seeds, parse_weights
+from hierclf.options import FiniteRange, FoldChoice, parse_control, parse_seeds, parse_weights
 from hierclf.runtime.launch import launched
 
 
@@ -33,6 +33,24 @@ class _Group(click.Group):
             where = f" ({error.filename})" if error.filename else ""
             click.echo(f"hierclf: error: {error.strerror or error}{where}", err=True)
             ctx.exit(2)
+        except (MemoryError, RuntimeError) as error:
+            if not out_of_memory(error):
+                raise
+            first = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+            click.echo(f"hierclf: error: memory ran out ({first}); lower batch_size, img_size, cache_mb or workers, "
+                       f"or give the process more memory (a resumed command continues after the last finished epoch)",
+                       err=True)
+            ctx.exit(2)
+
+
+OUT_OF_MEMORY = ("could not create a primitive", "can't allocate memory", "not enough memory", "out of memory",
+                 "std::bad_alloc")
+"""What torch, oneDNN and CUDA say when an allocation fails (oneDNN under an address-space limit
+says it cannot create a primitive)."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in OUT_OF_MEMORY)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -225,7 +243,7 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
               help="What runs the fold models: torch, or onnxruntime on the CPU (each stage traced into an ONNX "
                    "graph in memory; needs pip install 'hierclf[export]').")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-              help="onnxruntime's threads (0: one per core).")
+              help="onnxruntime's threads (0: one per core; at most 1024).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="With --engine onnxruntime: run the graphs in int8, calibrated on 256 of the run's training "
                    "images and refused if the pipeline loses over 0.3 macro-F1 points on 512 others.")
@@ -289,8 +307,9 @@ def _echo_predictions(input_path: Path, out: Path, predictions, runs, probs: boo
     click.echo("\n".join(prediction_lines(input_path, out, predictions, runs[0].hierarchy, result)))
     if result is not None and len(runs) == 1:
         entry = {"input": str(input_path), "rows": len(predictions.ids), **result, **settings}
-        if not record_score(runs[0].root, entry):
-            click.echo(f"(the score is not recorded: {runs[0].root} cannot be written to, so {SCORED} stays as it was)")
+        why = record_score(runs[0].root, entry)
+        if why is not None:
+            click.echo(f"(the score is not recorded: {why}, so {SCORED} stays as it was)")
 
 
 @main.command()
@@ -308,7 +327,7 @@ def evaluate(run: Path, against: Path | None, controls: tuple[str, ...]) -> None
     from hierclf.report.evaluate import REPORT_FILES, evaluate_run
     from hierclf.report.text import evaluation_lines
 
-    report = evaluate_run(run, against, [[Path(p) for p in control.split(",") if p] for control in controls])
+    report = evaluate_run(run, against, [parse_control(control) for control in controls])
     click.echo("\n".join(evaluation_lines(report)))
     click.echo(f"wrote {run}/{REPORT_FILES[0]} (open it first), {', '.join(REPORT_FILES[1:])}")
 

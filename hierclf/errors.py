@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import importlib
 from typing import Any
 
 
@@ -59,3 +60,20 @@ def user_message(error: BaseException) -> str:
         prefix = f"{type(error).__module__}.{type(error).__qualname__}: "
         text = last[len(prefix):] if last.startswith(prefix) else last
     return text
+
+
+def importable(name: str, command: str, install: str) -> Any:
+    """The module `name`, or one line: that it is missing (and how to install it), or that it is
+    installed but fails to import (an ABI mismatch, a broken install, no memory), with the error."""
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as error:
+        if error.name == name:
+            raise HierclfError(f"{command} needs {name}, which is not installed: {install}") from None
+        failure = error
+    except Exception as error:  # a shared library that will not load, a version clash, MemoryError…
+        failure = error
+    first = str(failure).strip().splitlines()[0][:200] if str(failure).strip() else ""
+    raise HierclfError(f"{command} needs {name}, which is installed but fails to import ({type(failure).__name__}: "
+                       f"{first}); reinstall it ({install.replace('pip install', 'pip install --force-reinstall')}) "
+                       f"or fix what it names") from None

@@ -4,6 +4,7 @@ false), so a command never runs with a budget of NaN or a weight of infinity."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import click
 
@@ -48,6 +49,15 @@ def parse_weights(text: str | None) -> list[float] | None:
         return [float(part) for part in text.split(",")]
     except ValueError:
         raise HierclfError(f"--weights {text!r}: expected numbers, as 1,1,2") from None
+
+
+def parse_control(text: str) -> list[Path]:
+    """One --control: a run folder, or several joined by commas (an ensemble); an empty one (an
+    unset shell variable) is refused, not an ensemble of nothing."""
+    runs = [Path(part.strip()) for part in text.split(",") if part.strip()]
+    if not runs:
+        raise HierclfError(f"--control {text!r}: expected a run folder, or several joined by commas (RUN,RUN)")
+    return runs
 
 
 def parse_folds(text: str | None) -> list[int] | None:

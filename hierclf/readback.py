@@ -4,6 +4,7 @@ edited, copied in from another run, or damaged, and a temperature of 0 or a pid 
 must end in one line naming the file and the remedy, never in NaN predictions or a traceback."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -62,3 +63,12 @@ class ReadBack:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
+
+
+def parse_json(text: str) -> Any:
+    """`json.loads`, with values nested too deep to be any file of ours ([[[[…]]]] thousands deep)
+    a ValueError, as other damage is (json itself raises RecursionError)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("its values are nested too deep to be a file hierclf wrote") from None

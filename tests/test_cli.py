@@ -282,3 +282,31 @@ def test_the_library_refuses_a_budget_that_is_not_a_finite_positive_number():
     for budget in (float("nan"), float("inf"), 0.0, -1.0):
         with pytest.raises(HierclfError, match=f"--budget {budget}: expected a finite number > 0"):
             Search(budget=budget)
+
+
+@pytest.mark.parametrize("control", ["", ",", " , "])
+def test_an_empty_control_is_refused_in_one_line(detail_runs, control):
+    """`--control "$UNSET"` (an empty shell variable) names the option, not a numpy traceback."""
+    result = cli("evaluate", detail_runs / "hier", "--control", control)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1 and "--control" in result.stderr, result.output
+
+
+@pytest.mark.parametrize("error", [RuntimeError("could not create a primitive"), MemoryError(),
+                                   RuntimeError("[enforce fail at alloc_cpu.cpp:119] DefaultCPUAllocator: can't "
+                                                "allocate memory: you tried to allocate 2147483648 bytes.")])
+def test_memory_running_out_is_one_line_and_other_failures_are_not_hidden(tiny_recipe, tmp_path, monkeypatch, error):
+    """oneDNN under an address-space limit cannot create a primitive; torch's allocator says it
+    cannot allocate: one line saying memory ran out and what to lower, exit 2. Any other
+    RuntimeError is a bug and keeps its traceback."""
+    import hierclf.train.stage as stage
+
+    def fails(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(stage, "train_fold", fails)
+    result = cli("-q", "fit-coarse", tiny_recipe, "--out", tmp_path / "run", "--fold", "0")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert result.stderr.startswith("hierclf: error: memory ran out (") and "lower batch_size" in result.stderr
+    monkeypatch.setattr(stage, "train_fold", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):
+        cli("-q", "fit-coarse", tiny_recipe, "--out", tmp_path / "again", "--fold", "0")

@@ -30,13 +30,29 @@ def is_hidden(name: str) -> bool:
 
 def images_under(root: Path, nested: bool = True) -> list[Path]:
     """The image files under `root` (with `nested` off, directly in it), sorted by their path's
-    parts; hidden files and folders are left out, and counted in one warning."""
-    images, hidden = [], []
-    for folder, folders, files in os.walk(root):
+    parts; hidden files and folders are left out, and counted in one warning. Linked folders are
+    followed, each real folder read once: a link back up the tree (a loop), or a second link to a
+    folder already read, is left out and named in one warning, never read twice or forever."""
+    images, hidden, repeated = [], [], []
+    visited = {os.path.realpath(root)}
+    for folder, folders, files in os.walk(root, followlinks=True):
         hidden += sorted(name for name in folders + files if is_hidden(name))
-        folders[:] = sorted(name for name in folders if not is_hidden(name)) if nested else []
+        kept = []
+        for name in sorted(name for name in folders if not is_hidden(name)) if nested else []:
+            real = os.path.realpath(os.path.join(folder, name))
+            if real in visited:
+                repeated.append(os.path.join(folder, name))
+                continue
+            visited.add(real)
+            kept.append(name)
+        folders[:] = kept
         images += [Path(folder) / name for name in files if not is_hidden(name) and is_image_file(Path(folder) / name)]
     report_hidden(root, hidden)
+    if repeated:
+        log.warning("%s: %d linked folder%s left out, as the folder %s to is read already (a link loop, or two links "
+                    "to one folder): %s%s", root, len(repeated), "" if len(repeated) == 1 else "s",
+                    "it links" if len(repeated) == 1 else "each links", ", ".join(repeated[:3]),
+                    ", …" if len(repeated) > 3 else "")
     return sorted(images, key=lambda path: path.relative_to(root).parts)
 
 

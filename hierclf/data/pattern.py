@@ -8,6 +8,7 @@ match is named, or skipped on purpose and counted; nothing is dropped in silence
 from __future__ import annotations
 
 import itertools
+import math
 import logging
 import os
 import re
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import regex
 
 from hierclf.data.images import images_under
 from hierclf.data.items import Items
@@ -23,6 +25,11 @@ from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.errors import DataError, RecipeError
 
 log = logging.getLogger(__name__)
+
+
+MATCH_SECONDS = 1.0
+"""The longest one file name may take to match: a name matches in microseconds, unless the
+pattern backtracks without end."""
 
 
 @dataclass(frozen=True)
@@ -45,11 +52,24 @@ class Pattern:
     where: str = "data.pattern"
     layout: str = ""
 
-    def compiled(self) -> re.Pattern:
+    def compiled(self) -> regex.Pattern:
+        """The pattern compiled by the `regex` package (re's syntax), whose matching `match`
+        bounds in time."""
         try:
-            return re.compile(self.regex)
-        except re.error as error:
+            return regex.compile(self.regex)
+        except regex.error as error:
             raise RecipeError(f"{self.where} = {self.regex!r} is not a regular expression: {error}") from None
+
+    def match(self, compiled: regex.Pattern, relative: str) -> regex.Match | None:
+        """`relative` matched whole, within MATCH_SECONDS: a pattern with nested quantifiers
+        ((\\w+_?)+) can backtrack for hours on one long name, so that name and the pattern are
+        named instead."""
+        try:
+            return compiled.fullmatch(relative, timeout=MATCH_SECONDS)
+        except TimeoutError:
+            raise RecipeError(f"{self.where} = {self.regex!r}: matching {relative!r} took over {MATCH_SECONDS:g} s, "
+                              f"backtracking without end (a repeat inside a repeat, as (\\w+_?)+, does on a name "
+                              f"it almost matches); write the pattern without nested repeats") from None
 
     def attribute_groups(self) -> list[str]:
         """The named groups that are attributes, in the pattern's order."""
@@ -70,7 +90,7 @@ def read_pattern_folder(root: Path, pattern: Pattern, attributes: Sequence[Attri
     found, unmatched = [], []
     for path in images_under(root):
         relative = path.relative_to(root).as_posix()
-        match = compiled.fullmatch(relative)
+        match = pattern.match(compiled, relative)
         if match is None:
             unmatched.append(relative)
         else:
@@ -212,16 +232,19 @@ def _mapped(pattern: Pattern, name: str, text: str) -> str:
     return folded.get(text.casefold(), text)
 
 
+DECIMAL = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+"""A number as a file name writes one: digits, a decimal point, an exponent; never nan or inf."""
+
+
 def _index(pattern: Pattern, name: str, text: str, values: Sequence[str], path: Path) -> int:
     """A group's text as the index of its value: its bin, its mapped name, or the text itself (a
     value's name, or its index when the values are unnamed 0, 1, …)."""
     bounds = pattern.bins.get(name)
     if bounds is not None:
-        try:
-            number = float(text)
-        except ValueError:
-            raise DataError(f"{path}: {pattern.where}'s group {name!r} matched {text!r}, not a number to bin at "
-                            f"{list(bounds)}") from None
+        number = float(text) if DECIMAL.fullmatch(text.strip()) else math.nan  # float() also takes nan and inf
+        if not math.isfinite(number):
+            raise DataError(f"{path}: {pattern.where}'s group {name!r} matched {text!r}, not a finite decimal number "
+                            f"to bin at {list(bounds)}")
         return int(np.searchsorted(np.asarray(bounds, dtype=float), number, side="right"))
     value = _mapped(pattern, name, text)
     if value in values:

@@ -3,13 +3,13 @@ classes (`build_hierarchy`), from a run's hierarchy.json (`hierarchy_from_json`)
 attributes a recipe's labels are made of before any data is read (`label_attributes`)."""
 from __future__ import annotations
 
-import json
 from typing import Sequence
 
 from hierclf.errors import RecipeError, RunError
 from hierclf.hierarchy.factors import FactorHierarchy, Head
 from hierclf.hierarchy.groups import GroupHierarchy
 from hierclf.hierarchy.protocol import Hierarchy
+from hierclf.readback import parse_json
 from hierclf.recipe.schema import HierarchyConfig
 
 
@@ -51,7 +51,7 @@ def label_attributes(config: HierarchyConfig) -> tuple[Head, ...]:
 def hierarchy_from_json(text: str, source: str = "hierarchy.json") -> Hierarchy:
     """Read hierarchy.json, whichever kind it holds."""
     try:
-        kind = json.loads(text).get("kind", "groups")
+        kind = parse_json(text).get("kind", "groups")
     except (ValueError, AttributeError) as error:
         raise RunError(f"{source} is not a hierarchy file: {error}") from None
     return FactorHierarchy.from_json(text, source) if kind == "factors" else GroupHierarchy.from_json(text, source)

@@ -17,6 +17,7 @@ from hierclf.hierarchy.protocol import Term
 from hierclf.hierarchy.sections import HeadsSection
 from hierclf.hierarchy.stage import Stage, folder_name, single_loss
 from hierclf.metrics import scores
+from hierclf.readback import parse_json
 from hierclf.recipe.schema import Recipe
 
 
@@ -195,7 +196,7 @@ class FactorHierarchy:
     @classmethod
     def from_json(cls, text: str, source: str = "hierarchy.json") -> "FactorHierarchy":
         try:
-            payload = json.loads(text)
+            payload = parse_json(text)
             return cls(heads=tuple(Head(h["name"], tuple(h["values"])) for h in payload["heads"]),
                        separate=bool(payload.get("separate", False)))
         except (ValueError, KeyError, TypeError) as error:

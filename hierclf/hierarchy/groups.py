@@ -20,6 +20,7 @@ from hierclf.hierarchy.protocol import Term
 from hierclf.hierarchy.sections import GroupsSection
 from hierclf.hierarchy.stage import NOT_IN_STAGE, Stage, folder_name, in_stage, single_loss
 from hierclf.metrics import scores
+from hierclf.readback import parse_json
 from hierclf.recipe.schema import Recipe
 
 
@@ -277,7 +278,7 @@ class GroupHierarchy:
     @classmethod
     def from_json(cls, text: str, source: str = "hierarchy.json") -> "GroupHierarchy":
         try:
-            payload = json.loads(text)
+            payload = parse_json(text)
             return cls(class_names=tuple(payload["class_names"]),
                        groups=tuple(Group(g["name"], tuple(g["members"])) for g in payload["groups"]),
                        flat_coarse=bool(payload.get("flat_coarse", False)))

@@ -4,9 +4,10 @@ memory) share, and the session a CPU runs them in."""
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
+import os
+import shutil
 import tempfile
 import warnings
 from pathlib import Path
@@ -15,7 +16,9 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from hierclf.errors import HierclfError
+from hierclf.errors import HierclfError, importable
+from hierclf.run.files import HOST
+from hierclf.run.locks import process_running
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +29,10 @@ OPSET = 18
 def onnx_modules(command: str) -> tuple[Any, Any]:
     """onnx and onnxruntime (and onnxscript, which torch's exporter needs), or one line naming
     `command` and how to install them."""
-    try:  # torch's exporter imports onnxscript itself, and fails later and less clearly without it
-        onnx, runtime, _ = (importlib.import_module(name) for name in ("onnx", "onnxruntime", "onnxscript"))
-    except ImportError as error:
-        raise HierclfError(f"{command} needs onnx, onnxscript and onnxruntime ({error.name} is missing): "
-                           f"pip install 'hierclf[export]'") from None
-    return onnx, runtime
+    modules = []
+    for name in ("onnx", "onnxruntime", "onnxscript"):  # torch's exporter imports onnxscript, and fails later
+        modules.append(importable(name, command, "pip install 'hierclf[export]'"))
+    return modules[0], modules[1]
 
 
 def traced(module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_names: Sequence[str],
@@ -97,16 +98,38 @@ def quantized_int8(proto: Any, calibration: Iterable[np.ndarray], input_name: st
             batch = next(self.batches, None)
             return None if batch is None else {input_name: batch}
 
-    with tempfile.TemporaryDirectory(prefix="hierclf-int8-") as folder:
+    sweep_int8_folders()
+    with tempfile.TemporaryDirectory(prefix=f"{INT8_PREFIX}{HOST}-{os.getpid()}-") as folder:
         plain, prepared, quantized = (Path(folder) / name for name in ("plain.onnx", "prepared.onnx", "int8.onnx"))
         onnx.save(proto, plain)
-        with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)  # the free axes defeat it
-            quantize_static(str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        within = tempfile.tempdir
+        tempfile.tempdir = folder  # onnxruntime's own temporary files (ort.quant.*) go in here too
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant_pre_process(str(plain), str(prepared), skip_symbolic_shape=True)  # the free axes defeat it
+                quantize_static(str(prepared), str(quantized), Batches(), quant_format=QuantFormat.QDQ,
+                                per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        finally:
+            tempfile.tempdir = within
         return quantized.read_bytes()
+
+
+INT8_PREFIX = "hierclf-int8-"
+"""The temporary folder int8 quantisation works in: hierclf-int8-<host>-<pid>-<random>."""
+
+
+def sweep_int8_folders() -> list[Path]:
+    """Delete the folders quantisations killed on this machine left in the temporary folder (a
+    process killed with -9 runs no clean-up): theirs are named by a pid that no longer runs."""
+    swept = []
+    for folder in Path(tempfile.gettempdir()).glob(f"{INT8_PREFIX}{HOST}-*-*"):
+        pid = folder.name[len(INT8_PREFIX) + len(HOST) + 1:].split("-", 1)[0]
+        if folder.is_dir() and pid.isdigit() and not process_running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+            swept.append(folder)
+    return swept
 
 
 def check_int8(float_f1: float, int8_f1: float, rows: int, where: str) -> None:

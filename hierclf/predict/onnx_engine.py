@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
@@ -15,6 +16,7 @@ from torch.utils.data import DataLoader
 from hierclf.data import Items, load_training_items
 from hierclf.data.dataset import ImageTransform
 from hierclf.data.tta import View
+from hierclf.errors import DataError
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.inference import vote
@@ -72,11 +74,22 @@ class OnnxVote:
 
 def int8_rows(run: Run) -> tuple[Items, Items]:
     """The run's training images an int8 graph is calibrated on, and the others it is checked on
-    (a seeded draw, so every call quantises alike)."""
-    items = load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
+    (a seeded draw, so every call quantises alike); where they are not where the run's recipe
+    says, one line saying why predict needs them."""
+    why = (f"--quantize int8 calibrates and checks the int8 graph on {run.root}'s own training images, read as its "
+           f"recipe.toml's [data] says")
+    try:
+        items = load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
+    except DataError as error:
+        raise DataError(f"{why}: {error}; put them back there, or predict without --quantize") from None
     items = dataclasses.replace(items, class_names=run.hierarchy.class_names)
     order = np.random.default_rng(0).permutation(len(items))
     calibrating = min(CALIBRATION_ROWS, len(items) // 2)  # a small set gives half to each
+    chosen = items.subset(order[:calibrating + CHECK_ROWS])
+    missing = [path for path in (chosen.paths if chosen.paths is not None else []) if not Path(path).is_file()]
+    if missing:
+        raise DataError(f"{why}: {len(missing)} of the {len(chosen)} it uses are gone ({missing[0]}…); put them back "
+                        f"there, or predict without --quantize")
     return items.subset(order[:calibrating]), items.subset(order[calibrating:calibrating + CHECK_ROWS])
 
 

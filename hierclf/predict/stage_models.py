@@ -25,6 +25,11 @@ from hierclf.runtime.devices import resolve_device
 log = logging.getLogger(__name__)
 
 
+MAX_THREADS = 1024
+"""The most threads an engine is given: more than any machine's cores (onnxruntime would try to
+start each one; a billion of them is a traceback, or a machine brought to its knees)."""
+
+
 @dataclass(frozen=True)
 class Inference:
     """How prediction runs, whatever it predicts: images per batch, loader workers, the device
@@ -45,6 +50,8 @@ class Inference:
             raise HierclfError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
         if self.quantize not in ("", "int8") or (self.quantize and self.engine != "onnxruntime"):
             raise HierclfError(f"--quantize {self.quantize}: expected int8, with --engine onnxruntime")
+        if not 0 <= self.threads <= MAX_THREADS:
+            raise HierclfError(f"--threads {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
         if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
             raise HierclfError(f"--engine onnxruntime runs on the CPU; with --device {self.device} use the torch "
                                f"engine")

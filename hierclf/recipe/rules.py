@@ -3,6 +3,8 @@ single key's type and bounds cannot say (two data sources at once, a schedule wh
 above its peak, an augmentation list albumentations refuses, heads that never learn)."""
 from __future__ import annotations
 
+import math
+
 from hierclf.data.augment import check_augment_list
 from hierclf.data.labels import Attribute, joint_class_names
 from hierclf.data.tta import parse_view
@@ -37,6 +39,9 @@ def _check_data(recipe: Recipe, source: str) -> None:
         raise RecipeError(f"{source}: data.pattern_values, pattern_bins and pattern_unmatched apply to data.pattern, "
                           f"which is not set")
     for name, bounds in data.pattern_bins.items():
+        if not all(math.isfinite(bound) for bound in bounds):
+            raise RecipeError(f"{source}: data.pattern_bins.{name} = {show_value(bounds)}: every bound must be a "
+                              f"finite number (not nan or inf), as [30, 60]")
         if not bounds or list(bounds) != sorted(set(bounds)):
             raise RecipeError(f"{source}: data.pattern_bins.{name} = {show_value(bounds)}: expected increasing bounds "
                               f"(each bin's start), as [30, 60]")

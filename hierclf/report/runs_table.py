@@ -13,6 +13,7 @@ import html
 import io
 import os
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -177,7 +178,8 @@ def table_html(rows: Sequence[RunRow], page: Path) -> str:
         if report.is_file():
             cells[0] = f'<a href="{html.escape(relative_link(report, page), quote=True)}">{cells[0]}</a>'
         body.append("<tr>" + "".join(f"<td>{value}</td>" for value in cells) + "</tr>")
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>hierclf runs</title><style>{STYLE}</style>"
+    return (f"<!doctype html>{PAGE_MARK}<html><head><meta charset='utf-8'><title>hierclf runs</title>"
+            f"<style>{STYLE}</style>"
             f"</head><body><h1>hierclf runs</h1><p>{len(rows)} runs; out-of-fold macro-F1 of the recipe's pipeline "
             f"and of the best one, training cost (images, megapixels, seconds), the last test score predict "
             f"recorded.</p><table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
@@ -190,5 +192,25 @@ STYLE = ("body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse
 
 
 def relative_link(target: Path, page: Path) -> str:
-    """`target` as a link from the page's folder."""
-    return Path(os.path.relpath(target.resolve(), page.resolve().parent)).as_posix()
+    """`target` as a link from the page's folder: a relative path that cannot be read as a URL with
+    a scheme (a run folder named `javascript:…`), each part percent-encoded, and one that does not
+    climb out starting with ./ ."""
+    parts = Path(os.path.relpath(target.resolve(), page.resolve().parent)).parts
+    link = "/".join(urllib.parse.quote(part, safe="") if part != ".." else part for part in parts)
+    return link if link.startswith("../") else f"./{link}"
+
+
+PAGE_MARK = "<!-- written by hierclf runs -->"
+"""What every page `hierclf runs --html` writes begins with, after its doctype: a page it may
+write over."""
+
+
+def written_by_runs(path: Path) -> bool:
+    """Whether the file at `path` is a table `hierclf runs` wrote (its CSV header on the first
+    line, or its page's mark at the start): one it may replace without being asked."""
+    try:
+        with path.open("r", encoding="utf-8", errors="replace") as handle:
+            first = handle.readline(4096).rstrip("\n")
+    except OSError:
+        return False
+    return first == ",".join(COLUMNS) or first.startswith(f"<!doctype html>{PAGE_MARK}")

@@ -23,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from hierclf.data.bounded import checked_input
 from hierclf.errors import DataError, RunError, unwritable
+from hierclf.readback import parse_json
 
 
 TEMPORARY = re.compile(r"^\..+\.([0-9a-f]{8})-(\d+)\.[0-9a-f]{8}\.tmp$")
@@ -126,7 +127,7 @@ def _checked(path: Path) -> Path:
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(_checked(path).read_text(encoding="utf-8"))
+        return parse_json(_checked(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
         raise RunError(f"{path} cannot be read: {error}") from None
 

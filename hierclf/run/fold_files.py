@@ -4,13 +4,12 @@ the stage's outputs and summary. A damaged or edited one ends in one line naming
 traceback or a wrong figure."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hierclf.readback import ReadBack
+from hierclf.readback import ReadBack, parse_json
 from hierclf.run.files import read_json, read_npz
 
 RETRAIN = "delete the fold's folder to train it again"
@@ -31,7 +30,7 @@ def read_history(folder: Path) -> list[dict[str, Any]]:
         if not text.strip():
             continue
         try:
-            entry = json.loads(text)
+            entry = parse_json(text)
         except ValueError:
             check.fail(f"line {line} is not JSON")
         check.number(check.field(entry, "epoch", f"line {line}"), f"line {line}: epoch", whole=True, lo=1)

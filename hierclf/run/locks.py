@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from hierclf.errors import InUseError, unwritable
-from hierclf.readback import ReadBack
+from hierclf.readback import ReadBack, parse_json
 from hierclf.run.files import HOST, TEMPORARY
 
 STALE_ELSEWHERE = 24 * 3600
@@ -35,13 +35,13 @@ def sweep_temporary(root: Path) -> list[Path]:
         if not match or not path.is_file():
             continue
         mine = match.group(1) == HOST
-        if (mine and not _running(int(match.group(2)))) or (not mine and _age(path) > STALE_ELSEWHERE):
+        if (mine and not process_running(int(match.group(2)))) or (not mine and _age(path) > STALE_ELSEWHERE):
             path.unlink(missing_ok=True)
             swept.append(path)
     host = socket.gethostname()
     for path in root.rglob(LOCK) if root.is_dir() else ():
         holder = _lock_holder(path)
-        if holder.get("host") == host and not _running(int(holder.get("pid", -1))):
+        if holder.get("host") == host and not process_running(int(holder.get("pid", -1))):
             path.unlink(missing_ok=True)
             swept.append(path)
     return swept
@@ -64,7 +64,7 @@ def holding(folder: Path, what: str, lock: str = LOCK) -> Iterator[None]:
             handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             holder = _lock_holder(path)
-            killed = holder.get("host") == mine["host"] and not _running(int(holder.get("pid", -1)))
+            killed = holder.get("host") == mine["host"] and not process_running(int(holder.get("pid", -1)))
             unwritten = not holder and _age(path) > 10  # its writer died between creating and filling it
             silent = holder.get("host") != mine["host"] and _quiet_for(folder) > _stale_after()
             if killed or unwritten or silent:
@@ -116,7 +116,7 @@ def _lock_holder(path: Path) -> dict[str, Any]:
     """The lock's holder; {} while its writer has not filled it yet (or the file is gone). A lock
     hierclf did not write (a pid that is no number, a host that is no text) is refused, naming it."""
     try:
-        holder = json.loads(path.read_text())
+        holder = parse_json(path.read_text())
     except (OSError, ValueError):
         return {}
     check = ReadBack(str(path), "delete it if no hierclf command is using this folder")
@@ -127,7 +127,8 @@ def _lock_holder(path: Path) -> dict[str, Any]:
     return holder
 
 
-def _running(pid: int) -> bool:
+def process_running(pid: int) -> bool:
+    """Whether a process of this machine with that pid runs (a killed writer's does not)."""
     if pid <= 0:
         return False
     try:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from hierclf.errors import RecipeError
+from hierclf.errors import RecipeError, importable
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.hierarchy.stage import NOT_IN_STAGE
 from hierclf.metrics import confusion
@@ -21,10 +21,14 @@ INSTALL = "pip install 'hierclf[tensorboard]' (or pip install tensorboard)"
 
 
 def check_tensorboard(wanted: bool, key: str) -> None:
-    """A stage that asks for event files where the tensorboard package is missing, refused naming
-    the key and what to install."""
-    if wanted and importlib.util.find_spec("tensorboard") is None:
+    """A stage that asks for event files where the tensorboard package is missing, or installed but
+    failing to import (a protobuf or numpy it does not fit), refused before anything is written,
+    naming the key and what to do."""
+    if not wanted:
+        return
+    if importlib.util.find_spec("tensorboard") is None:
         raise RecipeError(f"{key}.tensorboard = true: TensorBoard is not installed; {INSTALL}, or set it to false")
+    importable("torch.utils.tensorboard", f"{key}.tensorboard = true (or set it to false)", INSTALL)
 
 
 def tag(key: str) -> str:

@@ -21,7 +21,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from hierclf.readback import ReadBack
+from hierclf.readback import ReadBack, parse_json
 from hierclf.run.files import atomic_path
 from hierclf.train.state import FitResult, TrainingState
 
@@ -144,7 +144,7 @@ def load_checkpoint(path: Path, made_for: str = "", epochs: int | None = None) -
         with safe_open(str(path), framework="pt") as opened:
             metadata = opened.metadata() or {}
             tensors = {name: opened.get_tensor(name) for name in opened.keys()}
-        state = json.loads(metadata.get("state", "null"))
+        state = parse_json(metadata.get("state", "null"))
     except (OSError, SafetensorError, ValueError) as error:
         check.fail(f"cannot be read ({error})")
     if metadata.get("made_for", "") != made_for:

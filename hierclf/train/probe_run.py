@@ -33,7 +33,9 @@ from hierclf.recipe.finetuning import starts_pretrained
 from hierclf.recipe.schema import CombineConfig, HierarchyConfig, Recipe
 from hierclf.run.destinations import check_output, recipe_inputs
 from hierclf.run.files import write_json
+from hierclf.run.fold_files import read_history, read_result
 from hierclf.run.folder import TRAIN_ONLY, Folds, Run
+from hierclf.run.locks import holding
 from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
 from hierclf.runtime.processes import Placement
 from hierclf.train.checks import check_device
@@ -78,7 +80,8 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None,
                                hierarchy=HierarchyConfig(), fine=config, specialists=(), heads=(),
                                combine=CombineConfig())
     run = Run.start(out, flat, build_hierarchy(flat.hierarchy, items.class_names), folds)
-    _fit_folds(run, items, c)
+    with holding(run.stage_dir("coarse"), f"fitting the linear probe {out}", lock=".probe.lock"):
+        _fit_folds(run, items, c)
     return gather_oof(run, run.coarse_stage, items)
 
 
@@ -97,8 +100,12 @@ def _source(path: Path, overrides: Sequence[str]) -> tuple[Recipe, Folds | None,
 
 def _fit_folds(run: Run, items: Items, c: float | None) -> None:
     """The features of every row once (the frozen backbone is the same in every fold), then one
-    regression per fold, written as that fold's model."""
+    regression per unfinished fold, written as that fold's model (a finished one is kept, as
+    fit-coarse keeps it)."""
     stage, config = run.coarse_stage, run.coarse_stage.config
+    unfinished = [fold for fold in _folds(run) if not run.fold_finished("coarse", fold)]
+    if not unfinished:
+        return
     model, spec = create_model(config, stage.layout, key="coarse", seed=config.seed)
     classifier = model.get_classifier()
     if not isinstance(classifier, torch.nn.Linear):
@@ -113,30 +120,31 @@ def _fit_folds(run: Run, items: Items, c: float | None) -> None:
         features, order = pooled_features(model.to(placement.device), loaders.of(np.arange(len(items))),
                                           placement.device, config.amp)
     features = features[np.argsort(order)]
-    per_fold_seconds = (time.perf_counter() - started) / len(_folds(run))
-    total_seconds, chosen_c = 0.0, []
-    for fold in _folds(run):
+    per_fold_seconds = (time.perf_counter() - started) / len(unfinished)
+    for fold in unfinished:
         fold_started = time.perf_counter()
         train_rows = np.flatnonzero(run.folds.fold != fold)
         val_rows = np.flatnonzero(run.folds.fold == fold)
         weight, bias, chosen = fit_probe(features[train_rows], targets[train_rows], stage.layout.width, c)
-        chosen_c.append(chosen)
         with torch.no_grad():
             classifier.weight.copy_(torch.from_numpy(weight))
             classifier.bias.copy_(torch.from_numpy(bias))
         entry = _fold_entry(features, targets, weight, bias, train_rows, val_rows)
         entry["seconds"] = per_fold_seconds + time.perf_counter() - fold_started
-        total_seconds += entry["seconds"]
         record = FitRecord(f"probe fold {fold}", run.fold_dir("coarse", fold))
         record.resume_path.parent.mkdir(parents=True, exist_ok=True)
+        record.metrics_path.unlink(missing_ok=True)  # a fold a killed probe began: its one line, once
         record.epoch(entry, True, 1)
         val_probs = softmax(features[val_rows] @ weight.T + bias)
         record.finish_fold(dict(ids=items.ids[val_rows], probs=val_probs.astype(np.float32),
                                 targets=stage.layout.stored(stage.targets(items.labels)[val_rows])),
-                           model.cpu(), spec, _result(fold, entry, len(train_rows), len(val_rows)))
+                           model.cpu(), spec, {**_result(fold, entry, len(train_rows), len(val_rows)), "C": chosen})
         model.to(placement.device)
-    write_json(run.probe_path, {"C": chosen_c, "chosen": c is None, "features": int(features.shape[1]), "rows": int(len(features)),
-                                       "seconds": total_seconds})
+    results = [read_result(run.fold_dir("coarse", fold)) for fold in _folds(run)]
+    write_json(run.probe_path, {"C": [result.get("C") for result in results], "chosen": c is None,
+                                "features": int(features.shape[1]), "rows": int(len(features)),
+                                "seconds": sum(float(line.get("seconds", 0.0)) for fold in _folds(run)
+                                               for line in read_history(run.fold_dir("coarse", fold)))})
 
 
 def _folds(run: Run) -> list[int]:

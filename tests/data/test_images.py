@@ -77,3 +77,27 @@ def test_a_decompression_bomb_names_the_file(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 12,000 pixels: over twice the limit, as a real bomb is
     with pytest.raises(DataError, match=r"image .*bomb.png is too large to decode safely \(Image size"):
         decode_image(tmp_path / "bomb.png")
+
+
+def test_linked_folders_are_followed_each_real_folder_read_once(tmp_path, caplog):
+    """A linked subfolder's images are rows (they were left out without a word); a link back up
+    the tree, or a second link to a folder already read, is named and read no more."""
+    import logging
+
+    from hierclf.data.images import images_under
+
+    def folder_of_images(path, count):
+        path.mkdir(parents=True)
+        for index in range(count):
+            Image.fromarray(np.full((4, 4), index, dtype=np.uint8)).save(path / f"{index}.png")
+        return path
+
+    root = folder_of_images(tmp_path / "images" / "here", 3).parent
+    outside = folder_of_images(tmp_path / "elsewhere", 5)
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    (root / "here" / "loop").symlink_to(root, target_is_directory=True)
+    (root / "again").symlink_to(outside, target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="hierclf"):
+        found = images_under(root)
+    assert len(found) == 8 and {path.parent.name for path in found} == {"here", "again"}  # read in name order
+    assert "2 linked folders left out" in caplog.text and "loop" in caplog.text and "linked" in caplog.text

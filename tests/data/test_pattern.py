@@ -1,6 +1,8 @@
 """Labels from file names: `data.pattern` over small trees of files the tests write, and the mask
 competition's folder as its preset."""
 import logging
+import math
+import re
 
 import numpy as np
 import pytest
@@ -85,7 +87,11 @@ def test_hidden_entries_are_not_rows(tmp_path):
     (Pattern(r"(?P<age>\d*)_(?P<gender>[01])_.*", GENDERS), [], "_0_0_2017.jpg.chip.jpg",
      "matched nothing for its group 'age'"),
     (Pattern(r"(?P<age>\w+?)_(?P<gender>[01])_.*", GENDERS, {"age": (30,)}), [], "x_0_0_2017.jpg.chip.jpg",
-     "group 'age' matched 'x', not a number to bin at"),
+     "group 'age' matched 'x', not a finite decimal number to bin at"),
+    # float() reads these as numbers; a file name's nan, inf or 1e400 is no age
+    *[(Pattern(r"(?P<age>[\w.+-]+?)_(?P<gender>[01])_.*", GENDERS, {"age": (30,)}), [], f"{text}_0_0_2017.jpg.chip.jpg",
+       f"group 'age' matched '{re.escape(text)}', not a finite decimal number") for text in ("nan", "inf", "-inf",
+                                                                                            "Infinity", "1e400")],
     (Pattern(r"(?P<age>\d+", GENDERS), [], RecipeError, "is not a regular expression"),
     (Pattern(r"\d+_.*"), [], RecipeError, "no named group gives the label"),
 ])
@@ -144,7 +150,30 @@ def test_a_recipe_reads_labels_from_names(tmp_path):
     assert len(items) == 16 and items.class_names[0] == "male/<30"
     for data, message in (({"pattern": ADULTS}, "data.pattern labels the images under data.images"),
                           ({"images": "x", "pattern": ADULTS, "pattern_bins": {"age": [60, 30]}}, "increasing bounds"),
+                          *(({"images": "x", "pattern": ADULTS, "pattern_bins": {"age": bounds}}, "finite number")
+                            for bounds in ([math.nan], [math.inf], [-math.inf, 40], [40, math.nan], [1e400])),
                           ({"csv": "a.csv", "pattern_values": GENDERS}, "apply to data.pattern, which is not set"),
                           ({"images": "x", "pattern": ADULTS, "csv": "a.csv"}, "data.csv and data.pattern are both set")):
         with pytest.raises(RecipeError, match=message):
             recipe_from_dict({"data": data})
+
+
+def test_a_pattern_that_backtracks_without_end_names_itself_and_the_file(tmp_path):
+    """(\\w+_?)+ before a literal backtracked in Python's re for about 35 minutes on one long name
+    it almost matches: matched by the regex package, that name is one more unmatched file at once.
+    A pattern that still backtracks there, (a|aa)+, is stopped within seconds, naming itself and
+    the file."""
+    import time
+
+    for name in ("cat_1.png", "dog_2.png", "a_" * 20 + "x.png"):
+        Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / name)
+    started = time.perf_counter()
+    with pytest.raises(DataError, match=r"1 of 3 images under .* do not match: a_a_a_"):
+        read_pattern_folder(tmp_path, Pattern(r"(?P<label>(\w+_?)+)_(?P<n>\d+)\.png"))
+    assert time.perf_counter() - started < 5
+    Image.fromarray(np.zeros((4, 4), dtype=np.uint8)).save(tmp_path / ("a" * 40 + "b.png"))
+    started = time.perf_counter()
+    with pytest.raises(RecipeError, match=r"data.pattern = .*: matching 'aaaa.*.png' took over 1 s, "
+                                          r"backtracking without end"):
+        read_pattern_folder(tmp_path, Pattern(r"(?P<label>(a|aa)+|cat|dog)_?(?P<n>\d*)\.png"))
+    assert time.perf_counter() - started < 30

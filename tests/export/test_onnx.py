@@ -196,8 +196,29 @@ def test_a_fold_not_trained_yet_is_refused_not_dropped(flat_run, tmp_path):
 def test_without_the_export_extra_it_says_what_to_install(flat_run, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # as if it were not installed
     result = cli("export", flat_run[0], "--out", tmp_path / "p.onnx")
-    assert result.exit_code == 2 and "onnxruntime is missing" in result.stderr, result.output
+    assert result.exit_code == 2 and "needs onnxruntime, which is not installed" in result.stderr, result.output
     assert "pip install 'hierclf[export]'" in result.stderr and not (tmp_path / "p.onnx").exists()
+
+
+def test_an_engine_installed_but_failing_to_import_is_named_with_its_error(flat_run, tmp_path, monkeypatch):
+    """onnxruntime present but broken (a shared library that will not load): its own error, not
+    "None is missing"; predict writes nothing."""
+    import importlib
+
+    importing = importlib.import_module
+
+    def broken(name, *rest):
+        if name == "onnxruntime":
+            raise OSError("libonnxruntime.so.1: cannot open shared object file")
+        return importing(name, *rest)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    run, _, train_csv, _ = flat_run
+    result = cli("predict", run, train_csv, "--out", tmp_path / "o.csv", "--engine", "onnxruntime")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert ("needs onnxruntime, which is installed but fails to import (OSError: libonnxruntime.so.1: cannot open "
+            "shared object file)") in result.stderr and "None" not in result.stderr
+    assert not (tmp_path / "o.csv").exists()
 
 
 def test_a_specialist_of_another_architecture_from_its_own_weights_follows_through(detail_runs, tmp_path):

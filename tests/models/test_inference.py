@@ -55,3 +55,4 @@ def test_each_block_of_a_heads_model_is_its_own_distribution():
     model, _ = create_model(TINY, layout, seed=0)
     probs, _ = soft_vote([model], loader_of(images()), CPU, layout)
     assert probs.shape == (5, 5) and np.allclose(probs[:, :2].sum(1), 1) and np.allclose(probs[:, 2:].sum(1), 1)
+

@@ -109,3 +109,32 @@ def test_int8_is_calibrated_checked_and_close_to_the_float_graph(flat_run, tmp_p
     assert not (tmp_path / "p.csv").exists() and pipeline.int8_rows(Run.open(run))[0].ids.size == 30
     with pytest.raises(HierclfError, match="--quantize int8: expected int8, with --engine onnxruntime"):
         Inference(quantize="int8")
+
+
+@pytest.mark.parametrize("threads", ["1000000000", "2147483648", "1025"])
+def test_a_thread_count_beyond_any_machine_is_refused_in_one_line(flat_run, tmp_path, threads):
+    run, _, train_csv, _ = flat_run
+    result = cli("predict", run, train_csv, "--out", tmp_path / "o.csv", "--engine", "onnxruntime", "--threads",
+                 threads)
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert f"--threads {threads}: expected 0 (one per core) to 1024" in result.stderr
+    assert not (tmp_path / "o.csv").exists()
+    assert Inference(engine="onnxruntime", threads=1024).threads == 1024
+
+
+def test_int8_on_a_run_whose_training_images_moved_says_why_it_needs_them(flat_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(flat_run[0], run)
+    train_csv = flat_run[2]
+    moved = tmp_path / "data"
+    shutil.copytree(train_csv.parent, moved)
+    recipe = (run / "recipe.toml").read_text()
+    (run / "recipe.toml").write_text(recipe.replace(str(train_csv.parent), str(tmp_path / "gone")))
+    result = cli("predict", run, moved / "train.csv", "--out", tmp_path / "p.csv", "--engine", "onnxruntime",
+                 "--quantize", "int8", "--workers", "0")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--quantize int8 calibrates and checks the int8 graph on" in result.stderr
+    assert "own training images" in result.stderr and "or predict without --quantize" in result.stderr
+    assert not (tmp_path / "p.csv").exists()

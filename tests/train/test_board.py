@@ -99,3 +99,26 @@ def test_without_tensorboard_installed_the_key_says_what_to_install(tmp_path, mo
     assert ("coarse.tensorboard = true: TensorBoard is not installed; pip install 'hierclf[tensorboard]'"
             in result.stderr)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_tensorboard_that_fails_to_import_is_named_before_anything_is_written(tmp_path, monkeypatch):
+    """Installed but broken (a protobuf or numpy it does not fit): one line with its error, among
+    the checks, and no half-made run folder."""
+    import importlib
+    import sys
+
+    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
+    importing = importlib.import_module
+
+    def broken(name, *rest):
+        if name == "torch.utils.tensorboard":
+            raise ImportError("numpy.core.multiarray failed to import")
+        return importing(name, *rest)
+
+    monkeypatch.setattr(importlib, "import_module", broken)
+    data = write_csv_dataset(tmp_path / "data", per_class=4)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(data)}, coarse={"tensorboard": True})
+    result = cli("fit-coarse", recipe, "--out", tmp_path / "run")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "fails to import (ImportError: numpy.core.multiarray failed to import)" in result.stderr
+    assert "coarse.tensorboard = true" in result.stderr and not (tmp_path / "run").exists()

@@ -109,3 +109,23 @@ def test_a_heads_recipe_is_probed_over_its_joint_classes_on_its_folds(tmp_path):
                "--set", "coarse.epochs=1").exit_code == 0
     assert Run.open(tmp_path / "heads").folds.matches(probe.folds)
     assert cli("evaluate", tmp_path / "heads", "--control", tmp_path / "probe").exit_code == 0
+
+
+def test_a_probe_holds_its_folder_and_a_second_call_keeps_what_is_done(pretrained, tmp_path):
+    """Two probes into one folder at once: the second stops naming the first (no fold gets two
+    epoch lines); a finished probe asked again keeps its folds, each with its one line."""
+    from hierclf.run.locks import holding
+    from hierclf.run.fold_files import read_history
+
+    root, recipe, _ = pretrained
+    assert cli("-q", "probe", recipe, "--out", tmp_path / "probe").exit_code == 0
+    before = {fold: (tmp_path / "probe" / "coarse" / f"fold-{fold}" / "result.json").read_text() for fold in range(3)}
+    with holding(tmp_path / "probe" / "coarse", "fitting the linear probe elsewhere", lock=".probe.lock"):
+        result = cli("-q", "probe", recipe, "--out", tmp_path / "probe")
+    assert result.exit_code == 2 and "is in use: fitting the linear probe elsewhere" in result.stderr, result.output
+    assert cli("-q", "probe", recipe, "--out", tmp_path / "probe").exit_code == 0
+    for fold in range(3):
+        folder = tmp_path / "probe" / "coarse" / f"fold-{fold}"
+        assert len(read_history(folder)) == 1 and (folder / "result.json").read_text() == before[fold]
+    assert read_json(tmp_path / "probe" / "probe.json")["C"] == [read_json(tmp_path / "probe" / "coarse" / f"fold-{fold}"
+                                                                          / "result.json")["C"] for fold in range(3)]
