@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from hierclf.combine.registry import COMBINERS, choose_combiner
-from hierclf.errors import HierclfError, user_message
+from hierclf.errors import HierclfError, out_of_memory, user_message
 from hierclf.export.command import export
 from hierclf.report.runs_command import runs
 from hierclf.options import FiniteRange, FoldChoice, parse_control, parse_seeds, parse_weights
@@ -42,15 +42,6 @@ class _Group(click.Group):
                        err=True)
             ctx.exit(2)
 
-
-OUT_OF_MEMORY = ("could not create a primitive", "can't allocate memory", "not enough memory", "out of memory",
-                 "std::bad_alloc")
-"""What torch, oneDNN and CUDA say when an allocation fails (oneDNN under an address-space limit
-says it cannot create a primitive)."""
-
-
-def out_of_memory(error: BaseException) -> bool:
-    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in OUT_OF_MEMORY)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})

@@ -77,3 +77,14 @@ def importable(name: str, command: str, install: str) -> Any:
     raise HierclfError(f"{command} needs {name}, which is installed but fails to import ({type(failure).__name__}: "
                        f"{first}); reinstall it ({install.replace('pip install', 'pip install --force-reinstall')}) "
                        f"or fix what it names") from None
+
+
+OUT_OF_MEMORY = ("could not create a primitive", "can't allocate memory", "not enough memory", "out of memory",
+                 "std::bad_alloc")
+"""What torch, oneDNN and CUDA say when an allocation fails (oneDNN under an address-space limit
+says it cannot create a primitive)."""
+
+
+def out_of_memory(error: BaseException) -> bool:
+    """Whether `error` says memory ran out (the command line then says so in one line)."""
+    return isinstance(error, MemoryError) or any(text in str(error).lower() for text in OUT_OF_MEMORY)
