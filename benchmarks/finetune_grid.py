@@ -20,6 +20,7 @@ loader workers 0; round 3 runs each recipe's own (2), so its as-is row is what t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -61,11 +62,40 @@ SETTINGS = {
     "bn-frozen-lr0.3x": {**BN_FROZEN, "lr_scale": 0.3},
     "lpft-lr0.1x": {**LPFT, "lr_scale": 0.1},
     "freeze2": {**AS_LOADED, "freeze_epochs": 2},
+    # what made the loss jump at the unfreeze, one cause at a time (the library before issue 43 put
+    # BatchNorm in eval mode while the backbone was frozen and gave the backbone the schedule's
+    # full rate at once): `before` is that library; `ramp-only` keeps its mode switch but warms the
+    # backbone up; `bn-only` keeps BatchNorm's statistics throughout without the warm-up
+    "freeze2-before": {**AS_LOADED, "freeze_epochs": 2},
+    "freeze2-ramp-only": {**AS_LOADED, "freeze_epochs": 2},
+    "freeze2-bn-only": {**BN_FROZEN, "freeze_epochs": 2},
 }
 ROUND_1 = list(SETTINGS)[:7]
 ROUND_3 = ["as-is", "bn-frozen", "lpft", "lpft-lr0.3x", "bn-frozen-freeze2", "lpft-bn-train", "bn-frozen-lr0.3x",
            "lpft-lr0.1x", "freeze2"]
-ROUNDS = {"1": ROUND_1, "3": ROUND_3}
+UNFREEZE = ["freeze2-before", "freeze2-ramp-only", "freeze2-bn-only"]
+ROUNDS = {"1": ROUND_1, "3": ROUND_3, "unfreeze": UNFREEZE}
+
+
+def _mode_switching(model, epoch, config, lower):
+    """`fit`'s training mode as it was before issue 43: BatchNorm in eval mode while the backbone
+    is frozen, training from the unfreeze."""
+    from hierclf.models.factory import hold_batchnorm, set_backbone_frozen
+
+    model.train()
+    frozen = epoch < config.freeze_epochs
+    set_backbone_frozen(model, frozen)
+    if frozen:
+        hold_batchnorm(model)
+    return frozen
+
+
+NO_RAMP = mock.patch("hierclf.train.optim.UnfreezeWarmup", lambda schedule, *rest: schedule)
+PATCHES = {"timm-head": [mock.patch("hierclf.models.factory.zero_head", lambda classifier: None)],
+           "freeze2-before": [mock.patch("hierclf.train.loop._train_mode", _mode_switching), NO_RAMP],
+           "freeze2-ramp-only": [mock.patch("hierclf.train.loop._train_mode", _mode_switching)],
+           "freeze2-bn-only": [NO_RAMP]}
+"""What a setting changes in the library itself: timm's own head, the unfreeze as it was."""
 
 
 def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fold: int | None = 0) -> None:
@@ -80,10 +110,9 @@ def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fo
             setting["lr"] = base_lr * setting.pop("lr_scale")
         loaded = load_recipe(recipe, [*overrides, *(f"coarse.{key}={value}" for key, value in setting.items())])
         started = time.perf_counter()
-        if name == "timm-head":  # the library before: the classifier timm initialises for 1,000 classes
-            with mock.patch("hierclf.models.factory.zero_head", lambda classifier: None):
-                fit_coarse(loaded, out / name, only_fold=fold)
-        else:
+        with contextlib.ExitStack() as patched:
+            for patch in PATCHES.get(name, []):
+                patched.enter_context(patch)
             fit_coarse(loaded, out / name, only_fold=fold)
         logging.info("%s: %.0f s", name, time.perf_counter() - started)
 

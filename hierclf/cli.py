@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hierclf.combine.registry import COMBINERS, choose_combiner
+from hierclf.combine.names import COMBINER_NAMES
 from hierclf.errors import HierclfError, out_of_memory, user_message
 from hierclf.export.command import export
 from hierclf.report.runs_command import runs
@@ -122,9 +122,10 @@ def fit_coarse_command(recipe: Path, out: Path, fold: int | None, overrides: tup
                        seeds: str | None, tensorboard: bool) -> None:
     """Train the coarse model (the flat model when the recipe has no groups) on every fold."""
     from hierclf.recipe.reading import load_recipe
+
+    loaded = load_recipe(recipe, overrides + (("coarse.tensorboard=true",) if tensorboard else ()))  # before torch
     from hierclf.train import fit_coarse
 
-    loaded = load_recipe(recipe, overrides + (("coarse.tensorboard=true",) if tensorboard else ()))
     runs = [(loaded, out)] if seeds is None else [(loaded.with_seed(seed), out / f"seed-{seed}")
                                                   for seed in parse_seeds(seeds)]
     for run_recipe, run_out in runs:
@@ -157,13 +158,14 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
             overrides: tuple[str, ...]) -> None:
     """Write augmented copies of RECIPE's training images, with a CSV whose group column keeps each
     copy in its original's fold: point data.csv at OUT/train.csv."""
+    from hierclf.recipe.reading import load_recipe
+
+    loaded = load_recipe(recipe, overrides)  # its mistakes refused before torch loads
     from hierclf.data import load_training_items
     from hierclf.data.offline import augment_dataset
     from hierclf.hierarchy.build import label_attributes
-    from hierclf.recipe.reading import load_recipe
     from hierclf.run.destinations import check_output, recipe_inputs
 
-    loaded = load_recipe(recipe, overrides)
     check_output(out, "--out", reads=[recipe, *recipe_inputs(loaded)], folder=True)
     items = load_training_items(loaded.data, label_attributes(loaded.hierarchy))
     result = augment_dataset(loaded, items, out, copies, classes, preset, seed)
@@ -220,7 +222,7 @@ def _echo_stage_summary(title: str, summary: dict, run: Path) -> None:
 @click.option("--probs", is_flag=True, help="Add one probability column per class.")
 @click.option("--index", "label_index", is_flag=True, help="Write the class index (0, 1, …) as the label, not its name.")
 @click.option("--combiner", default=None, metavar="NAME",
-              help=f"How stage outputs become labels: {', '.join(COMBINERS)}, as the run allows "
+              help=f"How stage outputs become labels: {', '.join(COMBINER_NAMES)}, as the run allows "
                    f"(default: the recipe's combine.method).")
 @click.option("--trace", is_flag=True, help="Add each image's coarse decision and confidence, and its specialist's.")
 @click.option("--tta", default=None, metavar="VARIANTS",
@@ -248,6 +250,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
             shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
+    from hierclf.combine.registry import choose_combiner
     from hierclf.data import load_input_items
     from hierclf.data.tta import views_option
     from hierclf.predict.pipeline import Inference, predict_runs
@@ -377,6 +380,9 @@ def probe(source: Path, out: Path, c: float | None, overrides: tuple[str, ...]) 
     backbone's pooled features at the run's input size, on the same folds. It is written as a flat
     run, so `evaluate RUN --control OUT` scores it beside the run and `predict OUT` scores it on
     new images; a fine-tuned run that does not beat it has gone wrong."""
+    if source.is_file():  # a recipe: its mistakes refused before torch loads
+        from hierclf.recipe.reading import load_recipe
+        load_recipe(source, overrides)
     from hierclf.report.text import stage_summary_lines
     from hierclf.run.folder import Run
     from hierclf.train.probe_run import linear_probe

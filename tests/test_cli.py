@@ -310,3 +310,31 @@ def test_memory_running_out_is_one_line_and_other_failures_are_not_hidden(tiny_r
     monkeypatch.setattr(stage, "train_fold", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):
         cli("-q", "fit-coarse", tiny_recipe, "--out", tmp_path / "again", "--fold", "0")
+
+
+def test_the_command_line_starts_and_refuses_a_recipe_without_torch(tmp_path):
+    """`hierclf --help`, every command's --help and a recipe's mistakes need no torch (importing
+    it takes seconds and hundreds of MB): a fresh interpreter runs them and never imports it."""
+    import subprocess
+    import sys
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[coarse]\nmodle = "resnet18"\n')
+    script = f"""
+import sys
+from click.testing import CliRunner
+from hierclf.cli import main
+runner = CliRunner()
+results = [runner.invoke(main, ["--help"])]
+results += [runner.invoke(main, [name, "--help"]) for name in main.commands]
+results += [runner.invoke(main, [command, {str(recipe)!r}, "--out", {str(tmp_path / "out")!r}, *extra])
+            for command, extra in (("fit-coarse", []), ("probe", []), ("augment", ["--copies", "1"]))]
+print([result.exit_code for result in results])
+print([line for result in results[-3:] for line in result.output.splitlines() if "modle" in line])
+print(sorted(name for name in ("torch", "timm", "albumentations", "sklearn", "cv2") if name in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    codes, refusals, heavy = done.stdout.strip().splitlines()[-3:]
+    assert set(eval(codes)[:-3]) == {0} and eval(codes)[-3:] == [2, 2, 2], done.stdout + done.stderr
+    assert len(eval(refusals)) == 3 and all("did you mean 'model'" in line for line in eval(refusals)), refusals
+    assert eval(heavy) == [], heavy

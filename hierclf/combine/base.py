@@ -60,12 +60,10 @@ class Combined:
 class Combiner(ABC):
     """A way from stage outputs to final labels; `fit` does nothing for one that learns nothing.
 
-    `applies_to` says which hierarchies it can combine, and `needs` says so in words for the
-    message that refuses it elsewhere."""
+    `applies_to` says which hierarchies it can combine (`names.COMBINER_WORDS` says so in words,
+    for the message that refuses it elsewhere)."""
 
     name: ClassVar[str]
-    summary: ClassVar[str]
-    needs: ClassVar[str]
     fits: ClassVar[bool] = False
     uses_specialists: ClassVar[bool] = True
     """False for one that never asks a specialist: predict and export then leave them unloaded."""

@@ -24,10 +24,6 @@ class Blend(Combiner):
     and one that knows better gets w near 0."""
 
     name = "blend"
-    summary = ("with a flat run as coarse stage (hierarchy.coarse_run): within each group, a weighted geometric "
-               "mean of the flat model's and the specialist's class probabilities, the weight fit per group on "
-               "out-of-fold outputs")
-    needs = "blend needs groups over a flat run (hierarchy.coarse_run)"
     fits = True
     GRID = np.linspace(0.0, 1.0, 21)
 

@@ -24,8 +24,6 @@ def product(hierarchy: Hierarchy, coarse_probs: np.ndarray, specialist_probs: Ma
 
 class Flat(Combiner):
     name = "flat"
-    summary = "a run without groups or heads: the coarse stage's probabilities as they are"
-    needs = "flat is the pipeline of a run without groups or heads"
 
     @classmethod
     def applies_to(cls, hierarchy: Hierarchy) -> bool:
@@ -37,9 +35,6 @@ class Flat(Combiner):
 
 class Product(Combiner):
     name = "product"
-    summary = ("P(class) = P(group) × P(class | group), every specialist on every image (with heads: the "
-               "heads' product)")
-    needs = "product needs groups or heads"
 
     def module(self, hierarchy: Hierarchy, parts: Sequence[str]) -> ProductGraph:
         return ProductGraph(hierarchy, parts)
@@ -50,9 +45,6 @@ class CoarseAlone(Combiner):
     specialist been trained, so a specialist that lowers its head or group shows."""
 
     name = "coarse"
-    summary = ("the coarse stage alone, its specialists left out (heads, or groups over a flat run): what the "
-               "specialists are measured against")
-    needs = "coarse needs a coarse stage that gives every class itself (heads, or groups over a flat run)"
     uses_specialists = False
 
     @classmethod

@@ -1,16 +1,7 @@
-"""Every combiner by name: the recipe's combine.method, `predict --combiner`, evaluate's pipelines.
-
-- `flat`: a run without groups or heads; the coarse stage's probabilities are the answer.
-- `product`: the product rule, exact; every specialist runs on every image.
-- `routed`: the coarse argmax decides; a specialist runs only on the images routed to it.
-- `stacking`: a logistic regression on the stages' log-probabilities, fit on out-of-fold outputs.
-- `blend`: over a flat run, a weighted geometric mean of its within-group distribution and the
-  specialist's, the weight fit per group on out-of-fold outputs.
-- `coarse`: the coarse stage alone, where it gives every class itself (heads, groups over a flat
-  run): the pipeline each specialist must beat.
-
-Which combiners a run may use follows from its hierarchy's terms (`Combiner.applies_to`), in
-this order, the preferred first.
+"""Every combiner by name (`names.py` holds the names and their words, without torch): the
+recipe's combine.method, `predict --combiner`, evaluate's pipelines. Which combiners a run may use
+follows from its hierarchy's terms (`Combiner.applies_to`), in the names' order, the preferred
+first.
 """
 from __future__ import annotations
 
@@ -18,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from hierclf.combine.base import Combiner
 from hierclf.combine.blend import Blend
+from hierclf.combine.names import COMBINER_NAMES, COMBINER_WORDS, check_combiner_name
 from hierclf.combine.product import CoarseAlone, Flat, Product
 from hierclf.combine.routed import Routed
 from hierclf.combine.stacking import Stacking
@@ -26,14 +18,9 @@ from hierclf.errors import RecipeError
 if TYPE_CHECKING:
     from hierclf.hierarchy.protocol import Hierarchy
 
-COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in (Flat, Product, Routed, Stacking, Blend, CoarseAlone)}
+COMBINERS: dict[str, type[Combiner]] = {cls.name: cls for cls in sorted(
+    (Flat, Product, Routed, Stacking, Blend, CoarseAlone), key=lambda cls: COMBINER_NAMES.index(cls.name))}
 """Every combiner by name, in order of preference."""
-
-
-def check_combiner_name(requested: str, where: str) -> None:
-    """Refuse a name that is no combiner; `where` names the key or option, with its value."""
-    if requested not in COMBINERS:
-        raise RecipeError(f"{where}: no such combiner; combiners are {', '.join(COMBINERS)}")
 
 
 def applicable(hierarchy: Hierarchy) -> tuple[str, ...]:
@@ -50,11 +37,6 @@ def choose_combiner(hierarchy: Hierarchy, requested: str, where: str) -> str:
         return "flat"
     names = applicable(hierarchy)
     if requested not in names:
-        raise RecipeError(f"{where}: {COMBINERS[requested].needs}; a run with {hierarchy.describe()} combines by "
-                          f"{', '.join(names)}")
+        raise RecipeError(f"{where}: {COMBINER_WORDS[requested].needs}; a run with {hierarchy.describe()} combines "
+                          f"by {', '.join(names)}")
     return requested
-
-
-def combiner_doc() -> str:
-    """The recipe reference's text for combine.method, from the registry."""
-    return "; ".join(f"{name}: {cls.summary}" for name, cls in COMBINERS.items()) + "."

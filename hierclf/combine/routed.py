@@ -27,8 +27,6 @@ class Routed(Combiner):
     probabilities are NaN on the rows it did not run on."""
 
     name = "routed"
-    summary = "the coarse argmax picks one specialist per image (groups only)"
-    needs = "routed needs groups (with attribute heads there is nothing to route)"
 
     def __init__(self, threshold: float = 0.0):
         self.threshold = threshold

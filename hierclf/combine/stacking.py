@@ -25,8 +25,6 @@ def stacking_features(coarse_probs: np.ndarray, specialist_probs: Sequence[np.nd
 
 class Stacking(Combiner):
     name = "stacking"
-    summary = "a logistic regression on the stages' out-of-fold log-probabilities"
-    needs = "stacking needs groups or heads"
     fits = True
 
     def __init__(self, c: float = 1.0):

@@ -3,12 +3,12 @@ recipe and checked against albumentations' own signatures before anything trains
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping, Sequence
-
-import albumentations as A
-import cv2
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from hierclf.errors import RecipeError
+
+if TYPE_CHECKING:  # albumentations loads where images are augmented; a preset's name is checked without it
+    import albumentations as A
 
 WHITE = 255
 
@@ -19,6 +19,9 @@ def preset_transforms(preset: str, channels: int = 3) -> list[A.BasicTransform]:
     skewed, blurred, noisy, unevenly lit, compressed, with white where the page moved away."""
     if preset == "none":
         return []
+    import albumentations as A
+    import cv2
+
     if preset == "light":
         return [A.Affine(scale=(0.9, 1.1), translate_percent=(-0.06, 0.06), rotate=(-10, 10), p=0.7),
                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5)]
@@ -61,6 +64,8 @@ def check_augment_list(augment: Sequence[Mapping[str, Any]], where: str) -> None
 def _build(entry: Mapping[str, Any], where: str) -> A.BasicTransform | A.BaseCompose:
     """One transform from { name = "Affine", rotate = [-10, 10], p = 0.5 }; OneOf, SomeOf and
     Sequential take their own list under `transforms`."""
+    import albumentations as A
+
     arguments = dict(entry)
     name = arguments.pop("name", None)
     if not isinstance(name, str):

@@ -3,16 +3,19 @@ name to transform. `predict` averages the softmax of the image and of each view.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
-
-import torch
+from typing import TYPE_CHECKING, Callable
 
 from hierclf.errors import RecipeError
+
+if TYPE_CHECKING:  # the views run where torch already is; a recipe's views are checked without it
+    import torch
 
 
 def _zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
     """Zoom about the centre, keeping the size: above 1 it crops in, below 1 it pads out with
     zeros (the mean colour, once normalised)."""
+    import torch
+
     height, width = (int(side) for side in images.shape[-2:])  # plain numbers, also when traced
     size = (max(1, round(height * factor)), max(1, round(width * factor)))
     scaled = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False,
@@ -27,9 +30,9 @@ def _zoom(images: torch.Tensor, factor: float) -> torch.Tensor:
 VIEWS: dict[str, Callable[[torch.Tensor, float], torch.Tensor]] = {
     "hflip": lambda images, _: images.flip(3),
     "vflip": lambda images, _: images.flip(2),
-    "rot90": lambda images, _: torch.rot90(images, 1, dims=(2, 3)),
-    "rot180": lambda images, _: torch.rot90(images, 2, dims=(2, 3)),
-    "rot270": lambda images, _: torch.rot90(images, 3, dims=(2, 3)),
+    "rot90": lambda images, _: images.rot90(1, (2, 3)),
+    "rot180": lambda images, _: images.rot90(2, (2, 3)),
+    "rot270": lambda images, _: images.rot90(3, (2, 3)),
     "scale": _zoom,
 }
 """Each view of a normalised N×C×H×W batch; only `scale` reads its factor (written scale=F)."""

@@ -17,7 +17,7 @@ from typing import Any, Literal, Union
 
 import tomli_w
 
-from hierclf.combine.registry import COMBINERS, combiner_doc
+from hierclf.combine.names import COMBINER_NAMES, combiner_doc
 from hierclf.recipe.data_schema import DataConfig
 from hierclf.recipe.keys import setting
 
@@ -60,7 +60,7 @@ Augment = Union[AugmentPreset, tuple[dict[str, Any], ...]]
 ClassWeights = Union[Literal["none", "balanced"], tuple[float, ...]]
 
 
-CombinerName = Literal[tuple(COMBINERS)]
+CombinerName = Literal[COMBINER_NAMES]
 
 
 @dataclass(frozen=True)
