@@ -42,3 +42,35 @@ def test_by_default_each_fold_chooses_c_by_cross_validation():
     logits = features @ weight.T + bias
     probs = np.exp(logits - logits.max(1, keepdims=True))
     np.testing.assert_allclose(probs / probs.sum(1, keepdims=True), expected.predict_proba(scaled), atol=1e-5)
+
+
+def test_a_probe_per_output_block_is_what_each_head_would_hold():
+    """Heads on one backbone and one model per head: each block's regression on the features its
+    classifier reads, loaded into that classifier, gives the model's own probabilities."""
+    import torch
+
+    from hierclf.hierarchy.layout import OutputLayout
+    from hierclf.models.factory import create_model
+    from hierclf.models.probe import BlockProbes, probe_slots
+    from hierclf.recipe.schema import StageConfig
+
+    layout = OutputLayout.of_heads([("a", ("0", "1")), ("b", ("0", "1", "2"))])
+    rng = np.random.default_rng(3)
+    targets = np.stack([np.arange(60) % 2, np.arange(60) % 3], axis=1)
+    for separate in (False, True):
+        model, _ = create_model(StageConfig(model="test_resnet", in_chans=1, img_size=16), layout, separate=separate)
+        model.eval()
+        images = torch.from_numpy(rng.normal(size=(60, 1, 16, 16)).astype(np.float32))
+        with torch.no_grad():  # a shared backbone gives its pooled features; a timm model, before its classifier
+            features = [(source.backbone(images) if separate is False else
+                         source.forward_head(source.forward_features(images), pre_logits=True)).numpy()
+                        for source, _ in probe_slots(model)]
+        probes = BlockProbes.fit(features, targets, layout)
+        for column, (block, size) in enumerate(zip(features, layout.sizes)):
+            weight, bias, _ = fit_probe(block, targets[:, column], size)
+            np.testing.assert_allclose(probes.weights[column], weight)
+            np.testing.assert_allclose(probes.biases[column], bias)
+        probes.load_into(model)
+        with torch.no_grad():
+            held = layout.softmax(model(images)).numpy()
+        np.testing.assert_allclose(held, probes.probs(features), atol=1e-5)
