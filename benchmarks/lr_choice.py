@@ -1,16 +1,17 @@
-"""Which cheap measurement chooses the rate a recipe should train at? `lr = "auto"` (short runs
-at a ladder of rates on fold 0's training rows, scored on held-out rows of them) against an lr
+"""Which cheap measurement chooses the rate a recipe should train at? `lr = "auto"` with
+`batchnorm = "auto"` (short runs at a ladder of rates for each BatchNorm mode on fold 0's
+training rows, scored on held-out rows of them) against an lr
 range test (fastai's lr_find: one pass with the rate growing exponentially, the loss smoothed,
 the rate chosen where it falls fastest, or a tenth of where it is lowest), both set beside the
 fine-tuning grid's fold-0 scores at the rates it trained (docs/benchmarks.md, "Fine-tuning fitted
 to the data").
 
-    python benchmarks/lr_choice.py auto recipes/clothing.toml --out runs/lr/clothing     # fold 0 at lr = "auto"
+    python benchmarks/lr_choice.py auto recipes/clothing.toml --out runs/lr/clothing     # fold 0, both "auto"
     python benchmarks/lr_choice.py range runs/lr/clothing                                # the range test on its fold 0
     python benchmarks/lr_choice.py train recipes/clothing.toml --out runs/lr/clothing-range --lr 2.1e-3
     python benchmarks/lr_choice.py --report runs/lr/clothing …
 
-`auto` trains fold 0 of the recipe as committed with lr = "auto" (the trials and the fold);
+`auto` trains fold 0 of the recipe as committed with both "auto" (the trials and the fold);
 `range` runs the range test from the same start (LP-FT's probe head where the recipe has it)
 on the same training rows and writes range.json beside it; `train` trains fold 0 at a given rate
 (to score the range test's choice). Each process on one core (OMP_NUM_THREADS=1 taskset -c N).
@@ -106,15 +107,17 @@ def main() -> None:
     torch.manual_seed(0)
     if args.report:
         for root in args.report:
-            choice = read_json(root / "coarse" / "lr.json")
+            choice = read_json(root / "coarse" / "auto.json")
             tested = read_json(root / "range.json") if (root / "range.json").exists() else {}
             fold = read_json(root / "coarse" / "fold-0" / "result.json")
-            print(f"| {root.name} | {choice['lr']:g} | {fold['val_macro_f1']:.4f} | "
-                  f"{', '.join(f'{lr} {value:.4f}' for lr, value in choice['trials'].items())} | "
+            trials = ", ".join(f"{trial['batchnorm']} {trial['lr']:g} {trial[choice['monitor']]:.4f}"
+                               for trial in choice["trials"])
+            print(f"| {root.name} | {choice['batchnorm']} {choice['lr']:g} | {fold['val_macro_f1']:.4f} | {trials} | "
                   f"{choice['seconds']:.0f} | {tested.get('steepest', math.nan):.2g} | "
                   f"{tested.get('min_tenth', math.nan):.2g} |")
     elif args.step == "auto":
-        fit_coarse(load_recipe(args.source, [*args.overrides, "coarse.lr=auto"]), args.out, only_fold=0)
+        fit_coarse(load_recipe(args.source, [*args.overrides, "coarse.lr=auto", "coarse.batchnorm=auto"]), args.out,
+                   only_fold=0)
     elif args.step == "train":
         fit_coarse(load_recipe(args.source, [*args.overrides, f"coarse.lr={args.lr}"]), args.out, only_fold=0)
     else:

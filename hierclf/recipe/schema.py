@@ -97,8 +97,8 @@ class OptimizerConfig:
     optimizer: Optimizer = setting("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
     lr: Union[float, Literal["auto"]] = setting(
         1e-3, "Peak learning rate, or auto: chosen on the stage's data before its folds train, by short runs at "
-              "a ladder of rates on fold 0's training rows (train/rate.py; about four trials of two epochs on two "
-              "thirds of them), written to STAGE/lr.json.", gt=0.0, lt=10.0)
+              "a ladder of rates on fold 0's training rows (train/auto.py; three to five trials of two epochs on "
+              "two thirds of them, for each batchnorm mode asked for), written to STAGE/auto.json.", gt=0.0, lt=10.0)
     lr_base_batch: int = setting(0, "0: lr is used as written, whatever the batch. Else lr is the rate for a step of "
                                  "this many images, scaled to the stage's step (batch_size × accumulate): linearly "
                                  "for sgd, by the square root for adam and adamw, as timm's lr_base_size does.",
@@ -165,11 +165,12 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
     freeze_epochs: int = setting(0, "Train only the classifier head(s) for this many first epochs: the backbone's "
                                     "weights stay as loaded; then its rate warms up from zero over one epoch.",
                                  lo=0)
-    batchnorm: Literal["train", "frozen"] = setting(
+    batchnorm: Literal["train", "frozen", "auto"] = setting(
         "train", "Batch normalisation's statistics: train normalises each training batch by its own and moves the "
                  "running ones towards the data's (also while freeze_epochs trains the head alone); frozen keeps the "
-                 "loaded running statistics throughout (eval mode; the layers' scale and shift still train), as "
-                 "fine-tuning with small batches at sizes the weights were not trained at wants.")
+                 "loaded running statistics throughout (eval mode; the layers' scale and shift still train): photos "
+                 "of what the weights were trained on gain, far-off images at a high rate collapse; auto: chosen "
+                 "with the rate by short runs, as lr = auto chooses (train/auto.py).")
     head_init: Literal["zero", "probe"] = setting(
         "zero", "How a new head on trained weights starts: zero (every class equally likely), or probe (LP-FT: each "
                 "fold's head is its linear probe, the regression on the starting weights' features of the fold's "

@@ -20,7 +20,7 @@ from hierclf.runtime.devices import resolve_device, thread_count, torch_threads
 from hierclf.runtime.processes import Placement, Processes
 from hierclf.train.fold import train_fold
 from hierclf.train.kfold import TRAIN_ONLY
-from hierclf.train.rate import with_chosen_rate
+from hierclf.train.auto import with_chosen_settings
 from hierclf.train.record import RESUME
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ def train_stage(run: Run, stage: Stage, items: Items, only_fold: int | str | Non
         images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
         placement = Placement(processes.device(resolve_device(config.device)), processes)
         with torch_threads(thread_count(config.threads)):
-            stage = with_chosen_rate(run, stage, images, placement)  # lr = "auto": once, before any fold
+            stage = with_chosen_settings(run, stage, images, placement)  # "auto": once, before any fold
             for fold in folds:
                 _train_held(run, stage, images, fold, placement, only_fold != NEXT, seconds_limit)
     return processes.from_main(lambda: gather_oof(run, stage, items))
