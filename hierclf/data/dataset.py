@@ -126,12 +126,15 @@ def build_transform(img_size: int, mean: Sequence[float], std: Sequence[float],
 class TrainingOrder:
     """How a training loader orders its rows each epoch: shuffled, or by `sampler` ("balanced":
     classes drawn equally often) and `class_cap` (at most that many rows of a class), by the
-    class `labels` gives each row; and whether a short last batch is dropped."""
+    class `labels` gives each row; whether a short last batch is dropped; and `share`, the part of
+    that epoch drawn (anew each epoch): a short trial keeps the recipe's epochs, and so its
+    schedule's shape, in fewer steps."""
 
     sampler: str = "shuffle"
     class_cap: int = 0
     labels: np.ndarray | None = field(default=None, repr=False)
     drop_last: bool = False
+    share: float = 1.0
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, workers: int, device: torch.device, seed: int = 0,
@@ -159,7 +162,9 @@ def make_loader(dataset: Dataset, batch_size: int, *, workers: int, device: torc
         if order.labels is None:
             raise ValueError(f"sampler {order.sampler!r} with class_cap {order.class_cap} needs each row's class "
                              f"(labels)")
-        chosen = build_sampler(order.sampler, order.class_cap, order.labels, generator)
+        chosen = build_sampler(order.sampler, order.class_cap, order.labels, generator, order.share)
+    elif order is not None and order.share < 1:
+        chosen = RandomSampler(dataset, num_samples=max(1, round(len(dataset) * order.share)), generator=generator)
     drop_last = order is not None and order.drop_last
     rank, world = shard
     if world > 1:

@@ -29,19 +29,22 @@ class ClassCapSampler(Sampler[int]):
         return iter(rows[torch.randperm(len(rows), generator=self.generator).numpy()].tolist())
 
 
-def build_sampler(kind: str, cap: int, labels: np.ndarray, generator: torch.Generator) -> Sampler[int] | None:
+def build_sampler(kind: str, cap: int, labels: np.ndarray, generator: torch.Generator,
+                  share: float = 1.0) -> Sampler[int] | None:
     """None (the loader shuffles), a balanced WeightedRandomSampler, or a ClassCapSampler.
 
     Balanced draws as many rows as the epoch would have had (or `cap` per class with a cap),
-    each class equally likely: rare rows repeat, common ones are skipped now and then."""
+    each class equally likely: rare rows repeat, common ones are skipped now and then. `share`
+    (below 1) draws that part of such an epoch."""
     labels = np.asarray(labels)
     if kind == "balanced":
         classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
         weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.double)
         draws = cap * len(classes) if cap else len(labels)
-        return WeightedRandomSampler(weights, num_samples=draws, replacement=True, generator=generator)
+        return WeightedRandomSampler(weights, num_samples=max(1, round(draws * share)), replacement=True,
+                                     generator=generator)
     if cap:
-        return ClassCapSampler(labels, cap, generator)
+        return ClassCapSampler(labels, max(1, round(cap * share)), generator)
     return None
 
 

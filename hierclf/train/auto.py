@@ -8,10 +8,13 @@ new data is guessing.
 
 The choice is a few short runs. For each BatchNorm mode asked for, from the rates of a ladder
 (three to start, one more beyond an edge while the best sits at it; the recipe's own rate alone
-when lr is a number), each trains the stage as its recipe says for two epochs, with the recipe's
-warm-up (at most one) and decay, on two thirds of fold 0's training rows, and is scored by
-`monitor` on the last third: no validation row of fold 0 is used, and the split keeps groups and
-byte-identical copies on one side. The best (on ties, the lower rate, then batch statistics) is
+when lr is a number), each trains the stage as its recipe says, on two thirds of fold 0's
+training rows, and is scored by `monitor` on the last third: no validation row of fold 0 is used,
+and the split keeps groups and byte-identical copies on one side. A trial keeps the recipe's
+epochs, warm-up and decay, so its schedule has the run's shape, but each epoch draws a share of
+the rows (anew each epoch) so that the trial sees them TRIAL_PASSES times in all: two epochs of
+two, one of them warming up, favoured what learns fastest at first (kept statistics at a low
+rate), not what ends best (on faces, batch statistics at a high rate). The best (on ties, the lower rate, then batch statistics) is
 written with every trial to STAGE/auto.json, which every fold then reads: a resumed run, or
 another worker, never chooses again."""
 from __future__ import annotations
@@ -45,7 +48,8 @@ log = logging.getLogger(__name__)
 
 EXTENSIONS = 2
 """At most this many rates beyond the first three, one at a time past the edge the best sits at."""
-TRIAL_EPOCHS = 2
+TRIAL_PASSES = 2
+"""How many times a trial sees its training rows, over the recipe's epochs."""
 FILE = "auto.json"
 MODES = ("train", "frozen")
 """BatchNorm's modes, in the order ties go."""
@@ -95,10 +99,10 @@ def _choose(run: Run, stage: Stage, items: Items, placement: Placement) -> dict:
     seconds = time.perf_counter() - started
     shown = ", ".join(f"{each_mode} {each_rate:g} {value:.4f}"
                       for (each_mode, each_rate), value in sorted(scores.items()))
-    log.info("%s: \"auto\" chose lr %g, batchnorm %s: %s %.4f after %d epochs on %d rows of fold 0's training rows, "
-             "scored on the other %d (%s); %d trials, %.0f s", stage.name, rate, mode, config.monitor,
-             scores[(mode, rate)], TRIAL_EPOCHS, len(rows[0]), len(rows[1]), shown, len(scores), seconds)
-    return {"lr": rate, "batchnorm": mode, "monitor": config.monitor, "epochs": TRIAL_EPOCHS,
+    log.info("%s: \"auto\" chose lr %g, batchnorm %s: %s %.4f after %d passes over %d rows of fold 0's training "
+             "rows, scored on the other %d (%s); %d trials, %.0f s", stage.name, rate, mode, config.monitor,
+             scores[(mode, rate)], TRIAL_PASSES, len(rows[0]), len(rows[1]), shown, len(scores), seconds)
+    return {"lr": rate, "batchnorm": mode, "monitor": config.monitor, "passes": TRIAL_PASSES,
             "train_rows": int(len(rows[0])), "val_rows": int(len(rows[1])),
             "trials": [{"batchnorm": each_mode, "lr": each_rate, config.monitor: value}
                        for (each_mode, each_rate), value in sorted(scores.items())], "seconds": seconds}
@@ -146,11 +150,11 @@ def _trial_rows(run: Run, stage: Stage, items: Items) -> tuple[np.ndarray, np.nd
 
 def _trial(run: Run, stage: Stage, items: Items, setting: tuple[str, float], rows: tuple[np.ndarray, np.ndarray],
            placement: Placement) -> float:
-    """The stage trained with `setting` (BatchNorm's mode, the rate) for TRIAL_EPOCHS as its recipe
-    says (its head started as it would be), no files written: its best trained epoch's `monitor`."""
+    """The stage trained with `setting` (BatchNorm's mode, the rate) as its recipe says (its head
+    started as it would be, its epochs each a share of the rows), no files written: its best
+    trained epoch's `monitor`."""
     mode, rate = setting
-    config = dataclasses.replace(stage.config, lr=rate, batchnorm=mode, epochs=TRIAL_EPOCHS, freeze_epochs=0,
-                                 patience=0, warmup_epochs=min(1, stage.config.warmup_epochs), tensorboard=False)
+    config = dataclasses.replace(stage.config, lr=rate, batchnorm=mode, patience=0, tensorboard=False)
     trial = dataclasses.replace(stage, config=config)
     model, spec = build_fold_model(run, trial, 0, config.seed)
     targets = stage.targets(items.labels)
@@ -158,8 +162,9 @@ def _trial(run: Run, stage: Stage, items: Items, setting: tuple[str, float], row
     if config.head_init == "probe":
         starting_probe(trial, model, loaders, rows)
     criterion = build_layout_loss(trial.layout, trial.losses, trial.loss_keys, targets[rows[0]])
-    result = fit(model, loaders.of(rows[0], training=True), loaders.of(rows[1]), config, criterion, placement,
-                 seed=derive_seed(config.seed, 1),
+    share = min(1.0, TRIAL_PASSES / config.epochs)
+    result = fit(model, loaders.of(rows[0], training=True, share=share), loaders.of(rows[1]), config, criterion,
+                 placement, seed=derive_seed(config.seed, 1),
                  record=FitRecord(f"{stage.name} trial batchnorm {mode}, lr {rate:g}"))
     values = [entry[config.monitor] for entry in result.history]
     return min(values) if config.monitor.endswith("loss") else max(values)

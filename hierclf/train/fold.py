@@ -135,7 +135,8 @@ class FoldLoaders:
         self.stage, self.spec, self.items, self.targets, self.seed, self.placement = \
             stage, spec, items, targets, seed, placement
 
-    def of(self, rows: np.ndarray, training: bool = False) -> DataLoader:
+    def of(self, rows: np.ndarray, training: bool = False, share: float = 1.0) -> DataLoader:
+        """A loader over `rows`; `share`: the part of each training epoch drawn (a short trial's)."""
         config, spec, processes = self.stage.config, self.spec, self.placement.processes
         transform = build_transform(spec.img_size, spec.mean, spec.std, config.augment if training else "none",
                                     seed=processes.seed(self.seed))
@@ -143,7 +144,7 @@ class FoldLoaders:
         # samplers balance the stage's joint classes (with heads, every combination of values)
         order = TrainingOrder(sampler=config.sampler, class_cap=config.class_cap,
                               labels=self.stage.layout.joint(self.targets[rows]),
-                              drop_last=len(rows) > config.batch_size) if training else None
+                              drop_last=len(rows) * share > config.batch_size, share=share) if training else None
         # the loader's own seed is the same on every process: they draw one order and share it
         return make_loader(dataset, config.batch_size // processes.world if training else config.batch_size,
                            workers=config.workers, device=self.placement.device, seed=self.seed, order=order,

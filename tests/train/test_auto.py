@@ -94,3 +94,22 @@ def test_a_damaged_choice_is_named(tmp_path):
         (tmp_path / "run" / "coarse" / "auto.json").write_text(damaged)
         result = cli("-q", "fit-coarse", tmp_path / "run" / "recipe.toml", "--out", tmp_path / "run", "--fold", 1)
         assert result.exit_code == 2 and "auto.json" in result.output and "delete it to choose again" in result.output
+
+
+def test_a_trial_keeps_the_recipes_epochs_and_schedule_over_a_share_of_each(tmp_path, monkeypatch):
+    """Four epochs with one warming up: each trial runs four epochs, each drawing half the trial's
+    rows, so it sees them twice (TRIAL_PASSES) with the run's own schedule; the folds draw all."""
+    from hierclf.train.fold import FoldLoaders
+
+    shares, drawing = [], FoldLoaders.of
+
+    def recorded(self, rows, training=False, share=1.0):
+        if training:
+            shares.append(share)
+        return drawing(self, rows, training, share)
+
+    monkeypatch.setattr(FoldLoaders, "of", recorded)
+    recipe = _recipe(tmp_path, lr="auto", epochs=4, warmup_epochs=1)
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0).exit_code == 0
+    trials = len(read_json(tmp_path / "run" / "coarse" / "auto.json")["trials"])
+    assert shares == [0.5] * trials + [1.0]
