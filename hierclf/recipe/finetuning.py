@@ -13,10 +13,9 @@ from typing import Any, Collection
 
 from hierclf.recipe.schema import ModelConfig, StageConfig
 
-FINE_TUNING: dict[str, Any] = {"probe_check": True}
-
 AUTO = "auto"
 """lr = "auto" (and batchnorm = "auto"): chosen on the stage's data (train/auto.py)."""
+FINE_TUNING: dict[str, Any] = {"probe_check": True, "batchnorm": AUTO}
 RATE_LADDERS = {"adam": (1e-5, 3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                 "sgd": (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)}
 """The rates lr = "auto" may try, by optimiser family (Adam's updates do not grow with the gradient,

@@ -97,8 +97,9 @@ class OptimizerConfig:
     optimizer: Optimizer = setting("adamw", "Optimiser (timm.optim.create_optimizer_v2).")
     lr: Union[float, Literal["auto"]] = setting(
         1e-3, "Peak learning rate, or auto: chosen on the stage's data before its folds train, by short runs at "
-              "a ladder of rates on fold 0's training rows (train/auto.py; three to five trials of two epochs on "
-              "two thirds of them, for each batchnorm mode asked for), written to STAGE/auto.json.", gt=0.0, lt=10.0)
+              "a ladder of rates on fold 0's training rows (train/auto.py; three to five trials for each batchnorm "
+              "mode asked for, each the stage's epochs over shares of two thirds of those rows, two passes in "
+              "all, scored on the last third), written to STAGE/auto.json.", gt=0.0, lt=10.0)
     lr_base_batch: int = setting(0, "0: lr is used as written, whatever the batch. Else lr is the rate for a step of "
                                  "this many images, scaled to the stage's step (batch_size × accumulate): linearly "
                                  "for sgd, by the square root for adam and adamw, as timm's lr_base_size does.",
@@ -170,7 +171,8 @@ class TrainConfig(MixConfig, ScheduleConfig, OptimizerConfig):
                  "running ones towards the data's (also while freeze_epochs trains the head alone); frozen keeps the "
                  "loaded running statistics throughout (eval mode; the layers' scale and shift still train): photos "
                  "of what the weights were trained on gain, far-off images at a high rate collapse; auto: chosen "
-                 "with the rate by short runs, as lr = auto chooses (train/auto.py).")
+                 "by a short run in each mode at the stage's rate (with the rate, where lr = auto), as lr = auto "
+                 "chooses (train/auto.py), two trials that cost about two fifths of one fold.")
     head_init: Literal["zero", "probe"] = setting(
         "zero", "How a new head on trained weights starts: zero (every class equally likely), or probe (LP-FT: each "
                 "fold's head is its linear probe, the regression on the starting weights' features of the fold's "

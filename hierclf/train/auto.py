@@ -90,7 +90,17 @@ def _choose(run: Run, stage: Stage, items: Items, placement: Placement) -> dict:
     """Every trial, each mode's rates walked along the ladder, and the choice."""
     config = stage.config
     modes = MODES if config.batchnorm == AUTO else (config.batchnorm,)
-    rows, started = _trial_rows(run, stage, items), time.perf_counter()
+    started = time.perf_counter()
+    try:
+        rows = _trial_rows(run, stage, items)
+    except DataError as error:
+        if config.lr == AUTO:
+            raise RecipeError(f"{stage.key}: lr = \"auto\" splits fold 0's training rows in three to choose the rate: "
+                              f"{error}; set lr in [{stage.key}]") from None
+        log.warning("%s: batchnorm \"auto\" keeps batch statistics (\"train\"), untried: fold 0's training rows are "
+                    "too few to split in three and choose (%s)", stage.name, error)
+        return {"lr": config.lr, "batchnorm": "train", "monitor": config.monitor, "untried": str(error),
+                "trials": [], "seconds": time.perf_counter() - started}
     scores: dict[tuple[str, float], float] = {}
     for mode in modes:
         tried = _walk(config, lambda rate, mode=mode: _trial(run, stage, items, (mode, rate), rows, placement))
@@ -136,16 +146,17 @@ def _best(scores: dict[tuple[str, float], float], monitor: str) -> tuple[str, fl
 
 def _trial_rows(run: Run, stage: Stage, items: Items) -> tuple[np.ndarray, np.ndarray]:
     """Fold 0's training rows of the stage, split in three as the run's folds are (stratified,
-    groups and copies on one side): two thirds to train a trial, one to score it."""
+    groups and copies on one side): two thirds to train a trial, one to score it. A class with
+    under three rows there (and its rows' groups) trains every trial and is scored by none. A
+    DataError where too few rows are left to split."""
     targets = stage.targets(items.labels)
     rows = np.flatnonzero((run.folds.fold != 0) & (run.folds.fold >= 0) & in_stage(targets))
-    try:
-        inner = split_rows(items.subset(rows), FoldsConfig(count=3, seed=run.recipe.folds.seed),
-                           f"{stage.key}: \"auto\"")
-    except DataError as error:
-        raise RecipeError(f"{stage.key}: \"auto\" splits fold 0's training rows in three to choose lr or batchnorm: "
-                          f"{error}; set them") from None
-    return rows[inner != 0], rows[inner == 0]
+    labels, groups = items.labels[rows], items.fold_groups[rows]
+    classes, counts = np.unique(labels, return_counts=True)
+    rare = np.isin(groups, groups[np.isin(labels, classes[counts < 3])])
+    scored = rows[~rare]
+    inner = split_rows(items.subset(scored), FoldsConfig(count=3, seed=run.recipe.folds.seed), f"{stage.key}: \"auto\"")
+    return np.sort(np.concatenate([rows[rare], scored[inner != 0]])), scored[inner == 0]
 
 
 def _trial(run: Run, stage: Stage, items: Items, setting: tuple[str, float], rows: tuple[np.ndarray, np.ndarray],

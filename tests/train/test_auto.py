@@ -1,6 +1,7 @@
 """lr = "auto" and batchnorm = "auto": chosen by short runs on fold 0's training rows, once per stage."""
 import logging
 
+import numpy as np
 import pytest
 
 import hierclf.train.auto as auto
@@ -9,6 +10,7 @@ from hierclf.errors import RecipeError
 from hierclf.recipe.reading import load_recipe
 from hierclf.run.files import read_json
 from hierclf.run.fold_files import read_history
+from hierclf.run.folder import Run
 
 
 class _Stage:
@@ -113,3 +115,48 @@ def test_a_trial_keeps_the_recipes_epochs_and_schedule_over_a_share_of_each(tmp_
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0).exit_code == 0
     trials = len(read_json(tmp_path / "run" / "coarse" / "auto.json")["trials"])
     assert shares == [0.5] * trials + [1.0]
+
+
+def _relabel(train_csv, count, label="rare"):
+    """The first `count` rows of the CSV given a class of their own."""
+    lines = train_csv.read_text().splitlines()
+    for index in range(1, count + 1):
+        lines[index] = lines[index].split(",")[0] + f",{label}"
+    train_csv.write_text("\n".join(lines) + "\n")
+
+
+def test_a_class_too_rare_to_split_trains_every_trial_and_scores_in_none(tmp_path, monkeypatch):
+    """Three images of a class: the run's 3 folds take it (one a fold), fold 0's training rows hold
+    two, too few to split in three; they go to every trial's training side, the rest is split."""
+    seen = []
+
+    def trial(run, stage, items, setting, rows, placement):
+        seen.append((items, rows))
+        return 0.5
+
+    monkeypatch.setattr(auto, "_trial", trial)
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=15)
+    _relabel(train_csv, 3)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 1, "lr": "auto"})
+    assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0).exit_code == 0
+    items, (train_rows, scored_rows) = seen[0]
+    rare = items.class_names.index("rare")
+    assert (items.labels[train_rows] == rare).sum() == 2 and (items.labels[scored_rows] == rare).sum() == 0
+    fold_0_training = np.flatnonzero(Run.open(tmp_path / "run").folds.fold != 0)
+    assert sorted([*train_rows, *scored_rows]) == fold_0_training.tolist()
+
+
+def test_batchnorm_auto_too_few_rows_to_choose_keeps_batch_statistics_and_lr_auto_is_refused(tmp_path, caplog):
+    """The default batchnorm = "auto" of a pretrained stage never stops a run its folds allow: with
+    too few rows to split fold 0's in three it keeps batch statistics untried, and says so."""
+    weights = write_weights(tmp_path / "w.safetensors")
+    train_csv = write_csv_dataset(tmp_path / "data", per_class=3)
+    recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"epochs": 1, "weights": str(weights)})
+    with caplog.at_level(logging.WARNING, logger="hierclf"):
+        assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0).exit_code == 0
+    choice = read_json(tmp_path / "run" / "coarse" / "auto.json")
+    assert choice["batchnorm"] == "train" and choice["trials"] == [] and "needs at least 3" in choice["untried"]
+    assert any("keeps batch statistics (\"train\"), untried" in r.getMessage() for r in caplog.records)
+    result = cli("-q", "fit-coarse", recipe, "--out", tmp_path / "run-lr", "--set", "coarse.lr=auto")
+    assert result.exit_code == 2 and "set lr in [coarse]" in result.output
+    assert not (tmp_path / "run-lr" / "coarse" / "auto.json").exists()
