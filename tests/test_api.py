@@ -1,5 +1,8 @@
 """hierclf as a library: in-memory arrays in, a run folder and predictions out."""
+import inspect
+
 import numpy as np
+import pytest
 
 import hierclf
 from conftest import TINY_STAGE, shape_image
@@ -25,6 +28,20 @@ def test_fit_and_predict_on_in_memory_arrays_with_a_hold_out(tmp_path):
     assert (predictions.labels == test_labels).mean() >= 0.8
 
 
-def test_public_names_resolve():
-    for name in hierclf.__all__:
-        assert getattr(hierclf, name) is not None
+def test_public_names_resolve_to_their_modules_and_are_documented():
+    """Each public name is the object its module defines (not a stale copy, not a module), with a
+    docstring; an unknown name is an AttributeError; the version is the package's."""
+    import importlib
+    import importlib.metadata
+
+    from hierclf import _EXPORTS
+    for name, module in _EXPORTS.items():
+        value = getattr(hierclf, name)
+        assert value is getattr(importlib.import_module(module), name), name
+        assert not inspect.ismodule(value), name
+        if callable(value):
+            assert (inspect.getdoc(value) or "").strip(), f"{name} has no docstring"
+    assert sorted(hierclf.__all__) == sorted([*_EXPORTS, "__version__"])
+    with pytest.raises(AttributeError, match="no attribute 'fit_corse'"):
+        hierclf.fit_corse
+    assert hierclf.__version__ == importlib.metadata.version("hierclf")

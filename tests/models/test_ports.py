@@ -88,6 +88,13 @@ def test_converted_weights_start_a_stage(tmp_path):
                           coarse={"in_chans": 3, "weights": str(tmp_path / "w.safetensors"), "epochs": 2})
     result = cli("fit-coarse", recipe, "--out", tmp_path / "run", "--fold", 0)
     assert result.exit_code == 0, result.output
+    # every tensor of the original, under timm's names, is what the stage started from; only the
+    # 1,000-class head is left out
+    converted = load_weights(tmp_path / "w.safetensors")
+    kept = {name: value for name, value in original.state_dict().items() if not name.endswith("num_batches_tracked")}
+    assert converted.keys() == kept.keys() and all(torch.equal(converted[name], kept[name]) for name in kept)
+    assert (f"loaded {len(kept) - 2} tensors from {tmp_path / 'w.safetensors'}; left out 2 that do not fit: fc.bias, "
+            f"fc.weight") in result.output
 
 
 def test_rgb_weights_start_a_greyscale_model_with_its_stem_summed(tmp_path):

@@ -79,17 +79,40 @@ def test_a_fold_another_command_is_training_stops_this_one_naming_it(tmp_path, c
     assert run.finished_folds("coarse") == [0, 1, 2]
 
 
+KILL_AT_WRITE = """
+import os, signal, sys
+suffix, count, when = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+real_replace, seen = os.replace, []
+
+def replace(source, destination):
+    hit = str(destination).endswith(suffix)
+    seen.extend([destination] if hit else [])
+    if hit and len(seen) == count and when == "before":  # the new file written beside it, not yet in place
+        os.kill(os.getpid(), signal.SIGKILL)
+    real_replace(source, destination)
+    if hit and len(seen) == count and when == "after":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.replace = replace
+sys.argv = ["hierclf", *sys.argv[4:]]
+from hierclf.cli import main
+main()
+"""
+"""Runs the CLI and SIGKILLs it at an exact write: the `count`-th file renamed onto a path ending
+in `suffix`, just before or just after the rename (every run file is written beside its place
+and renamed onto it)."""
+
+
 def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_file(tmp_path):
-    """SIGKILL a real fit-coarse mid-epoch, while a file may be being written, and between folds;
-    each rerun resumes (the finished folds kept, an unfinished one from its last epoch) and the
-    last ends with the out-of-fold file an uninterrupted run writes, no temporary file left, and
-    every file readable."""
+    """SIGKILL a real fit-coarse at four exact moments: mid-write of fold 0's third resume file,
+    mid-write of its result.json, after fold 1's first epoch, and between folds 1 and 2. Each rerun
+    resumes where the last one stopped (the finished folds kept, an unfinished one from its last
+    saved epoch), and the last ends with the out-of-fold file an uninterrupted run writes, no
+    temporary file left, and every file readable."""
     import json
-    import os
     import signal
     import subprocess
     import sys
-    import time
 
     from conftest import write_csv_dataset
     from hierclf.run.files import load_weights
@@ -98,31 +121,21 @@ def test_fit_coarse_killed_at_several_moments_resumes_to_the_same_out_of_fold_fi
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(train_csv)}, coarse={"img_size": 32, "epochs": 4})
     assert cli("-q", "fit-coarse", recipe, "--out", tmp_path / "whole").exit_code == 0
     run_dir = tmp_path / "cut"
-
-    def lines(fold):
-        path = run_dir / "coarse" / f"fold-{fold}" / "metrics.jsonl"
-        return len(path.read_text().splitlines()) if path.exists() else 0
-
-    def writing():
-        return any(run_dir.rglob(".*.tmp"))
-
-    moments = [lambda: lines(0) >= 2,  # inside fold 0's third epoch
-               lambda: writing() or (run_dir / "coarse" / "fold-0" / "result.json").exists(),  # mid-write, or later
-               lambda: lines(1) >= 1,  # fold 1 under way
-               lambda: (run_dir / "coarse" / "fold-1" / "result.json").exists()]  # between folds 1 and 2
-    command = [sys.executable, "-W", "ignore", "-m", "hierclf", "fit-coarse", str(recipe), "--out", str(run_dir)]
-    logs = []
-    for moment in moments:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 120
-        while not moment() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGKILL)
-        logs.append(process.communicate()[1])
-    done = subprocess.run(command, capture_output=True, text=True)
+    arguments = ["fit-coarse", str(recipe), "--out", str(run_dir)]
+    moments = [("fold-0/resume.safetensors", 3, "before", "coarse fold 0: resuming"),  # the first run resumes none
+               ("fold-0/result.json", 1, "before", "coarse fold 0: resuming after epoch 2 of 4"),
+               ("fold-1/resume.safetensors", 1, "after", "coarse fold 0: resuming after epoch 3 of 4"),  # the last epoch is not saved: the fold ends after it
+               ("fold-1/result.json", 1, "after", "coarse fold 1: resuming after epoch 1 of 4")]
+    for index, (suffix, count, when, said) in enumerate(moments):
+        killed = subprocess.run([sys.executable, "-W", "ignore", "-c", KILL_AT_WRITE, suffix, str(count), when,
+                                 *arguments], capture_output=True, text=True)
+        assert killed.returncode == -signal.SIGKILL, (suffix, killed.stderr)
+        assert (said in killed.stderr) == (index > 0), (suffix, killed.stderr)
+        assert bool(list(run_dir.rglob("*.tmp"))) == (when == "before")  # killed mid-write: its temporary left
+    done = subprocess.run([sys.executable, "-W", "ignore", "-m", "hierclf", *arguments], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert any("coarse fold 0: resuming after epoch" in log for log in logs), logs  # not started over
+    assert "coarse fold 2: 80 training rows" in done.stderr and "resuming" not in done.stderr
+    assert "coarse fold 0: 80" not in done.stderr and "coarse fold 1: 80" not in done.stderr  # finished: kept
     whole, cut = Run.open(tmp_path / "whole"), Run.open(run_dir)
     expected, got = read_npz(whole.oof_path("coarse")), read_npz(cut.oof_path("coarse"))
     assert np.array_equal(expected["ids"], got["ids"])
