@@ -12,9 +12,10 @@ to the data").
     python benchmarks/lr_choice.py --report runs/lr/clothing …
 
 `auto` trains fold 0 of the recipe as committed with both "auto" (the trials and the fold);
-`range` runs the range test from the same start (LP-FT's probe head where the recipe has it)
-on the same training rows and writes range.json beside it; `train` trains fold 0 at a given rate
-(to score the range test's choice). Each process on one core (OMP_NUM_THREADS=1 taskset -c N).
+`range` runs the range test from the same start (LP-FT's probe head where the recipe has it),
+in the BatchNorm mode "auto" chose, on the same training rows, and writes range.json beside it;
+`train` trains fold 0 at a given rate (to score the range test's choice, with --set
+coarse.batchnorm=… as "auto" chose). Each process on one core (OMP_NUM_THREADS=1 taskset -c N).
 """
 from __future__ import annotations
 
@@ -49,7 +50,8 @@ def range_test(run_root: Path, steps: int = 100, start: float = 1e-7, end: float
     usual suggestions: the rate where it falls fastest, and a tenth of where it is lowest."""
     run = Run.open(run_root)
     stage = run.coarse_stage
-    config = dataclasses.replace(stage.config, lr=start)
+    chosen = read_json(run.stage_dir("coarse") / "auto.json")  # the BatchNorm mode "auto" chose: the rate for it
+    config = dataclasses.replace(stage.config, lr=start, batchnorm=chosen["batchnorm"])
     items = load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
     images = cached_items(items, config.img_size, config.in_chans, config.cache_mb, config.workers)
     targets = stage.targets(items.labels)
@@ -109,7 +111,8 @@ def main() -> None:
         for root in args.report:
             choice = read_json(root / "coarse" / "auto.json")
             tested = read_json(root / "range.json") if (root / "range.json").exists() else {}
-            fold = read_json(root / "coarse" / "fold-0" / "result.json")
+            result = root / "coarse" / "fold-0" / "result.json"
+            fold = read_json(result) if result.exists() else {"val_macro_f1": math.nan}  # the choice alone
             trials = ", ".join(f"{trial['batchnorm']} {trial['lr']:g} {trial[choice['monitor']]:.4f}"
                                for trial in choice["trials"])
             print(f"| {root.name} | {choice['batchnorm']} {choice['lr']:g} | {fold['val_macro_f1']:.4f} | {trials} | "

@@ -1,10 +1,12 @@
 """The keys a stage takes when it starts from pretrained weights (`weights` or `pretrained`) and
-its recipe does not set them. Chosen by measurement (benchmarks/finetune_grid.py; the grid and
-its figures are in docs/benchmarks.md, "Fine-tuning that keeps what the backbone knows"), not by
-habit: once a new head starts at zero (`models.factory.zero_head`), a head-only first epoch was
-level and a slower backbone (backbone_lr, layer_decay) cost 0.5 to 17 points on three sets at
-48-96 px, so the one default is the check against the linear probe. A key the recipe sets, in the
-stage's table or one it inherits from, is never replaced.
+its recipe does not set them. Chosen by measurement (benchmarks/finetune_grid.py; the grids and
+their figures are in docs/benchmarks.md, "Fine-tuning fitted to the data" and "Fine-tuning that
+keeps what the backbone knows"), not by habit: with the new head at zero, keeping BatchNorm's
+loaded statistics gained 1.5-1.9 points on two colour photo sets and collapsed the network on
+grey clothes and small faces at their rates, so the mode is chosen on the stage's data
+(batchnorm = "auto", two short trials); a head-only start, LP-FT and a slower backbone were
+level or worse on average over four sets; and the check against the linear probe is on. A key
+the recipe sets, in the stage's table or one it inherits from, is never replaced.
 """
 from __future__ import annotations
 
