@@ -16,8 +16,7 @@ import torch
 from hierclf import __version__
 from hierclf.errors import HierclfError
 from hierclf.export.graph import BuiltGraph, build_graph
-from hierclf.metrics import scores
-from hierclf.models.onnx_graph import check_int8, cpu_session, onnx_modules, quantized_int8, traced
+from hierclf.models.onnx_graph import checked_int8, cpu_session, onnx_modules, quantized_int8, traced
 from hierclf.predict.onnx_engine import int8_rows, pixel_batches
 from hierclf.run.files import atomic_path
 from hierclf.run.folder import Run
@@ -92,11 +91,9 @@ def _int8(run: Run, built: BuiltGraph, model: Any, payload: bytes) -> tuple[Any,
     side, channels = built.about["exact_input_size"], built.channels
     quantized = quantized_int8(model, pixel_batches(calibration, side, channels), INPUT)
     batches = list(pixel_batches(check, side, channels))
-    float_f1, int8_f1 = (
-        scores(check.labels, np.concatenate([session.run([OUTPUTS[1]], {INPUT: batch})[0] for batch in batches]),
-               len(built.about["classes"]))["macro_f1"]
-        for session in (cpu_session(payload), cpu_session(quantized)))
-    check_int8(float_f1, int8_f1, len(check), "export --quantize int8")
+    sessions = {False: cpu_session(payload), True: cpu_session(quantized)}
+    float_f1, int8_f1 = checked_int8(check.labels, len(built.about["classes"]), lambda int8: np.concatenate(
+        [sessions[int8].run([OUTPUTS[1]], {INPUT: batch})[0] for batch in batches]), "export --quantize int8")
     return onnx.load_from_string(quantized), (f"int8 (onnxruntime's static quantisation, QDQ, per channel, calibrated on "
                                               f"{len(calibration)} training images): macro-F1 {int8_f1:.4f} against "
                                               f"the float graph's {float_f1:.4f} on {len(check)} others")

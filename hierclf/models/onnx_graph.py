@@ -11,12 +11,13 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from hierclf.errors import HierclfError, importable
+from hierclf.metrics import scores
 from hierclf.run.files import HOST
 from hierclf.run.locks import process_running
 
@@ -132,11 +133,16 @@ def sweep_int8_folders() -> list[Path]:
     return swept
 
 
-def check_int8(float_f1: float, int8_f1: float, rows: int, where: str) -> None:
-    """Refuse an int8 graph that loses more than INT8_TOLERANCE macro-F1 points on `rows` of
-    the run's own images, with the figure."""
+def checked_int8(targets: np.ndarray, class_count: int, labels: Callable[[bool], np.ndarray],
+                 where: str) -> tuple[float, float]:
+    """The one check of an int8 graph, whatever serves it (predict's stages, export's file): the
+    labels of the same rows of the run's own images from the float graph and from the int8 one
+    (`labels(quantised)`), macro-F1 each against `targets`, refused when int8 loses more than
+    INT8_TOLERANCE points, with the figures. Returns (float, int8) macro-F1."""
+    float_f1, int8_f1 = (scores(targets, labels(quantised), class_count)["macro_f1"] for quantised in (False, True))
     lost = (float_f1 - int8_f1) * 100
     if lost > INT8_TOLERANCE:
         raise HierclfError(f"{where}: the int8 graph scores macro-F1 {int8_f1:.4f} against the float graph's "
-                           f"{float_f1:.4f} on {rows} of the run's training images, {lost:.2f} points lost (more than "
-                           f"{INT8_TOLERANCE}); use the float graph (leave --quantize out)")
+                           f"{float_f1:.4f} on {len(targets)} of the run's training images, {lost:.2f} points lost "
+                           f"(more than {INT8_TOLERANCE}); use the float graph (leave --quantize out)")
+    return float_f1, int8_f1

@@ -24,7 +24,6 @@ from hierclf.models.onnx_graph import cpu_session, onnx_modules, quantized_int8,
 from hierclf.models.spec import ModelSpec
 from hierclf.run.folder import Run
 
-ENGINES = ("torch", "onnxruntime")
 CALIBRATION_ROWS, CHECK_ROWS = 256, 512
 """int8: the training images its activations are calibrated on, and the others it is checked on."""
 
@@ -46,6 +45,7 @@ class OnnxVote:
     def __init__(self, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View], threads: int = 0,
                  calibration: Iterable[np.ndarray] | None = None):
         """With `calibration` (normalised batches of the run's images) the graph runs in int8."""
+        self.device, self.memory_format = torch.device("cpu"), torch.contiguous_format
         onnx_modules("predict --engine onnxruntime")
         module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
         sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)

@@ -17,8 +17,7 @@ from hierclf.data import Items
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.data.tta import View, parse_view
 from hierclf.errors import HierclfError, RunError
-from hierclf.metrics import scores
-from hierclf.models.onnx_graph import check_int8
+from hierclf.models.onnx_graph import checked_int8
 from hierclf.hierarchy.stage import Stage
 from hierclf.predict.onnx_engine import int8_rows
 from hierclf.predict.output import Predictions
@@ -118,10 +117,8 @@ def _checked_int8(run: Run, folds: Sequence[int] | None, inference: Inference, s
     quantized = _load_stages(run, folds, inference, setup, device, calibration)
     coarse, specialists = quantized
     plain = coarse.in_float(), {name: stage.in_float() for name, stage in specialists.items()}
-    count = len(run.hierarchy.class_names)
-    float_f1, int8_f1 = (scores(check.labels, _predicted(run, setup, stages, check, False).labels, count)["macro_f1"]
-                         for stages in (plain, quantized))
-    check_int8(float_f1, int8_f1, len(check), "--quantize int8")
+    float_f1, int8_f1 = checked_int8(check.labels, len(run.hierarchy.class_names), lambda int8: _predicted(
+        run, setup, quantized if int8 else plain, check, False).labels, "--quantize int8")
     log.info("int8: macro-F1 %.4f against the float graph's %.4f on %d training images", int8_f1, float_f1,
              len(check))
     return quantized

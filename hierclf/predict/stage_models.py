@@ -15,10 +15,9 @@ from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.tta import View
 from hierclf.errors import HierclfError, RunError
 from hierclf.hierarchy.stage import Stage
-from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
-from hierclf.predict.onnx_engine import ENGINES, OnnxVote
+from hierclf.predict.votes import ENGINES, ON_CPU, QUANTISING, Vote, make_vote
 from hierclf.run.folder import Run
 from hierclf.runtime.devices import resolve_device
 
@@ -48,19 +47,20 @@ class Inference:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise HierclfError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
-        if self.quantize not in ("", "int8") or (self.quantize and self.engine != "onnxruntime"):
-            raise HierclfError(f"--quantize {self.quantize}: expected int8, with --engine onnxruntime")
+        if self.quantize not in ("", "int8") or (self.quantize and self.engine not in QUANTISING):
+            raise HierclfError(f"--quantize {self.quantize}: expected int8, with --engine "
+                               f"{' or '.join(sorted(QUANTISING))}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise HierclfError(f"--threads {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
-        if self.engine == "onnxruntime" and self.device not in ("auto", "cpu"):
-            raise HierclfError(f"--engine onnxruntime runs on the CPU; with --device {self.device} use the torch "
+        if self.engine in ON_CPU and self.device not in ("auto", "cpu"):
+            raise HierclfError(f"--engine {self.engine} runs on the CPU; with --device {self.device} use the torch "
                                f"engine")
 
     def described(self) -> str:
         """The engine in words, for the line predict prints."""
         if self.engine == "torch":
             return f"torch on {resolve_device(self.device).type}, {torch.get_num_threads()} threads"
-        return (f"onnxruntime{' int8' if self.quantize else ''} on the CPU, "
+        return (f"{self.engine}{' int8' if self.quantize else ''} on the CPU, "
                 f"{f'{self.threads} threads' if self.threads else 'a thread per core'}")
 
 
@@ -82,28 +82,26 @@ class StageModels:
         if folds is None and len(wanted) < run.recipe.folds.count:
             log.warning("%s: using %d of %d folds (the others are not trained yet)", stage.name, len(wanted),
                      run.recipe.folds.count)
-        onnx = inference.engine == "onnxruntime"
-        loaded = [load_model(run.fold_dir(stage.name, fold), torch.device("cpu") if onnx else device)
+        on_cpu = inference.engine in ON_CPU
+        loaded = [load_model(run.fold_dir(stage.name, fold), torch.device("cpu") if on_cpu else device)
                   for fold in wanted]
         specs = {spec for _, spec in loaded}
         if len(specs) != 1:
             raise RunError(f"{run.stage_dir(stage.name)}: the fold models differ in input size or classes")
-        self.memory_format = memory_layout(stage.config.channels_last and not onnx)
-        self.models = [model.to(memory_format=self.memory_format) for model, _ in loaded]
         self.spec: ModelSpec = specs.pop()
-        self.device, self.batch_size, self.workers, self.tta = device, inference.batch_size, inference.workers, \
-            tuple(views)
-        self.onnx = None
-        if onnx:
-            batches = None if not inference.quantize else (
-                images.numpy() for images, _, _ in self._loader(calibration, torch.device("cpu"), 32))
-            self.onnx = OnnxVote(self.models, self.spec, self.tta, inference.threads, batches)
+        self.models = [model for model, _ in loaded]
+        self.batch_size, self.workers = inference.batch_size, inference.workers
+        calibrating = None if not inference.quantize else (lambda: (
+            images.numpy() for images, _, _ in self._loader(calibration, torch.device("cpu"), 32)))
+        self.vote: Vote = make_vote(inference.engine, self.models, self.spec, views,
+                                    torch.device("cpu") if on_cpu else device, stage.config.channels_last,
+                                    inference.threads, calibrating)
 
     def in_float(self) -> "StageModels":
         """These fold models on the float graph, where they run an int8 one: nothing loaded or
         traced again."""
         twin = copy.copy(self)
-        twin.onnx = None if self.onnx is None else self.onnx.in_float()
+        twin.vote = self.vote.in_float()
         return twin
 
     def _loader(self, items: Items, device: torch.device, batch_size: int) -> torch.utils.data.DataLoader:
@@ -115,12 +113,7 @@ class StageModels:
         """The mean softmax of the fold models (and their test-time views) for every row, in row order."""
         if len(items) == 0:
             return np.zeros((0, self.spec.num_classes), dtype=np.float32)
-        loader = self._loader(items, torch.device("cpu") if self.onnx else self.device, self.batch_size)
-        if self.onnx is not None:
-            probs, rows = self.onnx(loader)
-        else:
-            probs, rows = soft_vote(self.models, loader, self.device, self.spec.layout, tta=self.tta,
-                                    memory_format=self.memory_format)
+        probs, rows = self.vote(self._loader(items, self.vote.device, self.batch_size))
         return probs[np.argsort(rows)]
 
 
