@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from hierclf.combine.names import COMBINER_NAMES
+from hierclf.recipe.combiners import COMBINER_NAMES
 from hierclf.errors import HierclfError, out_of_memory, user_message
 from hierclf.export.command import export
 from hierclf.report.runs_command import runs
@@ -168,7 +168,9 @@ def augment(recipe: Path, out: Path, copies: int, classes: str | None, preset: s
 
     check_output(out, "--out", reads=[recipe, *recipe_inputs(loaded)], folder=True)
     items = load_training_items(loaded.data, label_attributes(loaded.hierarchy))
-    result = augment_dataset(loaded, items, out, copies, classes, preset, seed)
+    data = loaded.data
+    result = augment_dataset(items, out, copies, preset or loaded.coarse.augment, loaded.coarse.in_chans,
+                             (data.id_column, data.label_column, data.group_column), classes, seed)
     click.echo(f"wrote {result['originals']} originals and {result['copies']} augmented copies "
                f"({result['classes']} classes) to {result['csv']}")
     click.echo(f"train on it with --set data.csv={result['csv']}: each copy's group is its original's, so "

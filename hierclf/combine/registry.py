@@ -1,4 +1,4 @@
-"""Every combiner by name (`names.py` holds the names and their words, without torch): the
+"""Every combiner by name (`recipe/combiners.py` holds the names and their words, without torch): the
 recipe's combine.method, `predict --combiner`, evaluate's pipelines. Which combiners a run may use
 follows from its hierarchy's terms (`Combiner.applies_to`), in the names' order, the preferred
 first.
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from hierclf.combine.base import Combiner
 from hierclf.combine.blend import Blend
-from hierclf.combine.names import COMBINER_NAMES, COMBINER_WORDS, check_combiner_name
+from hierclf.recipe.combiners import COMBINER_NAMES, COMBINER_WORDS, check_combiner_name
 from hierclf.combine.product import CoarseAlone, Flat, Product
 from hierclf.combine.routed import Routed
 from hierclf.combine.stacking import Stacking

@@ -11,7 +11,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import albumentations as A
 from PIL import Image
@@ -19,9 +19,6 @@ from PIL import Image
 from hierclf.data.augment import augment_transforms
 from hierclf.data.items import Items
 from hierclf.errors import DataError, HierclfError, RecipeError, unwritable
-
-if TYPE_CHECKING:
-    from hierclf.recipe.schema import Augment, Recipe
 
 
 def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
@@ -41,15 +38,14 @@ def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
     return sorted(set(chosen))
 
 
-def augment_dataset(recipe: Recipe, items: Items, out: Path, copies: int, classes: str | None = None,
-                    augment: Augment | None = None, seed: int = 0) -> dict[str, Any]:
+def augment_dataset(items: Items, out: Path, copies: int, augment: str | Sequence[Mapping[str, Any]], channels: int,
+                    columns: tuple[str, str, str], classes: str | None = None, seed: int = 0) -> dict[str, Any]:
     """Write OUT/train.csv and OUT/train/: every original of `items` (the recipe's training rows,
     copied byte for byte) and `copies` augmented PNG copies of each row of `classes`, by
-    `augment` (default: coarse.augment).
-    Columns follow the recipe's data keys; the group of a copy is its original's group (or its
-    original's id), so pointing data.csv at OUT/train.csv keeps folds leak-free. OUT appears
-    only when complete."""
-    augment = recipe.coarse.augment if augment is None else augment
+    `augment` (a preset or a list of transforms, as coarse.augment), read with `channels`.
+    `columns` are the CSV's id, label and group columns (the recipe's data keys); the group of a
+    copy is its original's group (or its original's id), so pointing data.csv at OUT/train.csv
+    keeps folds leak-free. OUT appears only when complete."""
     if augment == "none":
         raise RecipeError("augment: coarse.augment is \"none\"; choose --augment light|heavy|document, or set "
                           "coarse.augment in the recipe")
@@ -60,11 +56,10 @@ def augment_dataset(recipe: Recipe, items: Items, out: Path, copies: int, classe
     if items.paths is None:
         raise DataError("augment needs training images on disk")
     chosen = choose_classes(None if classes is None else classes, items.class_names)
-    channels = recipe.coarse.in_chans
     pipeline = A.Compose(augment_transforms(augment, "augment", channels), seed=seed)
     staging = out.parent / f".{out.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        written = _write(items, chosen, copies, pipeline, channels, staging, recipe)
+        written = _write(items, chosen, copies, pipeline, channels, staging, columns)
         out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             out.rmdir()  # an empty folder the user made for it
@@ -77,13 +72,12 @@ def augment_dataset(recipe: Recipe, items: Items, out: Path, copies: int, classe
 
 
 def _write(items: Items, chosen: list[int], copies: int, pipeline: A.Compose, channels: int, staging: Path,
-           recipe: Recipe) -> dict[str, int]:
+           columns: tuple[str, str, str]) -> dict[str, int]:
     images = staging / "train"
     images.mkdir(parents=True)
-    data = recipe.data
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow([data.id_column, data.label_column, data.group_column])
+    writer.writerow(list(columns))
     groups, stems = items.fold_groups, _file_stems(items)
     augmented = 0
     for row, stem in enumerate(stems):

@@ -12,19 +12,17 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from hierclf.data.bounded import checked_input
+from hierclf.config.data import DataConfig
 from hierclf.data.images import IMAGE_EXTENSIONS, check_images, images_under, is_hidden, is_image_file, report_hidden
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.data.pattern import Pattern, bin_names, read_pattern_folder
 from hierclf.errors import DataError, RecipeError
-
-if TYPE_CHECKING:
-    from hierclf.recipe.schema import DataConfig
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any, Literal, Union
 
 import tomli_w
 
-from hierclf.combine.names import COMBINER_NAMES, combiner_doc
-from hierclf.recipe.data_schema import DataConfig
-from hierclf.recipe.keys import setting
+from hierclf.recipe.combiners import COMBINER_NAMES, combiner_doc
+from hierclf.config.data import DataConfig
+from hierclf.config.keys import setting
 
 
 @dataclass(frozen=True)

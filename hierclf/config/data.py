@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from hierclf.recipe.keys import setting
+from hierclf.config.keys import setting
 
 
 @dataclass(frozen=True)

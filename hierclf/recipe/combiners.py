@@ -1,6 +1,6 @@
 """The combiners' names and, in words, what each does and what it needs: all the recipe schema
 and the command line ask of them, without torch (the combiners compute with torch modules;
-`registry.COMBINERS` holds them under these names, in this order, the preferred first).
+`combine/registry.COMBINERS` holds them under these names, in this order, the preferred first).
 
 - `flat`: a run without groups or heads; the coarse stage's probabilities are the answer.
 - `product`: the product rule, exact; every specialist runs on every image.
