@@ -11,7 +11,7 @@ from hierclf.recipe.combiners import COMBINER_NAMES
 from hierclf.errors import HierclfError, out_of_memory, user_message
 from hierclf.export.command import export
 from hierclf.report.runs_command import runs
-from hierclf.options import FiniteRange, FoldChoice, parse_control, parse_seeds, parse_weights
+from hierclf.options import FiniteRange, FoldChoice, parse_control, parse_seeds, parse_weights, spelling
 from hierclf.runtime.launch import launched
 
 
@@ -27,7 +27,8 @@ class _Group(click.Group):
         except HierclfError as error:
             if not getattr(error, "mirrored", False):  # rank 0's own error, which rank 0 has reported
                 rank = _launched_rank()
-                click.echo(f"hierclf: error: {f'rank {rank}: ' if rank else ''}{user_message(error)}", err=True)
+                shown = user_message(error, spelling(self, ctx))
+                click.echo(f"hierclf: error: {f'rank {rank}: ' if rank else ''}{shown}", err=True)
             ctx.exit(2)
         except OSError as error:  # the machine refused a read or write the checks could not foresee
             where = f" ({error.filename})" if error.filename else ""
@@ -252,7 +253,6 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
             shard: str | None) -> None:
     """Label INPUT (a folder of images, a CSV of ids, or a class-per-folder tree) with RUN's fold
     models; with several RUNs (seeds, backbones), their soft vote."""
-    from hierclf.combine.registry import choose_combiner
     from hierclf.data import load_input_items
     from hierclf.data.tta import views_option
     from hierclf.predict.pipeline import Inference, predict_runs
@@ -283,7 +283,7 @@ def predict(runs: tuple[Path, ...], input_path: Path, out: Path, images: Path | 
             click.echo(f"every shard is written: joined them into {out}")
         return
     _echo_predictions(input_path, out, predictions, opened, probs, label_index,
-                      {"combiner": choose_combiner(hierarchy, combiner or recipe.combine.method, "--combiner"),
+                      {"combiner": opened[0].combiner(combiner),
                        "engine": inference.described(),
                        "tta": list(recipe.predict.tta if views is None else views)})
 

@@ -3,11 +3,29 @@ from __future__ import annotations
 
 import errno
 import importlib
-from typing import Any
+from typing import Any, Callable
+
+
+OPTION_MARK = "\x1e"
+
+
+def option(name: str) -> str:
+    """A parameter a message names, by its Python name: the library's messages show `name` (as
+    its callers pass it), the command line's the option or argument that sets it (`--name`), so
+    each user reads the words they typed (`HierclfError.spelt`)."""
+    return f"{OPTION_MARK}{name}{OPTION_MARK}"
 
 
 class HierclfError(Exception):
     """Base of every user-fixable error: bad recipe, bad data, a run folder that does not fit."""
+
+    def __str__(self) -> str:
+        return self.spelt(lambda name: name)
+
+    def spelt(self, spelling: Callable[[str], str]) -> str:
+        """The message with each parameter it names (`option`) spelt by `spelling`."""
+        parts = super().__str__().split(OPTION_MARK)
+        return "".join(spelling(part) if index % 2 else part for index, part in enumerate(parts))
 
 
 class RecipeError(HierclfError):
@@ -48,13 +66,14 @@ def unwritable(path: Any, error: BaseException) -> RunError:
                     f"again: what was finished is kept")
 
 
-def user_message(error: BaseException) -> str:
-    """The one line to show for `error`.
+def user_message(error: BaseException, spelling: Callable[[str], str] | None = None) -> str:
+    """The one line to show for `error`, the parameters it names spelt by `spelling` (the command
+    line's options; default: their names).
 
     A DataLoader worker re-raises our error with the worker's whole traceback folded into the
     message; the user only needs the last line of it, which is our original message.
     """
-    text = str(error)
+    text = error.spelt(spelling) if spelling is not None and isinstance(error, HierclfError) else str(error)
     if "Original Traceback" in text:
         last = [line for line in text.strip().splitlines() if line.strip()][-1]
         prefix = f"{type(error).__module__}.{type(error).__qualname__}: "

@@ -1,10 +1,12 @@
 """The command line's value types and list parsers: every number a user types is checked here
 once, in range and finite (click's own ranges let NaN through, since every comparison with it is
-false), so a command never runs with a budget of NaN or a weight of infinity."""
+false), so a command never runs with a budget of NaN or a weight of infinity; and how a command
+spells the parameters the library's messages name."""
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Callable
 
 import click
 
@@ -71,3 +73,12 @@ def parse_folds(text: str | None) -> list[int] | None:
     if not folds or min(folds) < 0:
         raise HierclfError(f"--folds {text!r}: expected fold numbers, as 0,2")
     return folds
+
+
+def spelling(group: click.Group, ctx: click.Context) -> Callable[[str], str]:
+    """How the command that ran spells a parameter a message names (`errors.option`): its option
+    (--set for overrides), its argument (RUN), else --name."""
+    command = group.get_command(ctx, ctx.invoked_subcommand) if ctx.invoked_subcommand else None
+    spelt = {param.name: max(param.opts, key=len) if isinstance(param, click.Option) else param.human_readable_name
+             for param in (command.params if command else [])}
+    return lambda name: spelt.get(name, "--" + name.replace("_", "-"))

@@ -280,7 +280,7 @@ def test_the_library_refuses_a_budget_that_is_not_a_finite_positive_number():
     from hierclf.tune.specialist import Search
 
     for budget in (float("nan"), float("inf"), 0.0, -1.0):
-        with pytest.raises(HierclfError, match=f"--budget {budget}: expected a finite number > 0"):
+        with pytest.raises(HierclfError, match=f"budget {budget}: expected a finite number > 0"):
             Search(budget=budget)
 
 

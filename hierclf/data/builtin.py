@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from hierclf.data.bounded import LIMITS, checked_input
-from hierclf.errors import DataError, unwritable
+from hierclf.errors import DataError, option, unwritable
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
@@ -66,7 +66,7 @@ def read_fashion_mnist(split: str, source: Path = FASHION_MNIST_DIR, limit: int 
 def _read_idx(path: Path) -> np.ndarray:
     if not path.exists():
         raise DataError(f"{path} not found: install Debian's Fashion-MNIST with "
-                        f"`apt-get install -y dataset-fashion-mnist`, or pass --source DIR")
+                        f"`apt-get install -y dataset-fashion-mnist`, or pass {option('source')} DIR")
     limit = LIMITS["dataset file"]
     with gzip.open(checked_input(path, "dataset file"), "rb") as handle:
         raw = handle.read(limit + 1)

@@ -18,7 +18,7 @@ from PIL import Image
 
 from hierclf.data.augment import augment_transforms
 from hierclf.data.items import Items
-from hierclf.errors import DataError, HierclfError, RecipeError, unwritable
+from hierclf.errors import DataError, HierclfError, RecipeError, option, unwritable
 
 
 def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
@@ -33,7 +33,7 @@ def choose_classes(text: str | None, class_names: Sequence[str]) -> list[int]:
             chosen.append(int(part))
         else:
             shown = ", ".join(class_names[:20]) + ("…" if len(class_names) > 20 else "")
-            raise HierclfError(f"--classes: {part!r} is neither a class name nor an index 0..{len(class_names) - 1} "
+            raise HierclfError(f"{option('classes')}: {part!r} is neither a class name nor an index 0..{len(class_names) - 1} "
                                f"(classes: {shown})")
     return sorted(set(chosen))
 
@@ -47,12 +47,12 @@ def augment_dataset(items: Items, out: Path, copies: int, augment: str | Sequenc
     copy is its original's group (or its original's id), so pointing data.csv at OUT/train.csv
     keeps folds leak-free. OUT appears only when complete."""
     if augment == "none":
-        raise RecipeError("augment: coarse.augment is \"none\"; choose --augment light|heavy|document, or set "
+        raise RecipeError(f"augment: coarse.augment is \"none\"; choose {option('augment')} light|heavy|document, or set "
                           "coarse.augment in the recipe")
     if copies < 1:
-        raise HierclfError("--copies must be at least 1")
+        raise HierclfError(f"{option('copies')} must be at least 1")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise HierclfError(f"--out {out} already exists; choose a new folder")
+        raise HierclfError(f"{option('out')} {out} already exists; choose a new folder")
     if items.paths is None:
         raise DataError("augment needs training images on disk")
     chosen = choose_classes(None if classes is None else classes, items.class_names)

@@ -22,7 +22,7 @@ from hierclf.data.images import IMAGE_EXTENSIONS, check_images, images_under, is
 from hierclf.data.items import UNKNOWN_LABEL, Items
 from hierclf.data.labels import Attribute, encode_factors, joint_class_names
 from hierclf.data.pattern import Pattern, bin_names, read_pattern_folder
-from hierclf.errors import DataError, RecipeError
+from hierclf.errors import DataError, RecipeError, option
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def _read_csv(path: Path) -> tuple[list[dict[str, str]], tuple[str, ...]]:
     return rows, header
 
 
-OUTSIDE_OPTION = "data.ids_outside = true, or predict --ids-outside"
+OUTSIDE_OPTION = f"data.ids_outside = true, or predict {option('ids_outside')}"
 
 
 def _resolve_images(ids: list[str], folder: Path, csv_path: Path, outside_allowed: bool = False) -> list[str]:

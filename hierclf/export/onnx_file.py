@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from hierclf import __version__
-from hierclf.errors import HierclfError
+from hierclf.errors import HierclfError, option
 from hierclf.export.graph import BuiltGraph, build_graph
 from hierclf.models.onnx_graph import checked_int8, cpu_session, onnx_modules, quantized_int8, traced
 from hierclf.predict.onnx_engine import int8_rows, pixel_batches
@@ -56,7 +56,7 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     weights = sum(tensor.numel() * tensor.element_size() for tensor in built.module.state_dict().values())
     if weights >= ONE_FILE:
         raise HierclfError(f"{run.root}: its models hold {weights / 2**30:.1f} GB of weights, more than one ONNX "
-                           f"file holds (2 GB); export fewer fold models (--folds)")
+                           f"file holds (2 GB); export fewer fold models ({option('folds')})")
     try:
         model = _traced(built, dynamo)
     except Exception as error:  # the exporter's own errors are of many kinds; none is the user's to fix
@@ -93,7 +93,7 @@ def _int8(run: Run, built: BuiltGraph, model: Any, payload: bytes) -> tuple[Any,
     batches = list(pixel_batches(check, side, channels))
     sessions = {False: cpu_session(payload), True: cpu_session(quantized)}
     float_f1, int8_f1 = checked_int8(check.labels, len(built.about["classes"]), lambda int8: np.concatenate(
-        [sessions[int8].run([OUTPUTS[1]], {INPUT: batch})[0] for batch in batches]), "export --quantize int8")
+        [sessions[int8].run([OUTPUTS[1]], {INPUT: batch})[0] for batch in batches]), f"export {option('quantize')} int8")
     return onnx.load_from_string(quantized), (f"int8 (onnxruntime's static quantisation, QDQ, per channel, calibrated on "
                                               f"{len(calibration)} training images): macro-F1 {int8_f1:.4f} against "
                                               f"the float graph's {float_f1:.4f} on {len(check)} others")

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from hierclf.errors import HierclfError, importable
+from hierclf.errors import HierclfError, importable, option
 from hierclf.metrics import scores
 from hierclf.run.files import HOST
 from hierclf.run.locks import process_running
@@ -144,5 +144,5 @@ def checked_int8(targets: np.ndarray, class_count: int, labels: Callable[[bool],
     if lost > INT8_TOLERANCE:
         raise HierclfError(f"{where}: the int8 graph scores macro-F1 {int8_f1:.4f} against the float graph's "
                            f"{float_f1:.4f} on {len(targets)} of the run's training images, {lost:.2f} points lost "
-                           f"(more than {INT8_TOLERANCE}); use the float graph (leave --quantize out)")
+                           f"(more than {INT8_TOLERANCE}); use the float graph (leave {option('quantize')} out)")
     return float_f1, int8_f1

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from hierclf.data import Items, load_training_items
 from hierclf.data.dataset import ImageTransform
 from hierclf.data.tta import View
-from hierclf.errors import DataError
+from hierclf.errors import DataError, option
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.inference import vote
@@ -46,7 +46,7 @@ class OnnxVote:
                  calibration: Iterable[np.ndarray] | None = None):
         """With `calibration` (normalised batches of the run's images) the graph runs in int8."""
         self.device, self.memory_format = torch.device("cpu"), torch.contiguous_format
-        onnx_modules("predict --engine onnxruntime")
+        onnx_modules(f"predict {option('engine')} onnxruntime")
         module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
         sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)
         proto = traced(module, sample, "images", ("probs",), {0: "batch"})
@@ -76,12 +76,12 @@ def int8_rows(run: Run) -> tuple[Items, Items]:
     """The run's training images an int8 graph is calibrated on, and the others it is checked on
     (a seeded draw, so every call quantises alike); where they are not where the run's recipe
     says, one line saying why predict needs them."""
-    why = (f"--quantize int8 calibrates and checks the int8 graph on {run.root}'s own training images, read as its "
+    why = (f"{option('quantize')} int8 calibrates and checks the int8 graph on {run.root}'s own training images, read as its "
            f"recipe.toml's [data] says")
     try:
         items = load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy), check_files=False)
     except DataError as error:
-        raise DataError(f"{why}: {error}; put them back there, or predict without --quantize") from None
+        raise DataError(f"{why}: {error}; put them back there, or predict without {option('quantize')}") from None
     items = dataclasses.replace(items, class_names=run.hierarchy.class_names)
     order = np.random.default_rng(0).permutation(len(items))
     calibrating = min(CALIBRATION_ROWS, len(items) // 2)  # a small set gives half to each
@@ -89,7 +89,7 @@ def int8_rows(run: Run) -> tuple[Items, Items]:
     missing = [path for path in (chosen.paths if chosen.paths is not None else []) if not Path(path).is_file()]
     if missing:
         raise DataError(f"{why}: {len(missing)} of the {len(chosen)} it uses are gone ({missing[0]}…); put them back "
-                        f"there, or predict without --quantize")
+                        f"there, or predict without {option('quantize')}")
     return items.subset(order[:calibrating]), items.subset(order[calibrating:calibrating + CHECK_ROWS])
 
 

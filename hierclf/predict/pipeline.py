@@ -12,11 +12,10 @@ import numpy as np
 import torch
 
 from hierclf.combine.base import Combiner
-from hierclf.combine.registry import choose_combiner
 from hierclf.data import Items
 from hierclf.data.items import UNKNOWN_LABEL
 from hierclf.data.tta import View, parse_view
-from hierclf.errors import HierclfError, RunError
+from hierclf.errors import HierclfError, RunError, option
 from hierclf.models.onnx_graph import checked_int8
 from hierclf.hierarchy.stage import Stage
 from hierclf.predict.onnx_engine import int8_rows
@@ -44,10 +43,8 @@ class PredictionSetup:
     def of(cls, run: Run, combiner: str | None = None, tta: Sequence[str] | None = None) -> "PredictionSetup":
         """`combiner` by name (default: the recipe's combine.method), `tta` by view (None: the
         recipe's predict.tta); each refused naming where it was asked for."""
-        requested = combiner or run.recipe.combine.method
-        where = f"--combiner {requested!r}" if combiner else f'{run.recipe_path}: combine.method = "{requested}"'
-        combining = load_combiner(run, choose_combiner(run.hierarchy, requested, where))
-        views = tuple(parse_view(text, "--tta") for text in (run.recipe.predict.tta if tta is None else tta))
+        combining = load_combiner(run, run.combiner(combiner))
+        views = tuple(parse_view(text, option("tta")) for text in (run.recipe.predict.tta if tta is None else tta))
         return cls(combining, views, Calibration.of(run))
 
 
@@ -118,7 +115,7 @@ def _checked_int8(run: Run, folds: Sequence[int] | None, inference: Inference, s
     coarse, specialists = quantized
     plain = coarse.in_float(), {name: stage.in_float() for name, stage in specialists.items()}
     float_f1, int8_f1 = checked_int8(check.labels, len(run.hierarchy.class_names), lambda int8: _predicted(
-        run, setup, quantized if int8 else plain, check, False).labels, "--quantize int8")
+        run, setup, quantized if int8 else plain, check, False).labels, f"{option('quantize')} int8")
     log.info("int8: macro-F1 %.4f against the float graph's %.4f on %d training images", int8_f1, float_f1,
              len(check))
     return quantized
@@ -143,12 +140,12 @@ def predict_runs(runs: Sequence[str | Path | Run], items: Items, weights: Sequen
     if weights is None:
         weights = [1.0] * len(runs)
     if len(weights) != len(runs):
-        raise HierclfError(f"--weights has {len(weights)} numbers for {len(runs)} runs")
+        raise HierclfError(f"{option('weights')} has {len(weights)} numbers for {len(runs)} runs")
     if not all(np.isfinite(w) and w >= 0 for w in weights) or not 0 < sum(weights) < np.inf:
-        raise HierclfError(f"--weights: expected finite numbers ≥ 0, not all 0; got "
+        raise HierclfError(f"{option('weights')}: expected finite numbers ≥ 0, not all 0; got "
                            f"{', '.join(f'{w:g}' for w in weights)}")
     if trace:
-        raise HierclfError("--trace follows one run's stages; predict with one run to trace it")
+        raise HierclfError(f"{option('trace')} follows one run's stages; predict with one run to trace it")
     opened = [_opened(run) for run in runs]
     first = opened[0].hierarchy.class_names
     for run in opened[1:]:  # every check before any model runs

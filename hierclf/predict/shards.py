@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from hierclf.data import Items
-from hierclf.errors import HierclfError, InUseError
+from hierclf.errors import HierclfError, InUseError, option
 from hierclf.predict.output import Predictions, write_predictions
 from hierclf.run.files import write_text
 from hierclf.run.locks import holding
@@ -46,14 +46,14 @@ class Shard:
         index, _, count = text.partition("/")
         digits = index.isdigit() and count.isdigit() and len(count) <= 18  # int() of a longer text costs, or fails
         if not (digits and int(index) < int(count)):
-            raise HierclfError(f"--shard {text!r}: expected I/N with 0 <= I < N, as 0/4")
+            raise HierclfError(f"{option('shard')} {text!r}: expected I/N with 0 <= I < N, as 0/4")
         return cls(int(index), int(count))
 
     def rows(self, items: Items) -> Items:
         """This shard's rows of `items`; more shards than rows are refused, so the parts to join
         are never more than the rows (memory and files do not grow with N)."""
         if self.count > len(items):
-            raise HierclfError(f"--shard {self.index}/{self.count}: the input holds {len(items)} image"
+            raise HierclfError(f"{option('shard')} {self.index}/{self.count}: the input holds {len(items)} image"
                                f"{'s' if len(items) != 1 else ''}, so it splits into at most {len(items)} shards")
         return items.subset(list(range(self.index, len(items), self.count)))
 
@@ -92,7 +92,7 @@ def torchrun_shard(requested: Shard | None, device: str) -> tuple[Shard | None, 
     if not processes.active:
         return requested, device
     if requested is not None:
-        raise HierclfError("--shard: under torchrun each process predicts the shard of its rank; leave --shard out")
+        raise HierclfError(f"{option('shard')}: under torchrun each process predicts the shard of its rank; leave {option('shard')} out")
     resolved = resolve_device(device)
     if resolved.type == "cuda":
         device = str(processes.device(resolved))

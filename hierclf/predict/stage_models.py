@@ -13,7 +13,7 @@ import torch
 from hierclf.data import Items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
 from hierclf.data.tta import View
-from hierclf.errors import HierclfError, RunError
+from hierclf.errors import HierclfError, RunError, option
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
@@ -46,14 +46,14 @@ class Inference:
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
-            raise HierclfError(f"--engine {self.engine!r}: expected one of {', '.join(ENGINES)}")
+            raise HierclfError(f"{option('engine')} {self.engine!r}: expected one of {', '.join(ENGINES)}")
         if self.quantize not in ("", "int8") or (self.quantize and self.engine not in QUANTISING):
-            raise HierclfError(f"--quantize {self.quantize}: expected int8, with --engine "
+            raise HierclfError(f"{option('quantize')} {self.quantize}: expected int8, with {option('engine')} "
                                f"{' or '.join(sorted(QUANTISING))}")
         if not 0 <= self.threads <= MAX_THREADS:
-            raise HierclfError(f"--threads {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
+            raise HierclfError(f"{option('threads')} {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
         if self.engine in ON_CPU and self.device not in ("auto", "cpu"):
-            raise HierclfError(f"--engine {self.engine} runs on the CPU; with --device {self.device} use the torch "
+            raise HierclfError(f"{option('engine')} {self.engine} runs on the CPU; with {option('device')} {self.device} use the torch "
                                f"engine")
 
     def described(self) -> str:
@@ -121,12 +121,12 @@ def _check_folds(run: Run, stage: str, folds: list[int], finished: Sequence[int]
     """Folds asked for by number: each once, each a fold of the run, each trained for `stage`."""
     repeated = sorted({fold for fold in folds if folds.count(fold) > 1})
     if repeated:
-        raise RunError(f"--folds {','.join(map(str, folds))}: fold {repeated[0]} is named twice; name each fold once")
+        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: fold {repeated[0]} is named twice; name each fold once")
     count = run.recipe.folds.count
     unknown = [fold for fold in folds if not 0 <= fold < count]
     if unknown:
-        raise RunError(f"--folds {','.join(map(str, folds))}: this run has folds 0..{count - 1}, no fold {unknown[0]}")
+        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: this run has folds 0..{count - 1}, no fold {unknown[0]}")
     untrained = [fold for fold in folds if fold not in finished]
     if untrained:
-        raise RunError(f"--folds {','.join(map(str, folds))}: fold {untrained[0]} of {stage} is not trained yet; run "
+        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: fold {untrained[0]} of {stage} is not trained yet; run "
                        f"`{command}` first, or leave it out")

@@ -10,7 +10,7 @@ import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
 
-from hierclf.errors import RecipeError
+from hierclf.errors import RecipeError, option
 from hierclf.recipe.schema import plain
 
 
@@ -27,7 +27,7 @@ def build_config(cls: type, table: Any, name: str, source: str, overridden: typi
         if key not in fields:
             raise RecipeError(f"{source}: unknown key {name}.{key}{suggest(key, fields)}; "
                               f"allowed in [{name}]: {', '.join(fields)}")
-        where = (f"--set {name}.{key}={show_value(value)}" if f"{name}.{key}" in overridden
+        where = (f"{option('overrides')} {name}.{key}={show_value(value)}" if f"{name}.{key}" in overridden
                  else f"{source}: {name}.{key} = {show_value(value)}")
         checked = coerce(value, hints[key], where)
         check_bounds(checked, fields[key].metadata, where)
@@ -68,9 +68,9 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
             except RecipeError:
                 pass
     elif origin in (Union, types.UnionType):
-        for option in get_args(kind):
+        for alternative in get_args(kind):
             try:
-                return coerce(value, option, where)
+                return coerce(value, alternative, where)
             except RecipeError:
                 continue
     raise RecipeError(f"{where}: expected {describe(kind)}")

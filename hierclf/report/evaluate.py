@@ -18,7 +18,8 @@ import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
 from hierclf.combine.base import Combined, Combiner
-from hierclf.combine.registry import COMBINERS, applicable, choose_combiner
+from hierclf.combine.registry import COMBINERS, applicable
+from hierclf.errors import option
 from hierclf.hierarchy.protocol import Hierarchy
 from hierclf.metrics import calibration, confusion, paired_difference, reliability, scores
 from hierclf.report.controls import flat_runs_scores, pipeline_scores
@@ -59,11 +60,10 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
     """The `Report` of `run`, computed from its out-of-fold files; nothing is written."""
     if against is None and run.coarse_source is not None:
         against = run.coarse_source.root
-    hierarchy, recipe = run.hierarchy, run.recipe
+    hierarchy = run.hierarchy
     oof = load_oof(run)
     names = hierarchy.class_names
-    method = recipe.combine.method
-    chosen = choose_combiner(hierarchy, method, f'{run.recipe_path}: combine.method = "{method}"')
+    chosen = run.combiner()
     outcomes = pipeline_outcomes(run, oof)
     needs = {name: COMBINERS[name].uses_specialists for name in outcomes}
     trained = {uses: training_cost(run, uses) for uses in set(needs.values())}  # once each, not per pipeline
@@ -78,14 +78,14 @@ def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Se
         pipelines[name]["inference"] = inference_cost(run, share if outcome.ran_on else None)
     fine = oof.coarse_probs if hierarchy.is_flat else outcomes["product"].probs  # every run with parts has it
     chosen_labels = outcomes[chosen].labels
-    flat = None if against is None else flat_runs_scores(run, [against], oof, "--against", chosen_labels)
+    flat = None if against is None else flat_runs_scores(run, [against], oof, option("against"), chosen_labels)
     return Report(run=str(run.root), classes=list(names),
                   section=hierarchy.stage_report(oof.labels, oof.coarse_probs, oof.specialist_probs, fine),
                   pipelines=pipelines, chosen=chosen, ids=oof.ids, labels=oof.labels, folds=oof.folds,
                   outcomes=outcomes, calibration=calibration_report(run), flat=flat,
                   specialists={name: read_summary(run.summary_path(stage.name))
                                for name, stage in run.specialist_stages.items()},
-                  controls=[flat_runs_scores(run, paths, oof, "--control", chosen_labels) for paths in controls],
+                  controls=[flat_runs_scores(run, paths, oof, option("controls"), chosen_labels) for paths in controls],
                   against_coarse=specialists_against_coarse(hierarchy, oof), part_noun=hierarchy.part_noun)
 
 

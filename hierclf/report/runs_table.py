@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from hierclf.combine.registry import COMBINERS, choose_combiner
-from hierclf.errors import HierclfError
+from hierclf.combine.registry import COMBINERS
+from hierclf.errors import HierclfError, option
 from hierclf.metrics import scores
 from hierclf.report.costs import training_cost
 from hierclf.report.evaluate import pipeline_outcomes
@@ -71,7 +71,7 @@ def run_rows(paths: Sequence[str | Path], sort: str = "oof_macro_f1") -> tuple[l
     Returns:
         The rows, and one line per damaged run left out (naming it and what is wrong)."""
     if sort not in COLUMNS:
-        raise HierclfError(f"--sort {sort!r}: no such column; columns are {', '.join(COLUMNS)}")
+        raise HierclfError(f"{option('sort')} {sort!r}: no such column; columns are {', '.join(COLUMNS)}")
     rows, damaged = [], []
     for root in paths:
         if not Path(root).is_dir():
@@ -103,7 +103,7 @@ def run_row(run: Run, shown_as: Path | None = None) -> RunRow:
     coarse, specialists = run.coarse_stage.config, [stage.config for stage in run.specialist_stages.values()]
     kind = ("linear probe" if (run.root / "probe.json").is_file() else "flat") if hierarchy.is_flat else (
         "groups over a flat run" if recipe.hierarchy.coarse_run else f"{hierarchy.part_noun}s")
-    method = choose_combiner(hierarchy, recipe.combine.method, f"{run.recipe_path}: combine.method")
+    method = run.combiner()
     pipelines = _oof_scores(run)
     best = max(pipelines, key=pipelines.get) if pipelines else ""
     cost = training_cost(run, COMBINERS[method].uses_specialists) if pipelines else {}  # the recipe's pipeline's

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from hierclf.errors import RunError
+from hierclf.errors import RunError, option
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.hierarchy.stage import in_stage
 from hierclf.hierarchy.suggest import attribute_values, suggestion
@@ -81,13 +81,13 @@ def suggestion_lines(run_path: Path, max_groups: int, min_confusion: float) -> l
     found = suggestion(matrix, max_groups=max_groups, min_confusion=min_confusion)
     groups = found.groups
     if found.every_class_merged:
-        lines.append(f"at --min-confusion {min_confusion:g} every class is confused with the others, and a group "
+        lines.append(f"at {option('min_confusion')} {min_confusion:g} every class is confused with the others, and a group "
                      f"of them all is the flat problem again; the groups below are the next cut of the same tree"
                      f"{' (none holds two classes)' if not groups else ''}")
     if not groups:
         return lines + ([] if found.every_class_merged else [
             f"no two classes are confused with each other at a rate of {min_confusion:.0%} or more; a flat "
-            f"model is the right shape here (or lower --min-confusion)"])
+            f"model is the right shape here (or lower {option('min_confusion')})"])
     for number, group in enumerate(groups, start=1):
         names = ", ".join(hierarchy.class_names[m] for m in group.members)
         inside = round(group.error_share * errors)

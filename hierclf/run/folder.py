@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from hierclf.recipe.coerce import build_config, show_value
-from hierclf.errors import RecipeError, RunError
+from hierclf.combine.registry import choose_combiner
+from hierclf.errors import RecipeError, RunError, option
 from hierclf.readback import ReadBack
 from hierclf.hierarchy.build import build_hierarchy, hierarchy_from_json
 from hierclf.hierarchy.protocol import Hierarchy
@@ -58,7 +59,7 @@ class Folds:
         """Refuse training rows other than those the run at `root` was split on."""
         if not (np.array_equal(self.ids, ids) and np.array_equal(self.labels, labels)):
             raise RunError(f"{root}: the training data changed since this run folder was made "
-                           f"(other images or labels); use a new --out folder")
+                           f"(other images or labels); use a new {option('out')} folder")
 
 
 @dataclass(frozen=True, eq=False)
@@ -95,18 +96,18 @@ class Run:
             changed = recipe_differences(existing.recipe, recipe)
             if changed:
                 raise RunError(f"run folder {root} was made with another recipe ({'; '.join(changed[:4])}"
-                               f"{'; …' if len(changed) > 4 else ''}); use a new --out folder")
+                               f"{'; …' if len(changed) > 4 else ''}); use a new {option('out')} folder")
             if begun and any(entry.name != "recipe.toml" and not is_temporary(entry) for entry in root.iterdir()):
                 raise RunError(f"{root} holds a recipe.toml but no hierarchy.json, and other files: it is not a "
-                               f"hierclf run folder; use a new --out folder")
+                               f"hierclf run folder; use a new {option('out')} folder")
             if existing.hierarchy != hierarchy:
-                raise RunError(f"run folder {root} was made for another hierarchy; use a new --out folder")
+                raise RunError(f"run folder {root} was made for another hierarchy; use a new {option('out')} folder")
             if existing.folds_path.exists():
                 existing.folds.check_data(folds.ids, folds.labels, root)
                 if not np.array_equal(existing.folds.fold, folds.fold):
-                    raise RunError(f"{root} was split into other folds; use a new --out folder")
+                    raise RunError(f"{root} was split into other folds; use a new {option('out')} folder")
         elif root.exists() and any(not is_temporary(entry) for entry in root.iterdir()):
-            raise RunError(f"{root} exists and is not a hierclf run folder; use a new --out folder")
+            raise RunError(f"{root} exists and is not a hierclf run folder; use a new {option('out')} folder")
         run = cls(root=root, recipe=recipe, hierarchy=hierarchy)
         run.sweep()
         root.mkdir(parents=True, exist_ok=True)
@@ -165,6 +166,14 @@ class Run:
     def stages(self) -> list[Stage]:
         """The coarse stage, then every specialist's."""
         return [self.coarse_stage, *self.specialist_stages.values()]
+
+    def combiner(self, requested: str | None = None) -> str:
+        """The combiner this run combines by when `requested` is asked for (None: its recipe's
+        combine.method): a flat run has one pipeline whatever is asked; one that cannot combine
+        its hierarchy is refused, naming what asked and what it needs. The one place it is decided."""
+        method = requested or self.recipe.combine.method
+        where = f"{option('combiner')} {requested!r}" if requested else f'{self.recipe_path}: combine.method = "{method}"'
+        return choose_combiner(self.hierarchy, method, where)
 
     # --- paths
 

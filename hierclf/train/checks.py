@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hierclf.errors import HierclfError, RecipeError
+from hierclf.errors import HierclfError, RecipeError, option
 from hierclf.hierarchy.protocol import Hierarchy, Part
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.factory import create_model, lowest_stages
@@ -69,7 +69,7 @@ def check_specialist_tables(recipe: Recipe, hierarchy: Hierarchy) -> None:
 
 def check_fold(only_fold: int | str | None, fold_of_row: np.ndarray) -> None:
     if only_fold not in (None, NEXT) and only_fold not in set(fold_of_row.tolist()) - {TRAIN_ONLY}:
-        raise HierclfError(f"--fold {only_fold}: this run has folds 0..{fold_of_row.max()}")
+        raise HierclfError(f"{option('fold')} {only_fold}: this run has folds 0..{fold_of_row.max()}")
 
 
 def chosen_parts(hierarchy: Hierarchy, recipe: Recipe, group: str | None, root: Path) -> list[Part]:
@@ -78,13 +78,13 @@ def chosen_parts(hierarchy: Hierarchy, recipe: Recipe, group: str | None, root: 
     parts = hierarchy.specialist_parts(recipe.specialist_names)
     names = [part.name for part in parts]
     if group in [part.name for part in hierarchy.parts] and group not in names:
-        raise RecipeError(f"--group {group!r}: {noun} {group!r} has no specialist; add a [fine.{group}] table to "
-                          f"the recipe, or --set fine.{group}.img_size=… (any fine.{group}.* key)")
+        raise RecipeError(f"{option('group')} {group!r}: {noun} {group!r} has no specialist; add a [fine.{group}] table to "
+                          f"the recipe, or {option('overrides')} fine.{group}.img_size=… (any fine.{group}.* key)")
     if not parts:
         every = ", ".join(part.name for part in hierarchy.parts)
         raise RecipeError(f"{root}: no {noun} has a specialist; add a [fine.<{noun}>] table ({noun}s: {every}) or "
-                          f"--set fine.<{noun}>.<key>=…")
+                          f"{option('overrides')} fine.<{noun}>.<key>=…")
     if group is not None and group not in names:
         which = f"{noun}s" if len(parts) == len(hierarchy.parts) else f"{noun}s with a specialist"
-        raise HierclfError(f"--group {group!r}: {which} are {', '.join(names)}")
+        raise HierclfError(f"{option('group')} {group!r}: {which} are {', '.join(names)}")
     return [part for part in parts if group is None or part.name == group]

@@ -16,7 +16,7 @@ import numpy as np
 from hierclf.combine.registry import choose_combiner
 from hierclf.data import Items, load_training_items
 from hierclf.data.images import check_images
-from hierclf.errors import DataError, HierclfError, RecipeError, RunError
+from hierclf.errors import DataError, HierclfError, RecipeError, RunError, option
 from hierclf.hierarchy.build import build_hierarchy, label_attributes
 from hierclf.hierarchy.protocol import Part
 from hierclf.hierarchy.stage import Stage
@@ -74,7 +74,7 @@ def fit_coarse(recipe: Recipe, out: str | Path, only_fold: int | str | None = No
 def _start_coarse(recipe: Recipe, out: Path, only_fold: int | str | None, items: Items | None,
                   processes: Processes) -> tuple[Run, Items]:
     """Every check, then the run folder."""
-    check_output(out, "--out", reads=recipe_inputs(recipe), folder=True, run=True)
+    check_output(out, option("out"), reads=recipe_inputs(recipe), folder=True, run=True)
     given = items is not None
     if not given:
         items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
@@ -141,14 +141,14 @@ def _start_fine(run_path: str | Path, group: str | None, only_fold: int | str | 
         recipe = load_recipe(run.recipe_path, overrides)
         changed = recipe_differences(run.recipe, recipe)
         if changed:
-            raise RecipeError(f"fit-fine --set may change fine.* and combine.* keys only, not {changed[0]}")
+            raise RecipeError(f"fit-fine {option('overrides')} may change fine.* and combine.* keys only, not {changed[0]}")
     hierarchy = run.hierarchy
     if hierarchy.is_flat:
         raise RunError(f"{run.root} has {hierarchy.describe()}, so there is nothing for specialists to refine; "
                        f"set [hierarchy] groups and fit a new run")
-    choose_combiner(hierarchy, recipe.combine.method, f'combine.method = "{recipe.combine.method}"')
-    check_specialist_tables(recipe, hierarchy)
     run = dataclasses.replace(run, recipe=recipe)  # the stages as the overrides set them
+    run.combiner()
+    check_specialist_tables(recipe, hierarchy)
     chosen = _chosen_stages(run, group)
     if items is None:
         items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), recipe.fine.workers)

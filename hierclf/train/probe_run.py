@@ -23,7 +23,7 @@ from sklearn.metrics import log_loss
 from hierclf.data import Items, load_training_items
 from hierclf.data.cache import cached_items
 from hierclf.data.images import check_images
-from hierclf.errors import RecipeError, RunError
+from hierclf.errors import RecipeError, RunError, option
 from hierclf.hierarchy.build import build_hierarchy, label_attributes
 from hierclf.metrics import scores
 from hierclf.models.factory import check_arch, create_model
@@ -68,7 +68,7 @@ def linear_probe(source: str | Path, out: str | Path, c: float | None = None,
                           f"from scratch; set coarse.weights (a local file) or coarse.pretrained")
     check_arch(config.model, "coarse.model")
     check_device(config.device, "coarse")
-    check_output(Path(out), "--out", reads=[*recipe_inputs(recipe), Path(source)], folder=True, run=True)
+    check_output(Path(out), option("out"), reads=[*recipe_inputs(recipe), Path(source)], folder=True, run=True)
     items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), check_files=False)
     if folds is None:
         if items.paths is not None:
@@ -90,7 +90,7 @@ def _source(path: Path, overrides: Sequence[str]) -> tuple[Recipe, Folds | None,
     messages call it."""
     if path.is_dir():
         if overrides:
-            raise RecipeError(f"--set changes a recipe; {path} is a run folder, probed as it was trained")
+            raise RecipeError(f"{option('overrides')} changes a recipe; {path} is a run folder, probed as it was trained")
         run = Run.open(path)
         if run.is_probe:
             raise RunError(f"{path} is itself a linear probe; give the run it was fit for, or its recipe")

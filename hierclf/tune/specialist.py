@@ -25,9 +25,9 @@ from typing import Sequence
 import numpy as np
 
 from hierclf.combine.base import StageOutputs
-from hierclf.combine.registry import COMBINERS, choose_combiner
+from hierclf.combine.registry import COMBINERS
 from hierclf.data import Items, load_training_items
-from hierclf.errors import HierclfError, OverBudget, RecipeError, RunError
+from hierclf.errors import HierclfError, OverBudget, RecipeError, RunError, option
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.stage import Stage, folder_name, in_stage
 from hierclf.metrics import scores
@@ -84,24 +84,24 @@ def settings_grid(tries: Sequence[str]) -> list[Setting]:
         key, sign, values = text.partition("=")
         keys = tuple(part.strip() for part in key.split("+"))
         if not sign or not all(keys) or any("." in part for part in keys) or not values.strip():
-            raise RecipeError(f"--try {text!r}: expected KEY=V1,V2,… with a key of the group's [fine.<group>] "
+            raise RecipeError(f"{option('tries')} {text!r}: expected KEY=V1,V2,… with a key of the group's [fine.<group>] "
                               f"table, as img_size=40,48 (or KEY+KEY=V+V,… for keys that move together)")
         for part in keys:
             if part not in STAGE_KEYS:
-                raise RecipeError(f"--try {text!r}: {part} is no key of a [fine.<group>] table{suggest(part, STAGE_KEYS)}")
+                raise RecipeError(f"{option('tries')} {text!r}: {part} is no key of a [fine.<group>] table{suggest(part, STAGE_KEYS)}")
             if part in {name for named in axes for name in named.split("+")} or keys.count(part) > 1:
-                raise RecipeError(f"--try {text!r}: {part} is already tried; give all its values in one --try")
+                raise RecipeError(f"{option('tries')} {text!r}: {part} is already tried; give all its values in one {option('tries')}")
         axes[key.strip()] = [_zipped(text, keys, value) for value in values.split(",") if value.strip()]
     grid = [Setting(tuple(pair for pairs in values for pair in pairs)) for values in itertools.product(*axes.values())]
     if len(grid) > MAX_SETTINGS:
-        raise RecipeError(f"--try: {len(grid)} combinations; at most {MAX_SETTINGS} are tried, so give fewer values")
+        raise RecipeError(f"{option('tries')}: {len(grid)} combinations; at most {MAX_SETTINGS} are tried, so give fewer values")
     return grid
 
 
 def _zipped(text: str, keys: tuple[str, ...], value: str) -> tuple[tuple[str, str], ...]:
     parts = [part.strip() for part in value.split("+")] if len(keys) > 1 else [value.strip()]
     if len(parts) != len(keys):
-        raise RecipeError(f"--try {text!r}: {value.strip()!r} gives {len(parts)} values for the {len(keys)} keys "
+        raise RecipeError(f"{option('tries')} {text!r}: {value.strip()!r} gives {len(parts)} values for the {len(keys)} keys "
                           f"{'+'.join(keys)}; join one value per key with +")
     return tuple((key, part) for key, part in zip(keys, parts) if part)
 
@@ -165,7 +165,7 @@ class Tuning:
             lines.append(self.bar.line(width))
         best = self.best
         if best is None:
-            return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold's seconds; raise --budget "
+            return [*lines, "", f"no setting fits within {self.budget:g}× the coarse fold's seconds; raise {option('budget')} "
                                 "or try cheaper settings (fewer epochs, a smaller img_size, frozen_stages)"]
         sets = " ".join(f"--set {override}" for override in best.setting.overrides(self.group))
         if self.bar is not None and not self.bar.cleared:
@@ -202,9 +202,9 @@ class Search:
 
     def __post_init__(self) -> None:
         if not (isinstance(self.budget, (int, float)) and math.isfinite(self.budget) and self.budget > 0):
-            raise HierclfError(f"--budget {self.budget}: expected a finite number > 0")
+            raise HierclfError(f"{option('budget')} {self.budget}: expected a finite number > 0")
         if not (isinstance(self.fold, int) and self.fold >= 0):
-            raise HierclfError(f"--fold {self.fold}: expected a fold number")
+            raise HierclfError(f"{option('fold')} {self.fold}: expected a fold number")
 
 
 def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], search: Search = Search(),
@@ -229,15 +229,14 @@ def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], sear
                        f"with [hierarchy] groups (hierarchy.coarse_run reuses this one)")
     parts = [part.name for part in run.hierarchy.parts]
     if group not in parts:
-        raise HierclfError(f"--group {group!r}: {run.hierarchy.part_noun}s are {', '.join(parts)}")
+        raise HierclfError(f"{option('group')} {group!r}: {run.hierarchy.part_noun}s are {', '.join(parts)}")
     grid = settings_grid(tries)
     recipe = run.recipe
-    name = choose_combiner(run.hierarchy, combiner or recipe.combine.method,
-                           f"--combiner {combiner}" if combiner else f'combine.method = "{recipe.combine.method}"')
+    name = run.combiner(combiner)
     stages = [_setting_stage(run, group, setting) for setting in grid]  # every check before anything trains
     check_fold(fold, run.folds.fold)
     if not run.fold_finished("coarse", fold):
-        raise RunError(f"{run.root}: coarse fold {fold} is not trained; tune on a trained fold (--fold) or run "
+        raise RunError(f"{run.root}: coarse fold {fold} is not trained; tune on a trained fold ({option('fold')}) or run "
                        f"`hierclf fit-coarse` first")
     if items is None:
         items = load_training_items(recipe.data, label_attributes(recipe.hierarchy), recipe.fine.workers)
@@ -247,7 +246,7 @@ def tune_specialist(run_path: str | Path, group: str, tries: Sequence[str], sear
     baseline = pipeline.baseline()
     if bar and baseline is None:
         raise RunError(f"{run.root}: its coarse stage predicts {run.hierarchy.part_noun}s, not the classes, so there "
-                       f"is no flat model to train at a matched size (--bar); compare the pipeline with a flat run "
+                       f"is no flat model to train at a matched size ({option('bar')}); compare the pipeline with a flat run "
                        f"by hierclf evaluate --control")
     trials = tuple(_trial(run, setting, stage, items, fold, budget, coarse, pipeline)
                    for setting, stage in zip(grid, stages))
@@ -280,7 +279,7 @@ def _recipe_with(run: Run, group: str, setting: Setting) -> Recipe:
     recipe = load_recipe(run.recipe_path, setting.overrides(group))
     changed = recipe_differences(run.recipe, recipe)
     if changed:
-        raise RecipeError(f"--try {setting.label}: tune-fine changes fine.{group}.* keys only, not {changed[0]}")
+        raise RecipeError(f"{option('tries')} {setting.label}: tune-fine changes fine.{group}.* keys only, not {changed[0]}")
     chosen_parts(run.hierarchy, recipe, group, run.root)  # the group exists and has a specialist
     return recipe
 
@@ -344,7 +343,7 @@ def _write_best(run: Run, group: str, setting: Setting, fold: int) -> None:
     try:
         run.check_stage(stage)
     except RunError as error:
-        raise HierclfError(f"--write: {error}") from None
+        raise HierclfError(f"{option('write')}: {error}") from None
     run.save_recipe(recipe)
     run.bind_stage(stage)
     tried = run.fold_dir(_tried_name(group, setting), fold)

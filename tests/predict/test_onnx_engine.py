@@ -84,9 +84,9 @@ def test_the_command_says_which_engine_ran_and_shards_with_it(flat_run, tmp_path
 
 
 def test_the_engine_is_refused_off_the_cpu_and_by_name():
-    with pytest.raises(HierclfError, match="--engine onnxruntime runs on the CPU; with --device cuda"):
+    with pytest.raises(HierclfError, match="engine onnxruntime runs on the CPU; with device cuda"):
         Inference(engine="onnxruntime", device="cuda")
-    with pytest.raises(HierclfError, match="--engine 'tensorrt': expected one of torch, onnxruntime"):
+    with pytest.raises(HierclfError, match="engine 'tensorrt': expected one of torch, onnxruntime"):
         Inference(engine="tensorrt")
 
 
@@ -107,7 +107,7 @@ def test_int8_is_calibrated_checked_and_close_to_the_float_graph(flat_run, tmp_p
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
     assert "--quantize int8: the int8 graph scores macro-F1" in result.stderr and "points lost" in result.stderr
     assert not (tmp_path / "p.csv").exists() and pipeline.int8_rows(Run.open(run))[0].ids.size == 30
-    with pytest.raises(HierclfError, match="--quantize int8: expected int8, with --engine onnxruntime"):
+    with pytest.raises(HierclfError, match="quantize int8: expected int8, with engine onnxruntime"):
         Inference(quantize="int8")
 
 

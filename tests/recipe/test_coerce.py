@@ -41,7 +41,7 @@ def test_a_config_is_built_from_a_table_inheriting_the_rest():
     assert (built.epochs, built.img_size) == (3, 64)
     with pytest.raises(RecipeError, match=r"r.toml: unknown key fine.epoch \(did you mean 'epochs'\?\)"):
         build_config(StageConfig, {"epoch": 3}, "fine", "r.toml")
-    with pytest.raises(RecipeError, match='--set fine.epochs="x": expected an integer'):
+    with pytest.raises(RecipeError, match='overrides fine.epochs="x": expected an integer'):
         build_config(StageConfig, {"epochs": "x"}, "fine", "r.toml", overridden={"fine.epochs"})
     with pytest.raises(RecipeError, match="r.toml: fine must be a table"):
         build_config(StageConfig, 3, "fine", "r.toml")

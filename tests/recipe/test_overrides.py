@@ -28,7 +28,7 @@ def test_overrides_apply_and_are_checked(tmp_path):
     path.write_text('[data]\ncsv = "a.csv"\n')
     recipe = load_recipe(path, ["coarse.epochs=3", "coarse.model=resnet10t", "coarse.amp=false"])
     assert (recipe.coarse.epochs, recipe.coarse.model, recipe.coarse.amp) == (3, "resnet10t", False)
-    with pytest.raises(RecipeError, match='--set coarse.epochs="x": expected an integer'):
+    with pytest.raises(RecipeError, match='overrides coarse.epochs="x": expected an integer'):
         load_recipe(path, ["coarse.epochs=x"])
     with pytest.raises(RecipeError, match="unknown key coarse.epoch"):
         load_recipe(path, ["coarse.epoch=3"])
@@ -48,5 +48,5 @@ def test_heads_overrides_are_checked(tmp_path):
     path = tmp_path / "r.toml"
     path.write_text(HEADS)
     assert load_recipe(path, ["heads.age.weight=3"]).head("age").weight == 3.0
-    with pytest.raises(RecipeError, match="--set heads.age.weight=-1: expected a value ≥ 0"):
+    with pytest.raises(RecipeError, match="overrides heads.age.weight=-1: expected a value ≥ 0"):
         load_recipe(path, ["heads.age.weight=-1"])

@@ -104,7 +104,7 @@ def test_fine_inherits_coarse_and_groups_inherit_fine(tmp_path):
     assert recipe_from_dict(tomllib.loads(recipe.to_toml())) == recipe
     with pytest.raises(RecipeError, match="unknown key fine.certs.imgsize"):
         load_recipe(path, ["fine.certs.imgsize=3"])
-    with pytest.raises(RecipeError, match='--set fine.epochs="x": expected an integer'):
+    with pytest.raises(RecipeError, match='overrides fine.epochs="x": expected an integer'):
         load_recipe(path, ["fine.epochs=x"])
     assert recipe.combine.method == "product"
     listed = recipe_from_dict({"coarse": {"augment": [{"name": "Affine", "rotate": [-10, 10], "p": 0.5}]}})
@@ -158,7 +158,7 @@ def test_hostile_recipes_end_in_one_short_line(tmp_path, text, message):
 
 def test_an_overlong_or_deep_set_value_is_refused_naming_it(tmp_path):
     path = write(tmp_path, '[data]\ncsv = "a.csv"\n')
-    with pytest.raises(RecipeError, match="--set coarse.model=…: its value holds 5,000 characters"):
+    with pytest.raises(RecipeError, match="overrides coarse.model=…: its value holds 5,000 characters"):
         load_recipe(path, ["coarse.model=" + "x" * 5000])
     with pytest.raises(RecipeError, match="coarse.model is nested deeper than the 8 levels"):
         load_recipe(path, ["coarse.model=" + "[" * 10 + "]" * 10])
