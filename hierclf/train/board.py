@@ -16,6 +16,7 @@ from hierclf.errors import RecipeError, importable
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.hierarchy.stage import NOT_IN_STAGE
 from hierclf.metrics import confusion
+from hierclf.train.callbacks import FitCallback
 
 INSTALL = "pip install 'hierclf[tensorboard]' (or pip install tensorboard)"
 
@@ -38,36 +39,41 @@ def tag(key: str) -> str:
     return f"{prefix}/{rest}" if prefix in ("train", "val") and rest else key
 
 
-class Board:
+class Board(FitCallback):
     """The event files of one fold: opened when the fold starts or resumes (events of the epochs
     a killed process logged but did not save are purged, so a resumed fold appends, never
-    duplicates), an epoch's figures flushed as each epoch ends, closed when the fold finishes."""
+    duplicates), an epoch's figures flushed as each epoch ends (the starting model's as step 0),
+    closed when the fold finishes."""
 
     def __init__(self, folder: Path, layout: OutputLayout, recipe_text: str):
         self.folder, self.layout, self.recipe_text = folder, layout, recipe_text
         self.writer: Any = None
 
-    def start(self, epochs_done: int) -> None:
+    def resumed(self, history: list[dict[str, Any]]) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        epochs_done = len(history)
         self.close()
         self.writer = SummaryWriter(str(self.folder), purge_step=epochs_done + 1 if epochs_done else None)
         if not epochs_done:
             self.writer.add_text("recipe", "```toml\n" + self.recipe_text + "\n```", 0)
         self.writer.flush()
 
-    def epoch(self, entry: dict[str, Any]) -> None:
+    def started(self, entry: dict[str, Any], kept: bool, epochs: int) -> None:
+        self.epoch(entry, kept, epochs)
+
+    def epoch(self, entry: dict[str, Any], improved: bool = False, epochs: int = 0) -> None:
         for key, value in entry.items():
             if key != "epoch" and isinstance(value, (int, float)):
                 self.writer.add_scalar(tag(key), value, entry["epoch"])
         self.writer.flush()
 
-    def finish(self, probs: np.ndarray, targets: np.ndarray, epoch: int) -> None:
+    def finished(self, val: dict[str, np.ndarray], result: dict[str, Any]) -> None:
         """The kept model's validation confusion matrix of each output block, then the files closed."""
         from hierclf.figures import confusion_figure  # matplotlib, only where a fold ends
 
-        targets = targets.reshape(len(targets), -1)
-        blocks = np.split(probs, np.cumsum(self.layout.sizes)[:-1], axis=1)
+        targets, epoch = val["targets"].reshape(len(val["targets"]), -1), result["best_epoch"]
+        blocks = np.split(val["probs"], np.cumsum(self.layout.sizes)[:-1], axis=1)
         for column, (block, block_probs) in enumerate(zip(self.layout.blocks, blocks)):
             kept = targets[:, column] != NOT_IN_STAGE
             matrix = confusion(targets[kept, column], block_probs[kept].argmax(1), block.size)

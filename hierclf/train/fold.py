@@ -62,8 +62,8 @@ def train_fold(run: Run, stage: Stage, items: Items, fold: int, placement: Place
                        made_for=fit_identity(stage.name, fold, learned_keys(stage.config),
                                              items.ids[train_rows].tolist()),
                        guard=_guard(name, stage, model, loaders, criterion, (train_rows, val_rows)),
-                       board=Board(run.fold_dir(stage.name, fold), stage.layout, run.recipe.to_toml())
-                       if stage.config.tensorboard else None)
+                       loggers=[Board(run.fold_dir(stage.name, fold), stage.layout, run.recipe.to_toml())]
+                       if stage.config.tensorboard else ())
     result = fit(model, loaders.of(train_rows, training=True), loaders.of(val_rows), stage.config, criterion,
                  placement, seed=derive_seed(seed, 1), record=record)
     model.load_state_dict(result.best_state)

@@ -1,6 +1,6 @@
-"""What training leaves on disk as it goes, written by one process: the epoch lines of a fit
-(metrics.jsonl) and the state to resume it from (resume.safetensors), then a finished fold's
-files. Under torchrun every process holds a `FitRecord`, but only rank 0's writes; the others
+"""What training leaves on disk as it goes, written by one process: the state to resume a fit
+from (resume.safetensors), then a finished fold's files; what is done with each epoch's figures
+(metrics.jsonl, log lines, warnings, TensorBoard) is its callbacks' (callbacks.py). Under torchrun every process holds a `FitRecord`, but only rank 0's writes; the others
 read rank 0's resume file, so code that trains never asks which process it is."""
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from hierclf.errors import OverBudget, unwritable
+from hierclf.errors import OverBudget
 from hierclf.models.saved import save_model
 from hierclf.models.spec import ModelSpec
-from hierclf.run.files import write_json, write_npz, write_text
-from hierclf.train.board import Board
+from hierclf.run.files import write_json, write_npz
+from hierclf.train.callbacks import FitCallback, GuardWarnings, LogLines, MetricsFile
 from hierclf.train.checkpoint import capture, load_checkpoint, restore, save_checkpoint
 from hierclf.train.guard import Guard
 from hierclf.train.state import TrainingState
@@ -30,21 +30,26 @@ RESUME = "resume.safetensors"
 
 
 class FitRecord:
-    """A fit's epochs: each logged as a line, and with a `folder` appended to its metrics.jsonl,
-    the training state saved after every epoch into its resume file and restored from it. With
-    `writes` False (a process other than rank 0) nothing is written and progress bars stay off;
-    the resume file is still read, but the draws it holds are rank 0's and are left out."""
+    """A fit's epochs: its callbacks told of each (with a `folder`: metrics.jsonl; the log lines;
+    the guard's warnings; TensorBoard), and with a `folder` the training state saved after every
+    epoch into its resume file and restored from it. With `writes` False (a process other than
+    rank 0) nothing is written, only the log lines are kept and progress bars stay off; the
+    resume file is still read, but the draws it holds are rank 0's and are left out."""
 
     def __init__(self, name: str = "", folder: Path | None = None, writes: bool = True,
                  seconds_limit: float | None = None, made_for: str = "", guard: Guard | None = None,
-                 board: Board | None = None):
+                 loggers: Sequence[FitCallback] = ()):
         """`seconds_limit`: the most seconds the fit's epochs may take (`check_budget`);
         `made_for`: what the fit is (`fit_identity`), so a resume file of another fit is refused;
         `guard`: what a fit from trained weights is checked against as its epochs are logged;
-        `board`: the fold's TensorBoard event files, where the stage writes them."""
+        `loggers`: callbacks of the writing process's own, after metrics.jsonl and before the
+        log lines (TensorBoard's `Board`, where the stage writes one; a user's logger)."""
         self.name, self.folder, self.writes = name, folder, writes
         self.seconds_limit, self.made_for, self.guard = seconds_limit, made_for, guard
-        self.board = board if writes else None
+        writing = writes and folder is not None
+        self.callbacks: list[FitCallback] = [
+            *([MetricsFile(self.metrics_path)] if writing else []), *(loggers if writes else []),
+            LogLines(name), *([GuardWarnings(guard)] if guard is not None and writes else [])]
 
     @property
     def metrics_path(self) -> Path | None:
@@ -55,16 +60,14 @@ class FitRecord:
         return self.folder / RESUME if self.folder is not None else None
 
     def resume(self, training: TrainingState, epochs: int) -> None:
-        """Restore `training` from the resume file, if there is one, and write the epochs done so
-        far into metrics.jsonl, once each."""
+        """Restore `training` from the resume file, if there is one, and tell the callbacks the
+        epochs done so far."""
         saved = load_checkpoint(self.resume_path, self.made_for, epochs) if self.resume_path is not None else None
         if saved is not None:
             restore(training, saved, str(self.resume_path), own_draws=self.writes)
             log.info("%s: resuming after epoch %d of %d", self.name, saved.epoch, epochs)
-        if self.writes and self.metrics_path is not None:
-            write_text(self.metrics_path, "".join(json.dumps(entry) + "\n" for entry in training.history))
-        if self.board is not None:
-            self.board.start(len(training.history))
+        for callback in self.callbacks:
+            callback.resumed(training.history)
 
     def progress(self, batches: Iterable, epoch: int, epochs: int) -> Iterable:
         """The epoch's batches, with a progress bar where one is shown (rank 0, on a terminal)."""
@@ -72,31 +75,17 @@ class FitRecord:
                     disable=None if self.writes else True)
 
     def epoch(self, entry: dict[str, Any], improved: bool, epochs: int) -> None:
-        """One epoch's figures: a line in the log, a line in metrics.jsonl."""
-        if self.writes and self.metrics_path is not None:
-            try:
-                with self.metrics_path.open("a") as handle:
-                    handle.write(json.dumps(entry) + "\n")
-            except OSError as error:
-                raise unwritable(self.metrics_path, error) from None
-        if self.board is not None:
-            self.board.epoch(entry)
-        log.info("%s epoch %d/%d  train_loss %.4f  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  lr %.2e  %.1fs%s",
-                 self.name, entry["epoch"], epochs, entry["train_loss"], entry["val_loss"], entry["val_accuracy"],
-                 entry["val_macro_f1"], _per_head(entry), entry["lr"], entry["seconds"], "  *" if improved else "")
-        for warning in self.guard.after_epoch(entry) if self.guard is not None and self.writes else []:
-            log.warning(warning)
+        """One trained epoch's figures, to every callback."""
+        for callback in self.callbacks:
+            callback.epoch(entry, improved, epochs)
 
     def start(self, entry: dict[str, Any], kept: bool, epochs: int) -> None:
-        """The starting model's figures (epoch 0, LP-FT's probe; its seconds include the probe's):
-        a line in the log and step 0 on the board; metrics.jsonl holds trained epochs only."""
+        """The starting model's figures (epoch 0, LP-FT's probe; its seconds include the probe's),
+        to every callback; metrics.jsonl holds trained epochs only."""
         if self.guard is not None:
             entry["seconds"] += self.guard.probe_seconds
-        if self.board is not None:
-            self.board.epoch(entry)
-        log.info("%s epoch 0/%d (its start)  val_loss %.4f  val_acc %.4f  val_f1 %.4f%s  %.1fs%s", self.name, epochs,
-                 entry["val_loss"], entry["val_accuracy"], entry["val_macro_f1"], _per_head(entry), entry["seconds"],
-                 "  *" if kept else "")
+        for callback in self.callbacks:
+            callback.started(entry, kept, epochs)
 
     def check_budget(self, training: TrainingState, epochs: int) -> None:
         """Stop the fit (`OverBudget`) once its epochs, resumed ones included, took longer than
@@ -115,25 +104,17 @@ class FitRecord:
     def finish_fold(self, val: dict[str, np.ndarray], model: torch.nn.Module, spec: ModelSpec,
                     result: dict[str, Any]) -> None:
         """A finished fold's files: its validation outputs, its kept weights and model.json, then
-        result.json (which marks the fold finished), and no resume file."""
+        result.json (which marks the fold finished), and no resume file; then the callbacks told."""
         if not self.writes or self.folder is None:
             return
         if self.guard is not None and self.guard.probe_macro_f1 is not None:
             result = {**result, "probe_macro_f1": self.guard.probe_macro_f1}
-            for warning in self.guard.at_end(result["val_macro_f1"]):
-                log.warning(warning)
         write_npz(self.folder / "val.npz", **val)
         save_model(self.folder, model, spec)
         write_json(self.folder / "result.json", result)
         self.resume_path.unlink(missing_ok=True)
-        if self.board is not None:
-            self.board.finish(val["probs"], val["targets"], result["best_epoch"])
-
-
-def _per_head(entry: dict[str, Any]) -> str:
-    """Each head's validation macro-F1, for the log line of a heads model."""
-    return "".join(f"  {name[4:-9]} {value:.3f}" for name, value in entry.items()
-                   if name.startswith("val_") and name.endswith("_macro_f1") and name != "val_macro_f1")
+        for callback in self.callbacks:
+            callback.finished(val, result)
 
 
 def fit_identity(*parts: Any) -> str:
