@@ -208,8 +208,9 @@ class LoaderConfig:
                                                               "replacement, WeightedRandomSampler).")
     class_cap: int = setting(0, "At most this many rows of each class per epoch, drawn anew each epoch (with balanced: "
                              "the epoch draws class_cap per class); 0 is no cap.", lo=0)
-    workers: int = setting(2, "DataLoader worker processes; 0 decodes in the main process.", lo=0, hi=256,
-                           runtime=True)
+    workers: int = setting(2, "DataLoader worker processes; 0 decodes in the main process. With augmentation each "
+                              "worker draws its own random stream, so another count trains another (equally valid) "
+                              "model: a run reproduces at the same count.", lo=0, hi=256, runtime=True)
     cache_mb: int = setting(0, "Decode and resize every image once, before the first fold, and keep them in memory as "
                             "uint8 when they fit in this many MiB (images × img_size² × in_chans bytes); 0 decodes "
                             "each image every epoch.", lo=0, runtime=True)
