@@ -125,6 +125,53 @@ def test_no_import_circle():
     assert not circles, "\n".join(" → ".join(circle) for circle in circles)
 
 
+TESTED_THROUGH = {
+    "hierarchy.protocol": ["hierarchy/test_groups.py", "hierarchy/test_factors.py"],  # a Protocol: its two kinds
+    "hierarchy.sections": ["report/test_evaluate.py"],
+    "hierarchy.stage": ["hierarchy/test_stages.py"],
+    "runtime.launch": ["runtime/test_processes.py"],
+    "tune.bar": ["tune/test_specialist.py"],
+    "report.text": ["report/test_report.py", "report/test_evaluate.py"],
+    "report.markdown": ["report/test_report.py"],
+    "report.runs_command": ["report/test_runs_table.py"],
+    "report.controls": ["report/test_evaluate.py"],
+    "export.onnx_file": ["export/test_onnx.py"],
+    "export.graph": ["export/test_onnx.py", "combine/test_arithmetic.py"],
+    "export.command": ["export/test_onnx.py"],
+    "train.record": ["train/test_callbacks.py", "train/test_board.py"],
+    "train.state": ["train/test_loop.py"],
+    "train.checkpoint": ["train/test_stage.py"],
+    "models.saved": ["models/test_factory.py", "predict/test_pipeline.py"],
+    "models.spec": ["predict/test_votes.py"],
+    "models.weights": ["models/test_factory.py"],
+    "data.labels": ["hierarchy/test_factors.py", "hierarchy/test_layout.py"],
+    "predict.output": ["predict/test_shards.py", "predict/test_pipeline.py"],
+    "predict.stage_models": ["predict/test_pipeline.py", "predict/test_onnx_engine.py"],
+    "combine.base": ["combine/test_blend.py", "combine/test_stacking.py"],
+    "run.scored": ["report/test_runs_table.py", "predict/test_pipeline.py"],
+    "config.data": ["config/test_keys.py"],
+}
+"""The modules whose tests live in another module's file (the command or the layer that uses
+them), and where: every other module has its mirror, tests/<folder>/test_<module>.py."""
+
+
+def test_every_module_has_its_mirror_test_file_or_says_where_it_is_tested():
+    tests = Path(__file__).parent
+    missing = []
+    for name, path in _modules().items():
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        short = name.removeprefix("hierclf.")
+        folder, _, module = short.rpartition(".")
+        mirror = tests / folder / f"test_{module}.py"
+        if short in TESTED_THROUGH:
+            assert not mirror.exists(), f"{short} has its mirror now: take it out of TESTED_THROUGH"
+            assert all((tests / file).is_file() for file in TESTED_THROUGH[short]), short
+        elif not mirror.is_file():
+            missing.append(f"{short}: no {mirror.relative_to(tests.parent)}")
+    assert not missing, "\n".join(missing)
+
+
 def test_modules_are_small_and_few_sit_at_the_root():
     long = {name: len(path.read_text().splitlines()) for name, path in _modules().items()}
     assert not {name: lines for name, lines in long.items() if lines > MAX_MODULE_LINES}
