@@ -41,7 +41,7 @@ from hierclf.recipe.reading import recipe_from_dict
 from hierclf.run.folder import Run
 from hierclf.train import fit_coarse
 
-from common import fashion_parser, fashion_stage
+from harness import fashion_parser, fashion_stage
 
 ORIENTATIONS = ("upright", "turned", "upside_down")
 

@@ -21,7 +21,7 @@ from hierclf.predict.pipeline import Inference, predict_items, predict_runs
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
-from common import fashion_parser, fashion_stage
+from harness import fashion_parser, fashion_stage
 
 VARIANTS = {
     "baseline": {},

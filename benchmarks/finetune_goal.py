@@ -18,7 +18,6 @@ one core (OMP_NUM_THREADS=1 taskset -c N). The flat run trains the recipe as com
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -27,16 +26,13 @@ from pathlib import Path
 
 import numpy as np
 
-from hierclf.data import load_input_items, load_training_items
+from harness import benchmark_parser, markdown_table, recipe_of
+from hierclf import Inference, Run, fit_coarse, load_input_items, load_training_items, predict_items
 from hierclf.hierarchy.build import label_attributes
 from hierclf.metrics import paired_difference, scores
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.recipe.reading import load_recipe
 from hierclf.report.costs import training_cost
 from hierclf.report.evaluate import score_run
 from hierclf.run.fold_files import read_history
-from hierclf.run.folder import Run
-from hierclf.train import fit_coarse
 from hierclf.train.probe_run import linear_probe
 
 
@@ -98,31 +94,28 @@ def _interval(difference: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", type=Path, nargs="?")
+    parser = benchmark_parser(__doc__, recipe=True, out_required=True)
     parser.add_argument("--test", type=Path, required=True, help="the labelled test rows: a CSV, or a folder "
                                                                  "the recipe's data.pattern labels")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--also", action="append", default=[], metavar="NAME")
     parser.add_argument("--step", action="append", choices=["flat", "probe", "report"])
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     steps = args.step or ["flat", "probe", "report"]
     if "flat" in steps and not _finished(args.out / "flat"):
-        fit_coarse(load_recipe(args.recipe, args.overrides), args.out / "flat")
+        fit_coarse(recipe_of(args.recipe, args.overrides), args.out / "flat")
     if "probe" in steps and not _finished(args.out / "probe"):
         linear_probe(args.out / "flat", args.out / "probe")
     if "report" in steps:
         rows = score(args.out, ["probe", "flat", *args.also], args.test)
         (args.out / "goal.json").write_text(json.dumps(rows, indent=1) + "\n")
-        print("| run | OOF macro-F1 | test macro-F1 | flat − this, OOF | flat − this, test | first epoch's loss / "
-              "ln C | training seconds |")
-        print("| --- | --- | --- | --- | --- | --- | --- |")
-        for name, row in rows.items():
-            loss = f"{row['first_loss']:.3f} / {row['chance']:.3f}" if row["first_loss"] is not None else ""
-            print(f"| {name} | {row['oof']:.4f} | {row['test']:.4f} | {_interval(row['flat_minus']['oof'])} | "
-                  f"{_interval(row['flat_minus']['test'])} | {loss} | {row['seconds']:.0f} |")
+        print(markdown_table(
+            ["run", "OOF macro-F1", "test macro-F1", "flat − this, OOF", "flat − this, test",
+             "first epoch's loss / ln C", "training seconds"],
+            [[name, f"{row['oof']:.4f}", f"{row['test']:.4f}", _interval(row["flat_minus"]["oof"]),
+              _interval(row["flat_minus"]["test"]),
+              f"{row['first_loss']:.3f} / {row['chance']:.3f}" if row["first_loss"] is not None else "",
+              f"{row['seconds']:.0f}"] for name, row in rows.items()]))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ loader workers 0; round 3 runs each recipe's own (2), so its as-is row is what t
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import logging
@@ -28,10 +27,10 @@ import time
 from pathlib import Path
 from unittest import mock
 
-from hierclf.recipe.reading import load_recipe
+from harness import benchmark_parser, recipe_of
+from hierclf import fit_coarse
 from hierclf.run.files import read_json
 from hierclf.run.fold_files import read_history
-from hierclf.train import fit_coarse
 from hierclf.train.probe_run import linear_probe
 
 AS_LOADED = {"freeze_epochs": 0, "backbone_lr": 1.0, "layer_decay": 1.0, "batchnorm": "train", "head_init": "zero"}
@@ -103,12 +102,12 @@ def run_grid(recipe: Path, out: Path, overrides: list[str], names: list[str], fo
     worker, so another count trains another model), the probe with workers 0 (it draws nothing)."""
     if not (out / "probe" / "coarse" / "oof.npz").exists():
         linear_probe(recipe, out / "probe", overrides=[*overrides, "coarse.workers=0"])
-    base_lr = load_recipe(recipe, overrides).coarse.lr
+    base_lr = recipe_of(recipe, overrides).coarse.lr
     for name in names:
         setting = dict(SETTINGS[name])
         if "lr_scale" in setting:
             setting["lr"] = base_lr * setting.pop("lr_scale")
-        loaded = load_recipe(recipe, [*overrides, *(f"coarse.{key}={value}" for key, value in setting.items())])
+        loaded = recipe_of(recipe, [*overrides, *(f"coarse.{key}={value}" for key, value in setting.items())])
         started = time.perf_counter()
         with contextlib.ExitStack() as patched:
             for patch in PATCHES.get(name, []):
@@ -159,10 +158,7 @@ def report(outs: list[Path]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("recipe", type=Path, nargs="?")
-    parser.add_argument("--out", type=Path)
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
+    parser = benchmark_parser(__doc__, recipe=True, out=True)
     parser.add_argument("--setting", action="append", choices=list(SETTINGS), help="default: the round's")
     parser.add_argument("--round", choices=list(ROUNDS), default="3", help="the settings of a round (default 3)")
     parser.add_argument("--all-folds", action="store_true", help="train every fold, not only fold 0 (a whole run "

@@ -19,7 +19,6 @@ coarse.batchnorm=… as "auto" chose). Each process on one core (OMP_NUM_THREADS
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -29,16 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hierclf.data import load_training_items
+from harness import benchmark_parser
+from hierclf import Run, fit_coarse, load_recipe, load_training_items
 from hierclf.data.cache import cached_items
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.stage import in_stage
 from hierclf.models.factory import hold_batchnorm
-from hierclf.recipe.reading import load_recipe
 from hierclf.run.files import read_json
-from hierclf.run.folder import Run
 from hierclf.runtime.processes import Placement
-from hierclf.train import fit_coarse
 from hierclf.train.fold import FoldLoaders, build_fold_model, starting_probe
 from hierclf.train.losses import build_layout_loss
 from hierclf.train.optim import build_optimizer
@@ -97,10 +94,9 @@ def range_test(run_root: Path, steps: int = 100, start: float = 1e-7, end: float
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__, out=True)
     parser.add_argument("step", nargs="?", choices=["auto", "range", "train"])
     parser.add_argument("source", nargs="?", type=Path, help="auto, train: a recipe; range: a run folder")
-    parser.add_argument("--out", type=Path)
     parser.add_argument("--lr", type=float)
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--report", type=Path, nargs="+", metavar="RUN")

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness import best_rates
 import hierclf.models.onnx_graph as onnx_graph
 from hierclf.data import load_input_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
@@ -54,17 +54,11 @@ def _engines(models: list[torch.nn.Module], spec: ModelSpec, calibration: list[n
 
 def _speed(engines: dict, images: np.ndarray, batch: int, rounds: int) -> dict[str, float]:
     """Images per second of each engine over `images` in batches of `batch`, alternating, best of rounds."""
-    best = dict.fromkeys(engines, 0.0)
     chunks = [np.ascontiguousarray(images[start:start + batch]) for start in range(0, len(images), batch)]
     for run in engines.values():
         run(chunks[0])  # warm: first-call allocations and graph set-up
-    for _ in range(rounds):
-        for name, run in engines.items():
-            started = time.perf_counter()
-            for chunk in chunks:
-                run(chunk)
-            best[name] = max(best[name], len(images) / (time.perf_counter() - started))
-    return best
+    return best_rates({name: (lambda run=run: [run(chunk) for chunk in chunks]) for name, run in engines.items()},
+                      len(images), rounds)
 
 
 def speed_table(run: Run, rows: int, rounds: int, sizes: list[int], thread_counts: list[int]) -> None:
