@@ -7,13 +7,13 @@ learns unchanged (`reference_runs.py` trains a set of runs for it):
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+from harness import benchmark_parser
 
 TOLERANCE = 1e-5
 
@@ -107,7 +107,7 @@ COMPARERS = {".npz": compare_npz, ".json": compare_json, ".jsonl": compare_jsonl
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("before", type=Path)
     parser.add_argument("after", type=Path)
     args = parser.parse_args()

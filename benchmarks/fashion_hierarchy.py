@@ -9,12 +9,12 @@ images. Each pipeline is scored out-of-fold and on the official 10,000-image tes
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from pathlib import Path
 
+from harness import benchmark_parser
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.report.evaluate import evaluate_run
@@ -28,7 +28,7 @@ SHOES = ["Sandal", "Sneaker", "Ankle boot"]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fashion"))
     parser.add_argument("--train-limit", type=int, default=20000, help="stratified training subset (0: all 60,000)")

@@ -41,6 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import benchmark_parser
 from hierclf.data import load_input_items, load_training_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.combine.base import StageOutputs
@@ -63,7 +64,7 @@ STEPS = ("flat", "control", "seed1", "hierarchical", "report")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--data", type=Path, default=Path("data/fashion-mnist"))
     parser.add_argument("--out", type=Path, default=Path("runs/bench-pays"))
     parser.add_argument("--step", action="append", choices=STEPS, help="what to do (repeatable; default: all)")

@@ -31,7 +31,6 @@ The fine-tuning benchmarks of issue 31 read the faces as a CSV this script wrote
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import os
@@ -42,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
+from harness import benchmark_parser
 
 GENDERS = ("male", "female")          # UTKFace: 0 male, 1 female
 AGES = ("<30", "30-59", ">=60")
@@ -136,7 +136,7 @@ def faces(src: Path, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("name", choices=["clothing", "faces", "caltech"])
     parser.add_argument("src", type=Path, help="the extracted set (clothing: the folder holding train/; faces: "
                                                "crop_part1/; caltech: 101_ObjectCategories/)")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness import benchmark_parser
 from hierclf.combine.base import StageOutputs
 from hierclf.metrics import paired_difference, scores
 from hierclf.predict.pipeline import Inference, predict_items
@@ -112,7 +113,7 @@ def _attributes(classes: list[str], targets: np.ndarray, predicted: np.ndarray) 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--test", type=Path, required=True)
     parser.add_argument("--flat", default="flat")

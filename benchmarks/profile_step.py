@@ -13,7 +13,6 @@ milliseconds per training batch, the profiler's own cost included on both sides.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import tempfile
 from collections import defaultdict
@@ -25,6 +24,7 @@ import torch
 from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
+from harness import benchmark_parser
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.hierarchy.layout import OutputLayout
@@ -120,7 +120,7 @@ def label_loss() -> torch.nn.Module:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--source", choices=["memory", "files"], default="memory")
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--model", default="resnet18")

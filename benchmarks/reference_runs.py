@@ -18,7 +18,6 @@ Every training is pinned to one thread, so the figures do not depend on the mach
 """
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -28,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 RECIPES = HERE.parent / "recipes"
 sys.path.insert(0, str(HERE.parent / "tests"))
 from conftest import write_mask_dataset  # noqa: E402  the tests' face-mask layout: colour, form and size say the label
+from harness import benchmark_parser
 HEADS_RECIPE = """
 [data]
 mask_images = "{images}"
@@ -77,7 +77,7 @@ def predict_and_evaluate(run: Path, test: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("root", type=Path, help="ROOT/data (written once) and ROOT/runs (written anew)")
     root = parser.parse_args().root.resolve()
     data, runs = root / "data", root / "runs"

@@ -24,6 +24,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from harness import benchmark_parser
 
 MEAN, STD = 0.5, 0.5
 
@@ -85,7 +86,7 @@ def _median_after_first(seconds: list[float]) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--rows", type=int, default=6000)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--processes", type=int, default=2)

@@ -10,14 +10,13 @@ own check would refuse it (the check compares against 0.3 points).
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from harness import best_rates
+from harness import benchmark_parser, best_rates
 import hierclf.models.onnx_graph as onnx_graph
 from hierclf.data import load_input_items
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
@@ -99,7 +98,7 @@ def accuracy_table(run: Run, test: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("test", type=Path, help="a labelled CSV or class tree the run can predict")
     parser.add_argument("--rows", type=int, default=256)

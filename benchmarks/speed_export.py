@@ -12,7 +12,6 @@ best images per second is printed, with the largest difference between their pro
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -24,6 +23,7 @@ import onnxruntime
 import torch
 from PIL import Image
 
+from harness import benchmark_parser
 from hierclf.data import Items, load_input_items
 from hierclf.export.onnx_file import export_onnx
 from hierclf.predict.pipeline import Inference, predict_items
@@ -31,7 +31,7 @@ from hierclf.run.folder import Run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("run", type=Path)
     parser.add_argument("input", type=Path, help="a CSV of images the run can label")
     parser.add_argument("--rows", type=int, default=2000)

@@ -36,6 +36,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from bare import JpegFiles
+from harness import benchmark_parser
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
@@ -250,7 +251,7 @@ def predict_figures(args: argparse.Namespace, items: Items, device: torch.device
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--source", type=Path, default=FASHION_MNIST_DIR, help="the folder of Fashion-MNIST's idx files")
     parser.add_argument("--model", default="tf_efficientnet_lite0")

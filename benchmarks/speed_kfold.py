@@ -10,20 +10,20 @@ decoding happens once for all folds; the cached pair is timed too.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import shutil
 import time
 from pathlib import Path
 
+from harness import benchmark_parser
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.recipe.reading import recipe_from_dict
 from hierclf.train import fit_coarse
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speed-kfold"))
     parser.add_argument("--train-limit", type=int, default=3000)
     parser.add_argument("--folds", type=int, default=4)

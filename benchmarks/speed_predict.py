@@ -12,12 +12,12 @@ best times are printed.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
 from pathlib import Path
 
+from harness import benchmark_parser
 from hierclf.data import load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
 from hierclf.predict.pipeline import Inference, predict_items
@@ -26,7 +26,7 @@ from hierclf.train import fit_coarse, fit_fine
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speed-predict"))
     parser.add_argument("--group", default="T-shirt/top,Shirt", help="the confusable classes, comma-separated")
     parser.add_argument("--train-limit", type=int, default=2000)

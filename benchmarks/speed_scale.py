@@ -21,6 +21,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from harness import benchmark_parser
 from hierclf.data import Items, load_input_items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.predict.output import write_predictions
@@ -52,7 +53,7 @@ def measure(run: Path, folder: Path, workers: int, batch_size: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-speed-scale"))
     parser.add_argument("--sizes", default="10000,40000")
     parser.add_argument("--model", default="test_resnet")

@@ -13,7 +13,6 @@ this machine is shared, so only ratios measured in one process mean anything.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import tempfile
@@ -27,6 +26,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from bare import JpegFiles
+from harness import benchmark_parser
 from hierclf.data import Items
 from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
 from hierclf.data.cache import cached_items
@@ -112,7 +112,7 @@ def write_jpegs(images: np.ndarray, labels: np.ndarray, folder: Path) -> Items:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = benchmark_parser(__doc__)
     parser.add_argument("--source", choices=["memory", "files", "both"], default="both")
     parser.add_argument("--rows", type=int, default=3000)
     parser.add_argument("--model", default="resnet18")
