@@ -274,3 +274,20 @@ def kill_after_saving(monkeypatch, epoch: int) -> None:
             raise Killed
 
     monkeypatch.setattr(record, "save_checkpoint", save_then_die)
+
+
+def break_import(monkeypatch, module: str, error: BaseException) -> None:
+    """`module` installed but failing to import (a shared library that will not load, a numpy it
+    does not fit): importlib.import_module of it raises `error` (hierclf imports optional
+    packages through it), everything else imports as it does."""
+    import importlib
+
+    monkeypatch.delitem(sys.modules, module, raising=False)
+    importing = importlib.import_module
+
+    def broken(name, *rest):
+        if name == module:
+            raise error
+        return importing(name, *rest)
+
+    monkeypatch.setattr(importlib, "import_module", broken)

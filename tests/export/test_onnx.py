@@ -203,16 +203,9 @@ def test_without_the_export_extra_it_says_what_to_install(flat_run, tmp_path, mo
 def test_an_engine_installed_but_failing_to_import_is_named_with_its_error(flat_run, tmp_path, monkeypatch):
     """onnxruntime present but broken (a shared library that will not load): its own error, not
     "None is missing"; predict writes nothing."""
-    import importlib
+    from conftest import break_import
 
-    importing = importlib.import_module
-
-    def broken(name, *rest):
-        if name == "onnxruntime":
-            raise OSError("libonnxruntime.so.1: cannot open shared object file")
-        return importing(name, *rest)
-
-    monkeypatch.setattr(importlib, "import_module", broken)
+    break_import(monkeypatch, "onnxruntime", OSError("libonnxruntime.so.1: cannot open shared object file"))
     run, _, train_csv, _ = flat_run
     result = cli("predict", run, train_csv, "--out", tmp_path / "o.csv", "--engine", "onnxruntime")
     assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output

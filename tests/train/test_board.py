@@ -104,18 +104,9 @@ def test_without_tensorboard_installed_the_key_says_what_to_install(tmp_path, mo
 def test_a_tensorboard_that_fails_to_import_is_named_before_anything_is_written(tmp_path, monkeypatch):
     """Installed but broken (a protobuf or numpy it does not fit): one line with its error, among
     the checks, and no half-made run folder."""
-    import importlib
-    import sys
+    from conftest import break_import
 
-    monkeypatch.delitem(sys.modules, "torch.utils.tensorboard", raising=False)
-    importing = importlib.import_module
-
-    def broken(name, *rest):
-        if name == "torch.utils.tensorboard":
-            raise ImportError("numpy.core.multiarray failed to import")
-        return importing(name, *rest)
-
-    monkeypatch.setattr(importlib, "import_module", broken)
+    break_import(monkeypatch, "torch.utils.tensorboard", ImportError("numpy.core.multiarray failed to import"))
     data = write_csv_dataset(tmp_path / "data", per_class=4)
     recipe = write_recipe(tmp_path / "r.toml", {"csv": str(data)}, coarse={"tensorboard": True})
     result = cli("fit-coarse", recipe, "--out", tmp_path / "run")

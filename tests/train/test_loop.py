@@ -332,19 +332,15 @@ def test_the_unfreeze_jumped_where_batchnorm_changed_mode_with_it(digits_weights
     """The same fine-tuning as the library did it before: BatchNorm in eval mode while the backbone
     was frozen, training from the unfreeze, and the backbone's first steps at the schedule's full
     rate. The loss jumps: the test above holds the fix, not an easy case."""
+    from pathlib import Path
+
     import hierclf.train.loop as loop
     import hierclf.train.optim as optim
-    from hierclf.models.factory import hold_batchnorm, set_backbone_frozen
 
-    def mode_switching_at_the_unfreeze(model, epoch, config, lower):
-        model.train()
-        frozen = epoch < config.freeze_epochs
-        set_backbone_frozen(model, frozen)
-        if frozen:
-            hold_batchnorm(model)
-        return frozen
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from finetune_grid import _mode_switching  # the library before issue 43, as the grid's unfreeze round ran it
 
-    monkeypatch.setattr(loop, "_train_mode", mode_switching_at_the_unfreeze)
+    monkeypatch.setattr(loop, "_train_mode", _mode_switching)
     monkeypatch.setattr(optim, "UnfreezeWarmup", lambda schedule, *rest: schedule)
     losses = _unfreeze_losses(digits_weights, "train")
     assert losses[2] > 1.25 * losses[1], losses
