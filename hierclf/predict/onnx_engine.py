@@ -45,7 +45,7 @@ class OnnxVote:
     def __init__(self, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View], threads: int = 0,
                  calibration: Iterable[np.ndarray] | None = None):
         """With `calibration` (normalised batches of the run's images) the graph runs in int8."""
-        self.device, self.memory_format = torch.device("cpu"), torch.contiguous_format
+        self.device = torch.device("cpu")
         onnx_modules(f"predict {option('engine')} onnxruntime")
         module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
         sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)

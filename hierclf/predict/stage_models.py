@@ -53,8 +53,8 @@ class Inference:
         if not 0 <= self.threads <= MAX_THREADS:
             raise HierclfError(f"{option('threads')} {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
         if self.engine in ON_CPU and self.device not in ("auto", "cpu"):
-            raise HierclfError(f"{option('engine')} {self.engine} runs on the CPU; with {option('device')} {self.device} use the torch "
-                               f"engine")
+            raise HierclfError(f"{option('engine')} {self.engine} runs on the CPU; with {option('device')} "
+                               f"{self.device} use the torch engine")
 
     def described(self) -> str:
         """The engine in words, for the line predict prints."""
@@ -119,14 +119,15 @@ class StageModels:
 
 def _check_folds(run: Run, stage: str, folds: list[int], finished: Sequence[int], command: str) -> None:
     """Folds asked for by number: each once, each a fold of the run, each trained for `stage`."""
+    asked = f"{option('folds')} {','.join(map(str, folds))}"
     repeated = sorted({fold for fold in folds if folds.count(fold) > 1})
     if repeated:
-        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: fold {repeated[0]} is named twice; name each fold once")
+        raise RunError(f"{asked}: fold {repeated[0]} is named twice; name each fold once")
     count = run.recipe.folds.count
     unknown = [fold for fold in folds if not 0 <= fold < count]
     if unknown:
-        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: this run has folds 0..{count - 1}, no fold {unknown[0]}")
+        raise RunError(f"{asked}: this run has folds 0..{count - 1}, no fold {unknown[0]}")
     untrained = [fold for fold in folds if fold not in finished]
     if untrained:
-        raise RunError(f"{option('folds')} {','.join(map(str, folds))}: fold {untrained[0]} of {stage} is not trained yet; run "
-                       f"`{command}` first, or leave it out")
+        raise RunError(f"{asked}: fold {untrained[0]} of {stage} is not trained yet; run `{command}` first, or "
+                       f"leave it out")

@@ -22,8 +22,6 @@ class Vote(Protocol):
 
     device: torch.device
     """Where the loader's batches go (the engine reads them there)."""
-    memory_format: torch.memory_format
-    """How the fold models hold their weights (channels_last or not)."""
 
     def __call__(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
         """Every row's probabilities and its index, in the loader's order."""
