@@ -54,6 +54,11 @@ Scheduler = Literal["cosine", "cosine_restarts", "step", "plateau", "none"]
 Monitor = Literal["val_macro_f1", "val_accuracy", "val_loss", "train_loss", "train_accuracy"]
 
 
+def lower_is_better(monitor: str) -> bool:
+    """Whether a monitored figure is best at its lowest (a loss) or its highest (a score)."""
+    return monitor.endswith("loss")
+
+
 LossName = Literal["cross_entropy", "focal"]
 AugmentPreset = Literal["none", "light", "heavy", "document"]
 Augment = Union[AugmentPreset, tuple[dict[str, Any], ...]]

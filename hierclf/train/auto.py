@@ -32,7 +32,7 @@ from hierclf.errors import DataError, RecipeError
 from hierclf.hierarchy.stage import Stage, in_stage
 from hierclf.readback import ReadBack
 from hierclf.recipe.finetuning import AUTO, FIRST_RATES, RATE_LADDERS
-from hierclf.recipe.schema import FoldsConfig, StageConfig
+from hierclf.recipe.schema import FoldsConfig, StageConfig, lower_is_better
 from hierclf.run.files import read_json, write_json
 from hierclf.run.folder import Run
 from hierclf.run.locks import holding
@@ -140,7 +140,7 @@ def _walk(config: StageConfig, score: Callable[[float], float]) -> dict[float, f
 def _best(scores: dict[tuple[str, float], float], monitor: str) -> tuple[str, float]:
     """The best (mode, rate) by `monitor` (a loss: the lowest); on ties the lower rate, then batch
     statistics."""
-    sign = 1 if monitor.endswith("loss") else -1
+    sign = 1 if lower_is_better(monitor) else -1
     return min(scores, key=lambda key: (sign * scores[key], key[1], MODES.index(key[0]) if key[0] in MODES else 0))
 
 
@@ -178,4 +178,4 @@ def _trial(run: Run, stage: Stage, items: Items, setting: tuple[str, float], row
                  placement, seed=derive_seed(config.seed, 1),
                  record=FitRecord(f"{stage.name} trial batchnorm {mode}, lr {rate:g}"))
     values = [entry[config.monitor] for entry in result.history]
-    return min(values) if config.monitor.endswith("loss") else max(values)
+    return min(values) if lower_is_better(config.monitor) else max(values)

@@ -15,7 +15,7 @@ from hierclf.errors import TrainingError
 from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.factory import hold_batchnorm, lowest_stages, set_backbone_frozen, set_frozen
 from hierclf.models.inference import autocast, memory_layout, soft_vote
-from hierclf.recipe.schema import TrainConfig
+from hierclf.recipe.schema import TrainConfig, lower_is_better
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import torch_seeded
 from hierclf.train.losses import LayoutLoss
@@ -247,7 +247,7 @@ def _keep_if_best(training: TrainingState, value: float, config: TrainConfig, va
     if best is None:
         improved = True
     else:
-        gain = best.best_value - value if config.monitor.endswith("loss") else value - best.best_value
+        gain = best.best_value - value if lower_is_better(config.monitor) else value - best.best_value
         improved = gain > config.min_delta
     if improved:
         state = {key: tensor.detach().to("cpu", copy=True) for key, tensor in training.kept.state_dict().items()}

@@ -9,7 +9,7 @@ from timm.scheduler import create_scheduler_v2
 from timm.scheduler.scheduler import Scheduler
 
 from hierclf.models.factory import classifier_modules, layer_scales
-from hierclf.recipe.schema import OptimizerConfig, TrainConfig
+from hierclf.recipe.schema import OptimizerConfig, TrainConfig, lower_is_better
 
 
 def build_optimizer(model: torch.nn.Module, config: OptimizerConfig, images_per_step: int = 0,
@@ -164,7 +164,7 @@ class PlateauSchedule:
         self.warmup_updates = config.warmup_epochs * updates_per_epoch
         self.warmup_epochs, self.warmup_lr = config.warmup_epochs, config.warmup_lr
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            optimizer, mode="min" if config.monitor.endswith("loss") else "max", factor=config.decay_rate,
+            optimizer, mode="min" if lower_is_better(config.monitor) else "max", factor=config.decay_rate,
             patience=config.plateau_patience, min_lr=config.min_lr)
         if self.warmup_updates:
             self.step_update(0)
