@@ -29,17 +29,8 @@ import time
 
 import numpy as np
 
-from hierclf.report.costs import training_cost
-from hierclf.data import Items
-from hierclf.run.files import read_npz
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.report.evaluate import evaluate_run
-from hierclf.hierarchy.factors import FactorHierarchy
-from hierclf.metrics import scores
-from hierclf.predict.pipeline import Inference, predict_runs
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.run.folder import Run
-from hierclf.train import fit_coarse
+from hierclf import (evaluate_run, FactorHierarchy, FASHION_MNIST_CLASSES, fit_coarse, Inference, Items,
+                    predict_runs, read_fashion_mnist, recipe_from_dict, Run, scores, training_cost)
 
 from harness import fashion_parser, fashion_stage
 
@@ -49,7 +40,7 @@ ORIENTATIONS = ("upright", "turned", "upside_down")
 def oriented(split: str, limit: int, factors: FactorHierarchy, seed: int, shares: list[float]) -> Items:
     """The split's images, each turned by a random multiple of 90° (0, 1 or 2, drawn with
     `shares`), labelled jointly."""
-    images, garments, rows = read_fashion_mnist(split, FASHION_MNIST_DIR, limit)
+    images, garments, rows = read_fashion_mnist(split, limit=limit)
     turns = np.random.default_rng(seed).choice(3, size=len(images), p=np.asarray(shares) / sum(shares))
     turned = np.stack([np.rot90(image, k) for image, k in zip(images, turns)])
     labels = factors.encode(np.stack([garments, turns], axis=1))
@@ -63,7 +54,7 @@ def head_scores(factors: FactorHierarchy, targets: np.ndarray, predicted: np.nda
 
 def flat_oof(paths) -> tuple[np.ndarray, np.ndarray]:
     """Targets and out-of-fold labels of one flat run, or of several on the same folds averaged."""
-    files = [read_npz(Run.open(path).oof_path("coarse")) for path in paths]
+    files = [np.load(Run.open(path).oof_path("coarse")) for path in paths]
     return files[0]["targets"], np.mean([f["probs"] for f in files], axis=0).argmax(1)
 
 

@@ -39,23 +39,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from harness import benchmark_parser
-from hierclf.data import load_input_items, load_training_items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.combine.base import StageOutputs
-from hierclf.combine.registry import COMBINERS
-from hierclf.report.evaluate import evaluate_run, out_of_fold
-from hierclf.run.files import read_npz
-from hierclf.metrics import paired_difference, scores
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.predict.stage_models import StageModels
-from hierclf.run.fitted import load_combiner
-from hierclf.run.outputs import load_oof
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.run.folder import Run
-from hierclf.train import fit_coarse, fit_fine
+from hierclf import (evaluate_run, FASHION_MNIST_CLASSES, fit_coarse, fit_fine, Inference, load_input_items,
+                    load_training_items, paired_difference, predict_items, recipe_from_dict, Run, score_run,
+                    scores, write_fashion_mnist)
 
 TOPS = ["T-shirt/top", "Pullover", "Coat", "Shirt"]
 SHOES = ["Sandal", "Sneaker", "Ankle boot"]
@@ -148,26 +136,21 @@ def report(args: argparse.Namespace, flat_runs: dict) -> None:
     controls = [[out / member for member in members] for name, members in flat_pipelines.items() if name != "flat"]
     evaluated = evaluate_run(hier.root, against=out / "flat", controls=controls).to_dict()
     test = load_input_items(args.data / "test.csv", FASHION_MNIST_CLASSES)
-    hierarchy, oof = hier.hierarchy, load_oof(hier)
+    scored = score_run(hier)
     test_probs = {name: predict_items(out / name, test, inference=Inference(workers=0)).probs for name in flat_runs}
-    oof_probs = {name: read_npz(Run.open(out / name).oof_path("coarse"))["probs"] for name in flat_runs}
+    oof_probs = {name: np.load(Run.open(out / name).oof_path("coarse"))["probs"] for name in flat_runs}
     rows, predicted = {}, {}
     for (name, members), result in zip(flat_pipelines.items(), [evaluated["flat"], *evaluated["controls"]]):
         predicted[name] = (np.mean([oof_probs[m] for m in members], axis=0).argmax(1),
                            np.mean([test_probs[m] for m in members], axis=0).argmax(1))
-        rows[name] = _row(result, oof.labels, test.labels, *predicted[name])
-    # the hierarchy's coarse stage is the flat run's fold models (hierarchy.coarse_run)
-    cpu = torch.device("cpu")
-    outputs = StageOutputs(test_probs["flat"], {name: StageModels(hier, stage, cpu, inference=Inference(workers=0)).probs(test)
-                                                for name, stage in hier.specialist_stages.items()})
-    for combiner, result in evaluated["pipelines"].items():
-        combined = load_combiner(hier, combiner).combine(hierarchy, outputs.coarse_probs,
-                                                         list(outputs.specialist_probs), outputs.run_specialist)
-        oof_labels = out_of_fold(COMBINERS[combiner].from_config(hier.recipe.combine), hierarchy, oof).labels
-        predicted[f"hierarchy, {combiner}"] = oof_labels, combined.labels
-        rows[f"hierarchy, {combiner}"] = _row(result, oof.labels, test.labels, oof_labels, combined.labels)
+        rows[name] = _row(result, scored.labels, test.labels, *predicted[name])
+    for combiner, result in evaluated["pipelines"].items():  # the coarse stage is the flat run's folds
+        test_labels = predict_items(hier, test, combiner=combiner, inference=Inference(workers=0)).labels
+        oof_labels = scored.outcomes[combiner].labels
+        predicted[f"hierarchy, {combiner}"] = oof_labels, test_labels
+        rows[f"hierarchy, {combiner}"] = _row(result, scored.labels, test.labels, oof_labels, test_labels)
     relative = args.relative_to or evaluated["chosen"]
-    _intervals(rows, predicted, f"hierarchy, {relative}", oof.labels, test.labels)
+    _intervals(rows, predicted, f"hierarchy, {relative}", scored.labels, test.labels)
     flat = evaluated["flat"]["training"]
     results = "results.json" if args.hier_out == "hierarchical" else f"results-{args.hier_out}.json"
     (out / results).write_text(json.dumps({"rows": rows, "verdict": evaluated["verdict"], "flat_training": flat,

@@ -14,12 +14,8 @@ import logging
 import time
 from pathlib import Path
 
-from hierclf.data import Items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.metrics import scores
-from hierclf.predict.pipeline import Inference, predict_items, predict_runs
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.train import fit_coarse
+from hierclf import (FASHION_MNIST_CLASSES, fit_coarse, Inference, Items, predict_items, predict_runs,
+                    read_fashion_mnist, recipe_from_dict, scores)
 
 from harness import fashion_parser, fashion_stage
 
@@ -36,7 +32,7 @@ VARIANTS = {
 
 
 def split(name: str, limit: int) -> Items:
-    images, labels, rows = read_fashion_mnist(name, FASHION_MNIST_DIR, limit)
+    images, labels, rows = read_fashion_mnist(name, limit=limit)
     return Items.from_arrays(images, labels, FASHION_MNIST_CLASSES, ids=[f"{name}-{row}" for row in rows])
 
 

@@ -27,13 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from harness import benchmark_parser, markdown_table, recipe_of
-from hierclf import Inference, Run, fit_coarse, load_input_items, load_training_items, predict_items
-from hierclf.hierarchy.build import label_attributes
-from hierclf.metrics import paired_difference, scores
-from hierclf.report.costs import training_cost
-from hierclf.report.evaluate import score_run
-from hierclf.run.fold_files import read_history
-from hierclf.train.probe_run import linear_probe
+from hierclf import (FactorHierarchy, fit_coarse, Inference, linear_probe, load_input_items,
+                    load_training_items, paired_difference, predict_items, read_history, Run, score_run,
+                    scores, training_cost)
 
 
 def _finished(root: Path) -> bool:
@@ -52,7 +48,7 @@ def test_items(flat: Run, test: Path):
     """The labelled test rows: a CSV, or a folder read as the run's own [data] reads its images
     (a data.pattern recipe's test folder; names its pattern leaves out of training, as faces of
     another race, are left out of the test as the recipe says)."""
-    attributes = label_attributes(flat.recipe.hierarchy)
+    attributes = flat.hierarchy.heads if isinstance(flat.hierarchy, FactorHierarchy) else ()
     if test.is_dir() and flat.recipe.data.pattern:
         data = dataclasses.replace(flat.recipe.data, images=str(test))
         return load_training_items(data, attributes, check_files=False)

@@ -28,10 +28,7 @@ from pathlib import Path
 from unittest import mock
 
 from harness import benchmark_parser, recipe_of
-from hierclf import fit_coarse
-from hierclf.run.files import read_json
-from hierclf.run.fold_files import read_history
-from hierclf.train.probe_run import linear_probe
+from hierclf import fit_coarse, linear_probe, read_history
 
 AS_LOADED = {"freeze_epochs": 0, "backbone_lr": 1.0, "layer_decay": 1.0, "batchnorm": "train", "head_init": "zero"}
 BN_FROZEN = {**AS_LOADED, "batchnorm": "frozen"}
@@ -120,15 +117,15 @@ def grid_rows(out: Path) -> list[dict]:
     """Each finished setting's fold-0 figures beside the probe's: the best and last epoch, the
     first epoch's training loss, the unfreeze (the first unfrozen epoch's training loss over the
     last head-only one's), the kept epoch (0: the start, LP-FT's probe) and the seconds."""
-    probe = read_json(out / "probe" / "coarse" / "fold-0" / "result.json")
-    classes = len(read_json(out / "probe" / "coarse" / "summary.json")["classes"])
+    probe = json.loads((out / "probe" / "coarse" / "fold-0" / "result.json").read_text())
+    classes = len(json.loads((out / "probe" / "coarse" / "summary.json").read_text())["classes"])
     rows = [{"set": out.name, "setting": "linear probe", "best": probe["val_macro_f1"], "last": probe["val_macro_f1"],
              "first_loss": None, "chance": math.log(classes), "seconds": None}]
     for name in SETTINGS:
         folder = out / name / "coarse" / "fold-0"
         if not (folder / "result.json").exists():
             continue
-        history, result = read_history(folder), read_json(folder / "result.json")
+        history, result = read_history(folder), json.loads((folder / "result.json").read_text())
         frozen = SETTINGS[name].get("freeze_epochs", 0)
         start = result.get("start") or {}
         rows.append({"set": out.name, "setting": name, "best": result["val_macro_f1"],

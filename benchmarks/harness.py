@@ -1,7 +1,9 @@
 """What the benchmark scripts share, over the library's public API (`import hierclf`): the
 parser every script starts from (its docstring as the help; a recipe with --set, an --out), the
 recipe built from them, a timer that keeps the best of several rounds, and the markdown table
-docs/benchmarks.md takes. A script adds only what is its own.
+docs/benchmarks.md takes. A script adds only what is its own, and imports the library as a
+user does (`from hierclf import …`), unless the inside is what it measures (tests/test_benchmarks.py
+lists those and why).
 
     from harness import benchmark_parser, best_rates, markdown_table, recipe_of
 """

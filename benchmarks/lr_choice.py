@@ -29,13 +29,12 @@ import numpy as np
 import torch
 
 from harness import benchmark_parser
-from hierclf import Run, fit_coarse, load_recipe, load_training_items
+from hierclf import fit_coarse, load_recipe, load_training_items, Placement, Run
 from hierclf.data.cache import cached_items
 from hierclf.hierarchy.build import label_attributes
 from hierclf.hierarchy.stage import in_stage
 from hierclf.models.factory import hold_batchnorm
 from hierclf.run.files import read_json
-from hierclf.runtime.processes import Placement
 from hierclf.train.fold import FoldLoaders, build_fold_model, starting_probe
 from hierclf.train.losses import build_layout_loss
 from hierclf.train.optim import build_optimizer

@@ -25,12 +25,8 @@ from torch.autograd.profiler import record_function
 from torch.profiler import ProfilerActivity, profile
 
 from harness import benchmark_parser
-from hierclf.data import Items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.hierarchy.layout import OutputLayout
-from hierclf.recipe.schema import HeadConfig, StageConfig
-from hierclf.runtime.processes import Placement
-from hierclf.train.loop import fit
+from hierclf import (FASHION_MNIST_CLASSES, fit, HeadConfig, Items, OutputLayout, Placement,
+                    read_fashion_mnist, StageConfig)
 from hierclf.train.losses import build_layout_loss
 from speed_train import bare_fit, bare_loaders, hierclf_loaders, write_jpegs
 
@@ -130,7 +126,7 @@ def main() -> None:
                         "fastest epoch of each is shown")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    images, labels, _ = read_fashion_mnist("train", FASHION_MNIST_DIR, args.rows)
+    images, labels, _ = read_fashion_mnist("train", limit=args.rows)
     rows = np.arange(len(labels))
     train_rows, val_rows = rows[rows % 5 != 0], rows[rows % 5 == 0]
     workers = 0 if args.source == "memory" else 2

@@ -37,8 +37,7 @@ def bare(args: argparse.Namespace) -> None:
     from torch.nn.parallel import DistributedDataParallel
     from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
-    from hierclf.data.builtin import read_fashion_mnist
-    from hierclf.recipe.schema import StageConfig
+    from hierclf import StageConfig, read_fashion_mnist
     from speed_train import bare_fit
 
     world = int(os.environ.get("WORLD_SIZE", 1))
@@ -101,7 +100,7 @@ def main() -> None:
 
     import tomli_w
 
-    from hierclf.data.builtin import write_fashion_mnist
+    from hierclf import write_fashion_mnist
 
     with tempfile.TemporaryDirectory() as temporary:
         root = Path(temporary)

@@ -18,13 +18,10 @@ import torch
 
 from harness import benchmark_parser, best_rates
 import hierclf.models.onnx_graph as onnx_graph
-from hierclf.data import load_input_items
+from hierclf import Inference, load_input_items, predict_items, Run, scores
 from hierclf.data.dataset import ImageDataset, build_transform, make_loader
-from hierclf.metrics import scores
 from hierclf.predict.onnx_engine import OnnxVote, int8_rows
-from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.predict.stage_models import StageModels
-from hierclf.run.folder import Run
 from hierclf.models.factory import model_from_spec
 from hierclf.models.inference import vote
 from hierclf.models.spec import ModelSpec

@@ -24,10 +24,7 @@ import torch
 from PIL import Image
 
 from harness import benchmark_parser
-from hierclf.data import Items, load_input_items
-from hierclf.export.onnx_file import export_onnx
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.run.folder import Run
+from hierclf import export_onnx, Inference, Items, load_input_items, predict_items, Run
 
 
 def main() -> None:

@@ -37,18 +37,12 @@ from torch.utils.data import DataLoader
 
 from bare import JpegFiles
 from harness import benchmark_parser
-from hierclf.data import Items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
+from hierclf import (FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, fit, fit_coarse, fit_fine, HeadConfig,
+                    Inference, Items, OutputLayout, Placement, predict_items, read_fashion_mnist,
+                    recipe_from_dict, StageConfig)
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
-from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.inference import autocast
 from hierclf.models.weights import load_weights_file
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.recipe.schema import HeadConfig, StageConfig
-from hierclf.runtime.processes import Placement
-from hierclf.train import fit_coarse, fit_fine
-from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
 
 WEIGHTS = Path("weights/efficientnet-lite0.safetensors")

@@ -17,9 +17,7 @@ import time
 from pathlib import Path
 
 from harness import benchmark_parser
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.train import fit_coarse
+from hierclf import FASHION_MNIST_CLASSES, fit_coarse, recipe_from_dict, write_fashion_mnist
 
 
 def main() -> None:

@@ -18,11 +18,8 @@ import time
 from pathlib import Path
 
 from harness import benchmark_parser
-from hierclf.data import load_input_items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, write_fashion_mnist
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.train import fit_coarse, fit_fine
+from hierclf import (FASHION_MNIST_CLASSES, fit_coarse, fit_fine, Inference, load_input_items, predict_items,
+                    recipe_from_dict, write_fashion_mnist)
 
 
 def main() -> None:

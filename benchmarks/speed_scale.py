@@ -22,12 +22,8 @@ from pathlib import Path
 from PIL import Image
 
 from harness import benchmark_parser
-from hierclf.data import Items, load_input_items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
-from hierclf.predict.output import write_predictions
-from hierclf.predict.pipeline import Inference, predict_items
-from hierclf.recipe.reading import recipe_from_dict
-from hierclf.train import fit_coarse
+from hierclf import (FASHION_MNIST_CLASSES, fit_coarse, Inference, Items, load_input_items, predict_items,
+                    read_fashion_mnist, recipe_from_dict, write_predictions)
 
 
 def write_images(folder: Path, count: int) -> None:
@@ -35,7 +31,7 @@ def write_images(folder: Path, count: int) -> None:
     if folder.is_dir() and len(list(folder.iterdir())) == count:
         return
     folder.mkdir(parents=True, exist_ok=True)
-    images, _, _ = read_fashion_mnist("train", FASHION_MNIST_DIR)
+    images, _, _ = read_fashion_mnist("train")
     for row in range(count):
         Image.fromarray(images[row % len(images)]).save(folder / f"{row:06d}.png")
 
@@ -69,7 +65,7 @@ def main() -> None:
 
     run = args.out / "run"
     if not (run / "coarse" / "oof.npz").is_file():
-        images, labels, _ = read_fashion_mnist("train", FASHION_MNIST_DIR, 1000)
+        images, labels, _ = read_fashion_mnist("train", limit=1000)
         recipe = recipe_from_dict({"folds": {"count": 1}, "coarse": {
             "model": args.model, "img_size": args.img_size, "in_chans": 1, "epochs": 1, "workers": 0}})
         fit_coarse(recipe, run, items=Items.from_arrays(images, labels, FASHION_MNIST_CLASSES))

@@ -27,14 +27,10 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bare import JpegFiles
 from harness import benchmark_parser
-from hierclf.data import Items
-from hierclf.data.builtin import FASHION_MNIST_CLASSES, FASHION_MNIST_DIR, read_fashion_mnist
+from hierclf import (FASHION_MNIST_CLASSES, fit, HeadConfig, Items, OutputLayout, Placement,
+                    read_fashion_mnist, StageConfig)
 from hierclf.data.cache import cached_items
 from hierclf.data.dataset import ImageDataset, TrainingOrder, build_transform, make_loader
-from hierclf.hierarchy.layout import OutputLayout
-from hierclf.recipe.schema import HeadConfig, StageConfig
-from hierclf.runtime.processes import Placement
-from hierclf.train.loop import fit
 from hierclf.train.losses import build_layout_loss
 
 MEAN, STD = (0.5,), (0.5,)
@@ -127,7 +123,7 @@ def main() -> None:
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
                           "cpu" if args.device == "auto" else args.device)
 
-    images, labels, _ = read_fashion_mnist("train", FASHION_MNIST_DIR, args.rows)
+    images, labels, _ = read_fashion_mnist("train", limit=args.rows)
     rows = np.arange(len(labels))
     train_rows, val_rows = rows[rows % 5 != 0], rows[rows % 5 == 0]
     results = {}
