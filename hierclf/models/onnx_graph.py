@@ -8,10 +8,11 @@ import io
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -36,6 +37,22 @@ def onnx_modules(command: str) -> tuple[Any, Any]:
     return modules[0], modules[1]
 
 
+@contextlib.contextmanager
+def _native_stdout_silenced() -> Iterator[None]:
+    """File descriptor 1 sent to the null device: torch's TorchScript exporter turns its native
+    ONNX log on at every export and leaves it on (its `setup_onnx_logging` tests a function for
+    truth), so an operator it lacks prints the whole graph, thousands of lines, straight to fd 1."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def traced(module: torch.nn.Module, sample: torch.Tensor, input_name: str, output_names: Sequence[str],
            free_axes: Mapping[int, str], dynamo: bool = False) -> Any:
     """`module` as an ONNX ModelProto, its input's `free_axes` (by name: {0: "batch"}) and every
@@ -48,7 +65,7 @@ def traced(module: torch.nn.Module, sample: torch.Tensor, input_name: str, outpu
             buffer = io.BytesIO()
             axes = {input_name: dict(free_axes), **{name: {0: free_axes[0]} for name in output_names}}
             try:
-                with warnings.catch_warnings():
+                with warnings.catch_warnings(), _native_stdout_silenced():
                     warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*legacy TorchScript")
                     warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)  # each stage's size is fixed
                     torch.onnx.export(module, (sample,), buffer, dynamo=False, opset_version=OPSET,
