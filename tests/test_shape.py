@@ -138,6 +138,8 @@ TESTED_THROUGH = {
     "export.onnx_file": ["export/test_onnx.py"],
     "export.graph": ["export/test_onnx.py", "combine/test_arithmetic.py"],
     "export.command": ["export/test_onnx.py"],
+    "predict.command": ["predict/test_pipeline.py", "predict/test_onnx_engine.py", "predict/test_openvino_engine.py"],
+    "predict.engine_names": ["predict/test_votes.py"],
     "train.record": ["train/test_callbacks.py", "train/test_board.py"],
     "train.state": ["train/test_loop.py"],
     "train.checkpoint": ["train/test_stage.py"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -52,6 +52,23 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     torch.export-based one (`dynamo`) took twelve times as long on the benchmarks' six Lite0
     models (docs/serving.md); onnxruntime checks the file whichever wrote it."""
     onnx, _ = onnx_modules("hierclf export")
+    built, model, metadata, payload = checked_graph(run, combiner, folds, tta, dynamo)
+    if int8:
+        quantized, metadata["quantized"] = _int8(run, built, model, payload)
+        onnx.helper.set_model_props(quantized, metadata)
+        payload = quantized.SerializeToString()
+    with atomic_path(out) as temporary:
+        temporary.write_bytes(payload)
+    return Exported(out, len(payload) / 2**20, metadata, built.about)
+
+
+def checked_graph(run: Run, combiner: str | None, folds: Sequence[int] | None, tta: Sequence[str] | None,
+                  dynamo: bool) -> tuple[BuiltGraph, Any, dict[str, str], bytes]:
+    """The run's prediction as a float ONNX graph carrying its metadata, checked by onnx's checker
+    and by onnxruntime against the torch module: the module, the ModelProto, the metadata and the
+    serialised graph. Every export format starts from it."""
+    import onnx
+
     built = build_graph(run, combiner, folds, tta)
     weights = sum(tensor.numel() * tensor.element_size() for tensor in built.module.state_dict().values())
     if weights >= ONE_FILE:
@@ -67,19 +84,13 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
     onnx.helper.set_model_props(model, metadata)
     onnx.checker.check_model(model)
     payload = model.SerializeToString()
-    _verify(payload, built)
-    if int8:
-        quantized, metadata["quantized"] = _int8(run, built, model, payload)
-        onnx.helper.set_model_props(quantized, metadata)
-        payload = quantized.SerializeToString()
-    with atomic_path(out) as temporary:
-        temporary.write_bytes(payload)
-    return Exported(out, len(payload) / 2**20, metadata, built.about)
+    verify(built, lambda images: cpu_session(payload).run([OUTPUTS[0]], {INPUT: images})[0], "onnxruntime")
+    return built, model, metadata, payload
 
 
 def _traced(built: BuiltGraph, dynamo: bool) -> Any:
     """The module as an ONNX ModelProto with the batch, height and width of its input free."""
-    return traced(built.module, _images(built, 2, seed=0), INPUT, OUTPUTS, {0: "batch", 1: "height", 2: "width"}, dynamo)
+    return traced(built.module, images_of(built, 2, seed=0), INPUT, OUTPUTS, {0: "batch", 1: "height", 2: "width"}, dynamo)
 
 
 def _int8(run: Run, built: BuiltGraph, model: Any, payload: bytes) -> tuple[Any, str]:
@@ -99,26 +110,24 @@ def _int8(run: Run, built: BuiltGraph, model: Any, payload: bytes) -> tuple[Any,
                                               f"the float graph's {float_f1:.4f} on {len(check)} others")
 
 
-def _images(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:
+def images_of(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:
     """Random uint8 images at the coarse stage's input size (or `size`), N×H×W×C."""
     side = size or built.about["stages"][0]["img_size"]
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (count, side, side, built.channels), dtype=torch.uint8, generator=generator)
 
 
-def _verify(payload: bytes, built: BuiltGraph) -> None:
-    """onnxruntime's outputs against the torch module's, on batches of 1 and 3, at the input size
-    and at another: any probability further apart than TOLERANCE refuses the file."""
-    session = cpu_session(payload)
+def verify(built: BuiltGraph, probs_of: Callable[[np.ndarray], np.ndarray], engine: str) -> None:
+    """`engine`'s probabilities (`probs_of` a uint8 batch) against the torch module's, on batches of
+    1 and 3, at the input size and at another: any further apart than TOLERANCE refuses the file."""
     side = built.about["stages"][0]["img_size"]
     for count, size, seed in ((1, side, 1), (3, side, 2), (3, side + 7, 3)):
-        images = _images(built, count, seed, size)
+        images = images_of(built, count, seed, size)
         with torch.no_grad():
             expected = built.module(images)[0].numpy()
-        probs = session.run([OUTPUTS[0]], {INPUT: images.numpy()})[0]
-        gap = float(np.abs(probs - expected).max())
+        gap = float(np.abs(probs_of(images.numpy()) - expected).max())
         if not gap <= TOLERANCE:
-            raise HierclfError(f"the exported graph's probabilities differ from the run's by {gap:.2g} on "
+            raise HierclfError(f"the exported graph's probabilities by {engine} differ from the run's by {gap:.2g} on "
                                f"{count} images of {size} px (more than {TOLERANCE:g}); nothing was written")
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -39,6 +39,26 @@ class _StageVote(torch.nn.Module):
         return vote(self.models, images, self.layout, self.views)
 
 
+def stage_graph(models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View]) -> Any:
+    """The fold models' vote over `views` as an ONNX ModelProto: input "images" (normalised
+    N×C×H×W, the batch free), output "probs". Every engine on an ONNX graph runs this one."""
+    module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
+    sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)
+    return traced(module, sample, "images", ("probs",), {0: "batch"})
+
+
+def run_batches(loader: DataLoader, run_batch: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Every row's probabilities and its index, as `soft_vote` returns them, from `run_batch` of
+    each of the loader's batches (float32, contiguous): the loop every graph engine shares."""
+    probs, rows = [], []
+    for images, _, row in loader:
+        probs.append(run_batch(np.ascontiguousarray(images.numpy(), dtype=np.float32)))
+        rows.append(row.numpy())
+    if not probs:
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
+    return np.concatenate(probs).astype(np.float32), np.concatenate(rows)
+
+
 class OnnxVote:
     """One stage's fold vote as an onnxruntime session, its batch size free."""
 
@@ -47,9 +67,7 @@ class OnnxVote:
         """With `calibration` (normalised batches of the run's images) the graph runs in int8."""
         self.device = torch.device("cpu")
         onnx_modules(f"predict {option('engine')} onnxruntime")
-        module = _StageVote([model.eval() for model in models], spec.layout, views).eval()
-        sample = torch.zeros(2, spec.in_chans, spec.img_size, spec.img_size)
-        proto = traced(module, sample, "images", ("probs",), {0: "batch"})
+        proto = stage_graph(models, spec, views)
         self.float_session = cpu_session(proto.SerializeToString(), threads)
         self.session = self.float_session if calibration is None else \
             cpu_session(quantized_int8(proto, calibration, "images"), threads)
@@ -62,14 +80,7 @@ class OnnxVote:
 
     def __call__(self, loader: DataLoader) -> tuple[np.ndarray, np.ndarray]:
         """Every row's probabilities and its index, as `soft_vote` returns them."""
-        probs, rows = [], []
-        for images, _, row in loader:
-            batch = np.ascontiguousarray(images.numpy(), dtype=np.float32)
-            probs.append(self.session.run(["probs"], {"images": batch})[0])
-            rows.append(row.numpy())
-        if not probs:
-            return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-        return np.concatenate(probs).astype(np.float32), np.concatenate(rows)
+        return run_batches(loader, lambda batch: self.session.run(["probs"], {"images": batch})[0])
 
 
 def int8_rows(run: Run) -> tuple[Items, Items]:

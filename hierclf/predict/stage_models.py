@@ -17,7 +17,8 @@ from hierclf.errors import HierclfError, RunError, option
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
-from hierclf.predict.votes import ENGINES, ON_CPU, QUANTISING, Vote, make_vote
+from hierclf.predict.engine_names import ENGINES, IN_BF16, ON_CPU, QUANTISING, EngineChoice
+from hierclf.predict.votes import Vote, make_vote
 from hierclf.run.folder import Run
 from hierclf.runtime.devices import resolve_device
 
@@ -34,7 +35,8 @@ class Inference:
     """How prediction runs, whatever it predicts: images per batch, loader workers, the device
     ("auto", "cpu", "cuda", "cuda:1", "mps"), the test-time views (hflip, rot90, scale=1.1, …;
     None takes the recipe's predict.tta, and () none), and the engine that runs the fold models:
-    torch, or onnxruntime (on the CPU, with `threads` threads; 0: one per core)."""
+    torch, or onnxruntime or OpenVINO (on the CPU, with `threads` threads; 0: one per core; OpenVINO
+    in `precision` f32 or bf16), any of the last two in int8 with `quantize`."""
 
     batch_size: int = 256
     workers: int = 2
@@ -43,6 +45,7 @@ class Inference:
     engine: str = "torch"
     threads: int = 0
     quantize: str = ""
+    precision: str = "f32"
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -50,6 +53,9 @@ class Inference:
         if self.quantize not in ("", "int8") or (self.quantize and self.engine not in QUANTISING):
             raise HierclfError(f"{option('quantize')} {self.quantize}: expected int8, with {option('engine')} "
                                f"{' or '.join(sorted(QUANTISING))}")
+        if self.precision not in ("f32", "bf16") or (self.precision == "bf16" and self.engine not in IN_BF16):
+            raise HierclfError(f"{option('precision')} {self.precision}: expected f32, or bf16 with {option('engine')} "
+                               f"{' or '.join(sorted(IN_BF16))}")
         if not 0 <= self.threads <= MAX_THREADS:
             raise HierclfError(f"{option('threads')} {self.threads}: expected 0 (one per core) to {MAX_THREADS}")
         if self.engine in ON_CPU and self.device not in ("auto", "cpu"):
@@ -60,7 +66,8 @@ class Inference:
         """The engine in words, for the line predict prints."""
         if self.engine == "torch":
             return f"torch on {resolve_device(self.device).type}, {torch.get_num_threads()} threads"
-        return (f"{self.engine}{' int8' if self.quantize else ''} on the CPU, "
+        precision = " bf16" if self.precision == "bf16" else ""
+        return (f"{self.engine}{precision}{' int8' if self.quantize else ''} on the CPU, "
                 f"{f'{self.threads} threads' if self.threads else 'a thread per core'}")
 
 
@@ -93,9 +100,9 @@ class StageModels:
         self.batch_size, self.workers = inference.batch_size, inference.workers
         calibrating = None if not inference.quantize else (lambda: (
             images.numpy() for images, _, _ in self._loader(calibration, torch.device("cpu"), 32)))
-        self.vote: Vote = make_vote(inference.engine, self.models, self.spec, views,
-                                    torch.device("cpu") if on_cpu else device, stage.config.channels_last,
-                                    inference.threads, calibrating)
+        engine = EngineChoice(inference.engine, inference.threads, inference.precision, stage.config.channels_last)
+        self.vote: Vote = make_vote(engine, self.models, self.spec, views, torch.device("cpu") if on_cpu else device,
+                                    calibrating)
 
     def in_float(self) -> "StageModels":
         """These fold models on the float graph, where they run an int8 one: nothing loaded or

@@ -1,8 +1,9 @@
 """The one seam between predict and the engines that run a stage's fold vote (every fold model on
 every test-time view, each output block's softmax averaged): a `Vote` turns a loader's batches
-into every row's probabilities, whatever runs it. `make_vote` picks the engine once, by name;
-an engine is a class here or a file of its own (onnx_engine.py: onnx and onnxruntime are
-imported where its graph is traced), never a branch in the callers."""
+into every row's probabilities, whatever runs it. `make_vote` picks the engine once, by name
+(engine_names.py lists them); an engine is a class here or a file of its own (onnx_engine.py,
+openvino_engine.py: their packages are imported where a graph is traced), never a branch in the
+callers."""
 from __future__ import annotations
 
 from typing import Callable, Iterable, Protocol, Sequence
@@ -14,7 +15,10 @@ from torch.utils.data import DataLoader
 from hierclf.data.tta import View
 from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.spec import ModelSpec
+
+from hierclf.predict.engine_names import EngineChoice
 from hierclf.predict.onnx_engine import OnnxVote
+from hierclf.predict.openvino_engine import OpenVinoVote
 
 
 class Vote(Protocol):
@@ -47,18 +51,13 @@ class TorchVote:
         return self
 
 
-ON_CPU = {"onnxruntime"}
-"""The engines that run on the CPU whatever the device: their fold models load there."""
-QUANTISING = {"onnxruntime"}
-"""The engines that can run a stage in int8."""
-ENGINES = ("torch", "onnxruntime")
-
-
-def make_vote(engine: str, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View],
-              device: torch.device, channels_last: bool = False, threads: int = 0,
-              calibration: Callable[[], Iterable[np.ndarray]] | None = None) -> Vote:
-    """The vote of `models` run by `engine` (one of ENGINES; checked by `Inference`); with
+def make_vote(engine: EngineChoice, models: Sequence[torch.nn.Module], spec: ModelSpec, views: Sequence[View],
+              device: torch.device, calibration: Callable[[], Iterable[np.ndarray]] | None = None) -> Vote:
+    """The vote of `models` run by `engine` (its name one of ENGINES; checked by `Inference`); with
     `calibration` (normalised batches of the run's images, made when called), in int8."""
-    if engine == "torch":
-        return TorchVote(models, spec, views, device, channels_last)
-    return OnnxVote(models, spec, views, threads, None if calibration is None else calibration())
+    if engine.name == "torch":
+        return TorchVote(models, spec, views, device, engine.channels_last)
+    batches = None if calibration is None else calibration()
+    if engine.name == "openvino":
+        return OpenVinoVote(models, spec, views, engine.threads, engine.precision, batches)
+    return OnnxVote(models, spec, views, engine.threads, batches)

@@ -13,15 +13,10 @@ import onnxruntime
 import pytest
 from PIL import Image
 
-from conftest import cli
+from conftest import cli, pixels_of
 from hierclf.data import Items
 from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.run.folder import Run
-
-
-def pixels_of(folder: Path, every: int = 1) -> np.ndarray:
-    """The PNG files of a folder as one N×H×W(×C) uint8 array, sorted by name, every `every`-th."""
-    return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.rglob("*.png"))[::every]])
 
 
 def exported(run: Path, tmp_path: Path, *options: str) -> tuple[Path, str]:
