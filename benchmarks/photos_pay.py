@@ -10,6 +10,7 @@ inference passes, and its difference to the best pipeline with a 95 % paired-boo
     python benchmarks/photos_pay.py --out runs/photos/faces --test data/utkface/test \\
         --hierarchy female-96 --run heads --run flat-76 --run flat-9ep --run flat-96 --attributes
 
+`--against NAME` adds each pipeline minus that one (a matched control) with its interval.
 `--run NAME`: a run scored by its recipe's pipeline (a flat control, or attribute heads with no
 specialist); `--hierarchy NAME`: every combiner of a run with specialists; `--ensemble A,B`: the
 soft vote of flat runs (the seed ensemble). `--group A,B,…` adds the out-of-fold accuracy on
@@ -106,6 +107,8 @@ def main() -> None:
     parser.add_argument("--hierarchy", action="append", default=[], metavar="NAME")
     parser.add_argument("--ensemble", action="append", default=[], metavar="A,B")
     parser.add_argument("--attributes", action="store_true")
+    parser.add_argument("--against", default=None, metavar="NAME",
+                        help="also each pipeline minus this one (a matched control), with its interval")
     parser.add_argument("--group", default="", metavar="A,B,…",
                         help="classes whose rows are scored apart (out-of-fold accuracy on them and on the rest)")
     args = parser.parse_args()
@@ -117,8 +120,9 @@ def main() -> None:
     print(f"| pipeline | OOF macro-F1 | test macro-F1 | images | megapixels | seconds | passes | "
           f"{best} − this, OOF | {best} − this, test |" + (" attributes (test) | age errors adjacent |"
                                                             if args.attributes else "")
-          + (" OOF accuracy in group / rest |" if group else ""))
-    print("| --- " * (9 + 2 * args.attributes + bool(group)) + "|")
+          + (" OOF accuracy in group / rest |" if group else "")
+          + (f" this − {args.against}, OOF | this − {args.against}, test |" if args.against else ""))
+    print("| --- " * (9 + 2 * args.attributes + bool(group) + 2 * bool(args.against)) + "|")
     for name, row in rows.items():
         row["best_minus"] = {
             "oof": paired_difference(oof_targets, labels[best][0], labels[name][0], len(classes)),
@@ -137,6 +141,11 @@ def main() -> None:
             right = labels[name][0] == oof_targets
             row["group_accuracy"], row["rest_accuracy"] = float(right[inside].mean()), float(right[~inside].mean())
             cells.append(f"{row['group_accuracy']:.4f} / {row['rest_accuracy']:.4f}")
+        if args.against:
+            row["minus_against"] = {split: paired_difference(targets, labels[name][side], labels[args.against][side],
+                                                             len(classes))
+                                    for split, side, targets in (("oof", 0, oof_targets), ("test", 1, test_targets))}
+            cells += [_interval(row["minus_against"]["oof"]), _interval(row["minus_against"]["test"])]
         print(f"| {name} | " + " | ".join(cells) + " |")
     (args.out / "photos-pay.json").write_text(json.dumps({"best": best, "rows": rows}, indent=1) + "\n")
 
