@@ -298,3 +298,11 @@ def break_import(monkeypatch, module: str, error: BaseException) -> None:
         return importing(name, *rest)
 
     monkeypatch.setattr(importlib, "import_module", broken)
+
+
+def pytest_collection_modifyitems(items):
+    """OpenVINO's tests run last. With OpenVINO's CPU plugin loaded, a later torch.export trace in
+    the same process has segfaulted the suite (seen in the full run, not in any subset tried, not
+    root-caused); the command line runs one engine per process, so users do not meet it."""
+    openvino = [item for item in items if "openvino" in item.nodeid]
+    items[:] = [item for item in items if "openvino" not in item.nodeid] + openvino
