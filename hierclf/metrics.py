@@ -9,7 +9,14 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 
 def scores(targets: np.ndarray, predictions: np.ndarray, num_classes: int) -> dict[str, float]:
-    """Accuracy and macro-F1 of label predictions."""
+    """Accuracy and macro-F1 of label predictions.
+
+    Args:
+        targets, predictions: class indices, one per row.
+        num_classes: every class counts in the macro mean, present or not.
+
+    Returns:
+        {"accuracy": …, "macro_f1": …}."""
     labels = list(range(num_classes))
     return {"accuracy": float(accuracy_score(targets, predictions)),
             "macro_f1": float(f1_score(targets, predictions, labels=labels, average="macro", zero_division=0))}

@@ -26,7 +26,15 @@ log = logging.getLogger(__name__)
 
 
 def write_digits(out: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
-    """scikit-learn's 1,797 handwritten digits (8×8, 17 grey levels) as PNG files."""
+    """scikit-learn's 1,797 handwritten digits (8×8, 17 grey levels) as PNG files.
+
+    Args:
+        out: the folder to write train.csv, train/, test.csv and test/ into.
+        test_fraction: the stratified share held out as the test split.
+        seed: the split's seed.
+
+    Returns:
+        `out`."""
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
@@ -43,7 +51,16 @@ def write_digits(out: Path, test_fraction: float = 0.2, seed: int = 0) -> Path:
 def write_fashion_mnist(out: Path, source: Path = FASHION_MNIST_DIR, train_limit: int = 0,
                         test_limit: int = 0, seed: int = 0) -> Path:
     """Fashion-MNIST (28×28 grey, 60,000 train / 10,000 official test) from Debian's idx files;
-    `*_limit` keeps a stratified subset of that many rows."""
+    `*_limit` keeps a stratified subset of that many rows.
+
+    Args:
+        out: the folder to write train.csv, train/, test.csv and test/ into.
+        source: the folder of the idx files (Debian's dataset-fashion-mnist).
+        train_limit, test_limit: rows kept of each split (0: all).
+        seed: the subsets' seed.
+
+    Returns:
+        `out`."""
     splits = {name: read_fashion_mnist(name, source, limit, seed)
               for name, limit in (("train", train_limit), ("test", test_limit))}
     return _write_layout(out, splits, FASHION_MNIST_CLASSES)
@@ -52,7 +69,16 @@ def write_fashion_mnist(out: Path, source: Path = FASHION_MNIST_DIR, train_limit
 def read_fashion_mnist(split: str, source: Path = FASHION_MNIST_DIR, limit: int = 0,
                        seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Images (N×28×28 uint8), labels and row numbers of the `train` or `test` split; with `limit`,
-    a stratified subset of that many rows."""
+    a stratified subset of that many rows.
+
+    Args:
+        split: "train" or "test".
+        source: the folder of the idx files.
+        limit: rows kept (0: all), stratified.
+        seed: the subset's seed.
+
+    Returns:
+        The images, their labels (indices into FASHION_MNIST_CLASSES) and their row numbers."""
     prefix = {"train": "train", "test": "t10k"}[split]
     images = _read_idx(source / f"{prefix}-images-idx3-ubyte.gz")
     labels = _read_idx(source / f"{prefix}-labels-idx1-ubyte.gz").astype(np.int64)

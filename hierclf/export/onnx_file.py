@@ -50,7 +50,17 @@ def export_onnx(run: Run, out: Path, combiner: str | None = None, folds: Sequenc
 
     The graph is traced by torch's TorchScript exporter, as timm exports its models: the
     torch.export-based one (`dynamo`) took twelve times as long on the benchmarks' six Lite0
-    models (docs/serving.md); onnxruntime checks the file whichever wrote it."""
+    models (docs/serving.md); onnxruntime checks the file whichever wrote it.
+
+    Args:
+        run: the run folder, opened.
+        out: the .onnx file to write (atomically; nothing is written when a check fails).
+        combiner, folds, tta: as `predict_items` takes them (None: the recipe's, every finished fold).
+        dynamo: trace with torch.export instead of TorchScript.
+        int8: quantise, calibrated on the run's training images and checked against the float graph.
+
+    Returns:
+        What was written (`Exported`: the file, its size, its metadata, what the graph holds)."""
     onnx, _ = onnx_modules("hierclf export")
     built, model, metadata, payload = checked_graph(run, combiner, folds, tta, dynamo)
     if int8:

@@ -92,8 +92,7 @@ def _echo_predictions(input_path: Path, out: Path, predictions, runs, probs: boo
     """Write the CSV and say what was written; where the input has labels, the scores, recorded
     in the run's scored.jsonl when one run predicted (`hierclf runs` shows them)."""
     from hierclf.metrics import scores
-    from hierclf.predict.output import write_predictions
-    from hierclf.report.text import prediction_lines
+    from hierclf.predict.output import prediction_lines, write_predictions
     from hierclf.run.scored import SCORED, record_score
 
     write_predictions(out, predictions, with_probs=probs, label_index=label_index)

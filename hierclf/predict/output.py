@@ -5,10 +5,12 @@ import csv
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from hierclf.data.items import UNKNOWN_LABEL
+from hierclf.metrics import report_text
 from hierclf.run.files import write_text
 
 
@@ -56,3 +58,21 @@ def write_predictions(path: Path, predictions: Predictions, with_probs: bool = F
                           f"{value:.6f}" if isinstance(value, (float, np.floating)) else value)
         writer.writerow(values)
     write_text(path, buffer.getvalue())
+
+
+def prediction_lines(input_path: Path, out: Path, predictions: Any, hierarchy: Any,
+                     result: dict[str, float] | None) -> list[str]:
+    """`hierclf predict`'s summary: what it wrote, how many images each specialist ran on, and
+    where the input has labels its `result` (and each head's scores), then the per-class report."""
+    count = len(predictions.ids)
+    lines = [f"wrote {count} predictions to {out}"]
+    lines += [f"  specialist {name!r} ran on {rows} of {count} images"
+              for name, rows in (predictions.specialist_rows or {}).items()]
+    if result is None:
+        return lines
+    lines.append(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
+    parts = hierarchy.coarse_layout.label_scores(hierarchy.coarse_targets(predictions.targets),
+                                                 hierarchy.coarse_targets(predictions.labels))
+    lines += [f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}"
+              for name, head in parts.get("heads", {}).items()]
+    return lines + ["\n" + report_text(predictions.targets, predictions.labels, predictions.class_names)]

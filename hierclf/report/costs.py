@@ -60,7 +60,14 @@ def epochs_seconds(folder: Path) -> tuple[int, float]:
 
 def training_cost(run: Run, specialists: bool = True) -> dict[str, Any]:
     """Each stage's training cost and the total (without `specialists`: the coarse stage's alone):
-    with a flat coarse run, its cost is counted, as the pipeline cannot exist without it."""
+    with a flat coarse run, its cost is counted, as the pipeline cannot exist without it.
+
+    Args:
+        run: the run folder, opened.
+        specialists: count the specialists' training too.
+
+    Returns:
+        {"stages": {name: cost}, "images": …, "megapixels": …, "seconds": …} as `Cost.to_dict` gives."""
     stages = {stage.name: stage_training_cost(run, stage)
               for stage in (run.stages if specialists else [run.coarse_stage])}
     total = sum(stages.values(), Cost())

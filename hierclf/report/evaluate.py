@@ -57,7 +57,15 @@ def evaluate_run(run_path: str | Path, against: str | Path | None = None,
 
 
 def score_run(run: Run, against: str | Path | None = None, controls: Sequence[Sequence[str | Path]] = ()) -> Report:
-    """The `Report` of `run`, computed from its out-of-fold files; nothing is written."""
+    """The `Report` of `run`, computed from its out-of-fold files; nothing is written.
+
+    Args:
+        run: the run folder, opened.
+        against: the flat run it is compared with (default: its coarse run, where it has one).
+        controls: flat runs (each a list: an ensemble) scored on the same rows.
+
+    Returns:
+        The `Report` (`outcomes[name].labels`: each pipeline's out-of-fold labels; `to_dict()`)."""
     if against is None and run.coarse_source is not None:
         against = run.coarse_source.root
     hierarchy = run.hierarchy

@@ -110,21 +110,3 @@ def _attributes_lines(class_names: Sequence[str]) -> list[str]:
     shown = " × ".join("{" + ", ".join(column) + "}" for column in values)
     return [f"these {len(class_names)} classes are every combination of {len(values)} attributes ({shown}): one "
             f"head per attribute fits such labels better than groups ([hierarchy] heads, docs/attributes.md)"]
-
-
-def prediction_lines(input_path: Path, out: Path, predictions: Any, hierarchy: Any,
-                     result: dict[str, float] | None) -> list[str]:
-    """`hierclf predict`'s summary: what it wrote, how many images each specialist ran on, and
-    where the input has labels its `result` (and each head's scores), then the per-class report."""
-    count = len(predictions.ids)
-    lines = [f"wrote {count} predictions to {out}"]
-    lines += [f"  specialist {name!r} ran on {rows} of {count} images"
-              for name, rows in (predictions.specialist_rows or {}).items()]
-    if result is None:
-        return lines
-    lines.append(f"\n{input_path}: macro-F1 {result['macro_f1']:.4f}  accuracy {result['accuracy']:.4f}")
-    parts = hierarchy.coarse_layout.label_scores(hierarchy.coarse_targets(predictions.targets),
-                                                 hierarchy.coarse_targets(predictions.labels))
-    lines += [f"  head {name}: macro-F1 {head['macro_f1']:.4f}  accuracy {head['accuracy']:.4f}"
-              for name, head in parts.get("heads", {}).items()]
-    return lines + ["\n" + report_text(predictions.targets, predictions.labels, predictions.class_names)]

@@ -20,7 +20,13 @@ SCORES = ("val_accuracy", "val_macro_f1", "train_accuracy", "train_macro_f1", "p
 
 def read_history(folder: Path) -> list[dict[str, Any]]:
     """The epochs a fold's metrics.jsonl records (none for a fold not begun), each a table whose
-    epoch is a whole number and whose seconds a number of at least 0."""
+    epoch is a whole number and whose seconds a number of at least 0.
+
+    Args:
+        folder: the fold's folder (RUN/STAGE/fold-K).
+
+    Returns:
+        One table per epoch, in order (its train_loss, val_macro_f1, lr, seconds…)."""
     path = folder / "metrics.jsonl"
     if not path.exists():
         return []
