@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -104,20 +104,34 @@ def _traced(built: BuiltGraph, dynamo: bool) -> Any:
 
 
 def _int8(run: Run, built: BuiltGraph, model: Any, payload: bytes) -> tuple[Any, str]:
-    """The graph in int8, calibrated on some of the run's training images at exact_input_size and
-    checked against the float graph on others; what the check measured, for the metadata."""
+    """The graph in int8 by onnxruntime's static quantisation, checked (`quantized_and_checked`)."""
     import onnx
 
+    def labels_by(graph: bytes) -> Callable[[np.ndarray], np.ndarray]:
+        session = cpu_session(graph)
+        return lambda batch: session.run([OUTPUTS[1]], {INPUT: batch})[0]
+
+    quantized, note = quantized_and_checked(run, built, payload, lambda batches: quantized_int8(model, batches, INPUT),
+                                            labels_by, "onnxruntime's static quantisation, QDQ, per channel")
+    return onnx.load_from_string(quantized), note
+
+
+def quantized_and_checked(run: Run, built: BuiltGraph, float_graph: Any,
+                          quantize: Callable[[Iterator[np.ndarray]], Any],
+                          labels_by: Callable[[Any], Callable[[np.ndarray], np.ndarray]], method: str) -> tuple[Any, str]:
+    """Any export format's int8: the graph `quantize`d on some of the run's training images at
+    exact_input_size (uint8 batches), the labels of the float and the int8 graph (`labels_by` a
+    graph: a function of a batch) compared on others by the one int8 check; the int8 graph, and
+    what the check measured, for the metadata."""
     calibration, check = int8_rows(run)
     side, channels = built.about["exact_input_size"], built.channels
-    quantized = quantized_int8(model, pixel_batches(calibration, side, channels), INPUT)
+    quantized = quantize(pixel_batches(calibration, side, channels))
     batches = list(pixel_batches(check, side, channels))
-    sessions = {False: cpu_session(payload), True: cpu_session(quantized)}
+    labels = {False: labels_by(float_graph), True: labels_by(quantized)}
     float_f1, int8_f1 = checked_int8(check.labels, len(built.about["classes"]), lambda int8: np.concatenate(
-        [sessions[int8].run([OUTPUTS[1]], {INPUT: batch})[0] for batch in batches]), f"export {option('quantize')} int8")
-    return onnx.load_from_string(quantized), (f"int8 (onnxruntime's static quantisation, QDQ, per channel, calibrated on "
-                                              f"{len(calibration)} training images): macro-F1 {int8_f1:.4f} against "
-                                              f"the float graph's {float_f1:.4f} on {len(check)} others")
+        [labels[int8](batch) for batch in batches]), f"export {option('quantize')} int8")
+    return quantized, (f"int8 ({method}, calibrated on {len(calibration)} training images): macro-F1 {int8_f1:.4f} "
+                       f"against the float graph's {float_f1:.4f} on {len(check)} others")
 
 
 def images_of(built: BuiltGraph, count: int, seed: int, size: int | None = None) -> torch.Tensor:

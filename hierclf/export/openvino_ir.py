@@ -15,9 +15,7 @@ import numpy as np
 
 from hierclf.errors import HierclfError, option
 from hierclf.export.graph import BuiltGraph
-from hierclf.export.onnx_file import INPUT, OUTPUTS, Exported, checked_graph, verify
-from hierclf.models.onnx_graph import checked_int8
-from hierclf.predict.onnx_engine import int8_rows, pixel_batches
+from hierclf.export.onnx_file import INPUT, OUTPUTS, Exported, checked_graph, quantized_and_checked, verify
 from hierclf.predict.openvino_engine import converted, openvino_core, quantized_int8
 from hierclf.run.folder import Run
 
@@ -60,16 +58,10 @@ def _probs_by(core: Any, model: Any) -> Any:
 
 
 def _int8(core: Any, run: Run, built: BuiltGraph, model: Any) -> tuple[Any, str]:
-    """The IR in int8 (NNCF), calibrated on some of the run's training images at exact_input_size
-    and checked against the float IR on others; what the check measured, for the metadata."""
-    calibration, check = int8_rows(run)
-    side, channels = built.about["exact_input_size"], built.channels
-    quantized = quantized_int8(model, pixel_batches(calibration, side, channels))
-    batches = list(pixel_batches(check, side, channels))
-    compiled = {False: core.compile_model(model, "CPU"), True: core.compile_model(quantized, "CPU")}
-    float_f1, int8_f1 = checked_int8(check.labels, len(built.about["classes"]), lambda int8: np.concatenate(
-        [np.asarray(compiled[int8]({INPUT: batch})[OUTPUTS[1]]) for batch in batches]),
-        f"export {option('quantize')} int8")
-    return quantized, (f"int8 (OpenVINO's NNCF post-training quantisation, calibrated on {len(calibration)} training "
-                       f"images): macro-F1 {int8_f1:.4f} against the float graph's {float_f1:.4f} on {len(check)} "
-                       f"others")
+    """The IR in int8 by NNCF, checked as the ONNX file's int8 is (`quantized_and_checked`)."""
+    def labels_by(graph: Any) -> Any:
+        compiled = core.compile_model(graph, "CPU")
+        return lambda batch: np.asarray(compiled({INPUT: batch})[OUTPUTS[1]])
+
+    return quantized_and_checked(run, built, model, lambda batches: quantized_int8(model, batches), labels_by,
+                                 "OpenVINO's NNCF post-training quantisation")

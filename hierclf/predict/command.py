@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from hierclf.options import parse_weights
-from hierclf.predict.engine_names import ENGINES
+from hierclf.predict.engine_names import ENGINES, PRECISIONS
 from hierclf.recipe.combiners import COMBINER_NAMES
 
 
@@ -37,7 +37,7 @@ from hierclf.recipe.combiners import COMBINER_NAMES
                    "into an ONNX graph in memory; pip install 'hierclf[export]' or 'hierclf[openvino]').")
 @click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
               help="onnxruntime's or openvino's threads (0: one per core; at most 1024).")
-@click.option("--precision", type=click.Choice(["f32", "bf16"]), default="f32", show_default=True,
+@click.option("--precision", type=click.Choice(PRECISIONS), default="f32", show_default=True,
               help="With --engine openvino: compute in bf16 where the CPU has it (AMX).")
 @click.option("--quantize", type=click.Choice(["int8"]), default=None,
               help="With --engine onnxruntime or openvino: run the graphs in int8, calibrated on 256 of the run's "

@@ -7,6 +7,8 @@ ON_CPU = frozenset({"onnxruntime", "openvino"})
 """The engines that run on the CPU whatever the device: their fold models load there."""
 QUANTISING = frozenset({"onnxruntime", "openvino"})
 """The engines that can run a stage in int8."""
+PRECISIONS = ("f32", "bf16")
+"""The float precisions an engine may be asked to compute in."""
 IN_BF16 = frozenset({"openvino"})
 """The engines that can compute in bf16 (`precision`)."""
 

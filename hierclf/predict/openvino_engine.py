@@ -23,8 +23,6 @@ from hierclf.models.spec import ModelSpec
 from hierclf.predict.onnx_engine import run_batches, stage_graph
 
 INSTALL = "pip install 'hierclf[openvino]'"
-PRECISIONS = ("f32", "bf16")
-"""The float precisions OpenVINO is asked to compute in (`INFERENCE_PRECISION_HINT`)."""
 
 
 def openvino_core(command: str) -> Any:

@@ -17,7 +17,7 @@ from hierclf.errors import HierclfError, RunError, option
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.saved import load_model
 from hierclf.models.spec import ModelSpec
-from hierclf.predict.engine_names import ENGINES, IN_BF16, ON_CPU, QUANTISING, EngineChoice
+from hierclf.predict.engine_names import ENGINES, IN_BF16, ON_CPU, PRECISIONS, QUANTISING, EngineChoice
 from hierclf.predict.votes import Vote, make_vote
 from hierclf.run.folder import Run
 from hierclf.runtime.devices import resolve_device
@@ -53,7 +53,7 @@ class Inference:
         if self.quantize not in ("", "int8") or (self.quantize and self.engine not in QUANTISING):
             raise HierclfError(f"{option('quantize')} {self.quantize}: expected int8, with {option('engine')} "
                                f"{' or '.join(sorted(QUANTISING))}")
-        if self.precision not in ("f32", "bf16") or (self.precision == "bf16" and self.engine not in IN_BF16):
+        if self.precision not in PRECISIONS or (self.precision == "bf16" and self.engine not in IN_BF16):
             raise HierclfError(f"{option('precision')} {self.precision}: expected f32, or bf16 with {option('engine')} "
                                f"{' or '.join(sorted(IN_BF16))}")
         if not 0 <= self.threads <= MAX_THREADS:

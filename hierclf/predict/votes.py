@@ -15,7 +15,6 @@ from torch.utils.data import DataLoader
 from hierclf.data.tta import View
 from hierclf.models.inference import memory_layout, soft_vote
 from hierclf.models.spec import ModelSpec
-
 from hierclf.predict.engine_names import EngineChoice
 from hierclf.predict.onnx_engine import OnnxVote
 from hierclf.predict.openvino_engine import OpenVinoVote
