@@ -170,6 +170,57 @@ def pixels_of(folder: Path, every: int = 1) -> np.ndarray:
     return np.stack([np.asarray(Image.open(path)) for path in sorted(folder.rglob("*.png"))[::every]])
 
 
+def assert_agrees_with_torch(run_dir: Path, inference, close, input_path: Path | None = None,
+                             combiners=(None,), trace: bool = False) -> None:
+    """A graph engine (`inference`) against the torch engine on `input_path` (default: the run's own
+    training rows), each combiner: `close(torch's, the engine's, combiner)` asserts how near; with
+    `trace`, the same trace columns; the run folder only read (its bytes unchanged)."""
+    import hashlib
+
+    from hierclf.data import load_input_items, load_training_items
+    from hierclf.hierarchy.build import label_attributes
+    from hierclf.predict.pipeline import Inference, predict_items
+    from hierclf.run.folder import Run
+
+    def digest(folder: Path) -> str:
+        return hashlib.sha256(b"".join(path.read_bytes() for path in sorted(folder.rglob("*"))
+                                       if path.is_file())).hexdigest()
+
+    run = Run.open(run_dir)
+    items = (load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy)) if input_path is None
+             else load_input_items(input_path, run.hierarchy.class_names))
+    before = digest(run_dir)
+    for combiner in combiners:
+        torch_out = predict_items(run, items, combiner, trace=trace, inference=Inference(workers=0, device="cpu"))
+        engine_out = predict_items(run, items, combiner, trace=trace, inference=inference)
+        close(torch_out, engine_out, combiner)
+        if trace:
+            assert torch_out.trace.keys() == engine_out.trace.keys()
+    assert digest(run_dir) == before  # the run folder is only read
+
+
+def assert_int8_checked_both_ways(run: Path, train_csv: Path, engine: str, tmp_path: Path, monkeypatch,
+                                  agreement: float) -> None:
+    """`engine`'s int8 on `run`: with the check's tolerance lifted, its labels agree with the float
+    graph's on at least `agreement` of the rows and its probabilities differ (it is quantised);
+    with the tolerance below zero, predict refuses in one line and writes nothing."""
+    from hierclf.data import load_input_items
+    from hierclf.predict.pipeline import Inference, predict_items
+    from hierclf.run.folder import Run
+
+    items = load_input_items(train_csv, Run.open(run).hierarchy.class_names)
+    plain = predict_items(run, items, inference=Inference(workers=0, device="cpu", engine=engine, threads=1))
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", 100.0)
+    int8 = predict_items(run, items, inference=Inference(workers=0, device="cpu", engine=engine, quantize="int8"))
+    assert (int8.labels == plain.labels).mean() >= agreement and np.abs(int8.probs - plain.probs).max() > 0
+    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", -1.0)
+    result = cli("predict", run, train_csv, "--out", tmp_path / "p.csv", "--engine", engine, "--quantize", "int8",
+                 "--workers", "0")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert "--quantize int8: the int8 graph scores macro-F1" in result.stderr and "points lost" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
 def cli(*args):
     """The hierclf command in-process, as a user types it."""
     from click.testing import CliRunner

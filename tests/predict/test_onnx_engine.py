@@ -1,14 +1,12 @@
 """predict's onnxruntime engine: the same predictions as the torch engine, to float rounding, on
 every layout and combiner, with nothing written into the run folder."""
-import hashlib
 import shutil
 
 import numpy as np
 import pytest
 
-from conftest import cli
-from hierclf.data import load_input_items, load_training_items
-from hierclf.hierarchy.build import label_attributes
+from conftest import assert_agrees_with_torch, assert_int8_checked_both_ways, cli
+from hierclf.data import load_input_items
 from hierclf.errors import HierclfError
 from hierclf.predict.pipeline import Inference, predict_items
 from hierclf.run.folder import Run
@@ -18,24 +16,14 @@ pytest.importorskip("onnxruntime")
 TORCH, ONNX = Inference(workers=0, device="cpu"), Inference(workers=0, device="cpu", engine="onnxruntime", threads=1)
 
 
-def _digest(folder):
-    return hashlib.sha256(b"".join(path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file())).hexdigest()
+def _same(torch_out, onnx_out, combiner):
+    assert np.abs(torch_out.probs - onnx_out.probs).max() < 1e-4, combiner
+    assert np.array_equal(torch_out.labels, onnx_out.labels), combiner
 
 
 def _agree(run_dir, input_path=None, combiners=(None,), trace=False):
     """Both engines on `input_path` (default: the run's own training rows)."""
-    run = Run.open(run_dir)
-    items = (load_training_items(run.recipe.data, label_attributes(run.recipe.hierarchy)) if input_path is None
-             else load_input_items(input_path, run.hierarchy.class_names))
-    before = _digest(run_dir)
-    for combiner in combiners:
-        torch_out = predict_items(run, items, combiner, trace=trace, inference=TORCH)
-        onnx_out = predict_items(run, items, combiner, trace=trace, inference=ONNX)
-        assert np.abs(torch_out.probs - onnx_out.probs).max() < 1e-4, combiner
-        assert np.array_equal(torch_out.labels, onnx_out.labels), combiner
-        if trace:
-            assert torch_out.trace.keys() == onnx_out.trace.keys()
-    assert _digest(run_dir) == before  # the run folder is only read
+    assert_agrees_with_torch(run_dir, ONNX, _same, input_path, combiners, trace)
 
 
 def test_a_flat_run(flat_run):
@@ -96,17 +84,8 @@ def test_int8_is_calibrated_checked_and_close_to_the_float_graph(flat_run, tmp_p
     import hierclf.predict.pipeline as pipeline
 
     run, _, train_csv, _ = flat_run
-    items = load_input_items(train_csv, Run.open(run).hierarchy.class_names)
-    plain = predict_items(run, items, inference=ONNX)
-    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", 100.0)
-    int8 = predict_items(run, items, inference=Inference(workers=0, device="cpu", engine="onnxruntime", quantize="int8"))
-    assert (int8.labels == plain.labels).mean() >= 0.9 and np.abs(int8.probs - plain.probs).max() > 0
-    monkeypatch.setattr("hierclf.models.onnx_graph.INT8_TOLERANCE", -1.0)
-    result = cli("predict", run, train_csv, "--out", tmp_path / "p.csv", "--engine", "onnxruntime", "--quantize",
-                 "int8", "--workers", "0")
-    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
-    assert "--quantize int8: the int8 graph scores macro-F1" in result.stderr and "points lost" in result.stderr
-    assert not (tmp_path / "p.csv").exists() and pipeline.int8_rows(Run.open(run))[0].ids.size == 30
+    assert_int8_checked_both_ways(run, train_csv, "onnxruntime", tmp_path, monkeypatch, agreement=0.9)
+    assert pipeline.int8_rows(Run.open(run))[0].ids.size == 30
     with pytest.raises(HierclfError, match="quantize int8: expected int8, with engine onnxruntime"):
         Inference(quantize="int8")
 
