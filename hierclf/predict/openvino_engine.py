@@ -9,7 +9,9 @@ import contextlib
 import copy
 import io
 import logging
+import os
 import re
+import sys
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -48,13 +50,43 @@ def quantized_int8(model: Any, calibration: Iterable[np.ndarray]) -> Any:
     its subset), quiet: NNCF's progress bars and torch's CUDA note are not the user's."""
     for name in ("nncf", "torch.utils.cpp_extension"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    nncf = importable("nncf", f"predict {option('engine')} openvino {option('quantize')} int8", INSTALL)
+    nncf = nncf_without_telemetry(f"predict {option('engine')} openvino {option('quantize')} int8")
     images = [image[None] for batch in calibration for image in batch]
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
             warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return nncf.quantize(model, nncf.Dataset(images), subset_size=len(images),
                              preset=nncf.QuantizationPreset.PERFORMANCE)
+
+
+def nncf_without_telemetry(command: str) -> Any:
+    """NNCF, imported so that it sends no usage statistics unless this user opted in (openvino's
+    `opt_in_out --opt_in`): NNCF sends them to Google Analytics unless told not to, and a user of
+    hierclf's int8 was never asked. Both switches are read once, at import: CI keeps the telemetry
+    from writing a client id into the user's home, NNCF_CI replaces it by NNCF's stub; the
+    environment is as it was afterwards."""
+    if "nncf" in sys.modules or _telemetry_accepted():
+        return importable("nncf", command, INSTALL)
+    switches = {"CI": "true", "NNCF_CI": "1"}
+    saved = {name: os.environ.get(name) for name in switches}
+    os.environ.update(switches)
+    try:
+        return importable("nncf", command, INSTALL)
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def _telemetry_accepted() -> bool:
+    """Whether this user told OpenVINO's telemetry yes (its consent file says so)."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package: nothing would be sent
+        return False
+    return OptInChecker().check(enable_opt_in_dialog=False, disable_in_ci=True) == ConsentCheckResult.ACCEPTED
 
 
 def converted(core: Any, graph: bytes, what: str) -> Any:

@@ -1,7 +1,10 @@
 """predict's OpenVINO engine: in f32 the torch engine's predictions to float rounding, in bf16
 within bf16's rounding, on every layout and combiner, several runs and shards; its int8 checked
 as onnxruntime's is; nothing written into the run folder."""
+import os
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -149,3 +152,24 @@ def test_int8_is_calibrated_by_nncf_checked_and_close_to_the_float_graph(runs, t
     # a 3-epoch model at 32 px leaves many of its 160 rows near a tie, which int8's rounding tips
     # (onnxruntime's int8 on the 10-epoch flat run keeps 90 %); a broken quantisation keeps a quarter
     assert_int8_checked_both_ways(runs[0] / "flat", runs[1], "openvino", tmp_path, monkeypatch, agreement=0.7)
+
+
+TELEMETRY = ("import os; from hierclf.predict.openvino_engine import nncf_without_telemetry; "
+             "nncf_without_telemetry('x'); import nncf.telemetry.wrapper as wrapper; "
+             "print(type(wrapper.telemetry).__name__, 'CI' in os.environ, 'NNCF_CI' in os.environ)")
+
+
+@pytest.mark.parametrize("consent, sending", [(None, False), ("0", False), ("1", True)])
+def test_nncf_sends_no_usage_statistics_unless_the_user_opted_in(tmp_path, consent, sending):
+    home = tmp_path / "home"
+    (home / "intel").mkdir(parents=True)
+    if consent is not None:  # what openvino's `opt_in_out --opt_in` / `--opt_out` writes
+        (home / "intel" / "openvino_telemetry").write_text(consent)
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "NNCF_CI", "NNCF_DEV")}
+    done = subprocess.run([sys.executable, "-c", TELEMETRY], env={**env, "HOME": str(home)}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    kind, ci, nncf_ci = done.stdout.split()
+    assert kind == ("NNCFTelemetry" if sending else "MagicMock")  # NNCF's stub (NNCFTelemetryStub) is a MagicMock
+    assert (home / "intel" / "openvino_ga_cid").exists() == sending  # no client id written for an unasked user
+    assert ci == nncf_ci == "False"  # the switches were only set while nncf was imported
