@@ -22,6 +22,7 @@ MEASURES_INTERNALS = {
     "profile_step": "fit's training step against a bare loop over the same loader and loss",
     "speed_engines": "each engine's vote on the same batches, beside the pipeline",
     "speed_gpu": "fit against a bare loop over the same loader and loss, on a GPU",
+    "speed_precision": "fit against a bare loop over the same cached loader and loss, in each precision and layout",
     "speed_train": "fit against a bare loop over the same loader and loss",
 }
 

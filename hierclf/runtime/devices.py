@@ -29,6 +29,19 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes in bf16 (oneDNN's own test: AVX-512 BF16 or AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def check_precision(precision: str, device: torch.device) -> None:
+    """bf16 training steps on a CPU only where it has bf16 units: elsewhere torch emulates them,
+    slower than fp32."""
+    if precision == "bf16" and device.type == "cpu" and not cpu_has_bf16():
+        raise HierclfError(f'precision = "bf16": this CPU has no bf16 units (torch sees '
+                           f'{torch.backends.cpu.get_cpu_capability()}, without AVX-512 BF16 or AMX); use "fp32"')
+
+
 def thread_count(requested: int = 0) -> int | None:
     """The torch threads a training process should use: `requested`, or when several processes
     share the machine (torchrun's LOCAL_WORLD_SIZE, or HIERCLF_PROCESSES_PER_MACHINE) its share of

@@ -12,18 +12,18 @@ from hierclf.hierarchy.protocol import Hierarchy, Part
 from hierclf.hierarchy.stage import Stage
 from hierclf.models.factory import create_model, lowest_stages
 from hierclf.recipe.schema import Recipe
-from hierclf.runtime.devices import resolve_device
+from hierclf.runtime.devices import check_precision, resolve_device
 from hierclf.runtime.processes import Processes
 from hierclf.train.board import check_tensorboard
 from hierclf.train.kfold import TRAIN_ONLY
 from hierclf.train.stage import NEXT
 
 
-def check_device(device: str, key: str) -> None:
-    """A device this machine lacks (coarse.device = "cuda" on a laptop), refused naming the key
-    before anything is written."""
+def check_device(device: str, key: str, precision: str = "fp32") -> None:
+    """A device this machine lacks (coarse.device = "cuda" on a laptop), or bf16 steps on a CPU
+    without bf16 units, refused naming the key before anything is written."""
     try:
-        resolve_device(device)
+        check_precision(precision, resolve_device(device))
     except HierclfError as error:
         raise RecipeError(f"{key}.{error}") from None
 
@@ -35,7 +35,7 @@ def check_model(stage: Stage) -> None:
     coarse folds give them). The stage's device is resolved first, and the tensorboard package
     looked for where the stage writes event files."""
     config = stage.config
-    check_device(config.device, stage.key)
+    check_device(config.device, stage.key, config.precision)
     check_tensorboard(config.tensorboard, stage.key)
     if config.init_from_coarse:
         config = dataclasses.replace(config, pretrained=False, weights="")

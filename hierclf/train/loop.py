@@ -2,6 +2,7 @@
 log, keep the best, stop early), finish."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -16,6 +17,7 @@ from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.factory import hold_batchnorm, lowest_stages, set_backbone_frozen, set_frozen
 from hierclf.models.inference import autocast, memory_layout, soft_vote
 from hierclf.recipe.schema import TrainConfig, lower_is_better
+from hierclf.runtime.devices import check_precision
 from hierclf.runtime.processes import Placement
 from hierclf.seeding import torch_seeded
 from hierclf.train.losses import LayoutLoss
@@ -128,6 +130,7 @@ def _set_up(model: torch.nn.Module, loader: DataLoader, config: TrainConfig, cri
     """The model on its device, the optimiser, its schedule (stepped per update), the mixer, the
     moving average and the loss scaler."""
     processes = placement.processes
+    check_precision(config.precision, placement.device)
     model.to(placement.device, memory_format=memory_layout(config.channels_last))
     if config.sync_batchnorm:
         processes.sync_batchnorm(model)
@@ -160,7 +163,6 @@ def _train_epoch(training: TrainingState, trained: torch.nn.Module, epoch: int, 
     """One pass over the training rows: the loss summed, the rows right and the rows seen, over
     every process."""
     device, processes, loader = placement.device, placement.processes, training.loader
-    use_amp = _amp(config, placement)
     loss_sum, correct, seen = 0.0, 0, 0
     training.optimizer.zero_grad(set_to_none=True)
     for batch, (images, targets, _) in enumerate(record.progress(loader, epoch, config.epochs), start=1):
@@ -172,7 +174,7 @@ def _train_epoch(training: TrainingState, trained: torch.nn.Module, epoch: int, 
         # batches, or after the epoch's last (a short last group then counts for less)
         stepping = batch % config.accumulate == 0 or batch == len(loader)
         with processes.syncing(trained, stepping):  # gradients are exchanged only before a step
-            with autocast(device, use_amp):
+            with _step_autocast(config, placement):
                 logits = trained(images)
                 loss = criterion(logits.float(), learned)
             training.scaler.scale(loss / config.accumulate).backward()
@@ -262,3 +264,13 @@ def _keep_if_best(training: TrainingState, value: float, config: TrainConfig, va
 def _amp(config: TrainConfig, placement: Placement) -> bool:
     """Mixed precision: asked for, and on CUDA."""
     return config.amp and placement.device.type == "cuda"
+
+
+def _step_autocast(config: TrainConfig, placement: Placement) -> contextlib.AbstractContextManager:
+    """A training step's mixed precision: amp's on CUDA; on a CPU, bf16 where `precision` asks."""
+    if placement.device.type == "cuda":
+        return autocast(placement.device, config.amp)
+    if config.precision == "bf16":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+

@@ -113,6 +113,11 @@ def test_a_device_the_machine_lacks_is_refused_before_anything_is_written(detail
     result = cli("probe", detail_runs / "flat.toml", "--out", tmp_path / "probe", "--set", "coarse.device=cuda",
                  "--set", "coarse.pretrained=true")
     assert result.exit_code == 2 and not (tmp_path / "probe").exists(), result.output
+    monkeypatch.setattr("hierclf.runtime.devices.cpu_has_bf16", lambda: False)
+    result = cli("fit-coarse", detail_runs / "flat.toml", "--out", tmp_path / "run", "--set", "coarse.precision=bf16")
+    assert result.exit_code == 2 and result.stderr.count("\n") == 1, result.output
+    assert 'coarse.precision = "bf16": this CPU has no bf16 units' in result.stderr
+    assert not (tmp_path / "run").exists()
     recipe_before = (detail_runs / "hier" / "recipe.toml").read_text()
     result = cli("fit-fine", detail_runs / "hier", "--set", "fine.device=cuda")
     assert result.exit_code == 2 and "fine.patch.device = 'cuda' but no CUDA device" in result.stderr, result.output

@@ -14,6 +14,8 @@ from hierclf.hierarchy.layout import OutputLayout
 from hierclf.models.factory import classifier_modules, create_model
 from hierclf.recipe.schema import HeadConfig, StageConfig, TrainConfig
 from hierclf.hierarchy.stage import single_loss
+from hierclf.errors import HierclfError
+from hierclf.runtime.devices import cpu_has_bf16
 from hierclf.train.loop import fit
 from hierclf.train.record import FitRecord
 from hierclf.train.losses import build_layout_loss
@@ -344,3 +346,41 @@ def test_the_unfreeze_jumped_where_batchnorm_changed_mode_with_it(digits_weights
     monkeypatch.setattr(optim, "UnfreezeWarmup", lambda schedule, *rest: schedule)
     losses = _unfreeze_losses(digits_weights, "train")
     assert losses[2] > 1.25 * losses[1], losses
+
+
+def _input_dtypes(model: torch.nn.Module) -> list[tuple[bool, torch.dtype]]:
+    """(training?, dtype) of what each call of the model's first convolution computed in."""
+    seen = []
+    first = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    first.register_forward_hook(lambda module, args, out: seen.append((module.training, out.dtype)))
+    return seen
+
+
+@pytest.mark.skipif(not cpu_has_bf16(), reason="this CPU has no bf16 units")
+def test_bf16_precision_runs_the_training_steps_in_bf16_validates_in_fp32_and_learns():
+    stage = dataclasses.replace(TINY, precision="bf16")
+    model, _ = create_model(stage, THREE, seed=stage.seed)
+    seen = _input_dtypes(model)
+    train_loader, val_loader = loaders(stage)
+    result = fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader), seed=stage.seed)
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # autocast: the weights stay fp32
+    assert result.val_probs.dtype == np.float32
+    assert max(r["val_accuracy"] for r in result.history) >= 0.9  # chance is 1/3
+
+
+def test_fp32_precision_never_autocasts():
+    model, _ = create_model(dataclasses.replace(TINY, epochs=1), THREE, seed=0)
+    seen = _input_dtypes(model)
+    stage = dataclasses.replace(TINY, epochs=1)
+    train_loader, val_loader = loaders(stage)
+    fit(model, train_loader, val_loader, stage, loss_of(stage, train_loader))
+    assert {dtype for _, dtype in seen} == {torch.float32}
+
+
+def test_bf16_precision_is_refused_in_one_line_on_a_cpu_without_bf16_units(monkeypatch):
+    monkeypatch.setattr("hierclf.runtime.devices.cpu_has_bf16", lambda: False)
+    stage = dataclasses.replace(TINY, precision="bf16", epochs=1)
+    with pytest.raises(HierclfError, match=r'precision = "bf16": this CPU has no bf16 units .*use "fp32"'):
+        train(stage)
