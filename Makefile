@@ -17,8 +17,11 @@ $(STAMP): setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,export,openvino,tensorboard]'
 	touch $(STAMP)
 
+# OpenVINO's tests run in a process of their own: with its CPU plugin loaded, the full suite has
+# segfaulted twice late in the run (not in any subset tried; not root-caused), see tests/conftest.py.
 test: $(STAMP)
-	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests -k "not openvino"
+	NO_ALBUMENTATIONS_UPDATE=1 $(PY) -m pytest -q tests -k openvino
 
 # The flat model, the groups its errors suggest, the hierarchical model, both scored side by side;
 # then the hierarchy over the flat run (the flat run as coarse stage, the blend combiner).
