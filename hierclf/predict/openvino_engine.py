@@ -14,6 +14,7 @@ import re
 import sys
 import warnings
 from typing import Any, Iterable, Sequence
+from unittest import mock
 
 import numpy as np
 import torch
@@ -65,19 +66,9 @@ def nncf_without_telemetry(command: str) -> Any:
     hierclf's int8 was never asked. Both switches are read once, at import: CI keeps the telemetry
     from writing a client id into the user's home, NNCF_CI replaces it by NNCF's stub; the
     environment is as it was afterwards."""
-    if "nncf" in sys.modules or _telemetry_accepted():
+    as_it_is = "nncf" in sys.modules or _telemetry_accepted()  # imported already, or the user said yes
+    with mock.patch.dict(os.environ, {} if as_it_is else {"CI": "true", "NNCF_CI": "1"}):
         return importable("nncf", command, INSTALL)
-    switches = {"CI": "true", "NNCF_CI": "1"}
-    saved = {name: os.environ.get(name) for name in switches}
-    os.environ.update(switches)
-    try:
-        return importable("nncf", command, INSTALL)
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                del os.environ[name]
-            else:
-                os.environ[name] = value
 
 
 def _telemetry_accepted() -> bool:

@@ -273,4 +273,3 @@ def _step_autocast(config: TrainConfig, placement: Placement) -> contextlib.Abst
     if config.precision == "bf16":
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
